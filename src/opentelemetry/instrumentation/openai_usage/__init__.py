@@ -1,0 +1,95 @@
+"""OpenTelemetry instrumentation for the OpenAI Python SDK, built around token usage.
+
+Every `chat.completions.create` call, sync or async, streamed or not, becomes
+one CLIENT span plus GenAI metrics carrying the usage the server billed. For
+streams we ask the server for its usage chunk (and hide it from the caller
+when the caller did not ask), so streams get exact usage with no code change.
+
+Usage::
+
+    from opentelemetry.instrumentation.openai_usage import OpenAIUsageInstrumentor
+
+    OpenAIUsageInstrumentor().instrument()
+
+or with no code change: ``opentelemetry-instrument python app.py``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Collection
+from typing import Any
+
+import wrapt
+from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type: ignore[attr-defined]
+from opentelemetry.instrumentation.utils import unwrap
+from opentelemetry.metrics import get_meter
+from opentelemetry.trace import get_tracer
+
+from .config import Settings, load_settings
+from .errors import internal_error
+from .package import _instruments
+from .patches import ENDPOINTS, Endpoint
+from .telemetry import Instruments
+from .version import __version__
+from .wrappers import Runtime, async_wrapper, sync_wrapper
+
+__all__ = ["OpenAIUsageInstrumentor", "Settings", "__version__"]
+
+_SCHEMA_URL = "https://opentelemetry.io/schemas/1.37.0"
+
+
+class OpenAIUsageInstrumentor(BaseInstrumentor):  # type: ignore[misc]
+    """Instruments the OpenAI SDK.
+
+    Keyword arguments of `instrument()` (each also settable by environment
+    variable, see the README): `tracer_provider`, `meter_provider`,
+    `inject_stream_usage` (bool), `chunk_timing` ("per_stream", "per_chunk", "off").
+    """
+
+    _runtime: Runtime | None = None
+    _patched: list[Endpoint]
+
+    def instrumentation_dependencies(self) -> Collection[str]:
+        return _instruments
+
+    def _instrument(self, **kwargs: Any) -> None:
+        settings = load_settings(kwargs)
+        tracer = get_tracer(
+            __name__,
+            __version__,
+            tracer_provider=kwargs.get("tracer_provider"),
+            schema_url=_SCHEMA_URL,
+        )
+        meter = get_meter(
+            __name__,
+            __version__,
+            meter_provider=kwargs.get("meter_provider"),
+            schema_url=_SCHEMA_URL,
+        )
+        runtime = Runtime(tracer, Instruments(meter), settings)
+        self._runtime = runtime
+        self._patched = []
+        for endpoint in ENDPOINTS:
+            factory = async_wrapper if endpoint.is_async else sync_wrapper
+            try:
+                importlib.import_module(endpoint.module)
+                wrapt.wrap_function_wrapper(
+                    endpoint.module, endpoint.method, factory(runtime, endpoint)
+                )
+                self._patched.append(endpoint)
+            except Exception as exc:  # an SDK without this method: skip it, patch the rest
+                internal_error(f"patching {endpoint.module}.{endpoint.method}", exc)
+
+    def _uninstrument(self, **kwargs: Any) -> None:
+        if self._runtime is not None:
+            self._runtime.active = False
+            self._runtime = None
+        for endpoint in getattr(self, "_patched", []):
+            cls_name, method = endpoint.method.rsplit(".", 1)
+            try:
+                module = importlib.import_module(endpoint.module)
+                unwrap(getattr(module, cls_name), method)
+            except Exception as exc:
+                internal_error(f"unpatching {endpoint.module}.{endpoint.method}", exc)
+        self._patched = []

@@ -1,0 +1,129 @@
+"""From what the server sent to ResponseFacts: one parsed response, or chunk by chunk.
+
+An accumulator sees every chunk of a stream, so it does the least it can per
+chunk (a few attribute reads) and leaves parsing usage to the end of the call.
+It never keeps the chunks themselves: memory stays flat for any stream length.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from .usage import Usage, usage_from
+
+
+@dataclass
+class ResponseFacts:
+    """What a finished call tells us, whichever way it arrived."""
+
+    response_id: str | None = None
+    model: str | None = None
+    finish_reasons: list[str] = field(default_factory=list)
+    system_fingerprint: str | None = None
+    service_tier: str | None = None
+    usage: Usage | None = None
+
+
+def _str(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def _finish_reasons(choices: Any) -> list[str]:
+    if not isinstance(choices, list):
+        return []
+    reasons = []
+    for choice in choices:
+        reason = _str(getattr(choice, "finish_reason", None))
+        if reason:
+            reasons.append(reason)
+    return reasons
+
+
+def facts_from_completion(response: Any) -> ResponseFacts:
+    """A non-streamed `ChatCompletion` or legacy `Completion`."""
+    return ResponseFacts(
+        response_id=_str(getattr(response, "id", None)),
+        model=_str(getattr(response, "model", None)),
+        finish_reasons=_finish_reasons(getattr(response, "choices", None)),
+        system_fingerprint=_str(getattr(response, "system_fingerprint", None)),
+        service_tier=_str(getattr(response, "service_tier", None)),
+        usage=usage_from(getattr(response, "usage", None)),
+    )
+
+
+def _forget_usage_field(chunk: Any) -> None:
+    """Make an injected `"usage": null` invisible, as if the server never sent it.
+
+    With `include_usage` the server adds `"usage": null` to every chunk; without
+    it the key is absent. The attribute reads None either way, but `to_dict()`
+    and `model_dump(exclude_unset=True)` would show the difference.
+    """
+    fields_set = getattr(chunk, "__pydantic_fields_set__", None)
+    if fields_set is None:
+        fields_set = getattr(chunk, "__fields_set__", None)  # pydantic v1
+    if isinstance(fields_set, set):
+        fields_set.discard("usage")
+
+
+class ChatStreamAccumulator:
+    """Chat and legacy completion chunks -> ResponseFacts.
+
+    `hide_usage_chunk` is True when we asked for the usage chunk ourselves: the
+    caller did not, so it must not see it (nor the `usage: null` on the others).
+    """
+
+    __slots__ = (
+        "finish_reasons",
+        "hide_usage_chunk",
+        "model",
+        "raw_usage",
+        "response_id",
+        "service_tier",
+        "system_fingerprint",
+    )
+
+    def __init__(self, hide_usage_chunk: bool) -> None:
+        self.hide_usage_chunk = hide_usage_chunk
+        self.response_id: str | None = None
+        self.model: str | None = None
+        self.system_fingerprint: str | None = None
+        self.service_tier: str | None = None
+        self.raw_usage: Any = None
+        self.finish_reasons: dict[int, str] = {}
+
+    def on_chunk(self, chunk: Any) -> bool:
+        """Take what the chunk says; return False when the caller must not see it."""
+        if self.response_id is None:
+            # Azure's prompt-filter chunk comes first with an empty id and model.
+            response_id = getattr(chunk, "id", None)
+            if isinstance(response_id, str) and response_id:
+                self.response_id = response_id
+                self.model = _str(getattr(chunk, "model", None))
+                self.system_fingerprint = _str(getattr(chunk, "system_fingerprint", None))
+                self.service_tier = _str(getattr(chunk, "service_tier", None))
+        choices = getattr(chunk, "choices", None)
+        if choices:
+            for choice in choices:
+                reason = getattr(choice, "finish_reason", None)
+                if reason:
+                    index = getattr(choice, "index", 0)
+                    self.finish_reasons[index if isinstance(index, int) else 0] = str(reason)
+        usage = getattr(chunk, "usage", None)
+        if usage is not None:
+            self.raw_usage = usage
+            if not choices and self.hide_usage_chunk:
+                return False
+        elif self.hide_usage_chunk:
+            _forget_usage_field(chunk)
+        return True
+
+    def facts(self) -> ResponseFacts:
+        return ResponseFacts(
+            response_id=self.response_id,
+            model=self.model,
+            finish_reasons=[self.finish_reasons[i] for i in sorted(self.finish_reasons)],
+            system_fingerprint=self.system_fingerprint,
+            service_tier=self.service_tier,
+            usage=usage_from(self.raw_usage),
+        )

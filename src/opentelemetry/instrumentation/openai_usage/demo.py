@@ -1,0 +1,196 @@
+"""The main job, runnable with no API key: instrumented OpenAI calls and their token usage.
+
+    python -m opentelemetry.instrumentation.openai_usage.demo [--real] [--quiet]
+
+Without OPENAI_API_KEY (or without --real) it starts the bundled local
+OpenAI-compatible server and talks to it through the real openai SDK, so the
+spans, metrics and token counts are real ones, produced the way production
+produces them. Spans and metrics go to the console, or over OTLP when
+OTEL_EXPORTER_OTLP_ENDPOINT is set (needs opentelemetry-exporter-otlp).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import openai
+from openai.types.chat import ChatCompletionMessageParam
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import (
+    ConsoleMetricExporter,
+    MetricExporter,
+    PeriodicExportingMetricReader,
+)
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import (
+    BatchSpanProcessor,
+    ConsoleSpanExporter,
+    SimpleSpanProcessor,
+    SpanExporter,
+)
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from . import OpenAIUsageInstrumentor
+from . import telemetry as t
+from .localserver import LocalOpenAIServer
+
+MESSAGES: list[ChatCompletionMessageParam] = [
+    {"role": "user", "content": "What's 1+1? Answer in one word."}
+]
+
+
+def _say(text: str) -> None:
+    print(f"[demo] {text}", file=sys.stderr, flush=True)
+
+
+def _exporters(quiet: bool) -> tuple[SpanExporter | None, MetricExporter | None]:
+    if os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"):
+        try:
+            from opentelemetry.exporter.otlp.proto.http.metric_exporter import (  # type: ignore[import-untyped,import-not-found,unused-ignore]
+                OTLPMetricExporter,
+            )
+            from opentelemetry.exporter.otlp.proto.http.trace_exporter import (  # type: ignore[import-untyped,import-not-found,unused-ignore]
+                OTLPSpanExporter,
+            )
+        except ImportError:
+            _say("OTEL_EXPORTER_OTLP_ENDPOINT is set but opentelemetry-exporter-otlp is not")
+            _say("installed (pip install opentelemetry-exporter-otlp); using the console.")
+        else:
+            _say(f"exporting over OTLP/HTTP to {os.environ['OTEL_EXPORTER_OTLP_ENDPOINT']}")
+            return OTLPSpanExporter(), OTLPMetricExporter()
+    if quiet:
+        return None, None
+    return ConsoleSpanExporter(), ConsoleMetricExporter()
+
+
+@contextmanager
+def _target(real: bool) -> Iterator[dict[str, Any]]:
+    """Client arguments for the real service, or for a local server started here."""
+    if real:
+        _say("calling the real OpenAI service (OPENAI_API_KEY is set)")
+        yield {}
+        return
+    _say("no OPENAI_API_KEY (or --local): starting the bundled local OpenAI-compatible server")
+    with LocalOpenAIServer() as server:
+        _say(f"local server listening on {server.base_url}")
+        yield {"base_url": server.base_url, "api_key": "sk-local-demo"}
+
+
+def _calls(
+    client: openai.OpenAI, aclient: openai.AsyncOpenAI
+) -> list[tuple[str, Callable[[], Any]]]:
+    model = "gpt-4o-mini"
+
+    def non_stream() -> Any:
+        return client.chat.completions.create(model=model, messages=MESSAGES)
+
+    def stream_plain() -> Any:
+        # No stream_options: the instrumentation asks for usage and hides the chunk.
+        return "".join(
+            c.choices[0].delta.content or ""
+            for c in client.chat.completions.create(model=model, messages=MESSAGES, stream=True)
+            if c.choices
+        )
+
+    def stream_with_usage() -> Any:
+        stream = client.chat.completions.create(
+            model=model, messages=MESSAGES, stream=True, stream_options={"include_usage": True}
+        )
+        return [c for c in stream][-1].usage
+
+    def stream_broken_off() -> Any:
+        stream = client.chat.completions.create(model=model, messages=MESSAGES, stream=True)
+        with stream:
+            for i, _ in enumerate(stream):
+                if i == 1:
+                    break  # leaving early: the span still ends, marked "closed"
+
+    async def both_async() -> Any:
+        response = await aclient.chat.completions.create(model=model, messages=MESSAGES)
+        stream = await aclient.chat.completions.create(model=model, messages=MESSAGES, stream=True)
+        async for _ in stream:
+            pass
+        return response
+
+    return [
+        ("sync, not streamed", non_stream),
+        ("sync stream, no include_usage", stream_plain),
+        ("sync stream, include_usage", stream_with_usage),
+        ("sync stream broken off early", stream_broken_off),
+        ("async: not streamed + stream", lambda: asyncio.run(both_async())),
+    ]
+
+
+def _table(spans: list[ReadableSpan]) -> str:
+    header = ("#", "span", "stream", "outcome", "input", "output", "total", "usage")
+    rows = [header]
+    for i, span in enumerate(sorted(spans, key=lambda s: s.start_time or 0), 1):
+        a = span.attributes or {}
+        has_usage = t.USAGE_INPUT in a
+        rows.append(
+            (
+                str(i),
+                span.name,
+                "yes" if a.get(t.REQUEST_STREAM) else "no",
+                str(a.get(t.STREAM_OUTCOME, "-")),
+                str(a.get(t.USAGE_INPUT, "-")),
+                str(a.get(t.USAGE_OUTPUT, "-")),
+                str(a.get(t.USAGE_TOTAL, "-")),
+                "reported" if has_usage else "none",
+            )
+        )
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--local", action="store_true", help="use the local server even with a key")
+    parser.add_argument("--quiet", action="store_true", help="print only the token table")
+    args = parser.parse_args(argv)
+    real = bool(os.environ.get("OPENAI_API_KEY")) and not args.local
+
+    resource = Resource.create({"service.name": "openai-usage-demo"})
+    collected = InMemorySpanExporter()
+    tracer_provider = TracerProvider(resource=resource)
+    tracer_provider.add_span_processor(SimpleSpanProcessor(collected))
+    span_exporter, metric_exporter = _exporters(args.quiet)
+    if span_exporter is not None:
+        tracer_provider.add_span_processor(BatchSpanProcessor(span_exporter))
+    readers = []
+    if metric_exporter is not None:
+        readers.append(PeriodicExportingMetricReader(metric_exporter, export_interval_millis=60000))
+    meter_provider = MeterProvider(resource=resource, metric_readers=readers)
+    instrumentor = OpenAIUsageInstrumentor()
+    instrumentor.instrument(tracer_provider=tracer_provider, meter_provider=meter_provider)
+    try:
+        with _target(real) as client_args:
+            client = openai.OpenAI(**client_args)
+            aclient = openai.AsyncOpenAI(**client_args)
+            calls = _calls(client, aclient)
+            for i, (label, call) in enumerate(calls, 1):
+                _say(f"call {i}/{len(calls)}: {label}")
+                call()
+            client.close()
+    finally:
+        instrumentor.uninstrument()
+        _say("flushing spans and metrics")
+        tracer_provider.shutdown()
+        meter_provider.shutdown()
+    print()
+    print("Token usage per call (from the spans):")
+    print(_table(list(collected.get_finished_spans())))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,49 @@
+"""The table of what we patch: SDK method -> operation -> how to read its result.
+
+Adding an endpoint means adding a row here (and an accumulator if it streams
+something new); the wrappers need no change.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from .accumulators import ChatStreamAccumulator, ResponseFacts, facts_from_completion
+from .request import chat_request_attributes
+from .streams import StreamAccumulator
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    module: str
+    method: str  # "Class.method", as wrapt.wrap_function_wrapper takes it
+    is_async: bool
+    operation: str  # gen_ai.operation.name
+    api_type: str | None  # openai.api.type
+    request_attributes: Callable[[Mapping[str, Any]], dict[str, Any]]
+    facts: Callable[[Any], ResponseFacts]
+    accumulator: Callable[[bool], StreamAccumulator]
+    # Whether a stream request may get `stream_options.include_usage` added.
+    injects_usage: bool
+
+
+# The chat resource moved from `resources/chat/completions.py` (openai < 1.55)
+# to a package; the package re-exports the classes, so one path serves both.
+_CHAT_MODULE = "openai.resources.chat.completions"
+
+ENDPOINTS: tuple[Endpoint, ...] = tuple(
+    Endpoint(
+        module=_CHAT_MODULE,
+        method=f"{cls}.create",
+        is_async=is_async,
+        operation="chat",
+        api_type="chat_completions",
+        request_attributes=chat_request_attributes,
+        facts=facts_from_completion,
+        accumulator=ChatStreamAccumulator,
+        injects_usage=True,
+    )
+    for cls, is_async in (("Completions", False), ("AsyncCompletions", True))
+)

@@ -1,0 +1,159 @@
+"""What the request tells us before it is sent: span attributes and the endpoint.
+
+Only parameters are read here, never message content, headers or keys, so
+nothing secret can leave through this module by construction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from . import telemetry as t
+
+# Hosts whose provider name the conventions define; anything else speaking the
+# OpenAI protocol is reported as `openai`.
+_HOST_PROVIDERS = (
+    (".openai.azure.com", t.PROVIDER_AZURE),
+    (".cognitiveservices.azure.com", t.PROVIDER_AZURE),
+    (".services.ai.azure.com", t.PROVIDER_AZURE),
+    ("api.groq.com", "groq"),
+    ("api.deepseek.com", "deepseek"),
+    ("api.x.ai", "x_ai"),
+    ("api.mistral.ai", "mistral_ai"),
+    ("api.perplexity.ai", "perplexity"),
+    ("generativelanguage.googleapis.com", "gcp.gemini"),
+)
+_DEFAULT_PORTS = {"https": 443, "http": 80}
+
+
+def _given(value: Any) -> bool:
+    """True for a value the caller really passed (not None, NOT_GIVEN or omit)."""
+    if value is None:
+        return False
+    # The SDK's sentinels are falsy singletons of classes named NotGiven / Omit.
+    return type(value).__name__ not in ("NotGiven", "Omit")
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def endpoint_attributes(client: Any) -> dict[str, Any]:
+    """Provider, server.address and server.port from the client's base URL.
+
+    `base_url` is an `httpx.URL` (openai 1.x/2.x) or an `httpx2.URL` (3.x); both
+    have `.host`, `.port` (None for the scheme's default) and `.scheme`.
+    """
+    attributes: dict[str, Any] = {}
+    url = getattr(client, "base_url", None)
+    host = getattr(url, "host", None)
+    provider = t.PROVIDER_OPENAI
+    if isinstance(host, str) and host:
+        attributes[t.SERVER_ADDRESS] = host
+        port = getattr(url, "port", None)
+        if not isinstance(port, int):
+            port = _DEFAULT_PORTS.get(str(getattr(url, "scheme", "")))
+        if port is not None:
+            attributes[t.SERVER_PORT] = port
+        for suffix, name in _HOST_PROVIDERS:
+            if host.endswith(suffix):
+                provider = name
+                break
+    if _is_azure_client(client):
+        provider = t.PROVIDER_AZURE
+    attributes[t.PROVIDER] = provider
+    return attributes
+
+
+def _is_azure_client(client: Any) -> bool:
+    return any(cls.__name__ == "BaseAzureClient" for cls in type(client).__mro__)
+
+
+def chat_request_attributes(kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    """Request parameters of chat and legacy completions, as the conventions name them."""
+    attributes: dict[str, Any] = {}
+    model = kwargs.get("model")
+    if isinstance(model, str) and model:
+        attributes[t.REQUEST_MODEL] = model
+    if kwargs.get("stream") is True:
+        attributes[t.REQUEST_STREAM] = True
+    for key, name in (
+        ("temperature", t.REQUEST_TEMPERATURE),
+        ("top_p", t.REQUEST_TOP_P),
+        ("frequency_penalty", t.REQUEST_FREQUENCY_PENALTY),
+        ("presence_penalty", t.REQUEST_PRESENCE_PENALTY),
+    ):
+        value = kwargs.get(key)
+        if _number(value):
+            attributes[name] = value
+    for key in ("max_completion_tokens", "max_tokens"):
+        value = kwargs.get(key)
+        if isinstance(value, int) and not isinstance(value, bool):
+            attributes[t.REQUEST_MAX_TOKENS] = value
+            break
+    seed = kwargs.get("seed")
+    if isinstance(seed, int) and not isinstance(seed, bool):
+        attributes[t.REQUEST_SEED] = seed
+    stop = kwargs.get("stop")
+    if isinstance(stop, str):
+        attributes[t.REQUEST_STOP] = [stop]
+    elif isinstance(stop, (list, tuple)) and all(isinstance(s, str) for s in stop):
+        attributes[t.REQUEST_STOP] = list(stop)
+    n = kwargs.get("n")
+    if isinstance(n, int) and not isinstance(n, bool) and n != 1:
+        attributes[t.REQUEST_CHOICE_COUNT] = n
+    tier = kwargs.get("service_tier")
+    if isinstance(tier, str) and tier:
+        attributes[t.OPENAI_REQUEST_SERVICE_TIER] = tier
+    output_type = _output_type(kwargs.get("response_format"))
+    if output_type:
+        attributes[t.OUTPUT_TYPE] = output_type
+    return attributes
+
+
+def _output_type(response_format: Any) -> str | None:
+    if not _given(response_format):
+        return None
+    if isinstance(response_format, Mapping):
+        kind = response_format.get("type")
+        if kind == "text":
+            return "text"
+        if kind in ("json_object", "json_schema"):
+            return "json"
+        return None
+    # `parse()` accepts a pydantic class: the model answers in JSON.
+    return "json" if isinstance(response_format, type) else None
+
+
+def is_raw_response_call(kwargs: Mapping[str, Any]) -> bool:
+    """`with_raw_response` / `with_streaming_response` mark the call with a header.
+
+    Their result is not the parsed object, so we neither wrap nor alter it.
+    """
+    headers = kwargs.get("extra_headers")
+    if not isinstance(headers, Mapping):
+        return False
+    return any(str(k).lower() == "x-stainless-raw-response" for k in headers)
+
+
+def with_usage_requested(kwargs: dict[str, Any]) -> bool:
+    """Ask a chat stream for its usage chunk; return True when we added the request.
+
+    The caller's other `stream_options` are kept. When the caller already asked
+    for usage, or set `stream_options` through `extra_body` (which wins on the
+    wire), nothing is changed.
+    """
+    extra_body = kwargs.get("extra_body")
+    if isinstance(extra_body, Mapping) and "stream_options" in extra_body:
+        return False
+    options = kwargs.get("stream_options")
+    if isinstance(options, Mapping):
+        if options.get("include_usage") is True:
+            return False
+        kwargs["stream_options"] = {**options, "include_usage": True}
+        return True
+    if options is None or not _given(options):
+        kwargs["stream_options"] = {"include_usage": True}
+        return True
+    return False

@@ -1,0 +1,139 @@
+"""Names, instruments and the recording of one finished call.
+
+Attribute and metric names come from `opentelemetry-semantic-conventions`
+wherever the GenAI conventions define them; the few that they do not define
+are this project's own and live here, so the README table has one source.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from opentelemetry.metrics import Histogram, Meter
+from opentelemetry.semconv._incubating.attributes import gen_ai_attributes as genai
+from opentelemetry.semconv._incubating.attributes import openai_attributes as oai
+from opentelemetry.semconv._incubating.metrics import gen_ai_metrics
+from opentelemetry.semconv.attributes import error_attributes, server_attributes
+
+if TYPE_CHECKING:
+    from .accumulators import ResponseFacts
+    from .usage import Usage
+
+# Span and metric attribute names (semantic conventions).
+OPERATION = genai.GEN_AI_OPERATION_NAME
+PROVIDER = genai.GEN_AI_PROVIDER_NAME
+REQUEST_MODEL = genai.GEN_AI_REQUEST_MODEL
+REQUEST_STREAM = genai.GEN_AI_REQUEST_STREAM
+REQUEST_TEMPERATURE = genai.GEN_AI_REQUEST_TEMPERATURE
+REQUEST_TOP_P = genai.GEN_AI_REQUEST_TOP_P
+REQUEST_MAX_TOKENS = genai.GEN_AI_REQUEST_MAX_TOKENS
+REQUEST_SEED = genai.GEN_AI_REQUEST_SEED
+REQUEST_STOP = genai.GEN_AI_REQUEST_STOP_SEQUENCES
+REQUEST_CHOICE_COUNT = genai.GEN_AI_REQUEST_CHOICE_COUNT
+REQUEST_FREQUENCY_PENALTY = genai.GEN_AI_REQUEST_FREQUENCY_PENALTY
+REQUEST_PRESENCE_PENALTY = genai.GEN_AI_REQUEST_PRESENCE_PENALTY
+OUTPUT_TYPE = genai.GEN_AI_OUTPUT_TYPE
+RESPONSE_MODEL = genai.GEN_AI_RESPONSE_MODEL
+RESPONSE_ID = genai.GEN_AI_RESPONSE_ID
+RESPONSE_FINISH_REASONS = genai.GEN_AI_RESPONSE_FINISH_REASONS
+RESPONSE_TIME_TO_FIRST_CHUNK = genai.GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK
+USAGE_INPUT = genai.GEN_AI_USAGE_INPUT_TOKENS
+USAGE_OUTPUT = genai.GEN_AI_USAGE_OUTPUT_TOKENS
+USAGE_CACHE_READ = genai.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS
+USAGE_REASONING = genai.GEN_AI_USAGE_REASONING_OUTPUT_TOKENS
+TOKEN_TYPE = genai.GEN_AI_TOKEN_TYPE
+OPENAI_API_TYPE = oai.OPENAI_API_TYPE
+OPENAI_REQUEST_SERVICE_TIER = oai.OPENAI_REQUEST_SERVICE_TIER
+OPENAI_RESPONSE_SERVICE_TIER = oai.OPENAI_RESPONSE_SERVICE_TIER
+OPENAI_SYSTEM_FINGERPRINT = oai.OPENAI_RESPONSE_SYSTEM_FINGERPRINT
+SERVER_ADDRESS = server_attributes.SERVER_ADDRESS
+SERVER_PORT = server_attributes.SERVER_PORT
+ERROR_TYPE = error_attributes.ERROR_TYPE
+
+# Not defined by the conventions; named here once.
+USAGE_TOTAL = "gen_ai.usage.total_tokens"
+# How a stream's span ended: completed | closed | abandoned | error.
+STREAM_OUTCOME = "openai_usage.stream.outcome"
+# Whether the usage chunk was requested by us (and hidden from the caller).
+STREAM_USAGE_INJECTED = "openai_usage.stream.include_usage_injected"
+
+PROVIDER_OPENAI = "openai"
+PROVIDER_AZURE = "azure.ai.openai"
+
+# Explicit bucket boundaries advised by the GenAI semantic conventions.
+TOKEN_BUCKETS = [4**i for i in range(14)]  # 1, 4, 16, ... 67108864
+SECONDS_BUCKETS = [0.01 * 2**i for i in range(14)]  # 0.01, 0.02, 0.04, ... 81.92
+
+# Metric attributes are the low-cardinality subset of span attributes.
+METRIC_KEYS = (OPERATION, PROVIDER, REQUEST_MODEL, SERVER_ADDRESS, SERVER_PORT)
+
+
+class Instruments:
+    """The four histograms, created once per instrumentor."""
+
+    def __init__(self, meter: Meter) -> None:
+        self.token_usage: Histogram = meter.create_histogram(
+            gen_ai_metrics.GEN_AI_CLIENT_TOKEN_USAGE,
+            unit="{token}",
+            description="Number of input and output tokens used.",
+            explicit_bucket_boundaries_advisory=TOKEN_BUCKETS,
+        )
+        self.duration: Histogram = meter.create_histogram(
+            gen_ai_metrics.GEN_AI_CLIENT_OPERATION_DURATION,
+            unit="s",
+            description="GenAI operation duration.",
+            explicit_bucket_boundaries_advisory=SECONDS_BUCKETS,
+        )
+        self.time_to_first_chunk: Histogram = meter.create_histogram(
+            gen_ai_metrics.GEN_AI_CLIENT_OPERATION_TIME_TO_FIRST_CHUNK,
+            unit="s",
+            description="Time from issuing the request to receiving the first chunk.",
+            explicit_bucket_boundaries_advisory=SECONDS_BUCKETS,
+        )
+        self.time_per_output_chunk: Histogram = meter.create_histogram(
+            gen_ai_metrics.GEN_AI_CLIENT_OPERATION_TIME_PER_OUTPUT_CHUNK,
+            unit="s",
+            description="Time between output chunks after the first one.",
+            explicit_bucket_boundaries_advisory=SECONDS_BUCKETS,
+        )
+
+
+def response_attributes(facts: ResponseFacts) -> dict[str, Any]:
+    """Span attributes learnt from the response, absent values left out."""
+    attributes: dict[str, Any] = {}
+    if facts.response_id:
+        attributes[RESPONSE_ID] = facts.response_id
+    if facts.model:
+        attributes[RESPONSE_MODEL] = facts.model
+    if facts.finish_reasons:
+        attributes[RESPONSE_FINISH_REASONS] = list(facts.finish_reasons)
+    if facts.system_fingerprint:
+        attributes[OPENAI_SYSTEM_FINGERPRINT] = facts.system_fingerprint
+    if facts.service_tier:
+        attributes[OPENAI_RESPONSE_SERVICE_TIER] = facts.service_tier
+    if facts.usage is not None:
+        attributes.update(usage_attributes(facts.usage))
+    return attributes
+
+
+def usage_attributes(usage: Usage) -> dict[str, Any]:
+    attributes: dict[str, Any] = {}
+    if usage.input_tokens is not None:
+        attributes[USAGE_INPUT] = usage.input_tokens
+    if usage.output_tokens is not None:
+        attributes[USAGE_OUTPUT] = usage.output_tokens
+    if usage.total_tokens is not None:
+        attributes[USAGE_TOTAL] = usage.total_tokens
+    if usage.cache_read_input_tokens is not None:
+        attributes[USAGE_CACHE_READ] = usage.cache_read_input_tokens
+    if usage.reasoning_output_tokens is not None:
+        attributes[USAGE_REASONING] = usage.reasoning_output_tokens
+    return attributes
+
+
+def record_token_usage(instruments: Instruments, attributes: dict[str, Any], usage: Usage) -> None:
+    """One point per token type, as `gen_ai.client.token.usage` defines it."""
+    if usage.input_tokens is not None:
+        instruments.token_usage.record(usage.input_tokens, {**attributes, TOKEN_TYPE: "input"})
+    if usage.output_tokens is not None:
+        instruments.token_usage.record(usage.output_tokens, {**attributes, TOKEN_TYPE: "output"})

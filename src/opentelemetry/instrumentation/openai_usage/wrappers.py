@@ -1,0 +1,248 @@
+"""The call wrappers: start a span, make the call, hand the result on.
+
+Order of events for one call: read the request (never content), start a
+CLIENT span under the caller's current span, make it current only while the
+SDK sends the request, then either end it with the parsed response, or give
+the stream to a proxy that ends it later. Every step of ours is fenced: if it
+fails, the user's call proceeds exactly as without us.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from opentelemetry.trace import SpanKind, Tracer
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+
+from . import telemetry as t
+from .config import Settings
+from .errors import internal_error
+from .invocation import Invocation
+from .patches import Endpoint
+from .request import endpoint_attributes, is_raw_response_call, with_usage_requested
+from .streams import AsyncStreamProxy, StreamState, SyncStreamProxy
+
+Wrapper = Callable[[Callable[..., Any], Any, tuple[Any, ...], dict[str, Any]], Any]
+
+
+class Runtime:
+    """What every wrapper shares; `active` turns them into pass-throughs.
+
+    Uninstrumenting restores the SDK's methods, but a method bound earlier
+    (for example by `with_raw_response`) still holds our wrapper: the flag makes
+    that one a no-op too.
+    """
+
+    def __init__(self, tracer: Tracer, instruments: t.Instruments, settings: Settings) -> None:
+        self.tracer = tracer
+        self.instruments = instruments
+        self.settings = settings
+        self.active = True
+        # Hosts that answered "400 ... stream_options": never inject there again.
+        self.rejects_stream_options: set[str] = set()
+
+
+class Call:
+    """One call in flight: its invocation and the arguments actually sent."""
+
+    __slots__ = ("host", "injected", "invocation", "kwargs", "stream", "user_kwargs")
+
+    def __init__(
+        self,
+        invocation: Invocation,
+        kwargs: dict[str, Any],
+        user_kwargs: dict[str, Any],
+        injected: bool,
+        stream: bool,
+        host: str,
+    ) -> None:
+        self.invocation = invocation
+        self.kwargs = kwargs
+        self.user_kwargs = user_kwargs
+        self.injected = injected
+        self.stream = stream
+        self.host = host
+
+
+def _secrets(client: Any) -> tuple[str, ...]:
+    key = getattr(client, "api_key", None)
+    return (key,) if isinstance(key, str) else ()
+
+
+def start_call(runtime: Runtime, endpoint: Endpoint, instance: Any, kwargs: dict[str, Any]) -> Call:
+    client = getattr(instance, "_client", None)
+    attributes = endpoint.request_attributes(kwargs)
+    attributes.update(endpoint_attributes(client))
+    attributes[t.OPERATION] = endpoint.operation
+    if endpoint.api_type:
+        attributes[t.OPENAI_API_TYPE] = endpoint.api_type
+    model = attributes.get(t.REQUEST_MODEL)
+    name = f"{endpoint.operation} {model}" if model else endpoint.operation
+    start_ns = time.time_ns()
+    start_perf = time.perf_counter()
+    span = runtime.tracer.start_span(
+        name, kind=SpanKind.CLIENT, attributes=attributes, start_time=start_ns
+    )
+    metric_attributes = {k: attributes[k] for k in t.METRIC_KEYS if k in attributes}
+    invocation = Invocation(
+        span,
+        runtime.instruments,
+        runtime.settings,
+        metric_attributes,
+        _secrets(client),
+        start_ns,
+        start_perf,
+    )
+    stream = kwargs.get("stream") is True
+    host = str(attributes.get(t.SERVER_ADDRESS, ""))
+    injected = False
+    user_kwargs = kwargs
+    if (
+        stream
+        and endpoint.injects_usage
+        and runtime.settings.inject_stream_usage
+        and host not in runtime.rejects_stream_options
+        and not is_raw_response_call(kwargs)
+    ):
+        kwargs = dict(kwargs)
+        injected = with_usage_requested(kwargs)
+    return Call(invocation, kwargs, user_kwargs, injected, stream, host)
+
+
+def _rejected_injection(call: Call, exc: BaseException) -> bool:
+    """A 400 that names `stream_options` after we added it: our fault, not the user's."""
+    if not call.injected or getattr(exc, "status_code", None) != 400:
+        return False
+    return "stream_options" in str(getattr(exc, "message", "") or exc)
+
+
+def finish_result(runtime: Runtime, endpoint: Endpoint, call: Call, result: Any) -> Any:
+    """End the span for a parsed response, or return a proxy that will."""
+    import openai  # imported lazily: this module must import without the SDK loaded
+
+    invocation = call.invocation
+    if call.stream and isinstance(result, (openai.Stream, openai.AsyncStream)):
+        state = StreamState(invocation, endpoint.accumulator(call.injected), call.injected)
+        if isinstance(result, openai.AsyncStream):
+            return AsyncStreamProxy(result, state)
+        return SyncStreamProxy(result, state)
+    facts = None if call.stream else endpoint.facts(result)
+    invocation.end(facts)
+    return result
+
+
+def _safe_start(
+    runtime: Runtime, endpoint: Endpoint, instance: Any, kwargs: dict[str, Any]
+) -> Call | None:
+    try:
+        return start_call(runtime, endpoint, instance, kwargs)
+    except Exception as exc:
+        internal_error("starting a span", exc)
+        return None
+
+
+def _safe_finish(runtime: Runtime, endpoint: Endpoint, call: Call, result: Any) -> Any:
+    try:
+        return finish_result(runtime, endpoint, call, result)
+    except Exception as exc:
+        internal_error("reading a response", exc)
+        call.invocation.end(None)
+        return result
+
+
+def _attach(call: Call) -> object | None:
+    try:
+        return otel_context.attach(trace.set_span_in_context(call.invocation.span))
+    except Exception as exc:
+        internal_error("activating a span", exc)
+        return None
+
+
+def _detach(token: object | None) -> None:
+    if token is not None:
+        try:
+            otel_context.detach(token)  # type: ignore[arg-type]
+        except Exception as exc:
+            internal_error("deactivating a span", exc)
+
+
+def _retry_without_injection(runtime: Runtime, call: Call, exc: BaseException) -> bool:
+    """When the server refused the `stream_options` we added, send the user's request as is.
+
+    The host is remembered, so later calls to it are not injected at all.
+    """
+    try:
+        if not _rejected_injection(call, exc):
+            return False
+        runtime.rejects_stream_options.add(call.host)
+        call.kwargs = call.user_kwargs
+        call.injected = False
+        return True
+    except Exception as internal:
+        internal_error("checking a rejected request", internal)
+        return False
+
+
+def sync_wrapper(runtime: Runtime, endpoint: Endpoint) -> Wrapper:
+    def wrapper(
+        wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
+        if not runtime.active:
+            return wrapped(*args, **kwargs)
+        call = _safe_start(runtime, endpoint, instance, kwargs)
+        if call is None:
+            return wrapped(*args, **kwargs)
+        token = _attach(call)
+        try:
+            try:
+                result = wrapped(*args, **call.kwargs)
+            except BaseException as exc:
+                if not _retry_without_injection(runtime, call, exc):
+                    raise
+                result = wrapped(*args, **call.kwargs)
+        except BaseException as exc:
+            call.invocation.end(None, exc)
+            raise
+        finally:
+            _detach(token)
+        return _safe_finish(runtime, endpoint, call, result)
+
+    return wrapper
+
+
+def async_wrapper(runtime: Runtime, endpoint: Endpoint) -> Wrapper:
+    def wrapper(
+        wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
+        # A plain function returning a coroutine, so that a pass-through stays
+        # exactly the SDK's coroutine when we are inactive.
+        if not runtime.active:
+            return wrapped(*args, **kwargs)
+        return _traced(wrapped, instance, args, kwargs)
+
+    async def _traced(
+        wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
+        call = _safe_start(runtime, endpoint, instance, kwargs)
+        if call is None:
+            return await wrapped(*args, **kwargs)
+        token = _attach(call)
+        try:
+            try:
+                result = await wrapped(*args, **call.kwargs)
+            except BaseException as exc:
+                if not _retry_without_injection(runtime, call, exc):
+                    raise
+                result = await wrapped(*args, **call.kwargs)
+        except BaseException as exc:
+            call.invocation.end(None, exc)
+            raise
+        finally:
+            _detach(token)
+        return _safe_finish(runtime, endpoint, call, result)
+
+    return wrapper

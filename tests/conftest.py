@@ -1,0 +1,161 @@
+"""Shared fixtures: the bundled local server, fresh telemetry per test, real SDK clients.
+
+Every test talks HTTP to a server on 127.0.0.1 through the real openai SDK;
+nothing of the SDK is mocked.
+"""
+
+from __future__ import annotations
+
+import gc
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import openai
+import pytest
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from opentelemetry.instrumentation.openai_usage import OpenAIUsageInstrumentor
+from opentelemetry.instrumentation.openai_usage.localserver import LocalOpenAIServer
+
+API_KEY = "sk-test-SECRET-0123456789abcdef"
+AZURE_KEY = "azure-SECRET-key-0123456789abcdef"
+AZURE_API_VERSION = "2024-10-21"
+MESSAGES = [{"role": "user", "content": "What's 1+1? Answer in one word."}]
+
+
+@pytest.fixture(scope="session")
+def server() -> Iterator[LocalOpenAIServer]:
+    with LocalOpenAIServer() as srv:
+        yield srv
+
+
+@dataclass
+class Telemetry:
+    exporter: InMemorySpanExporter
+    reader: InMemoryMetricReader
+    tracer_provider: TracerProvider
+    meter_provider: MeterProvider
+
+    def spans(self) -> list[ReadableSpan]:
+        return list(self.exporter.get_finished_spans())
+
+    def span(self) -> ReadableSpan:
+        """The one span a test expects; fails loudly when there are more or none."""
+        spans = self.spans()
+        assert len(spans) == 1, [s.name for s in spans]
+        return spans[0]
+
+    def points(self, name: str) -> list[Any]:
+        data = self.reader.get_metrics_data()
+        found = []
+        for resource_metrics in data.resource_metrics if data else []:
+            for scope_metrics in resource_metrics.scope_metrics:
+                for metric in scope_metrics.metrics:
+                    if metric.name == name:
+                        found.extend(metric.data.data_points)
+        return found
+
+    def metric(self, name: str) -> Any:
+        data = self.reader.get_metrics_data()
+        for resource_metrics in data.resource_metrics if data else []:
+            for scope_metrics in resource_metrics.scope_metrics:
+                for metric in scope_metrics.metrics:
+                    if metric.name == name:
+                        return metric
+        return None
+
+
+@pytest.fixture
+def telemetry() -> Iterator[Telemetry]:
+    exporter = InMemorySpanExporter()
+    tracer_provider = TracerProvider()
+    tracer_provider.add_span_processor(SimpleSpanProcessor(exporter))
+    reader = InMemoryMetricReader()
+    meter_provider = MeterProvider(metric_readers=[reader])
+    yield Telemetry(exporter, reader, tracer_provider, meter_provider)
+    tracer_provider.shutdown()
+    meter_provider.shutdown()
+
+
+@pytest.fixture
+def instrument(telemetry: Telemetry) -> Iterator[Any]:
+    """Instrument with this test's providers; returns a function taking settings."""
+    instrumentor = OpenAIUsageInstrumentor()
+
+    def _instrument(**settings: Any) -> OpenAIUsageInstrumentor:
+        if instrumentor.is_instrumented_by_opentelemetry:
+            instrumentor.uninstrument()
+        instrumentor.instrument(
+            tracer_provider=telemetry.tracer_provider,
+            meter_provider=telemetry.meter_provider,
+            **settings,
+        )
+        return instrumentor
+
+    yield _instrument
+    if instrumentor.is_instrumented_by_opentelemetry:
+        instrumentor.uninstrument()
+    gc.collect()
+
+
+@pytest.fixture
+def instrumented(instrument: Any) -> OpenAIUsageInstrumentor:
+    result: OpenAIUsageInstrumentor = instrument()
+    return result
+
+
+def make_client(server: LocalOpenAIServer, kind: str, **kwargs: Any) -> Any:
+    """`openai`, `async`, `azure` or `async_azure`, all with retries off unless asked."""
+    kwargs.setdefault("max_retries", 0)
+    if kind == "openai":
+        return openai.OpenAI(base_url=server.base_url, api_key=API_KEY, **kwargs)
+    if kind == "async":
+        return openai.AsyncOpenAI(base_url=server.base_url, api_key=API_KEY, **kwargs)
+    azure = {
+        "azure_endpoint": server.azure_endpoint,
+        "api_key": AZURE_KEY,
+        "api_version": AZURE_API_VERSION,
+    }
+    if kind == "azure":
+        return openai.AzureOpenAI(**azure, **kwargs)
+    if kind == "async_azure":
+        return openai.AsyncAzureOpenAI(**azure, **kwargs)
+    raise ValueError(kind)
+
+
+@pytest.fixture
+def client(server: LocalOpenAIServer) -> Iterator[openai.OpenAI]:
+    c = make_client(server, "openai")
+    yield c
+    c.close()
+
+
+@pytest.fixture
+async def aclient(server: LocalOpenAIServer) -> Any:
+    c = make_client(server, "async")
+    yield c
+    await c.close()
+
+
+@pytest.fixture(params=["openai", "azure"])
+def any_client(request: pytest.FixtureRequest, server: LocalOpenAIServer) -> Iterator[Any]:
+    """A sync client of each kind: tests using it run for OpenAI and for Azure."""
+    c = make_client(server, request.param)
+    yield c
+    c.close()
+
+
+@pytest.fixture(params=["async", "async_azure"])
+async def any_aclient(request: pytest.FixtureRequest, server: LocalOpenAIServer) -> Any:
+    c = make_client(server, request.param)
+    yield c
+    await c.close()
+
+
+def is_azure(client: Any) -> bool:
+    return isinstance(client, (openai.AzureOpenAI, openai.AsyncAzureOpenAI))

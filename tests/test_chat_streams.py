@@ -1,0 +1,335 @@
+"""Streamed chat completions: transparent proxy, exact usage, span ended once on every path."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import json
+import time
+from typing import Any
+
+import openai
+import pytest
+from opentelemetry.trace import StatusCode
+
+from opentelemetry import trace
+from opentelemetry.instrumentation.openai_usage.localserver import LocalOpenAIServer
+
+from .conftest import MESSAGES, Telemetry, is_azure
+
+USAGE_HEADERS = {"x-mock-usage": json.dumps({"prompt_tokens": 21, "completion_tokens": 5})}
+
+
+def comparable(chunks: list[Any]) -> list[dict[str, Any]]:
+    """Chunks as the user would inspect them, minus per-response ids and timestamps."""
+    out = []
+    for chunk in chunks:
+        data = chunk.to_dict()
+        data.pop("id", None)
+        data.pop("created", None)
+        out.append(data)
+    return out
+
+
+def stream_call(client: Any, **kwargs: Any) -> Any:
+    kwargs.setdefault("model", "gpt-4o-mini")
+    kwargs.setdefault("messages", MESSAGES)
+    kwargs.setdefault("extra_headers", USAGE_HEADERS)
+    return client.chat.completions.create(stream=True, **kwargs)
+
+
+# -- read to the end ---------------------------------------------------------------------
+
+
+def test_stream_without_include_usage_gets_usage_and_user_sees_identical_chunks(
+    instrument: Any, telemetry: Telemetry, any_client: Any, server: LocalOpenAIServer
+) -> None:
+    plain = comparable(list(stream_call(any_client)))
+    assert server.requests[-1].body.get("stream_options") is None
+    instrument()
+    stream = stream_call(any_client)
+    assert isinstance(stream, openai.Stream)
+    traced = comparable(list(stream))
+
+    assert traced == plain  # no usage chunk, no `usage: null` keys
+    assert all(chunk.get("usage") is None for chunk in traced)
+    assert server.requests[-1].body["stream_options"] == {"include_usage": True}
+    span = telemetry.span()
+    attributes = span.attributes or {}
+    assert attributes["gen_ai.usage.input_tokens"] == 21
+    assert attributes["gen_ai.usage.output_tokens"] == 5
+    assert attributes["gen_ai.usage.total_tokens"] == 26
+    assert attributes["gen_ai.request.stream"] is True
+    assert attributes["gen_ai.response.model"] == "gpt-4o-mini-2024-07-18"
+    assert attributes["gen_ai.response.finish_reasons"] == ("stop",)
+    assert attributes["gen_ai.response.id"].startswith("chatcmpl-")
+    assert attributes["openai_usage.stream.outcome"] == "completed"
+    assert attributes["openai_usage.stream.include_usage_injected"] is True
+    assert attributes["gen_ai.provider.name"] == (
+        "azure.ai.openai" if is_azure(any_client) else "openai"
+    )
+    assert 0 < attributes["gen_ai.response.time_to_first_chunk"] < 5
+    assert span.status.status_code is StatusCode.UNSET
+    tokens = {
+        p.attributes["gen_ai.token.type"]: p.sum
+        for p in telemetry.points("gen_ai.client.token.usage")
+    }
+    assert tokens == {"input": 21, "output": 5}
+
+
+def test_stream_with_include_usage_keeps_the_usage_chunk_for_the_user(
+    instrumented: Any, telemetry: Telemetry, client: openai.OpenAI
+) -> None:
+    chunks = list(stream_call(client, stream_options={"include_usage": True}))
+    assert chunks[-1].choices == []
+    assert chunks[-1].usage is not None and chunks[-1].usage.prompt_tokens == 21
+    attributes = telemetry.span().attributes or {}
+    assert attributes["gen_ai.usage.input_tokens"] == 21
+    assert attributes["openai_usage.stream.include_usage_injected"] is False
+
+
+def test_injection_keeps_the_users_other_stream_options(
+    instrumented: Any, client: openai.OpenAI, server: LocalOpenAIServer
+) -> None:
+    list(stream_call(client, stream_options={"include_obfuscation": False}))
+    assert server.requests[-1].body["stream_options"] == {
+        "include_obfuscation": False,
+        "include_usage": True,
+    }
+
+
+@pytest.mark.parametrize("how", ["constructor", "environment"])
+def test_injection_can_be_turned_off(
+    instrument: Any,
+    telemetry: Telemetry,
+    client: openai.OpenAI,
+    server: LocalOpenAIServer,
+    monkeypatch: pytest.MonkeyPatch,
+    how: str,
+) -> None:
+    if how == "constructor":
+        instrument(inject_stream_usage=False)
+    else:
+        monkeypatch.setenv("OTEL_INSTRUMENTATION_OPENAI_USAGE_INJECT_STREAM_USAGE", "false")
+        instrument()
+    list(stream_call(client))
+    assert "stream_options" not in server.requests[-1].body
+    attributes = telemetry.span().attributes or {}
+    assert "gen_ai.usage.input_tokens" not in attributes
+    assert attributes["openai_usage.stream.include_usage_injected"] is False
+    assert attributes["openai_usage.stream.outcome"] == "completed"
+
+
+def test_endpoint_rejecting_stream_options_is_retried_once_without_them(
+    instrumented: Any, telemetry: Telemetry, client: openai.OpenAI, server: LocalOpenAIServer
+) -> None:
+    server.clear()
+    headers = {"x-mock-scenario": "reject_stream_options"}
+    chunks = list(stream_call(client, extra_headers=headers))
+    assert chunks and chunks[-1].choices[0].finish_reason == "stop"
+    bodies = [r.body for r in server.requests]
+    assert [("stream_options" in b) for b in bodies] == [True, False]
+    # The host is remembered: the next stream is sent as the user wrote it.
+    list(stream_call(client, extra_headers=headers))
+    assert "stream_options" not in server.requests[-1].body
+    spans = telemetry.spans()
+    assert len(spans) == 2
+    assert all(s.status.status_code is StatusCode.UNSET for s in spans)
+
+
+def test_manual_next_and_response_attribute_behave_as_the_sdk(
+    instrumented: Any, telemetry: Telemetry, client: openai.OpenAI
+) -> None:
+    stream = stream_call(client)
+    assert stream.response.status_code == 200
+    assert stream.response.headers["content-type"].startswith("text/event-stream")
+    first = next(stream)
+    assert first.choices[0].delta.role == "assistant"
+    rest = list(stream)
+    with pytest.raises(StopIteration):
+        next(stream)
+    assert rest[-1].choices[0].finish_reason == "stop"
+    assert len(telemetry.spans()) == 1
+
+
+def test_stream_with_several_choices_records_each_finish_reason(
+    instrumented: Any, telemetry: Telemetry, client: openai.OpenAI
+) -> None:
+    list(stream_call(client, n=2, extra_headers={}))
+    attributes = telemetry.span().attributes or {}
+    assert attributes["gen_ai.response.finish_reasons"] == ("stop", "stop")
+    assert attributes["gen_ai.request.choice.count"] == 2
+
+
+def test_azure_prompt_filter_chunk_reaches_the_user_and_ids_come_from_content_chunks(
+    instrument: Any, telemetry: Telemetry, server: LocalOpenAIServer
+) -> None:
+    azure = openai.AzureOpenAI(
+        azure_endpoint=server.azure_endpoint,
+        api_key="azure-key-0123456789",
+        api_version="2024-10-21",
+        max_retries=0,
+    )
+    plain = comparable(list(stream_call(azure)))
+    instrument()
+    traced = comparable(list(stream_call(azure)))
+    assert traced == plain
+    assert traced[0]["choices"] == [] and "prompt_filter_results" in traced[0]
+    attributes = telemetry.span().attributes or {}
+    assert attributes["gen_ai.response.id"].startswith("chatcmpl-")
+    assert attributes["gen_ai.response.model"] == "gpt-4o-mini-2024-07-18"
+    assert attributes["gen_ai.usage.input_tokens"] == 21
+
+
+# -- ended early ---------------------------------------------------------------------------
+
+
+def test_stream_closed_early_ends_the_span_at_close(
+    instrumented: Any, telemetry: Telemetry, client: openai.OpenAI
+) -> None:
+    stream = stream_call(client, extra_headers={"x-mock-chunks": "50"})
+    next(stream)
+    next(stream)
+    assert telemetry.spans() == []
+    stream.close()
+    span = telemetry.span()
+    attributes = span.attributes or {}
+    assert attributes["openai_usage.stream.outcome"] == "closed"
+    assert span.status.status_code is StatusCode.UNSET
+    # Closing twice, or collecting the stream, never produces a second span.
+    stream.close()
+    del stream
+    gc.collect()
+    assert len(telemetry.spans()) == 1
+
+
+def test_break_inside_with_block_ends_the_span_when_the_block_is_left(
+    instrumented: Any, telemetry: Telemetry, client: openai.OpenAI
+) -> None:
+    with stream_call(client, extra_headers={"x-mock-chunks": "50"}) as stream:
+        assert isinstance(stream, openai.Stream)
+        for _ in stream:
+            break
+        assert telemetry.spans() == []
+    assert (telemetry.span().attributes or {})["openai_usage.stream.outcome"] == "closed"
+
+
+def test_abandoned_stream_ends_at_its_last_read_when_collected(
+    instrumented: Any, telemetry: Telemetry, client: openai.OpenAI
+) -> None:
+    stream = stream_call(client, extra_headers={"x-mock-chunks": "50"})
+    next(stream)
+    last_read_ns = time.time_ns()
+    time.sleep(0.3)
+    del stream
+    gc.collect()
+    span = telemetry.span()
+    assert (span.attributes or {})["openai_usage.stream.outcome"] == "abandoned"
+    assert span.end_time is not None
+    assert span.end_time <= last_read_ns + 50_000_000  # not the collection time, 0.3 s later
+
+
+def test_the_span_is_never_current_between_reads(
+    instrumented: Any, telemetry: Telemetry, client: openai.OpenAI
+) -> None:
+    tracer = telemetry.tracer_provider.get_tracer("test")
+    with tracer.start_as_current_span("caller") as caller:
+        stream = stream_call(client)
+        assert trace.get_current_span() is caller
+        for _ in stream:
+            assert trace.get_current_span() is caller
+    chat = next(s for s in telemetry.spans() if s.name.startswith("chat"))
+    assert chat.parent is not None and chat.parent.span_id == caller.get_span_context().span_id
+
+
+def test_chunk_timing_metrics_record_one_point_per_stream_by_default(
+    instrumented: Any, telemetry: Telemetry, client: openai.OpenAI
+) -> None:
+    list(stream_call(client, extra_headers={"x-mock-chunks": "20"}))
+    (first,) = telemetry.points("gen_ai.client.operation.time_to_first_chunk")
+    (gap,) = telemetry.points("gen_ai.client.operation.time_per_output_chunk")
+    assert first.count == 1 and gap.count == 1
+    assert gap.attributes["gen_ai.response.model"] == "gpt-4o-mini-2024-07-18"
+    (duration,) = telemetry.points("gen_ai.client.operation.duration")
+    assert duration.sum >= first.sum
+
+
+def test_per_chunk_timing_records_one_point_per_chunk_after_the_first(
+    instrument: Any, telemetry: Telemetry, client: openai.OpenAI
+) -> None:
+    instrument(chunk_timing="per_chunk")
+    chunks = list(stream_call(client, extra_headers={"x-mock-chunks": "20"}))
+    (gap,) = telemetry.points("gen_ai.client.operation.time_per_output_chunk")
+    # The hidden usage chunk was received too: it counts as a chunk.
+    assert gap.count == len(chunks) + 1 - 1
+
+
+# -- async ---------------------------------------------------------------------------------
+
+
+async def astream_call(client: Any, **kwargs: Any) -> Any:
+    kwargs.setdefault("model", "gpt-4o-mini")
+    kwargs.setdefault("messages", MESSAGES)
+    kwargs.setdefault("extra_headers", USAGE_HEADERS)
+    return await client.chat.completions.create(stream=True, **kwargs)
+
+
+async def test_async_stream_without_include_usage_gets_usage_and_identical_chunks(
+    instrument: Any, telemetry: Telemetry, any_aclient: Any, server: LocalOpenAIServer
+) -> None:
+    plain = comparable([c async for c in await astream_call(any_aclient)])
+    instrument()
+    stream = await astream_call(any_aclient)
+    assert isinstance(stream, openai.AsyncStream)
+    traced = comparable([c async for c in stream])
+    assert traced == plain
+    assert server.requests[-1].body["stream_options"] == {"include_usage": True}
+    attributes = telemetry.span().attributes or {}
+    assert attributes["gen_ai.usage.input_tokens"] == 21
+    assert attributes["gen_ai.usage.output_tokens"] == 5
+    assert attributes["openai_usage.stream.outcome"] == "completed"
+
+
+async def test_async_stream_closed_early_ends_the_span(
+    instrumented: Any, telemetry: Telemetry, aclient: openai.AsyncOpenAI
+) -> None:
+    stream = await astream_call(aclient, extra_headers={"x-mock-chunks": "50"})
+    await stream.__anext__()
+    await stream.close()
+    assert (telemetry.span().attributes or {})["openai_usage.stream.outcome"] == "closed"
+
+
+async def test_async_break_inside_async_with_ends_the_span(
+    instrumented: Any, telemetry: Telemetry, aclient: openai.AsyncOpenAI
+) -> None:
+    async with await astream_call(aclient, extra_headers={"x-mock-chunks": "50"}) as stream:
+        assert isinstance(stream, openai.AsyncStream)
+        async for _ in stream:
+            break
+    assert (telemetry.span().attributes or {})["openai_usage.stream.outcome"] == "closed"
+
+
+async def test_async_abandoned_stream_ends_at_its_last_read_when_collected(
+    instrumented: Any, telemetry: Telemetry, aclient: openai.AsyncOpenAI
+) -> None:
+    stream = await astream_call(aclient, extra_headers={"x-mock-chunks": "50"})
+    await stream.__anext__()
+    last_read_ns = time.time_ns()
+    await asyncio.sleep(0.3)
+    del stream
+    gc.collect()
+    span = telemetry.span()
+    assert (span.attributes or {})["openai_usage.stream.outcome"] == "abandoned"
+    assert span.end_time is not None and span.end_time <= last_read_ns + 50_000_000
+
+
+async def test_async_span_is_never_current_between_reads(
+    instrumented: Any, telemetry: Telemetry, aclient: openai.AsyncOpenAI
+) -> None:
+    tracer = telemetry.tracer_provider.get_tracer("test")
+    with tracer.start_as_current_span("caller") as caller:
+        stream = await astream_call(aclient)
+        assert trace.get_current_span() is caller
+        async for _ in stream:
+            assert trace.get_current_span() is caller
+    assert len(telemetry.spans()) == 2
