@@ -74,6 +74,7 @@ from opentelemetry.sdk.trace.export import (
     SpanExportResult,
 )
 
+from opentelemetry import metrics, trace
 from opentelemetry.instrumentation.openai_usage import OpenAIUsageInstrumentor
 
 # --------------------------------------------------------------------------- payloads
@@ -97,13 +98,14 @@ REQUEST: dict[str, Any] = {
     "temperature": 0.2,
     "max_completion_tokens": 512,
 }
-_WORDS = (
-    " Sunlight is made of many colours, and as it passes through the atmosphere the"
+_TEXT = (
+    "Sunlight is made of many colours, and as it passes through the atmosphere the"
     " short blue wavelengths are scattered by the small molecules of nitrogen and"
     " oxygen much more strongly than the longer red ones. This is called Rayleigh"
     " scattering, and its strength grows with the inverse fourth power of the"
     " wavelength."
-).split(" ")[1:]
+)
+_WORDS = _TEXT.split()
 
 
 def _tokens(count: int) -> list[str]:
@@ -285,46 +287,68 @@ class DroppingExporter(SpanExporter):
 
 @dataclass
 class Telemetry:
-    exporter: DroppingExporter
-    tracer_provider: TracerProvider
-    meter_provider: MeterProvider
+    """The providers handed to instrument(); `ablate` swaps in the API's no-op ones."""
+
+    tracer_provider: trace.TracerProvider
+    meter_provider: metrics.MeterProvider
+    exporter: DroppingExporter | None
 
     @classmethod
-    def create(cls, processor: str) -> Telemetry:
-        exporter = DroppingExporter()
-        tracer_provider = TracerProvider()
-        if processor == "batch":
-            tracer_provider.add_span_processor(BatchSpanProcessor(exporter))
+    def create(cls, processor: str, ablate: str) -> Telemetry:
+        tracer_provider: trace.TracerProvider
+        meter_provider: metrics.MeterProvider
+        exporter: DroppingExporter | None = None
+        if ablate in ("traces", "both"):
+            tracer_provider = trace.NoOpTracerProvider()
         else:
-            tracer_provider.add_span_processor(SimpleSpanProcessor(exporter))
-        meter_provider = MeterProvider(metric_readers=[InMemoryMetricReader()])
-        return cls(exporter, tracer_provider, meter_provider)
+            exporter = DroppingExporter()
+            sdk_tracer_provider = TracerProvider()
+            span_processor = (
+                BatchSpanProcessor(exporter)
+                if processor == "batch"
+                else SimpleSpanProcessor(exporter)
+            )
+            sdk_tracer_provider.add_span_processor(span_processor)
+            tracer_provider = sdk_tracer_provider
+        if ablate in ("metrics", "both"):
+            meter_provider = metrics.NoOpMeterProvider()
+        else:
+            meter_provider = MeterProvider(metric_readers=[InMemoryMetricReader()])
+        return cls(tracer_provider, meter_provider, exporter)
 
-    def last_span(self) -> ReadableSpan | None:
-        self.tracer_provider.force_flush()
-        return self.exporter.last
+    def flush(self) -> int:
+        """Export what is queued; the number of spans exported so far."""
+        if isinstance(self.tracer_provider, TracerProvider):
+            self.tracer_provider.force_flush()
+        return self.exporter.count if self.exporter else 0
 
     def shutdown(self) -> None:
-        self.tracer_provider.shutdown()
-        self.meter_provider.shutdown()
+        if isinstance(self.tracer_provider, TracerProvider):
+            self.tracer_provider.shutdown()
+        if isinstance(self.meter_provider, MeterProvider):
+            self.meter_provider.shutdown()
 
 
 # --------------------------------------------------------------------------- cases
 
-Call = Callable[[], int]  # one call; returns the number of chunks seen (1 for non-streamed)
-ACall = Callable[[], Awaitable[int]]
+# The SDK's own functions, taken before anything is instrumented. (Not
+# `Completions.create.__wrapped__` read before instrumenting: the SDK's
+# `required_args` decorator sets `__wrapped__` too, to its undecorated inner function.)
+SDK_CREATE = Completions.__dict__["create"]
+SDK_ACREATE = AsyncCompletions.__dict__["create"]
+
+Timer = Callable[[int], int]  # runs k calls, returns CPU ns
 
 
 @dataclass
 class Case:
     key: str
     title: str
-    settings: dict[str, Any]  # extra instrument() arguments
     batch: int
-    chunks: int  # divisor for the per-chunk figure; 0 for non-streamed
+    chunks: int  # chunks the caller sees per call; 0 for non-streamed
     target_ms: float | None
-    is_async: bool = False
-    rounds_ns: list[tuple[float, float]] = field(default_factory=list)  # per-call (base, instr)
+    injects: bool  # whether the instrumented request asks for usage
+    rounds_ns: list[tuple[float, float]] = field(default_factory=list)  # per call (base, instr)
 
     @property
     def added(self) -> list[float]:
@@ -333,10 +357,12 @@ class Case:
 
 @dataclass
 class Paths:
-    """The two code paths of one case, and how to time a batch of either."""
+    """The two code paths of one case: one call (returns chunks seen), and a timed batch."""
 
-    baseline: Call | ACall
-    instrumented: Call | ACall
+    baseline: Callable[[], int]
+    instrumented: Callable[[], int]
+    time_baseline: Timer
+    time_instrumented: Timer
 
 
 def _read(stream: Any) -> int:
@@ -353,130 +379,144 @@ async def _aread(stream: Any) -> int:
     return count
 
 
+def _sync_timer(call: Callable[[], int]) -> Timer:
+    def timed(k: int) -> int:
+        clock = time.process_time_ns
+        start = clock()
+        for _ in range(k):
+            call()
+        return clock() - start
+
+    return timed
+
+
 def sync_paths(client: Any, stream: bool) -> Paths:
+    """`client.chat.completions.create` as users call it, and the SDK's function directly."""
     completions = client.chat.completions
-    raw = Completions.__dict__["create"].__wrapped__  # the SDK's own function
-    if stream:
-        stream_request = {**REQUEST, "stream": True}
-        return Paths(
-            baseline=lambda: _read(raw(completions, **stream_request)),
-            instrumented=lambda: _read(completions.create(**stream_request)),
-        )
+    request = {**REQUEST, "stream": True} if stream else REQUEST
 
     def baseline() -> int:
-        raw(completions, **REQUEST)
-        return 1
+        result = SDK_CREATE(completions, **request)
+        return _read(result) if stream else 1
 
     def instrumented() -> int:
-        completions.create(**REQUEST)
-        return 1
+        result = completions.create(**request)
+        return _read(result) if stream else 1
 
-    return Paths(baseline=baseline, instrumented=instrumented)
+    return Paths(baseline, instrumented, _sync_timer(baseline), _sync_timer(instrumented))
 
 
-def async_paths(client: Any) -> Paths:
+def async_paths(client: Any, loop: asyncio.AbstractEventLoop) -> Paths:
+    """Streams on an AsyncOpenAI client, all in one event loop."""
     completions = client.chat.completions
-    raw = AsyncCompletions.__dict__["create"].__wrapped__
-    stream_request = {**REQUEST, "stream": True}
+    request = {**REQUEST, "stream": True}
 
     async def baseline() -> int:
-        return await _aread(await raw(completions, **stream_request))
+        return await _aread(await SDK_ACREATE(completions, **request))
 
     async def instrumented() -> int:
-        return await _aread(await completions.create(**stream_request))
+        return await _aread(await completions.create(**request))
 
-    return Paths(baseline=baseline, instrumented=instrumented)
+    async def batch(call: Callable[[], Awaitable[int]], k: int) -> int:
+        clock = time.process_time_ns
+        start = clock()
+        for _ in range(k):
+            await call()
+        return clock() - start
+
+    def settle() -> None:
+        # The SDK leaves its SSE async generator unfinished at `[DONE]`; the loop
+        # schedules its aclose() as a task. Run those now, untimed, so that one
+        # side's leftovers never land in the other side's batch.
+        for _ in range(3):
+            loop.run_until_complete(asyncio.sleep(0))
+
+    def once(call: Callable[[], Awaitable[int]]) -> Callable[[], int]:
+        def run() -> int:
+            count = loop.run_until_complete(call())
+            settle()
+            return count
+
+        return run
+
+    def timer(call: Callable[[], Awaitable[int]]) -> Timer:
+        def run(k: int) -> int:
+            elapsed = loop.run_until_complete(batch(call, k))
+            settle()
+            return elapsed
+
+        return run
+
+    return Paths(once(baseline), once(instrumented), timer(baseline), timer(instrumented))
 
 
-def _sync_batch(call: Call, k: int) -> int:
-    clock = time.process_time_ns
-    start = clock()
-    for _ in range(k):
-        call()
-    return clock() - start
-
-
-async def _async_batch(call: ACall, k: int) -> int:
-    clock = time.process_time_ns
-    start = clock()
-    for _ in range(k):
-        await call()
-    return clock() - start
-
-
-class Runner:
-    def __init__(self, loop: asyncio.AbstractEventLoop, keep_gc: bool) -> None:
-        self.loop = loop
-        self.keep_gc = keep_gc
-
-    def once(self, case: Case, call: Call | ACall) -> int:
-        if case.is_async:
-            return self.loop.run_until_complete(call())  # type: ignore[arg-type]
-        return call()  # type: ignore[return-value]
-
-    def batch(self, case: Case, call: Call | ACall, k: int) -> int:
-        gc.collect()
-        if not self.keep_gc:
-            gc.disable()
-        try:
-            if case.is_async:
-                return self.loop.run_until_complete(_async_batch(call, k))  # type: ignore[arg-type]
-            return _sync_batch(call, k)  # type: ignore[arg-type]
-        finally:
-            gc.enable()
+def timed_batch(timer: Timer, k: int, keep_gc: bool) -> int:
+    gc.collect()
+    if not keep_gc:
+        gc.disable()
+    try:
+        return timer(k)
+    finally:
+        gc.enable()
 
 
 def run_case(
     case: Case,
     paths: Paths,
-    runner: Runner,
     telemetry: Telemetry,
-    rounds: int,
-    warmup: int,
-    progress: bool,
+    args: argparse.Namespace,
 ) -> None:
-    # Warm up both paths (imports, pydantic validators, caches, connection pool).
-    for _ in range(warmup):
-        runner.once(case, paths.baseline)
-        runner.once(case, paths.instrumented)
-    check_case(case, paths, runner, telemetry)
+    # Warm up both paths (imports, pydantic validators, caches, the connection pool).
+    for _ in range(args.warmup):
+        paths.baseline()
+        paths.instrumented()
+    check_case(case, paths, telemetry)
     k = case.batch
-    for r in range(rounds):
+    for r in range(args.rounds):
+        # Alternate which side goes first, so drift and "after the other one" effects cancel.
         if r % 2 == 0:
-            base = runner.batch(case, paths.baseline, k)
-            instr = runner.batch(case, paths.instrumented, k)
+            base = timed_batch(paths.time_baseline, k, args.keep_gc)
+            instr = timed_batch(paths.time_instrumented, k, args.keep_gc)
         else:
-            instr = runner.batch(case, paths.instrumented, k)
-            base = runner.batch(case, paths.baseline, k)
+            instr = timed_batch(paths.time_instrumented, k, args.keep_gc)
+            base = timed_batch(paths.time_baseline, k, args.keep_gc)
         case.rounds_ns.append((base / k, instr / k))
-        if progress:
-            print(f"\r  {case.title}: round {r + 1}/{rounds}", end="", file=sys.stderr, flush=True)
-    if progress:
+        if not args.quiet:
+            print(
+                f"\r  {case.title}: round {r + 1}/{args.rounds}",
+                end="",
+                file=sys.stderr,
+                flush=True,
+            )
+    if not args.quiet:
         print(file=sys.stderr)
 
 
-def check_case(case: Case, paths: Paths, runner: Runner, telemetry: Telemetry) -> None:
-    """Both paths do what the case claims: only one makes spans, the caller sees the same."""
-    telemetry.last_span()
-    before = telemetry.exporter.count
-    base_chunks = runner.once(case, paths.baseline)
-    telemetry.last_span()
-    if telemetry.exporter.count != before:
-        raise SystemExit(f"{case.title}: the baseline path produced a span")
-    instr_chunks = runner.once(case, paths.instrumented)
-    span = telemetry.last_span()
-    if telemetry.exporter.count != before + 1 or span is None:
-        raise SystemExit(f"{case.title}: the instrumented path did not produce one span")
+def check_case(case: Case, paths: Paths, telemetry: Telemetry) -> None:
+    """Both paths do what the case claims: one span on one side only, same chunks seen."""
+    base_chunks = paths.baseline()
+    instr_chunks = paths.instrumented()
     if base_chunks != instr_chunks or (case.chunks and instr_chunks != case.chunks):
         raise SystemExit(f"{case.title}: chunks seen {base_chunks} vs {instr_chunks}")
-    attributes = span.attributes or {}
-    injected = attributes.get("openai_usage.stream.include_usage_injected")
+    if telemetry.exporter is None:  # traces ablated: nothing to look at
+        return
+    before = telemetry.flush()
+    paths.baseline()
+    if telemetry.flush() != before:
+        raise SystemExit(f"{case.title}: the baseline path produced a span")
+    paths.instrumented()
+    span = telemetry.exporter.last
+    if telemetry.flush() != before + 1 or span is None:
+        raise SystemExit(f"{case.title}: the instrumented path did not produce one span")
+    span = telemetry.exporter.last
+    attributes = dict(span.attributes or {}) if span is not None else {}
     has_usage = "gen_ai.usage.output_tokens" in attributes
-    expect_injection = case.chunks > 0 and case.settings.get("inject_stream_usage", True)
-    if case.chunks and bool(injected) != expect_injection:
-        raise SystemExit(f"{case.title}: include_usage_injected={injected!r}")
-    if has_usage != (case.chunks == 0 or expect_injection):
-        raise SystemExit(f"{case.title}: usage on span = {has_usage}")
+    if case.chunks:
+        injected = attributes.get("openai_usage.stream.include_usage_injected")
+        if injected is not case.injects or has_usage is not case.injects:
+            raise SystemExit(f"{case.title}: injected={injected!r}, usage on span={has_usage}")
+    elif not has_usage:
+        raise SystemExit(f"{case.title}: no usage on the span")
 
 
 # --------------------------------------------------------------------------- report
@@ -578,8 +618,10 @@ def environment(http: ModuleType) -> dict[str, str]:
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0] if __doc__ else None)
-    parser.add_argument("--rounds", type=int, default=120, help="A/B rounds per case (120)")
+    parser = argparse.ArgumentParser(
+        description="CPU time added by opentelemetry-instrumentation-openai-usage per call."
+    )
+    parser.add_argument("--rounds", type=int, default=100, help="A/B rounds per case (100)")
     parser.add_argument(
         "--batch",
         type=int,
@@ -594,101 +636,97 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default="batch",
         help="BatchSpanProcessor (default, as in production) or SimpleSpanProcessor",
     )
+    parser.add_argument(
+        "--ablate",
+        choices=("none", "traces", "metrics", "both"),
+        default="none",
+        help="give instrument() the API's no-op tracer and/or meter provider, to see "
+        "what the SDK's span / metric work costs (diagnosis only; targets not meaningful)",
+    )
+    parser.add_argument("--warmup", type=int, default=20, help="untimed calls per side first")
     parser.add_argument("--keep-gc", action="store_true", help="leave gc enabled while timing")
     parser.add_argument("--no-async", action="store_true", help="skip the async stream case")
     parser.add_argument("--quiet", action="store_true", help="no progress on stderr")
     args = parser.parse_args(argv)
-    if args.rounds < 1 or args.batch < 1:
-        parser.error("--rounds and --batch must be at least 1")
+    if args.rounds < 1 or args.batch < 1 or args.warmup < 0:
+        parser.error("--rounds and --batch must be at least 1, --warmup at least 0")
     return args
+
+
+def describe(args: argparse.Namespace, stream_batch: int) -> str:
+    processor = "BatchSpanProcessor" if args.span_processor == "batch" else "SimpleSpanProcessor"
+    traces = f"SDK TracerProvider + {processor} -> no-op exporter (spans dropped)"
+    meters = "SDK MeterProvider + InMemoryMetricReader (not collected while timing)"
+    if args.ablate in ("traces", "both"):
+        traces = "API NoOpTracerProvider (ABLATED)"
+    if args.ablate in ("metrics", "both"):
+        meters = "API NoOpMeterProvider (ABLATED)"
+    gc_mode = "enabled" if args.keep_gc else "disabled in timed batches"
+    return (
+        f"{traces}; {meters}; clock time.process_time_ns (all threads); gc {gc_mode}, "
+        f"collected between batches; {args.rounds} rounds of {args.batch} calls / "
+        f"{stream_batch} streams per side, order alternating; {args.warmup} warm-up calls"
+    )
+
+
+def build_cases(
+    args: argparse.Namespace, client: Any, aclient: Any, loop: asyncio.AbstractEventLoop
+) -> list[tuple[dict[str, Any], list[tuple[Case, Paths]]]]:
+    """Cases grouped by the instrument() settings they need."""
+    k_stream = max(1, args.batch // 10)
+    title = f"stream {CHUNKS} chunks"
+    default: list[tuple[Case, Paths]] = [
+        (
+            Case("call", "non-streamed call", args.batch, 0, TARGET_CALL_MS, False),
+            sync_paths(client, stream=False),
+        ),
+        (
+            Case("stream", title, k_stream, CHUNKS, TARGET_STREAM_MS, True),
+            sync_paths(client, stream=True),
+        ),
+    ]
+    if not args.no_async:
+        default.append(
+            (
+                Case("async_stream", f"async {title}", k_stream, CHUNKS, None, True),
+                async_paths(aclient, loop),
+            )
+        )
+    no_inject: list[tuple[Case, Paths]] = [
+        (
+            Case("stream_no_inject", f"{title}, injection off", k_stream, CHUNKS, None, False),
+            sync_paths(client, stream=True),
+        )
+    ]
+    return [({}, default), ({"inject_stream_usage": False}, no_inject)]
+
+
+def check_patched() -> None:
+    """The instrumented path goes through our wrapper around the very function we time."""
+    for cls, original in ((Completions, SDK_CREATE), (AsyncCompletions, SDK_ACREATE)):
+        patched = cls.__dict__["create"]
+        if patched is original or getattr(patched, "__wrapped__", None) is not original:
+            raise SystemExit(f"{cls.__name__}.create is not wrapped around the SDK's function")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     http = http_module()
     mock = MockOpenAI(http, CHUNKS)
-    client_options: dict[str, Any] = {
+    options: dict[str, Any] = {
         "api_key": "sk-bench",
         "base_url": "http://bench.local/v1",
         "max_retries": 0,
     }
     client = openai.OpenAI(
-        http_client=http.Client(transport=http.MockTransport(mock.sync_handler)),
-        **client_options,
+        http_client=http.Client(transport=http.MockTransport(mock.sync_handler)), **options
     )
     aclient = openai.AsyncOpenAI(
         http_client=http.AsyncClient(transport=http.MockTransport(mock.async_handler)),
-        **client_options,
+        **options,
     )
     loop = asyncio.new_event_loop()
-    runner = Runner(loop, args.keep_gc)
-    stream_batch = max(1, args.batch // 10)
-    warmup = 30
-
-    default = {"inject_stream_usage": True}
-    configs: list[tuple[dict[str, Any], list[tuple[Case, Paths]]]] = [
-        (
-            default,
-            [
-                (
-                    Case("call", "non-streamed call", default, args.batch, 0, TARGET_CALL_MS),
-                    sync_paths(client, stream=False),
-                ),
-                (
-                    Case(
-                        "stream",
-                        f"stream {CHUNKS} chunks",
-                        default,
-                        stream_batch,
-                        CHUNKS,
-                        TARGET_STREAM_MS,
-                    ),
-                    sync_paths(client, stream=True),
-                ),
-            ],
-        ),
-        (
-            {"inject_stream_usage": False},
-            [
-                (
-                    Case(
-                        "stream_no_inject",
-                        f"stream {CHUNKS} chunks, injection off",
-                        {"inject_stream_usage": False},
-                        stream_batch,
-                        CHUNKS,
-                        None,
-                    ),
-                    sync_paths(client, stream=True),
-                )
-            ],
-        ),
-    ]
-    if not args.no_async:
-        configs[0][1].append(
-            (
-                Case(
-                    "async_stream",
-                    f"async stream {CHUNKS} chunks",
-                    default,
-                    stream_batch,
-                    CHUNKS,
-                    None,
-                    is_async=True,
-                ),
-                async_paths(aclient),
-            )
-        )
-
-    env = environment(http)
-    processor = "BatchSpanProcessor" if args.span_processor == "batch" else "SimpleSpanProcessor"
-    setup = (
-        f"TracerProvider + {processor} -> no-op exporter (spans discarded); "
-        "MeterProvider + InMemoryMetricReader (not collected while timing); "
-        f"clock time.process_time_ns; gc {'enabled' if args.keep_gc else 'disabled'} "
-        f"in timed batches, collected between them; {args.rounds} rounds x "
-        f"{args.batch} calls / {stream_batch} streams per batch, alternating order"
-    )
+    setup = describe(args, max(1, args.batch // 10))
     if not args.quiet:
         print(f"setup: {setup}", file=sys.stderr)
 
@@ -696,18 +734,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     results: list[dict[str, Any]] = []
     started = time.perf_counter()
     try:
-        for settings, cases in configs:
-            telemetry = Telemetry.create(args.span_processor)
+        for settings, cases in build_cases(args, client, aclient, loop):
+            telemetry = Telemetry.create(args.span_processor, args.ablate)
             instrumentor.instrument(
                 tracer_provider=telemetry.tracer_provider,
                 meter_provider=telemetry.meter_provider,
                 **settings,
             )
             try:
+                check_patched()
                 for case, paths in cases:
-                    run_case(
-                        case, paths, runner, telemetry, args.rounds, warmup, not args.quiet
-                    )
+                    run_case(case, paths, telemetry, args)
                     results.append(summarise(case))
             finally:
                 instrumentor.uninstrument()
@@ -715,30 +752,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         client.close()
         loop.run_until_complete(aclient.close())
+        loop.run_until_complete(loop.shutdown_asyncgens())
         loop.close()
     elapsed = time.perf_counter() - started
 
     order = ["call", "stream", "stream_no_inject", "async_stream"]
     results.sort(key=lambda res: order.index(res["case"]))
+    env = environment(http)
     print(table(results))
     print()
     print(
         "Versions: "
-        + ", ".join(
-            f"{name} {env[name]}"
-            for name in ("python", "openai", "opentelemetry-sdk", "wrapt", "pydantic")
-        )
-        + f", transport {env['http_client']}.MockTransport"
+        + ", ".join(f"{name} {env[name]}" for name in ("python", "openai", "opentelemetry-sdk"))
+        + f" (wrapt {env['wrapt']}, pydantic {env['pydantic']}, "
+        + f"{env['http_client']} MockTransport)."
     )
     print(f"Setup: {setup}. Wall time {elapsed:.0f} s.")
     missed = [res["title"] for res in results if res["passed"] is False]
+    if args.ablate != "none":
+        print("Ablated run: for diagnosis only, the targets do not apply.")
+        missed = []
     if args.json:
         with open(args.json, "w", encoding="utf-8") as fh:
-            json.dump(
-                {"environment": env, "setup": setup, "results": results, "missed": missed},
-                fh,
-                indent=2,
-            )
+            report = {"environment": env, "setup": setup, "results": results, "missed": missed}
+            json.dump(report, fh, indent=2)
+            fh.write("\n")
     if missed:
         print(f"Missed targets: {', '.join(missed)}")
     return 1 if args.check and missed else 0

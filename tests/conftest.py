@@ -7,6 +7,7 @@ nothing of the SDK is mocked.
 from __future__ import annotations
 
 import gc
+import importlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -155,6 +156,17 @@ async def any_aclient(request: pytest.FixtureRequest, server: LocalOpenAIServer)
     c = make_client(server, request.param)
     yield c
     await c.close()
+
+
+OPENAI_MAJOR = int(openai.__version__.split(".")[0])
+# The SDK's HTTP library: httpx2 from openai 3.x on, httpx before.
+HTTP = importlib.import_module("httpx2" if OPENAI_MAJOR >= 3 else "httpx")
+# A connection broken mid-stream: openai 3.x raises APIConnectionError, older
+# releases let the HTTP library's own error through.
+MID_STREAM_CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
+    openai.APIConnectionError,
+    HTTP.TransportError,
+)
 
 
 def is_azure(client: Any) -> bool:

@@ -23,7 +23,7 @@ from typing import Any
 import wrapt
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type: ignore[attr-defined]
 from opentelemetry.instrumentation.utils import unwrap
-from opentelemetry.metrics import get_meter
+from opentelemetry.metrics import NoOpMeter, get_meter
 from opentelemetry.trace import get_tracer
 
 from .config import Settings, load_settings
@@ -67,7 +67,12 @@ class OpenAIUsageInstrumentor(BaseInstrumentor):  # type: ignore[misc]
             meter_provider=kwargs.get("meter_provider"),
             schema_url=_SCHEMA_URL,
         )
-        runtime = Runtime(tracer, Instruments(meter), settings)
+        try:
+            instruments = Instruments(meter)
+        except Exception as exc:  # a broken meter provider must not cost the traces
+            internal_error("creating the metric instruments", exc)
+            instruments = Instruments(NoOpMeter(__name__))
+        runtime = Runtime(tracer, instruments, settings)
         self._runtime = runtime
         self._patched = []
         for endpoint in ENDPOINTS:

@@ -52,20 +52,6 @@ def facts_from_completion(response: Any) -> ResponseFacts:
     )
 
 
-def _forget_usage_field(chunk: Any) -> None:
-    """Make an injected `"usage": null` invisible, as if the server never sent it.
-
-    With `include_usage` the server adds `"usage": null` to every chunk; without
-    it the key is absent. The attribute reads None either way, but `to_dict()`
-    and `model_dump(exclude_unset=True)` would show the difference.
-    """
-    fields_set = getattr(chunk, "__pydantic_fields_set__", None)
-    if fields_set is None:
-        fields_set = getattr(chunk, "__fields_set__", None)  # pydantic v1
-    if isinstance(fields_set, set):
-        fields_set.discard("usage")
-
-
 class ChatStreamAccumulator:
     """Chat and legacy completion chunks -> ResponseFacts.
 
@@ -83,8 +69,7 @@ class ChatStreamAccumulator:
         "system_fingerprint",
     )
 
-    def __init__(self, hide_usage_chunk: bool) -> None:
-        self.hide_usage_chunk = hide_usage_chunk
+    def __init__(self) -> None:
         self.response_id: str | None = None
         self.model: str | None = None
         self.system_fingerprint: str | None = None
@@ -92,8 +77,7 @@ class ChatStreamAccumulator:
         self.raw_usage: Any = None
         self.finish_reasons: dict[int, str] = {}
 
-    def on_chunk(self, chunk: Any) -> bool:
-        """Take what the chunk says; return False when the caller must not see it."""
+    def on_chunk(self, chunk: Any) -> None:
         if self.response_id is None:
             # Azure's prompt-filter chunk comes first with an empty id and model.
             response_id = getattr(chunk, "id", None)
@@ -112,11 +96,6 @@ class ChatStreamAccumulator:
         usage = getattr(chunk, "usage", None)
         if usage is not None:
             self.raw_usage = usage
-            if not choices and self.hide_usage_chunk:
-                return False
-        elif self.hide_usage_chunk:
-            _forget_usage_field(chunk)
-        return True
 
     def facts(self) -> ResponseFacts:
         return ResponseFacts(

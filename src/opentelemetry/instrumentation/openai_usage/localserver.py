@@ -4,10 +4,18 @@ Why it exists: the instrumentation must be tested against the *real* ``openai``
 SDK (its retries, its SSE decoder, its Azure URL rewriting), and the demo must
 run with no API key and no network. A mock transport would bypass exactly the
 code paths that break in production, so this module speaks real HTTP/1.1 on a
-real socket and sends bodies and SSE streams shaped like api.openai.com's
-(same field names, same order), plus the failures seen in the wild (cut
-streams, TCP resets, error events, missing usage), chosen per request with
-``x-mock-*`` headers (see ``x-mock-scenario`` in the README of the tests).
+real socket and sends bodies and SSE streams shaped like api.openai.com's (same
+field names, same order), plus the failures seen in the wild (cut streams, TCP
+resets, error events, missing usage), chosen per request with headers:
+
+- ``x-mock-reply: <text>`` / ``x-mock-chunks: <N>`` (reply "w1 w2 ... wN"),
+  ``x-mock-tool-call: <function name>``, ``x-mock-response-model: <model>``,
+  ``x-mock-usage: <JSON of prompt/completion/total/cached/reasoning_tokens>``,
+  ``x-mock-chunk-delay-ms: <ms>``, ``x-mock-attempt-key: <key>`` (fail_first);
+- ``x-mock-scenario``: ``ok`` (default), ``http_error:<status>``, ``fail_first:<k>``,
+  ``cut_after:<k>``, ``reset_after:<k>``, ``sse_error_after:<k>``,
+  ``malformed_after:<k>``, ``no_usage``, ``reject_stream_options``,
+  ``error_body_200``, ``hang``, ``usage_nulls``, ``slow_headers:<ms>``.
 
 It is stdlib only, so the package's runtime dependencies stay untouched, and
 asyncio-based (one event loop in a daemon thread), so 1,000 concurrent

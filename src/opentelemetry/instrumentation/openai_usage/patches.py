@@ -24,7 +24,7 @@ class Endpoint:
     api_type: str | None  # openai.api.type
     request_attributes: Callable[[Mapping[str, Any]], dict[str, Any]]
     facts: Callable[[Any], ResponseFacts]
-    accumulator: Callable[[bool], StreamAccumulator]
+    accumulator: Callable[[], StreamAccumulator]
     # Whether a stream request may get `stream_options.include_usage` added.
     injects_usage: bool
 

@@ -66,8 +66,17 @@ def endpoint_attributes(client: Any) -> dict[str, Any]:
     return attributes
 
 
+_azure_client_types: dict[type, bool] = {}
+
+
 def _is_azure_client(client: Any) -> bool:
-    return any(cls.__name__ == "BaseAzureClient" for cls in type(client).__mro__)
+    client_type = type(client)
+    known = _azure_client_types.get(client_type)
+    if known is None:
+        # By name: the class lives in different modules across SDK versions.
+        known = any(cls.__name__ == "BaseAzureClient" for cls in client_type.__mro__)
+        _azure_client_types[client_type] = known
+    return known
 
 
 def chat_request_attributes(kwargs: Mapping[str, Any]) -> dict[str, Any]:

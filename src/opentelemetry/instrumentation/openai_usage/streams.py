@@ -32,9 +32,51 @@ OUTCOME_ERROR = "error"
 class StreamAccumulator(Protocol):
     model: str | None
 
-    def on_chunk(self, chunk: Any) -> bool: ...
+    def on_chunk(self, chunk: Any) -> None: ...
 
     def facts(self) -> ResponseFacts: ...
+
+
+class NoAccumulator:
+    """Observes nothing: for a stream we can no longer describe, only hide from."""
+
+    model: str | None = None
+
+    def on_chunk(self, chunk: Any) -> None:
+        pass
+
+    def facts(self) -> ResponseFacts:
+        return ResponseFacts()
+
+
+def _forget_usage_field(chunk: Any) -> None:
+    """Make an injected `"usage": null` invisible, as if the server never sent it.
+
+    With `include_usage` the server adds `"usage": null` to every chunk; without
+    it the key is absent. The attribute reads None either way, but `to_dict()`
+    and `model_dump(exclude_unset=True)` would show the difference.
+    """
+    fields_set = getattr(chunk, "__pydantic_fields_set__", None)
+    if fields_set is None:
+        fields_set = getattr(chunk, "__fields_set__", None)  # pydantic v1
+    if isinstance(fields_set, set):
+        fields_set.discard("usage")
+
+
+def visible_after_injection(chunk: Any) -> bool:
+    """The caller did not ask for usage, we did: hide what that added.
+
+    The usage-only chunk (no choices, usage set) is dropped; on every other
+    chunk the `usage: null` key is forgotten. Kept apart from the accumulator
+    so that a failure there can never show the caller a chunk it did not ask for.
+    """
+    try:
+        if getattr(chunk, "usage", None) is not None:
+            return bool(getattr(chunk, "choices", None))
+        _forget_usage_field(chunk)
+    except Exception as exc:
+        internal_error("hiding the usage chunk", exc)
+    return True
 
 
 class StreamState:
@@ -67,7 +109,10 @@ class StreamState:
         self.per_chunk_attributes: dict[str, Any] | None = {} if per_chunk else None
 
     def on_chunk(self, chunk: Any) -> bool:
-        """Per-chunk work: two clock reads' worth; return False to hide the chunk."""
+        """Per-chunk work, kept to a clock read and a few attribute reads.
+
+        Returns False for a chunk the caller must not see.
+        """
         now = time.perf_counter()
         if self.first_perf is None:
             self.first_perf = now
@@ -76,10 +121,10 @@ class StreamState:
         self.last_perf = now
         self.count += 1
         try:
-            return self.accumulator.on_chunk(chunk)
+            self.accumulator.on_chunk(chunk)
         except Exception as exc:
             internal_error("reading a stream chunk", exc)
-            return True
+        return visible_after_injection(chunk) if self.injected else True
 
     def _record_gap(self, gap: float) -> None:
         try:
@@ -120,6 +165,17 @@ class StreamState:
             self.finish(OUTCOME_ABANDONED, at_last_read=True)
         except Exception as exc:
             internal_error("ending an abandoned stream", exc)
+
+
+def wrap_stream(stream: Any, state: StreamState) -> Any:
+    """The proxy for an SDK stream, or the stream itself if it is neither kind."""
+    import openai  # the SDK is loaded: it just returned this stream
+
+    if isinstance(stream, openai.AsyncStream):
+        return AsyncStreamProxy(stream, state)
+    if isinstance(stream, openai.Stream):
+        return SyncStreamProxy(stream, state)
+    return stream
 
 
 class _ProxyBase(wrapt.ObjectProxy):  # type: ignore[misc,type-arg,unused-ignore]
@@ -208,8 +264,10 @@ class AsyncStreamProxy(_ProxyBase):
             self._self_state.finish(OUTCOME_CLOSED)
 
     async def aclose(self) -> None:
-        # `aclose` exists only on newer SDKs; getattr raises as the SDK would.
+        # `aclose` exists only on newer SDKs: without it, fail as the SDK would,
+        # before anything is closed or ended.
+        aclose = self.__wrapped__.aclose
         try:
-            await self.__wrapped__.aclose()
+            await aclose()
         finally:
             self._self_state.finish(OUTCOME_CLOSED)

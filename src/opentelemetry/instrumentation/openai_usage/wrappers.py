@@ -24,7 +24,7 @@ from .errors import internal_error
 from .invocation import Invocation
 from .patches import Endpoint
 from .request import endpoint_attributes, is_raw_response_call, with_usage_requested
-from .streams import AsyncStreamProxy, StreamState, SyncStreamProxy
+from .streams import NoAccumulator, StreamState, wrap_stream
 
 Wrapper = Callable[[Callable[..., Any], Any, tuple[Any, ...], dict[str, Any]], Any]
 
@@ -69,8 +69,9 @@ class Call:
 
 
 def _secrets(client: Any) -> tuple[str, ...]:
-    key = getattr(client, "api_key", None)
-    return (key,) if isinstance(key, str) else ()
+    """The client's credentials, to scrub from any error text we record."""
+    values = (getattr(client, name, None) for name in ("api_key", "_azure_ad_token"))
+    return tuple(v for v in values if isinstance(v, str) and v)
 
 
 def start_call(runtime: Runtime, endpoint: Endpoint, instance: Any, kwargs: dict[str, Any]) -> Call:
@@ -122,16 +123,15 @@ def _rejected_injection(call: Call, exc: BaseException) -> bool:
 
 def finish_result(runtime: Runtime, endpoint: Endpoint, call: Call, result: Any) -> Any:
     """End the span for a parsed response, or return a proxy that will."""
-    import openai  # imported lazily: this module must import without the SDK loaded
-
     invocation = call.invocation
-    if call.stream and isinstance(result, (openai.Stream, openai.AsyncStream)):
-        state = StreamState(invocation, endpoint.accumulator(call.injected), call.injected)
-        if isinstance(result, openai.AsyncStream):
-            return AsyncStreamProxy(result, state)
-        return SyncStreamProxy(result, state)
-    facts = None if call.stream else endpoint.facts(result)
-    invocation.end(facts)
+    if call.stream:
+        state = StreamState(invocation, endpoint.accumulator(), call.injected)
+        wrapped = wrap_stream(result, state)
+        if wrapped is not result:
+            return wrapped
+        invocation.end(None)  # not a stream after all (e.g. a raw response)
+        return result
+    invocation.end(endpoint.facts(result))
     return result
 
 
@@ -151,6 +151,13 @@ def _safe_finish(runtime: Runtime, endpoint: Endpoint, call: Call, result: Any) 
     except Exception as exc:
         internal_error("reading a response", exc)
         call.invocation.end(None)
+        if not call.injected:
+            return result
+    # We changed the request: the caller must still not see the usage chunk.
+    try:
+        return wrap_stream(result, StreamState(call.invocation, NoAccumulator(), True))
+    except Exception as exc:
+        internal_error("hiding the usage chunk", exc)
         return result
 
 

@@ -1,0 +1,629 @@
+"""Failed calls: the user gets the SDK's own exception, the span ends once, in ERROR.
+
+Every scenario runs through the real SDK against the local server. Where the
+exact exception matters, the instrumented run is compared with an
+uninstrumented run of the same request, so the tests pin "as without us"
+rather than a guess of what the SDK raises.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import socket
+import uuid
+from typing import Any
+
+import openai
+import pytest
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.trace import StatusCode
+
+from opentelemetry.instrumentation.openai_usage.localserver import LocalOpenAIServer
+
+from .conftest import API_KEY, AZURE_KEY, HTTP, MESSAGES, Telemetry, is_azure, make_client
+
+pytestmark = pytest.mark.timeout(30)
+
+DURATION = "gen_ai.client.operation.duration"
+TOKEN_USAGE = "gen_ai.client.token.usage"
+TIME_TO_FIRST_CHUNK = "gen_ai.client.operation.time_to_first_chunk"
+
+STATUS_ERRORS = [
+    (400, openai.BadRequestError),
+    (401, openai.AuthenticationError),
+    (404, openai.NotFoundError),
+    (429, openai.RateLimitError),
+    (500, openai.InternalServerError),
+]
+STATUS_IDS = [str(status) for status, _ in STATUS_ERRORS]
+
+
+# -- helpers ---------------------------------------------------------------------------------
+
+
+def chat(client: Any, *, stream: bool = False, **kwargs: Any) -> Any:
+    kwargs.setdefault("model", "gpt-4o-mini")
+    kwargs.setdefault("messages", MESSAGES)
+    return client.chat.completions.create(stream=stream, **kwargs)
+
+
+async def achat(client: Any, *, stream: bool = False, **kwargs: Any) -> Any:
+    kwargs.setdefault("model", "gpt-4o-mini")
+    kwargs.setdefault("messages", MESSAGES)
+    return await client.chat.completions.create(stream=stream, **kwargs)
+
+
+def scenario(name: str, **more: str) -> dict[str, str]:
+    return {"x-mock-scenario": name, **more}
+
+
+def raised_by(call: Any) -> BaseException:
+    """Run `call()` and return what it raised (failing the test when it raised nothing)."""
+    try:
+        call()
+    except Exception as exc:
+        return exc
+    raise AssertionError("expected an exception")
+
+
+async def araised_by(call: Any) -> BaseException:
+    try:
+        await call()
+    except Exception as exc:
+        return exc
+    raise AssertionError("expected an exception")
+
+
+def read_stream(client: Any, headers: dict[str, str]) -> tuple[list[Any], BaseException | None]:
+    """Open a stream and read it to its end or its error; the chunks and the error."""
+    chunks: list[Any] = []
+    try:
+        for chunk in chat(client, stream=True, extra_headers=headers):
+            chunks.append(chunk)
+    except Exception as exc:
+        return chunks, exc
+    return chunks, None
+
+
+async def aread_stream(
+    client: Any, headers: dict[str, str]
+) -> tuple[list[Any], BaseException | None]:
+    chunks: list[Any] = []
+    try:
+        async for chunk in await achat(client, stream=True, extra_headers=headers):
+            chunks.append(chunk)
+    except Exception as exc:
+        return chunks, exc
+    return chunks, None
+
+
+def comparable(chunks: list[Any]) -> list[dict[str, Any]]:
+    out = []
+    for chunk in chunks:
+        data = chunk.to_dict()
+        data.pop("id", None)
+        data.pop("created", None)
+        out.append(data)
+    return out
+
+
+def assert_same_exception(traced: BaseException, plain: BaseException) -> None:
+    assert type(traced) is type(plain)
+    assert str(traced) == str(plain)
+    assert type(traced.__cause__) is type(plain.__cause__)
+    if isinstance(plain, openai.APIStatusError):
+        assert isinstance(traced, openai.APIStatusError)
+        assert traced.status_code == plain.status_code
+        assert traced.body == plain.body
+    elif isinstance(plain, openai.APIError):
+        assert isinstance(traced, openai.APIError)
+        assert traced.body == plain.body
+
+
+def assert_error_span(telemetry: Telemetry, error_name: str) -> ReadableSpan:
+    """One ended span in ERROR, its `error.type`, one exception event, no token usage."""
+    span = telemetry.span()
+    assert span.end_time is not None
+    assert span.status.status_code is StatusCode.ERROR
+    assert span.status.description and span.status.description.startswith(error_name)
+    attributes = span.attributes or {}
+    assert attributes["error.type"] == error_name
+    events = [e for e in span.events if e.name == "exception"]
+    assert len(events) == 1
+    assert (events[0].attributes or {})["exception.type"].endswith("." + error_name)
+    (duration,) = telemetry.points(DURATION)
+    assert duration.count == 1
+    assert duration.attributes["error.type"] == error_name
+    assert telemetry.points(TOKEN_USAGE) == []
+    return span
+
+
+def span_text(span: ReadableSpan) -> str:
+    """Everything a span carries, as one string to search for leaked text."""
+    parts = [span.name, repr(dict(span.attributes or {})), repr(span.status.description)]
+    for event in span.events:
+        parts += [event.name, repr(dict(event.attributes or {}))]
+    parts.append(repr(dict(span.resource.attributes)))
+    return "\n".join(parts)
+
+
+def closed_port() -> int:
+    """A port on 127.0.0.1 that nothing listens on (bound, then released)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+class RaisingTransport(HTTP.BaseTransport):
+    """A transport that fails every request with the exception it was given."""
+
+    def __init__(self, exc: Exception) -> None:
+        self.exc = exc
+
+    def handle_request(self, request: HTTP.Request) -> HTTP.Response:
+        raise self.exc
+
+
+class AsyncRaisingTransport(HTTP.AsyncBaseTransport):
+    def __init__(self, exc: Exception) -> None:
+        self.exc = exc
+
+    async def handle_async_request(self, request: HTTP.Request) -> HTTP.Response:
+        raise self.exc
+
+
+# -- HTTP errors before any content ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["create", "stream"])
+@pytest.mark.parametrize(("status", "error_class"), STATUS_ERRORS, ids=STATUS_IDS)
+def test_http_error_reaches_the_user_unchanged_and_ends_one_span_in_error(
+    instrument: Any,
+    telemetry: Telemetry,
+    any_client: Any,
+    server: LocalOpenAIServer,
+    status: int,
+    error_class: type[openai.APIStatusError],
+    stream: bool,
+) -> None:
+    headers = scenario(f"http_error:{status}")
+    plain = raised_by(lambda: chat(any_client, stream=stream, extra_headers=headers))
+    instrument()
+    server.clear()
+    traced = raised_by(lambda: chat(any_client, stream=stream, extra_headers=headers))
+
+    assert type(traced) is error_class
+    assert_same_exception(traced, plain)
+    assert isinstance(traced, openai.APIStatusError)
+    assert traced.status_code == status
+    assert traced.response.status_code == status
+    assert traced.response.headers["x-request-id"].startswith("req_")
+    assert isinstance(traced.body, dict) and traced.body["message"]
+    assert len(server.requests) == 1  # not retried, not even a 400 on an injected stream
+    span = assert_error_span(telemetry, error_class.__name__)
+    attributes = span.attributes or {}
+    assert attributes["gen_ai.request.model"] == "gpt-4o-mini"
+    assert "gen_ai.response.model" not in attributes
+    assert attributes["gen_ai.provider.name"] == (
+        "azure.ai.openai" if is_azure(any_client) else "openai"
+    )
+    assert API_KEY not in span_text(span) and AZURE_KEY not in span_text(span)
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["create", "stream"])
+@pytest.mark.parametrize(("status", "error_class"), STATUS_ERRORS, ids=STATUS_IDS)
+async def test_async_http_error_reaches_the_user_unchanged_and_ends_one_span_in_error(
+    instrument: Any,
+    telemetry: Telemetry,
+    any_aclient: Any,
+    server: LocalOpenAIServer,
+    status: int,
+    error_class: type[openai.APIStatusError],
+    stream: bool,
+) -> None:
+    headers = scenario(f"http_error:{status}")
+    plain = await araised_by(lambda: achat(any_aclient, stream=stream, extra_headers=headers))
+    instrument()
+    server.clear()
+    traced = await araised_by(lambda: achat(any_aclient, stream=stream, extra_headers=headers))
+
+    assert type(traced) is error_class
+    assert_same_exception(traced, plain)
+    assert isinstance(traced, openai.APIStatusError)
+    assert traced.status_code == status
+    assert traced.response.status_code == status
+    assert len(server.requests) == 1
+    assert_error_span(telemetry, error_class.__name__)
+
+
+def test_exception_event_and_status_never_contain_the_api_key_on_401(
+    instrument: Any, telemetry: Telemetry, any_client: Any
+) -> None:
+    instrument()
+    with pytest.raises(openai.AuthenticationError):
+        chat(any_client, extra_headers=scenario("http_error:401"))
+    span = assert_error_span(telemetry, "AuthenticationError")
+    text = span_text(span)
+    assert "Incorrect API key provided" in text  # the message is there, the key is not
+    assert API_KEY not in text
+    assert AZURE_KEY not in text
+    for point in telemetry.points(DURATION):
+        assert API_KEY not in repr(dict(point.attributes))
+        assert AZURE_KEY not in repr(dict(point.attributes))
+
+
+@pytest.mark.parametrize("form", ["headers", "bare"])
+@pytest.mark.parametrize("kind", ["openai", "azure"])
+def test_an_error_text_echoing_the_key_is_redacted_on_the_span(
+    instrument: Any, telemetry: Telemetry, server: LocalOpenAIServer, kind: str, form: str
+) -> None:
+    # A proxy that echoes the request's credentials in its error: the text reaches
+    # the span through the exception chain (the stack trace shows the cause).
+    key = AZURE_KEY if kind == "azure" else API_KEY
+    if form == "headers":
+        echo = f"proxy refused: Authorization: Bearer {API_KEY}; api-key: {AZURE_KEY}"
+    else:
+        echo = f"proxy refused the credential {key} for this route"
+    cause = HTTP.ConnectError(echo)
+    http_client = HTTP.Client(transport=RaisingTransport(cause))
+    client = make_client(server, kind, http_client=http_client)
+    instrument()
+    with pytest.raises(openai.APIConnectionError) as caught:
+        chat(client)
+    assert caught.value.__cause__ is cause
+    span = assert_error_span(telemetry, "APIConnectionError")
+    text = span_text(span)
+    assert "proxy refused" in text  # the cause is recorded, its secrets are not
+    assert API_KEY not in text
+    assert AZURE_KEY not in text
+    client.close()
+
+
+# -- the exception object is the SDK's own -----------------------------------------------------
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["create", "stream"])
+def test_user_catches_the_sdk_exception_whose_cause_is_the_transport_error_itself(
+    instrument: Any, telemetry: Telemetry, server: LocalOpenAIServer, stream: bool
+) -> None:
+    first = HTTP.ConnectError("connection refused by test transport")
+    transport = RaisingTransport(first)
+    client = make_client(server, "openai", http_client=HTTP.Client(transport=transport))
+    plain = raised_by(lambda: chat(client, stream=stream))
+    assert type(plain) is openai.APIConnectionError
+    assert plain.__cause__ is first
+
+    instrument()
+    second = HTTP.ConnectError("connection refused by test transport")
+    transport.exc = second
+    traced = raised_by(lambda: chat(client, stream=stream))
+    assert_same_exception(traced, plain)
+    assert traced.__cause__ is second
+    assert_error_span(telemetry, "APIConnectionError")
+    client.close()
+
+
+async def test_async_user_catches_the_sdk_exception_whose_cause_is_the_transport_error(
+    instrument: Any, telemetry: Telemetry, server: LocalOpenAIServer
+) -> None:
+    first = HTTP.ConnectError("connection refused by test transport")
+    transport = AsyncRaisingTransport(first)
+    client = make_client(server, "async", http_client=HTTP.AsyncClient(transport=transport))
+    plain = await araised_by(lambda: achat(client))
+    assert type(plain) is openai.APIConnectionError
+    assert plain.__cause__ is first
+
+    instrument()
+    second = HTTP.ConnectError("connection refused by test transport")
+    transport.exc = second
+    traced = await araised_by(lambda: achat(client))
+    assert_same_exception(traced, plain)
+    assert traced.__cause__ is second
+    assert_error_span(telemetry, "APIConnectionError")
+    await client.close()
+
+
+# -- streams that break after they started -----------------------------------------------------
+
+
+@pytest.mark.parametrize("fault", ["cut_after:3", "reset_after:3"])
+def test_stream_broken_mid_way_raises_as_uninstrumented_and_ends_the_span_in_error(
+    instrument: Any, telemetry: Telemetry, any_client: Any, fault: str
+) -> None:
+    plain_chunks, plain = read_stream(any_client, scenario(fault))
+    assert plain is not None
+    instrument()
+    traced_chunks, traced = read_stream(any_client, scenario(fault))
+    assert traced is not None
+
+    assert_same_exception(traced, plain)
+    assert comparable(traced_chunks) == comparable(plain_chunks)
+    assert len(traced_chunks) == 3  # what came before the cut was delivered
+    span = assert_error_span(telemetry, type(plain).__name__)
+    attributes = span.attributes or {}
+    assert attributes["openai_usage.stream.outcome"] == "error"
+    assert attributes["gen_ai.response.time_to_first_chunk"] > 0
+    (first,) = telemetry.points(TIME_TO_FIRST_CHUNK)
+    assert first.attributes["error.type"] == type(plain).__name__
+
+
+@pytest.mark.parametrize("fault", ["cut_after:3", "reset_after:3"])
+async def test_async_stream_broken_mid_way_raises_as_uninstrumented_and_ends_in_error(
+    instrument: Any, telemetry: Telemetry, any_aclient: Any, fault: str
+) -> None:
+    plain_chunks, plain = await aread_stream(any_aclient, scenario(fault))
+    assert plain is not None
+    instrument()
+    traced_chunks, traced = await aread_stream(any_aclient, scenario(fault))
+    assert traced is not None
+
+    assert_same_exception(traced, plain)
+    assert comparable(traced_chunks) == comparable(plain_chunks)
+    assert len(traced_chunks) == 3
+    span = assert_error_span(telemetry, type(plain).__name__)
+    attributes = span.attributes or {}
+    assert attributes["openai_usage.stream.outcome"] == "error"
+    assert attributes["gen_ai.response.time_to_first_chunk"] > 0
+
+
+def test_a_broken_stream_closed_and_collected_afterwards_keeps_its_one_error_span(
+    instrument: Any, telemetry: Telemetry, client: openai.OpenAI
+) -> None:
+    instrument()
+    stream = chat(client, stream=True, extra_headers=scenario("cut_after:3"))
+    with pytest.raises(openai.APIConnectionError):
+        for _ in stream:
+            pass
+    stream.close()
+    with pytest.raises(StopIteration):
+        next(stream)
+    del stream
+    gc.collect()
+    span = assert_error_span(telemetry, "APIConnectionError")
+    assert (span.attributes or {})["openai_usage.stream.outcome"] == "error"
+
+
+def test_sse_error_event_mid_stream_raises_api_error_as_uninstrumented(
+    instrument: Any, telemetry: Telemetry, any_client: Any
+) -> None:
+    plain_chunks, plain = read_stream(any_client, scenario("sse_error_after:2"))
+    assert type(plain) is openai.APIError
+    instrument()
+    traced_chunks, traced = read_stream(any_client, scenario("sse_error_after:2"))
+    assert traced is not None
+
+    assert_same_exception(traced, plain)
+    assert comparable(traced_chunks) == comparable(plain_chunks)
+    assert len(traced_chunks) == 2
+    span = assert_error_span(telemetry, "APIError")
+    assert (span.attributes or {})["openai_usage.stream.outcome"] == "error"
+
+
+async def test_async_sse_error_event_mid_stream_raises_api_error_as_uninstrumented(
+    instrument: Any, telemetry: Telemetry, any_aclient: Any
+) -> None:
+    plain_chunks, plain = await aread_stream(any_aclient, scenario("sse_error_after:2"))
+    assert type(plain) is openai.APIError
+    instrument()
+    traced_chunks, traced = await aread_stream(any_aclient, scenario("sse_error_after:2"))
+    assert traced is not None
+    assert_same_exception(traced, plain)
+    assert comparable(traced_chunks) == comparable(plain_chunks)
+    assert_error_span(telemetry, "APIError")
+
+
+def test_malformed_chunk_raises_the_sdks_own_decode_error_unchanged(
+    instrument: Any, telemetry: Telemetry, any_client: Any
+) -> None:
+    plain_chunks, plain = read_stream(any_client, scenario("malformed_after:2"))
+    assert isinstance(plain, ValueError)  # json.JSONDecodeError, from the SDK's decoder
+    instrument()
+    traced_chunks, traced = read_stream(any_client, scenario("malformed_after:2"))
+    assert traced is not None
+
+    assert_same_exception(traced, plain)
+    assert comparable(traced_chunks) == comparable(plain_chunks)
+    span = assert_error_span(telemetry, type(plain).__name__)
+    assert (span.attributes or {})["openai_usage.stream.outcome"] == "error"
+
+
+async def test_async_malformed_chunk_raises_the_sdks_own_decode_error_unchanged(
+    instrument: Any, telemetry: Telemetry, any_aclient: Any
+) -> None:
+    _, plain = await aread_stream(any_aclient, scenario("malformed_after:2"))
+    assert isinstance(plain, ValueError)
+    instrument()
+    _, traced = await aread_stream(any_aclient, scenario("malformed_after:2"))
+    assert traced is not None
+    assert_same_exception(traced, plain)
+    assert_error_span(telemetry, type(plain).__name__)
+
+
+def test_malformed_non_stream_body_raises_as_uninstrumented(
+    instrument: Any, telemetry: Telemetry, client: openai.OpenAI
+) -> None:
+    headers = scenario("malformed_after:2")
+    plain = raised_by(lambda: chat(client, extra_headers=headers))
+    instrument()
+    traced = raised_by(lambda: chat(client, extra_headers=headers))
+    assert_same_exception(traced, plain)
+    assert_error_span(telemetry, type(plain).__name__)
+
+
+def test_error_body_in_a_200_stream_raises_api_error_and_ends_the_span_in_error(
+    instrument: Any, telemetry: Telemetry, any_client: Any
+) -> None:
+    plain_chunks, plain = read_stream(any_client, scenario("error_body_200"))
+    assert type(plain) is openai.APIError
+    instrument()
+    traced_chunks, traced = read_stream(any_client, scenario("error_body_200"))
+    assert traced is not None
+
+    assert_same_exception(traced, plain)
+    assert traced_chunks == plain_chunks == []
+    span = assert_error_span(telemetry, "APIError")
+    attributes = span.attributes or {}
+    assert attributes["openai_usage.stream.outcome"] == "error"
+    assert "gen_ai.response.time_to_first_chunk" not in attributes  # no chunk ever came
+
+
+async def test_async_error_body_in_a_200_stream_raises_api_error(
+    instrument: Any, telemetry: Telemetry, any_aclient: Any
+) -> None:
+    _, plain = await aread_stream(any_aclient, scenario("error_body_200"))
+    assert type(plain) is openai.APIError
+    instrument()
+    _, traced = await aread_stream(any_aclient, scenario("error_body_200"))
+    assert traced is not None
+    assert_same_exception(traced, plain)
+    assert_error_span(telemetry, "APIError")
+
+
+def test_error_body_in_a_200_non_stream_behaves_as_uninstrumented_and_ends_the_span(
+    instrument: Any, telemetry: Telemetry, any_client: Any
+) -> None:
+    def outcome() -> Any:
+        try:
+            result = chat(any_client, extra_headers=scenario("error_body_200"))
+        except Exception as exc:
+            return ("raised", type(exc), str(exc))
+        return ("returned", type(result), result.to_dict())
+
+    plain = outcome()
+    instrument()
+    traced = outcome()
+    assert traced == plain
+    span = telemetry.span()
+    assert span.end_time is not None
+    if plain[0] == "raised":
+        assert span.status.status_code is StatusCode.ERROR
+    else:  # the SDK hands back the error body as a ChatCompletion: nothing to read from it
+        attributes = span.attributes or {}
+        assert "gen_ai.usage.input_tokens" not in attributes
+        assert telemetry.points(TOKEN_USAGE) == []
+
+
+# -- retries, timeouts, refused connections ----------------------------------------------------
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["create", "stream"])
+def test_sdk_retries_are_one_user_call_and_one_span_with_usage(
+    instrument: Any, telemetry: Telemetry, server: LocalOpenAIServer, stream: bool
+) -> None:
+    key = uuid.uuid4().hex
+    headers = scenario("fail_first:2", **{"x-mock-attempt-key": key})
+    headers["x-mock-usage"] = json.dumps({"prompt_tokens": 11, "completion_tokens": 3})
+    client = make_client(server, "openai", max_retries=2)
+    instrument()
+    result = chat(client, stream=stream, extra_headers=headers)
+    if stream:
+        chunks = list(result)
+        assert chunks[-1].choices[0].finish_reason == "stop"
+    else:
+        assert result.usage.prompt_tokens == 11
+
+    attempts = [r for r in server.requests if r.headers.get("x-mock-attempt-key") == key]
+    assert len(attempts) == 3
+    span = telemetry.span()
+    assert span.status.status_code is StatusCode.UNSET
+    attributes = span.attributes or {}
+    assert attributes["gen_ai.usage.input_tokens"] == 11
+    assert attributes["gen_ai.usage.output_tokens"] == 3
+    assert "error.type" not in attributes
+    tokens = {p.attributes["gen_ai.token.type"]: p.sum for p in telemetry.points(TOKEN_USAGE)}
+    assert tokens == {"input": 11, "output": 3}
+    (duration,) = telemetry.points(DURATION)
+    assert duration.count == 1
+    client.close()
+
+
+async def test_async_sdk_retries_are_one_user_call_and_one_span(
+    instrument: Any, telemetry: Telemetry, server: LocalOpenAIServer
+) -> None:
+    key = uuid.uuid4().hex
+    headers = scenario("fail_first:2", **{"x-mock-attempt-key": key})
+    client = make_client(server, "async", max_retries=2)
+    instrument()
+    result = await achat(client, extra_headers=headers)
+    assert result.choices[0].finish_reason == "stop"
+    attempts = [r for r in server.requests if r.headers.get("x-mock-attempt-key") == key]
+    assert len(attempts) == 3
+    span = telemetry.span()
+    assert span.status.status_code is StatusCode.UNSET
+    assert (span.attributes or {})["gen_ai.usage.input_tokens"] > 0
+    await client.close()
+
+
+def test_read_timeout_raises_api_timeout_error_as_uninstrumented(
+    instrument: Any, telemetry: Telemetry, server: LocalOpenAIServer
+) -> None:
+    client = make_client(server, "openai", timeout=0.5)
+    headers = scenario("hang")
+    plain = raised_by(lambda: chat(client, extra_headers=headers))
+    assert type(plain) is openai.APITimeoutError
+    instrument()
+    traced = raised_by(lambda: chat(client, extra_headers=headers))
+    assert_same_exception(traced, plain)
+    assert_error_span(telemetry, "APITimeoutError")
+    client.close()
+
+
+@pytest.mark.parametrize("fault", ["hang", "slow_headers:900"])
+def test_stream_whose_headers_never_come_times_out_with_one_error_span(
+    instrument: Any, telemetry: Telemetry, server: LocalOpenAIServer, fault: str
+) -> None:
+    client = make_client(server, "openai", timeout=0.5)
+    instrument()
+    with pytest.raises(openai.APITimeoutError):
+        chat(client, stream=True, extra_headers=scenario(fault))
+    span = assert_error_span(telemetry, "APITimeoutError")
+    assert "openai_usage.stream.outcome" not in (span.attributes or {})
+    client.close()
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["create", "stream"])
+async def test_async_read_timeout_raises_api_timeout_error(
+    instrument: Any, telemetry: Telemetry, server: LocalOpenAIServer, stream: bool
+) -> None:
+    client = make_client(server, "async", timeout=0.5)
+    instrument()
+    with pytest.raises(openai.APITimeoutError):
+        await achat(client, stream=stream, extra_headers=scenario("hang"))
+    assert_error_span(telemetry, "APITimeoutError")
+    await client.close()
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["create", "stream"])
+def test_connection_refused_raises_api_connection_error_and_ends_the_span_in_error(
+    instrument: Any, telemetry: Telemetry, stream: bool
+) -> None:
+    port = closed_port()
+    client = openai.OpenAI(
+        base_url=f"http://127.0.0.1:{port}/v1", api_key=API_KEY, max_retries=0, timeout=5
+    )
+    plain = raised_by(lambda: chat(client, stream=stream))
+    assert type(plain) is openai.APIConnectionError
+    instrument()
+    traced = raised_by(lambda: chat(client, stream=stream))
+    assert_same_exception(traced, plain)
+    span = assert_error_span(telemetry, "APIConnectionError")
+    attributes = span.attributes or {}
+    assert attributes["server.address"] == "127.0.0.1"
+    assert attributes["server.port"] == port
+    client.close()
+
+
+async def test_async_connection_refused_raises_api_connection_error(
+    instrument: Any, telemetry: Telemetry
+) -> None:
+    port = closed_port()
+    client = openai.AsyncOpenAI(
+        base_url=f"http://127.0.0.1:{port}/v1", api_key=API_KEY, max_retries=0, timeout=5
+    )
+    instrument()
+    with pytest.raises(openai.APIConnectionError):
+        await achat(client)
+    assert_error_span(telemetry, "APIConnectionError")
+    await client.close()

@@ -1,0 +1,503 @@
+"""Instrumenting and uninstrumenting, settings, secrets, context and process exit."""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+import sys
+import textwrap
+import time
+from typing import Any
+
+import openai
+import pytest
+import wrapt
+from openai.resources.chat.completions import AsyncCompletions, Completions
+from opentelemetry.sdk.trace import ReadableSpan
+
+from opentelemetry import trace
+from opentelemetry.instrumentation.openai_usage import OpenAIUsageInstrumentor
+from opentelemetry.instrumentation.openai_usage.localserver import LocalOpenAIServer
+
+from .conftest import API_KEY, AZURE_KEY, HTTP, MESSAGES, Telemetry, make_client
+
+pytestmark = pytest.mark.timeout(30)
+
+USAGE_HEADERS = {"x-mock-usage": json.dumps({"prompt_tokens": 13, "completion_tokens": 4})}
+PER_CHUNK = "gen_ai.client.operation.time_per_output_chunk"
+ENV_TIMING = "OTEL_INSTRUMENTATION_OPENAI_USAGE_CHUNK_TIMING"
+ENV_INJECT = "OTEL_INSTRUMENTATION_OPENAI_USAGE_INJECT_STREAM_USAGE"
+PACKAGE_LOGGER = "opentelemetry.instrumentation.openai_usage"
+OTHER_SECRET = "sk-other-SECRET-value"
+# What wrapt puts in place of a patched method (wrapt 2 no longer derives them from ObjectProxy).
+WRAPT_WRAPPERS = (wrapt.FunctionWrapper, wrapt.BoundFunctionWrapper)
+
+
+# -- helpers ---------------------------------------------------------------------------------
+
+
+def chat(client: Any, **kwargs: Any) -> Any:
+    kwargs.setdefault("model", "gpt-4o-mini")
+    kwargs.setdefault("messages", MESSAGES)
+    kwargs.setdefault("extra_headers", USAGE_HEADERS)
+    return client.chat.completions.create(**kwargs)
+
+
+async def achat(client: Any, **kwargs: Any) -> Any:
+    kwargs.setdefault("model", "gpt-4o-mini")
+    kwargs.setdefault("messages", MESSAGES)
+    kwargs.setdefault("extra_headers", USAGE_HEADERS)
+    return await client.chat.completions.create(**kwargs)
+
+
+def strip(data: dict[str, Any]) -> dict[str, Any]:
+    data = dict(data)
+    data.pop("id", None)
+    data.pop("created", None)
+    return data
+
+
+def comparable(chunks: list[Any]) -> list[dict[str, Any]]:
+    return [strip(chunk.to_dict()) for chunk in chunks]
+
+
+def chat_spans(telemetry: Telemetry) -> list[ReadableSpan]:
+    return [s for s in telemetry.spans() if s.name.startswith("chat")]
+
+
+def span_text(span: ReadableSpan) -> str:
+    parts = [span.name, repr(dict(span.attributes or {})), repr(span.status.description)]
+    for event in span.events:
+        parts += [event.name, repr(dict(event.attributes or {}))]
+    for link in span.links:
+        parts.append(repr(dict(link.attributes or {})))
+    parts.append(repr(dict(span.resource.attributes)))
+    return "\n".join(parts)
+
+
+def all_metric_attributes(telemetry: Telemetry) -> list[dict[str, Any]]:
+    data = telemetry.reader.get_metrics_data()
+    found = []
+    for resource_metrics in data.resource_metrics if data else []:
+        found.append(dict(resource_metrics.resource.attributes))
+        for scope_metrics in resource_metrics.scope_metrics:
+            for metric in scope_metrics.metrics:
+                found.extend(dict(p.attributes or {}) for p in metric.data.data_points)
+    return found
+
+
+def our_warnings(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    return [
+        r
+        for r in caplog.records
+        if r.name.startswith(PACKAGE_LOGGER) and r.levelno >= logging.WARNING
+    ]
+
+
+# -- uninstrument ----------------------------------------------------------------------------
+
+
+def test_uninstrument_restores_the_sdk_methods_and_no_client_produces_spans_afterwards(
+    instrument: Any, telemetry: Telemetry, server: LocalOpenAIServer
+) -> None:
+    original = Completions.__dict__["create"]
+    original_async = AsyncCompletions.__dict__["create"]
+    created_before = make_client(server, "openai")
+    instrumentor = instrument()
+    assert isinstance(Completions.__dict__["create"], WRAPT_WRAPPERS)
+    assert isinstance(AsyncCompletions.__dict__["create"], WRAPT_WRAPPERS)
+    created_during = make_client(server, "openai")
+    raw = created_during.chat.completions.with_raw_response  # binds `create` now
+    chat(created_during)
+    assert len(telemetry.spans()) == 1
+
+    instrumentor.uninstrument()
+    assert Completions.__dict__["create"] is original
+    assert AsyncCompletions.__dict__["create"] is original_async
+    assert not isinstance(Completions.create, WRAPT_WRAPPERS)
+
+    chat(created_before)
+    chat(created_during)
+    list(chat(created_during, stream=True))
+    assert "stream_options" not in server.requests[-1].body  # nothing injected any more
+    assert raw.create(model="gpt-4o-mini", messages=MESSAGES).parse().choices
+    list(raw.create(model="gpt-4o-mini", messages=MESSAGES, stream=True).parse())
+    assert len(telemetry.spans()) == 1  # only the one from before uninstrument()
+    created_before.close()
+    created_during.close()
+
+
+async def test_async_uninstrument_stops_spans_also_for_a_raw_response_bound_earlier(
+    instrument: Any, telemetry: Telemetry, server: LocalOpenAIServer
+) -> None:
+    client = make_client(server, "async")
+    instrumentor = instrument()
+    raw = client.chat.completions.with_raw_response
+    await achat(client)
+    instrumentor.uninstrument()
+    await achat(client)
+    stream = await achat(client, stream=True)
+    assert [c async for c in stream]
+    assert (await raw.create(model="gpt-4o-mini", messages=MESSAGES)).parse().choices
+    assert len(telemetry.spans()) == 1
+    await client.close()
+
+
+def test_uninstrument_while_a_stream_is_in_flight_lets_it_finish_and_end_its_span(
+    instrument: Any, telemetry: Telemetry, client: openai.OpenAI
+) -> None:
+    expected = comparable(list(chat(client, stream=True)))
+    instrumentor = instrument()
+    stream = chat(client, stream=True)
+    first = next(stream)
+    instrumentor.uninstrument()
+    rest = list(stream)
+
+    assert comparable([first, *rest]) == expected  # still no injected usage chunk
+    span = telemetry.span()
+    attributes = span.attributes or {}
+    assert attributes["openai_usage.stream.outcome"] == "completed"
+    assert attributes["gen_ai.usage.input_tokens"] == 13
+    assert attributes["gen_ai.usage.output_tokens"] == 4
+
+
+async def test_async_uninstrument_while_a_stream_is_in_flight_lets_it_finish(
+    instrument: Any, telemetry: Telemetry, aclient: openai.AsyncOpenAI
+) -> None:
+    expected = comparable([c async for c in await achat(aclient, stream=True)])
+    instrumentor = instrument()
+    stream = await achat(aclient, stream=True)
+    first = await stream.__anext__()
+    instrumentor.uninstrument()
+    rest = [c async for c in stream]
+
+    assert comparable([first, *rest]) == expected
+    attributes = telemetry.span().attributes or {}
+    assert attributes["openai_usage.stream.outcome"] == "completed"
+    assert attributes["gen_ai.usage.input_tokens"] == 13
+
+
+async def test_instrument_uninstrument_a_hundred_times_stacks_no_wrappers(
+    telemetry: Telemetry, client: openai.OpenAI, aclient: openai.AsyncOpenAI
+) -> None:
+    original = Completions.__dict__["create"]
+    original_async = AsyncCompletions.__dict__["create"]
+    providers = {
+        "tracer_provider": telemetry.tracer_provider,
+        "meter_provider": telemetry.meter_provider,
+    }
+    instrumentor = OpenAIUsageInstrumentor()
+    try:
+        for _ in range(100):
+            instrumentor.instrument(**providers)
+            instrumentor.uninstrument()
+        assert Completions.__dict__["create"] is original
+        instrumentor.instrument(**providers)
+        instrumentor.instrument(**providers)  # a second call is refused, not stacked
+
+        wrapper = Completions.__dict__["create"]
+        assert wrapper.__wrapped__ is original
+        assert not isinstance(wrapper.__wrapped__, WRAPT_WRAPPERS)
+        assert AsyncCompletions.__dict__["create"].__wrapped__ is original_async
+        chat(client)
+        list(chat(client, stream=True))
+        await achat(aclient)
+        assert len(telemetry.spans()) == 3
+    finally:
+        if instrumentor.is_instrumented_by_opentelemetry:
+            instrumentor.uninstrument()
+    assert Completions.__dict__["create"] is original
+
+
+# -- with_raw_response -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["create", "stream"])
+def test_with_raw_response_keeps_working_instrumented(
+    instrument: Any, telemetry: Telemetry, client: openai.OpenAI, stream: bool
+) -> None:
+    def call() -> tuple[Any, Any]:
+        raw = client.chat.completions.with_raw_response.create(
+            model="gpt-4o-mini", messages=MESSAGES, stream=stream, extra_headers=USAGE_HEADERS
+        )
+        parsed = raw.parse()
+        if stream:
+            assert isinstance(parsed, openai.Stream)
+            return raw, comparable(list(parsed))
+        return raw, strip(parsed.to_dict())
+
+    plain_raw, plain = call()
+    instrument()
+    traced_raw, traced = call()
+
+    assert traced == plain
+    assert traced_raw.status_code == plain_raw.status_code == 200
+    assert traced_raw.headers["content-type"] == plain_raw.headers["content-type"]
+    assert traced_raw.headers["openai-version"] == plain_raw.headers["openai-version"]
+    assert traced_raw.headers["x-request-id"].startswith("req_")
+    assert len(telemetry.spans()) <= 1
+
+
+async def test_async_with_raw_response_keeps_working_instrumented(
+    instrument: Any, telemetry: Telemetry, aclient: openai.AsyncOpenAI
+) -> None:
+    raw = await aclient.chat.completions.with_raw_response.create(
+        model="gpt-4o-mini", messages=MESSAGES
+    )
+    plain = strip(raw.parse().to_dict())
+    instrument()
+    raw = await aclient.chat.completions.with_raw_response.create(
+        model="gpt-4o-mini", messages=MESSAGES
+    )
+    assert raw.headers["content-type"] == "application/json"
+    assert strip(raw.parse().to_dict()) == plain
+    assert len(telemetry.spans()) <= 1
+
+
+# -- settings --------------------------------------------------------------------------------
+
+
+def test_bad_chunk_timing_env_warns_once_naming_the_variable_and_uses_per_stream(
+    instrument: Any,
+    telemetry: Telemetry,
+    client: openai.OpenAI,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    monkeypatch.setenv(ENV_TIMING, "maybe")
+    caplog.set_level(logging.WARNING)
+    instrument()
+    (warning,) = our_warnings(caplog)
+    message = warning.getMessage()
+    assert ENV_TIMING in message and "maybe" in message
+    for accepted in ("per_stream", "per_chunk", "off"):
+        assert accepted in message
+
+    list(chat(client, stream=True, extra_headers={"x-mock-chunks": "10"}))
+    (gap,) = telemetry.points(PER_CHUNK)
+    assert gap.count == 1  # the default: one point per stream
+    assert len(our_warnings(caplog)) == 1
+
+
+def test_bad_inject_env_warns_once_naming_the_variable_and_injects_by_default(
+    instrument: Any,
+    telemetry: Telemetry,
+    client: openai.OpenAI,
+    server: LocalOpenAIServer,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    monkeypatch.setenv(ENV_INJECT, "maybe")
+    caplog.set_level(logging.WARNING)
+    instrument()
+    (warning,) = our_warnings(caplog)
+    message = warning.getMessage()
+    assert ENV_INJECT in message and "maybe" in message
+    for accepted in ("true", "1", "yes", "on", "false", "0", "no", "off"):
+        assert accepted in message
+
+    list(chat(client, stream=True))
+    assert server.requests[-1].body["stream_options"] == {"include_usage": True}
+    attributes = telemetry.span().attributes or {}
+    assert attributes["openai_usage.stream.include_usage_injected"] is True
+    assert attributes["gen_ai.usage.input_tokens"] == 13
+    assert len(our_warnings(caplog)) == 1
+
+
+def test_chunk_timing_off_records_no_time_per_output_chunk(
+    instrument: Any, telemetry: Telemetry, client: openai.OpenAI
+) -> None:
+    instrument(chunk_timing="off")
+    list(chat(client, stream=True, extra_headers={"x-mock-chunks": "10"}))
+    assert telemetry.points(PER_CHUNK) == []
+    assert (telemetry.span().attributes or {})["openai_usage.stream.outcome"] == "completed"
+
+
+def test_constructor_chunk_timing_wins_over_the_environment(
+    instrument: Any,
+    telemetry: Telemetry,
+    client: openai.OpenAI,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    monkeypatch.setenv(ENV_TIMING, "off")
+    caplog.set_level(logging.WARNING)
+    instrument(chunk_timing="per_chunk")
+    chunks = list(chat(client, stream=True, extra_headers={"x-mock-chunks": "10"}))
+    (gap,) = telemetry.points(PER_CHUNK)
+    assert gap.count == len(chunks)  # one per chunk after the first, hidden usage chunk included
+    assert our_warnings(caplog) == []
+
+
+@pytest.mark.parametrize(("env", "given"), [("false", True), ("true", False)])
+def test_constructor_inject_stream_usage_wins_over_the_environment(
+    instrument: Any,
+    client: openai.OpenAI,
+    server: LocalOpenAIServer,
+    monkeypatch: pytest.MonkeyPatch,
+    env: str,
+    given: bool,
+) -> None:
+    monkeypatch.setenv(ENV_INJECT, env)
+    instrument(inject_stream_usage=given)
+    list(chat(client, stream=True))
+    assert ("stream_options" in server.requests[-1].body) is given
+
+
+# -- secrets and content ---------------------------------------------------------------------
+
+
+def test_no_key_token_or_message_text_reaches_spans_metrics_or_logs(
+    instrument: Any,
+    telemetry: Telemetry,
+    server: LocalOpenAIServer,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG)  # every logger, the SDK's and httpx2's included
+    openai_client = make_client(server, "openai")
+    azure_client = make_client(server, "azure")
+    instrument()
+
+    chat(openai_client)
+    list(chat(openai_client, stream=True))
+    with pytest.raises(openai.AuthenticationError):
+        chat(openai_client, extra_headers={"x-mock-scenario": "http_error:401"})
+    with pytest.raises(openai.AuthenticationError):
+        list(chat(azure_client, stream=True, extra_headers={"x-mock-scenario": "http_error:401"}))
+    chat(azure_client)
+    list(chat(azure_client, stream=True))
+    assert server.requests[-1].headers["api-key"] == AZURE_KEY
+    chat(openai_client, extra_headers={"Authorization": f"Bearer {OTHER_SECRET}"})
+    assert server.requests[-1].headers["authorization"] == f"Bearer {OTHER_SECRET}"
+    openai_client.close()
+    azure_client.close()
+
+    spans = telemetry.spans()
+    assert len(spans) == 7
+    texts = [span_text(s) for s in spans]
+    metric_text = repr(all_metric_attributes(telemetry))
+    log_text = caplog.text + "\n".join(
+        f"{r.getMessage()} {r.args!r} {r.exc_text or ''}" for r in caplog.records
+    )
+    assert caplog.records  # the capture did see the SDK's debug logging
+    for secret in (API_KEY, AZURE_KEY, OTHER_SECRET):
+        for text in texts:
+            assert secret not in text
+        assert secret not in metric_text
+        assert secret not in log_text
+    content = MESSAGES[0]["content"]
+    assert "What's 1+1?" in content
+    for text in texts:
+        assert "What's 1+1?" not in text
+        assert "Answer in one word" not in text
+    assert "What's 1+1?" not in metric_text
+
+
+# -- context ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["create", "stream"])
+def test_the_chat_span_is_current_while_the_sdk_sends_the_request(
+    instrument: Any, telemetry: Telemetry, server: LocalOpenAIServer, stream: bool
+) -> None:
+    seen: list[Any] = []
+    http_client = HTTP.Client(
+        event_hooks={"request": [lambda request: seen.append(trace.get_current_span())]}
+    )
+    client = make_client(server, "openai", http_client=http_client)
+    instrument()
+    tracer = telemetry.tracer_provider.get_tracer("test")
+    with tracer.start_as_current_span("caller") as caller:
+        result = chat(client, stream=stream)
+        assert trace.get_current_span() is caller  # back to the caller's once it returns
+        if stream:
+            for _ in result:
+                assert trace.get_current_span() is caller  # and between reads
+        assert trace.get_current_span() is caller
+    client.close()
+
+    (span,) = chat_spans(telemetry)
+    (at_request,) = seen
+    assert at_request.get_span_context().span_id == span.context.span_id
+    assert span.parent is not None
+    assert span.parent.span_id == caller.get_span_context().span_id
+
+
+async def test_async_the_chat_span_is_current_while_the_sdk_sends_the_request(
+    instrument: Any, telemetry: Telemetry, server: LocalOpenAIServer
+) -> None:
+    seen: list[Any] = []
+
+    async def hook(request: HTTP.Request) -> None:
+        seen.append(trace.get_current_span())
+
+    client = make_client(
+        server, "async", http_client=HTTP.AsyncClient(event_hooks={"request": [hook]})
+    )
+    instrument()
+    tracer = telemetry.tracer_provider.get_tracer("test")
+    with tracer.start_as_current_span("caller") as caller:
+        stream = await achat(client, stream=True)
+        assert trace.get_current_span() is caller
+        async for _ in stream:
+            assert trace.get_current_span() is caller
+    await client.close()
+
+    (span,) = chat_spans(telemetry)
+    (at_request,) = seen
+    assert at_request.get_span_context().span_id == span.context.span_id
+
+
+def test_the_callers_span_is_current_again_after_a_failed_call(
+    instrument: Any, telemetry: Telemetry, client: openai.OpenAI
+) -> None:
+    instrument()
+    tracer = telemetry.tracer_provider.get_tracer("test")
+    with tracer.start_as_current_span("caller") as caller:
+        with pytest.raises(openai.InternalServerError):
+            chat(client, extra_headers={"x-mock-scenario": "http_error:500"})
+        assert trace.get_current_span() is caller
+    assert trace.get_current_span() is not caller
+
+
+# -- process exit ----------------------------------------------------------------------------
+
+EXIT_SCRIPT = textwrap.dedent(
+    """
+    import openai
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import ConsoleSpanExporter, SimpleSpanProcessor
+
+    from opentelemetry.instrumentation.openai_usage import OpenAIUsageInstrumentor
+    from opentelemetry.instrumentation.openai_usage.localserver import LocalOpenAIServer
+
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(ConsoleSpanExporter()))
+    OpenAIUsageInstrumentor().instrument(tracer_provider=provider)
+    server = LocalOpenAIServer().start()
+    client = openai.OpenAI(base_url=server.base_url, api_key="sk-test-exit", max_retries=0)
+    stream = client.chat.completions.create(
+        model="gpt-4o-mini",
+        messages=[{"role": "user", "content": "hi"}],
+        stream=True,
+        extra_headers={"x-mock-chunks": "1000"},
+    )
+    next(stream)
+    print("READ ONE CHUNK", flush=True)
+    """
+)
+
+
+def test_process_exits_promptly_with_an_open_unread_stream_and_reports_it_abandoned() -> None:
+    started = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, "-c", EXIT_SCRIPT], capture_output=True, text=True, timeout=30
+    )
+    elapsed = time.monotonic() - started
+    assert done.returncode == 0, done.stderr
+    assert elapsed < 30
+    stdout = done.stdout
+    assert "READ ONE CHUNK" in stdout
+    assert '"openai_usage.stream.outcome": "abandoned"' in stdout
+    assert stdout.count('"name": "chat gpt-4o-mini"') == 1
