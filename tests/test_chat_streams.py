@@ -185,9 +185,9 @@ def test_azure_prompt_filter_chunk_reaches_the_user_and_ids_come_from_content_ch
 
 
 def test_stream_closed_early_ends_the_span_at_close(
-    instrumented: Any, telemetry: Telemetry, client: openai.OpenAI
+    instrumented: Any, telemetry: Telemetry, any_client: Any
 ) -> None:
-    stream = stream_call(client, extra_headers={"x-mock-chunks": "50"})
+    stream = stream_call(any_client, extra_headers={"x-mock-chunks": "50"})
     next(stream)
     next(stream)
     assert telemetry.spans() == []
@@ -204,9 +204,9 @@ def test_stream_closed_early_ends_the_span_at_close(
 
 
 def test_break_inside_with_block_ends_the_span_when_the_block_is_left(
-    instrumented: Any, telemetry: Telemetry, client: openai.OpenAI
+    instrumented: Any, telemetry: Telemetry, any_client: Any
 ) -> None:
-    with stream_call(client, extra_headers={"x-mock-chunks": "50"}) as stream:
+    with stream_call(any_client, extra_headers={"x-mock-chunks": "50"}) as stream:
         assert isinstance(stream, openai.Stream)
         for _ in stream:
             break
@@ -215,9 +215,9 @@ def test_break_inside_with_block_ends_the_span_when_the_block_is_left(
 
 
 def test_abandoned_stream_ends_at_its_last_read_when_collected(
-    instrumented: Any, telemetry: Telemetry, client: openai.OpenAI
+    instrumented: Any, telemetry: Telemetry, any_client: Any
 ) -> None:
-    stream = stream_call(client, extra_headers={"x-mock-chunks": "50"})
+    stream = stream_call(any_client, extra_headers={"x-mock-chunks": "50"})
     next(stream)
     last_read_ns = time.time_ns()
     time.sleep(0.3)
@@ -227,6 +227,27 @@ def test_abandoned_stream_ends_at_its_last_read_when_collected(
     assert (span.attributes or {})["openai_usage.stream.outcome"] == "abandoned"
     assert span.end_time is not None
     assert span.end_time <= last_read_ns + 50_000_000  # not the collection time, 0.3 s later
+
+
+def test_a_loop_holding_only_the_iterator_keeps_the_stream_alive_through_collections(
+    instrumented: Any, telemetry: Telemetry, client: openai.OpenAI
+) -> None:
+    # The proxy itself is unreferenced once the loop has its iterator.
+    for _ in stream_call(client, extra_headers={"x-mock-chunks": "5", **USAGE_HEADERS}):
+        gc.collect()
+        assert telemetry.spans() == []
+    attributes = telemetry.span().attributes or {}
+    assert attributes["openai_usage.stream.outcome"] == "completed"
+    assert attributes["gen_ai.usage.input_tokens"] == 21
+
+
+async def test_async_loop_holding_only_the_iterator_keeps_the_stream_alive(
+    instrumented: Any, telemetry: Telemetry, aclient: openai.AsyncOpenAI
+) -> None:
+    async for _ in await astream_call(aclient, extra_headers={"x-mock-chunks": "5"}):
+        gc.collect()
+        assert telemetry.spans() == []
+    assert (telemetry.span().attributes or {})["openai_usage.stream.outcome"] == "completed"
 
 
 def test_the_span_is_never_current_between_reads(
@@ -291,18 +312,18 @@ async def test_async_stream_without_include_usage_gets_usage_and_identical_chunk
 
 
 async def test_async_stream_closed_early_ends_the_span(
-    instrumented: Any, telemetry: Telemetry, aclient: openai.AsyncOpenAI
+    instrumented: Any, telemetry: Telemetry, any_aclient: Any
 ) -> None:
-    stream = await astream_call(aclient, extra_headers={"x-mock-chunks": "50"})
+    stream = await astream_call(any_aclient, extra_headers={"x-mock-chunks": "50"})
     await stream.__anext__()
     await stream.close()
     assert (telemetry.span().attributes or {})["openai_usage.stream.outcome"] == "closed"
 
 
 async def test_async_break_inside_async_with_ends_the_span(
-    instrumented: Any, telemetry: Telemetry, aclient: openai.AsyncOpenAI
+    instrumented: Any, telemetry: Telemetry, any_aclient: Any
 ) -> None:
-    async with await astream_call(aclient, extra_headers={"x-mock-chunks": "50"}) as stream:
+    async with await astream_call(any_aclient, extra_headers={"x-mock-chunks": "50"}) as stream:
         assert isinstance(stream, openai.AsyncStream)
         async for _ in stream:
             break
@@ -310,9 +331,9 @@ async def test_async_break_inside_async_with_ends_the_span(
 
 
 async def test_async_abandoned_stream_ends_at_its_last_read_when_collected(
-    instrumented: Any, telemetry: Telemetry, aclient: openai.AsyncOpenAI
+    instrumented: Any, telemetry: Telemetry, any_aclient: Any
 ) -> None:
-    stream = await astream_call(aclient, extra_headers={"x-mock-chunks": "50"})
+    stream = await astream_call(any_aclient, extra_headers={"x-mock-chunks": "50"})
     await stream.__anext__()
     last_read_ns = time.time_ns()
     await asyncio.sleep(0.3)

@@ -367,7 +367,7 @@ async def test_a_failing_chunk_gap_recorder_still_records_usage_and_warns_once(
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    # StreamState.on_chunk's own work (the per-chunk gap) failing on every chunk.
+    # StreamState.see's own work (the per-chunk gap) failing on every chunk.
     headers = {"x-mock-chunks": "10"}
     expected = await run("sync_stream", clients, extra_headers=headers)
     instrumentor.instrument(

@@ -12,6 +12,7 @@ import asyncio
 import base64
 import http.client
 import json
+import signal
 import socket
 import struct
 import subprocess
@@ -784,7 +785,7 @@ def test_cli_serves_until_interrupted() -> None:
         assert base_url.startswith("http://127.0.0.1:") and base_url.endswith("/v1")
         client = openai.OpenAI(base_url=base_url, api_key="k", max_retries=0)
         assert client.chat.completions.create(model="gpt-4o", messages=MESSAGES).choices
-        proc.send_signal(2)  # SIGINT, i.e. Ctrl-C
+        proc.send_signal(signal.SIGINT)  # Ctrl-C
         assert proc.wait(timeout=10) == 0
     finally:
         proc.kill()

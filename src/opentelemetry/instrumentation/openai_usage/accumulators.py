@@ -78,24 +78,32 @@ class ChatStreamAccumulator:
         self.finish_reasons: dict[int, str] = {}
 
     def on_chunk(self, chunk: Any) -> None:
+        try:
+            # The common case, SDK chunk objects: plain attribute reads.
+            choices = chunk.choices
+            usage = chunk.usage
+        except AttributeError:
+            choices = getattr(chunk, "choices", None)
+            usage = getattr(chunk, "usage", None)
         if self.response_id is None:
-            # Azure's prompt-filter chunk comes first with an empty id and model.
-            response_id = getattr(chunk, "id", None)
-            if isinstance(response_id, str) and response_id:
-                self.response_id = response_id
-                self.model = _str(getattr(chunk, "model", None))
-                self.system_fingerprint = _str(getattr(chunk, "system_fingerprint", None))
-                self.service_tier = _str(getattr(chunk, "service_tier", None))
-        choices = getattr(chunk, "choices", None)
+            self._first_facts(chunk)
         if choices:
             for choice in choices:
                 reason = getattr(choice, "finish_reason", None)
                 if reason:
                     index = getattr(choice, "index", 0)
                     self.finish_reasons[index if isinstance(index, int) else 0] = str(reason)
-        usage = getattr(chunk, "usage", None)
         if usage is not None:
             self.raw_usage = usage
+
+    def _first_facts(self, chunk: Any) -> None:
+        # Azure's prompt-filter chunk comes first with an empty id and model.
+        response_id = getattr(chunk, "id", None)
+        if isinstance(response_id, str) and response_id:
+            self.response_id = response_id
+            self.model = _str(getattr(chunk, "model", None))
+            self.system_fingerprint = _str(getattr(chunk, "system_fingerprint", None))
+            self.service_tier = _str(getattr(chunk, "service_tier", None))
 
     def facts(self) -> ResponseFacts:
         return ResponseFacts(

@@ -33,6 +33,7 @@ import http
 import json
 import random
 import re
+import signal
 import socket
 import struct
 import threading
@@ -787,21 +788,23 @@ class LocalOpenAIServer:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Serve until Ctrl-C, so the demo (or curl) can talk to a keyless stand-in."""
+    """Serve until Ctrl-C or SIGTERM, so the demo (or curl) can talk to a keyless stand-in."""
     parser = argparse.ArgumentParser(
         description="Local OpenAI-compatible server (no API key needed)."
     )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000)
     args = parser.parse_args(argv)
+    stop = threading.Event()
+    # Installed explicitly: a shell's background job inherits SIGINT ignored.
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
     server = LocalOpenAIServer(args.host, args.port).start()
     print(f"Serving an OpenAI-compatible API at {server.base_url}", flush=True)
     print("Press Ctrl-C to stop.", flush=True)
     try:
-        while True:
-            time.sleep(3600)
-    except KeyboardInterrupt:
-        pass
+        while not stop.wait(3600):
+            pass
     finally:
         server.stop()
     return 0

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import time
 import weakref
+from collections.abc import AsyncIterator, Awaitable, Iterator
 from typing import Any, Protocol
 
 import wrapt
@@ -49,41 +50,33 @@ class NoAccumulator:
         return ResponseFacts()
 
 
-def _forget_usage_field(chunk: Any) -> None:
-    """Make an injected `"usage": null` invisible, as if the server never sent it.
-
-    With `include_usage` the server adds `"usage": null` to every chunk; without
-    it the key is absent. The attribute reads None either way, but `to_dict()`
-    and `model_dump(exclude_unset=True)` would show the difference.
-    """
-    fields_set = getattr(chunk, "__pydantic_fields_set__", None)
-    if fields_set is None:
-        fields_set = getattr(chunk, "__fields_set__", None)  # pydantic v1
-    if isinstance(fields_set, set):
-        fields_set.discard("usage")
-
-
-def visible_after_injection(chunk: Any) -> bool:
-    """The caller did not ask for usage, we did: hide what that added.
+def hide_injected_usage(chunk: Any) -> bool:
+    """The caller did not ask for usage, we did: hide what that added; False = drop.
 
     The usage-only chunk (no choices, usage set) is dropped; on every other
-    chunk the `usage: null` key is forgotten. Kept apart from the accumulator
-    so that a failure there can never show the caller a chunk it did not ask for.
+    chunk the `"usage": null` the server added is forgotten, so `to_dict()` and
+    `model_dump(exclude_unset=True)` show what they would without us. Kept apart
+    from the accumulator, so that a failure there never shows the caller a chunk
+    it did not ask for. (The stream loop inlines the common pydantic-v2 case.)
     """
     try:
         if getattr(chunk, "usage", None) is not None:
             return bool(getattr(chunk, "choices", None))
-        _forget_usage_field(chunk)
+        fields_set = getattr(chunk, "__pydantic_fields_set__", None)
+        if fields_set is None:
+            fields_set = getattr(chunk, "__fields_set__", None)  # pydantic v1
+        if isinstance(fields_set, set):
+            fields_set.discard("usage")
     except Exception as exc:
         internal_error("hiding the usage chunk", exc)
     return True
 
 
 class StreamState:
-    """What a proxy knows about its stream.
+    """What a stream's watcher knows, kept current chunk by chunk.
 
     It holds no reference to the proxy, so the proxy can be collected and its
-    finalizer can still end the span through this object.
+    finalizer can still end the span through this object, at the last read.
     """
 
     __slots__ = (
@@ -108,12 +101,13 @@ class StreamState:
         per_chunk = invocation.settings.chunk_timing == "per_chunk"
         self.per_chunk_attributes: dict[str, Any] | None = {} if per_chunk else None
 
-    def on_chunk(self, chunk: Any) -> bool:
-        """Per-chunk work, kept to a clock read and a few attribute reads.
+    def see(self, chunk: Any, now: float) -> bool:
+        """Everything done per chunk; False for a chunk the caller must not see.
 
-        Returns False for a chunk the caller must not see.
+        This runs for every chunk of every stream, so it is kept to a clock
+        value, two counters, the accumulator and (only when we injected) the
+        usage scrub; each part fenced on its own.
         """
-        now = time.perf_counter()
         if self.first_perf is None:
             self.first_perf = now
         elif self.per_chunk_attributes is not None:
@@ -124,7 +118,15 @@ class StreamState:
             self.accumulator.on_chunk(chunk)
         except Exception as exc:
             internal_error("reading a stream chunk", exc)
-        return visible_after_injection(chunk) if self.injected else True
+        if not self.injected:
+            return True
+        try:
+            if chunk.usage is not None:
+                return bool(chunk.choices)
+            chunk.__pydantic_fields_set__.discard("usage")
+            return True
+        except Exception:  # not a pydantic-v2 chunk: the careful, slower way
+            return hide_injected_usage(chunk)
 
     def _record_gap(self, gap: float) -> None:
         try:
@@ -178,6 +180,47 @@ def wrap_stream(stream: Any, state: StreamState) -> Any:
     return stream
 
 
+def _watch(chunks: Iterator[Any], state: StreamState, owner: object) -> Iterator[Any]:
+    """The chunks the caller sees: the SDK's, minus any we must hide.
+
+    A generator, so that a `for` loop over the proxy resumes it directly with
+    no Python call per chunk. It holds its `owner`, the proxy, alive while a
+    loop holds only the generator (`for c in client...create(stream=True)`);
+    that makes a reference cycle, as the SDK's own Stream already has, so an
+    abandoned stream is found by the cycle collector, and ends at its last read.
+    """
+    clock = time.perf_counter
+    see = state.see
+    try:
+        for chunk in chunks:
+            if see(chunk, clock()):
+                yield chunk
+    except GeneratorExit:  # the generator itself is being closed or collected
+        raise
+    except BaseException as exc:
+        state.finish(OUTCOME_ERROR, exc)
+        raise
+    state.finish(OUTCOME_COMPLETED)
+
+
+async def _awatch(
+    chunks: AsyncIterator[Any], state: StreamState, owner: object
+) -> AsyncIterator[Any]:
+    """The async twin of `_watch`."""
+    clock = time.perf_counter
+    see = state.see
+    try:
+        async for chunk in chunks:
+            if see(chunk, clock()):
+                yield chunk
+    except GeneratorExit:
+        raise
+    except BaseException as exc:
+        state.finish(OUTCOME_ERROR, exc)
+        raise
+    state.finish(OUTCOME_COMPLETED)
+
+
 class _ProxyBase(wrapt.ObjectProxy):  # type: ignore[misc,type-arg,unused-ignore]
     def __init__(self, wrapped: Any, state: StreamState) -> None:
         super().__init__(wrapped)
@@ -191,23 +234,16 @@ class _ProxyBase(wrapt.ObjectProxy):  # type: ignore[misc,type-arg,unused-ignore
 class SyncStreamProxy(_ProxyBase):
     """Proxy for `openai.Stream`."""
 
-    def __iter__(self) -> SyncStreamProxy:
-        return self
+    def __init__(self, wrapped: Any, state: StreamState) -> None:
+        super().__init__(wrapped, state)
+        self._self_chunks = _watch(iter(wrapped), state, self)
+
+    def __iter__(self) -> Iterator[Any]:
+        # Like the SDK's own `__iter__`, a generator; `next()` shares its position.
+        return self._self_chunks
 
     def __next__(self) -> Any:
-        state = self._self_state
-        wrapped_next = self.__wrapped__.__next__
-        while True:
-            try:
-                chunk = wrapped_next()
-            except StopIteration:
-                state.finish(OUTCOME_COMPLETED)
-                raise
-            except BaseException as exc:
-                state.finish(OUTCOME_ERROR, exc)
-                raise
-            if state.on_chunk(chunk):
-                return chunk
+        return next(self._self_chunks)
 
     def __enter__(self) -> SyncStreamProxy:
         self.__wrapped__.__enter__()
@@ -229,23 +265,15 @@ class SyncStreamProxy(_ProxyBase):
 class AsyncStreamProxy(_ProxyBase):
     """Proxy for `openai.AsyncStream`."""
 
-    def __aiter__(self) -> AsyncStreamProxy:
-        return self
+    def __init__(self, wrapped: Any, state: StreamState) -> None:
+        super().__init__(wrapped, state)
+        self._self_chunks = _awatch(wrapped.__aiter__(), state, self)
 
-    async def __anext__(self) -> Any:
-        state = self._self_state
-        wrapped_next = self.__wrapped__.__anext__
-        while True:
-            try:
-                chunk = await wrapped_next()
-            except StopAsyncIteration:
-                state.finish(OUTCOME_COMPLETED)
-                raise
-            except BaseException as exc:
-                state.finish(OUTCOME_ERROR, exc)
-                raise
-            if state.on_chunk(chunk):
-                return chunk
+    def __aiter__(self) -> AsyncIterator[Any]:
+        return self._self_chunks
+
+    def __anext__(self) -> Awaitable[Any]:
+        return self._self_chunks.__anext__()
 
     async def __aenter__(self) -> AsyncStreamProxy:
         await self.__wrapped__.__aenter__()

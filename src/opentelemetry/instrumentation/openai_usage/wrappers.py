@@ -194,6 +194,27 @@ def _retry_without_injection(runtime: Runtime, call: Call, exc: BaseException) -
         return False
 
 
+def _send(runtime: Runtime, call: Call, wrapped: Callable[..., Any], args: tuple[Any, ...]) -> Any:
+    try:
+        return wrapped(*args, **call.kwargs)
+    except Exception as exc:
+        if not _retry_without_injection(runtime, call, exc):
+            raise
+    # Outside the `except`: the retry's own error must not carry ours as context.
+    return wrapped(*args, **call.kwargs)
+
+
+async def _asend(
+    runtime: Runtime, call: Call, wrapped: Callable[..., Any], args: tuple[Any, ...]
+) -> Any:
+    try:
+        return await wrapped(*args, **call.kwargs)
+    except Exception as exc:
+        if not _retry_without_injection(runtime, call, exc):
+            raise
+    return await wrapped(*args, **call.kwargs)
+
+
 def sync_wrapper(runtime: Runtime, endpoint: Endpoint) -> Wrapper:
     def wrapper(
         wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
@@ -205,12 +226,7 @@ def sync_wrapper(runtime: Runtime, endpoint: Endpoint) -> Wrapper:
             return wrapped(*args, **kwargs)
         token = _attach(call)
         try:
-            try:
-                result = wrapped(*args, **call.kwargs)
-            except BaseException as exc:
-                if not _retry_without_injection(runtime, call, exc):
-                    raise
-                result = wrapped(*args, **call.kwargs)
+            result = _send(runtime, call, wrapped, args)
         except BaseException as exc:
             call.invocation.end(None, exc)
             raise
@@ -239,12 +255,7 @@ def async_wrapper(runtime: Runtime, endpoint: Endpoint) -> Wrapper:
             return await wrapped(*args, **kwargs)
         token = _attach(call)
         try:
-            try:
-                result = await wrapped(*args, **call.kwargs)
-            except BaseException as exc:
-                if not _retry_without_injection(runtime, call, exc):
-                    raise
-                result = await wrapped(*args, **call.kwargs)
+            result = await _asend(runtime, call, wrapped, args)
         except BaseException as exc:
             call.invocation.end(None, exc)
             raise
