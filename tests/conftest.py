@@ -169,5 +169,16 @@ MID_STREAM_CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
+def comparable(chunks: list[Any]) -> list[dict[str, Any]]:
+    """Chunks as the user would inspect them, minus per-response ids and timestamps."""
+    out = []
+    for chunk in chunks:
+        data = chunk.to_dict()
+        data.pop("id", None)
+        data.pop("created", None)
+        out.append(data)
+    return out
+
+
 def is_azure(client: Any) -> bool:
     return isinstance(client, (openai.AzureOpenAI, openai.AsyncAzureOpenAI))

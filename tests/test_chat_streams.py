@@ -15,20 +15,9 @@ from opentelemetry.trace import StatusCode
 from opentelemetry import trace
 from opentelemetry.instrumentation.openai_usage.localserver import LocalOpenAIServer
 
-from .conftest import MESSAGES, Telemetry, is_azure
+from .conftest import MESSAGES, Telemetry, comparable, is_azure
 
 USAGE_HEADERS = {"x-mock-usage": json.dumps({"prompt_tokens": 21, "completion_tokens": 5})}
-
-
-def comparable(chunks: list[Any]) -> list[dict[str, Any]]:
-    """Chunks as the user would inspect them, minus per-response ids and timestamps."""
-    out = []
-    for chunk in chunks:
-        data = chunk.to_dict()
-        data.pop("id", None)
-        data.pop("created", None)
-        out.append(data)
-    return out
 
 
 def stream_call(client: Any, **kwargs: Any) -> Any:

@@ -28,6 +28,7 @@ from .conftest import (
     MESSAGES,
     MID_STREAM_CONNECTION_ERRORS,
     Telemetry,
+    comparable,
     is_azure,
     make_client,
 )
@@ -105,16 +106,6 @@ async def aread_stream(
     except Exception as exc:
         return chunks, exc
     return chunks, None
-
-
-def comparable(chunks: list[Any]) -> list[dict[str, Any]]:
-    out = []
-    for chunk in chunks:
-        data = chunk.to_dict()
-        data.pop("id", None)
-        data.pop("created", None)
-        out.append(data)
-    return out
 
 
 def assert_same_exception(traced: BaseException, plain: BaseException) -> None:
