@@ -87,9 +87,12 @@ class Invocation:
         if end_perf is None:
             end_perf = time.perf_counter()
         try:
-            self._record(facts, error, end_perf, extra_attributes)
+            metric_attributes = self.final_metric_attributes(facts, error)
+            self._record(facts, error, end_perf, extra_attributes, metric_attributes)
             if first_chunk_perf is not None:
-                self._record_chunks(first_chunk_perf, last_chunk_perf, chunk_count, facts, error)
+                self._record_chunks(
+                    first_chunk_perf, last_chunk_perf, chunk_count, metric_attributes
+                )
         except Exception as exc:  # our bug: keep the user's call and the span alive
             internal_error("recording the end of a call", exc)
         finally:
@@ -105,6 +108,7 @@ class Invocation:
         error: BaseException | None,
         end_perf: float,
         extra_attributes: dict[str, Any] | None,
+        metric_attributes: dict[str, Any],
     ) -> None:
         span = self.span
         if facts is not None:
@@ -113,7 +117,6 @@ class Invocation:
             span.set_attributes(extra_attributes)
         if error is not None:
             record_error(span, error, self.secrets)
-        metric_attributes = self.final_metric_attributes(facts, error)
 
         instruments = self.instruments
         instruments.duration.record(max(0.0, end_perf - self.start_perf), metric_attributes)
@@ -136,11 +139,9 @@ class Invocation:
         first_chunk_perf: float,
         last_chunk_perf: float | None,
         chunk_count: int,
-        facts: ResponseFacts | None,
-        error: BaseException | None,
+        attributes: dict[str, Any],
     ) -> None:
         """Streaming timings: time to first chunk, and (per stream) the mean gap."""
-        attributes = self.final_metric_attributes(facts, error)
         to_first = max(0.0, first_chunk_perf - self.start_perf)
         self.span.set_attribute(t.RESPONSE_TIME_TO_FIRST_CHUNK, to_first)
         self.instruments.time_to_first_chunk.record(to_first, attributes)
