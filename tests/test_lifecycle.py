@@ -474,9 +474,12 @@ EXIT_SCRIPT = textwrap.dedent(
     from opentelemetry.instrumentation.openai_usage import OpenAIUsageInstrumentor
     from opentelemetry.instrumentation.openai_usage.localserver import LocalOpenAIServer
 
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(ConsoleSpanExporter()))
-    OpenAIUsageInstrumentor().instrument(tracer_provider=provider)
+    import sys
+
+    if sys.argv[1:] == ["instrument"]:
+        provider = TracerProvider()
+        provider.add_span_processor(SimpleSpanProcessor(ConsoleSpanExporter()))
+        OpenAIUsageInstrumentor().instrument(tracer_provider=provider)
     server = LocalOpenAIServer().start()
     client = openai.OpenAI(base_url=server.base_url, api_key="sk-test-exit", max_retries=0)
     stream = client.chat.completions.create(
@@ -492,12 +495,22 @@ EXIT_SCRIPT = textwrap.dedent(
 
 
 def test_process_exits_promptly_with_an_open_unread_stream_and_reports_it_abandoned() -> None:
-    started = time.monotonic()
-    done = subprocess.run(
+    # Without us, as the baseline: on Python 3.13.0 the SDK's own stream cleanup
+    # during interpreter finalization can crash; we must not change the outcome.
+    plain = subprocess.run(
         [sys.executable, "-c", EXIT_SCRIPT], capture_output=True, text=True, timeout=30
     )
+    started = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, "-c", EXIT_SCRIPT, "instrument"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     elapsed = time.monotonic() - started
-    assert done.returncode == 0, done.stderr
+    assert done.returncode == plain.returncode, done.stderr
+    if sys.version_info < (3, 13):
+        assert done.returncode == 0, done.stderr
     assert elapsed < 30
     stdout = done.stdout
     assert "READ ONE CHUNK" in stdout
