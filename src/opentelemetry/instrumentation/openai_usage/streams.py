@@ -183,9 +183,10 @@ def wrap_stream(stream: Any, state: StreamState) -> Any:
 def _watch(chunks: Iterator[Any], state: StreamState, owner: object) -> Iterator[Any]:
     """The chunks the caller sees: the SDK's, minus any we must hide.
 
-    A generator, so that a `for` loop over the proxy resumes it directly with
-    no Python call per chunk. It holds its `owner`, the proxy, alive while a
-    loop holds only the generator (`for c in client...create(stream=True)`);
+    A generator, so that a `for` loop over the proxy resumes it directly, with
+    no proxy method call per chunk (only `state.see`). It holds its `owner`,
+    the proxy, alive while a loop holds only the generator
+    (`for c in client...create(stream=True)`);
     that makes a reference cycle, as the SDK's own Stream already has, so an
     abandoned stream is found by the cycle collector, and ends at its last read.
     """
