@@ -26,6 +26,9 @@ class Usage:
     cache_read_input_tokens: int | None = None
     reasoning_output_tokens: int | None = None
     source: str = SOURCE_RESPONSE
+    # An estimate that cannot see everything billed (a reasoning model's hidden
+    # reasoning tokens): the true count is at least this.
+    lower_bound: bool = False
 
     @property
     def is_empty(self) -> bool:
