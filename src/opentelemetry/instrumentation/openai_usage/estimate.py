@@ -1,0 +1,321 @@
+"""Token counts estimated with tiktoken, for calls whose usage the server never sent.
+
+Pure functions: no I/O, no tiktoken import (any object with `encode_ordinary` will do),
+never raising on odd input. The per-family constants live in `RULES`; each was fitted on
+real billed usage (benchmarks/estimate_accuracy.py shows the evidence and the accuracy).
+What cannot be seen cannot be counted: image/audio/file parts, built-in tools and a
+reasoning model's hidden reasoning; the estimate is then a lower bound (`lower_bound`).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from .tally import CompletionTally
+from .tally import get as _get
+from .usage import SOURCE_ESTIMATE, Usage
+
+DEFAULT_ENCODING = "o200k_base"  # unknown models and Azure deployment names
+
+# Normalised model name prefix -> encoding; first match wins, so longer prefixes first.
+_ENCODING_PREFIXES: tuple[tuple[str, str], ...] = (
+    ("gpt-4o", "o200k_base"), ("gpt-4.1", "o200k_base"), ("gpt-4.5", "o200k_base"),
+    ("chatgpt-4o", "o200k_base"), ("gpt-5", "o200k_base"), ("gpt-oss", "o200k_base"),
+    ("gpt-4", "cl100k_base"), ("gpt-3.5", "cl100k_base"), ("gpt-35", "cl100k_base"),
+    ("text-embedding-3", "cl100k_base"), ("text-embedding-ada-002", "cl100k_base"),
+    ("davinci-002", "cl100k_base"), ("babbage-002", "cl100k_base"),
+)  # fmt: skip
+_O_SERIES = re.compile(r"o\d+(?:-|$)")  # o1, o1-mini, o3-pro, o4-mini-2025-04-16, ...
+_DATE_OR_ID_PREFIX = re.compile(r"^(?:ft:|openai/|azure/|azure_ai/)")
+
+
+@dataclass(frozen=True)
+class ChatRules:
+    """How one model family frames a chat prompt and a reply, in tokens beyond the text."""
+
+    per_message: int = 3  # <|im_start|>, <|im_sep|>, <|im_end|> (the role is counted as text)
+    per_name: int = 1  # a message `name`
+    reply_priming: int = 3  # <|im_start|>assistant<|im_sep|>
+    tools_in_system: int = 5  # tool namespace appended to an existing system message
+    tools_alone: int = 9  # tool namespace as a system message of its own
+    strict_tool: int = -1  # per `strict` function definition
+    tool_message: int = 1  # per role=tool message (tool_call_id is not counted)
+    one_call: int = 7  # a single tool call: name + arguments + this
+    parallel_calls: int = 10  # several calls: their multi_tool_use.parallel JSON + this
+    strict_call: int = 1  # a single call to a strict function (constrained decoding)
+    schema: int = 4  # response_format json_schema: the compact schema JSON + this
+
+
+# ONE table of per-family constants. Evidence (recorded billed calls, benchmarks/README.md):
+# the gpt-4o/4.1 family fits all of the defaults (each tool constant is constant across
+# 2-5 differently shaped requests; strict_tool, strict_call and schema rest on 1-2 calls
+# only). gpt-4 (cl100k) plain prompts fit the cookbook; its tool constants are the ones
+# published for gpt-3.5/4 functions, unverified here. gpt-5 prompts are one token shorter
+# (reply priming 2), and so is its tool section; o-series assumed alike (lower bounds).
+RULES: dict[str, ChatRules] = {
+    "o200k-chat": ChatRules(),
+    "cl100k-chat": ChatRules(),
+    "reasoning": ChatRules(reply_priming=2, tools_in_system=4, tools_alone=8),
+}
+
+
+def _normalise(model: str) -> str:
+    name = _DATE_OR_ID_PREFIX.sub("", model.strip().lower())
+    name = name.split(":", 1)[0]  # ft:gpt-4o-mini:org::id -> gpt-4o-mini
+    return name.rsplit("/", 1)[-1]  # openai/gpt-4o -> gpt-4o
+
+
+def encoding_name_for(model: str | None, overrides: Mapping[str, str] | None = None) -> str:
+    """The tiktoken encoding of a model or Azure deployment; DEFAULT_ENCODING if unknown."""
+    if not isinstance(model, str) or not model:
+        return DEFAULT_ENCODING
+    if overrides:
+        for key in (model, model.lower(), _normalise(model)):
+            if key in overrides:
+                return overrides[key]
+    name = _normalise(model)
+    if _O_SERIES.match(name):
+        return "o200k_base"
+    for prefix, encoding in _ENCODING_PREFIXES:
+        if name.startswith(prefix):
+            return encoding
+    return DEFAULT_ENCODING
+
+
+def is_reasoning_model(model: str | None) -> bool:
+    """o-series and gpt-5 models bill hidden reasoning tokens, so output is a lower bound."""
+    if not isinstance(model, str):
+        return False
+    name = _normalise(model)
+    if "chat" in name:  # gpt-5-chat-latest and the like answer without reasoning
+        return False
+    return bool(_O_SERIES.match(name)) or name.startswith(("gpt-5", "gpt-oss", "codex-mini"))
+
+
+def rules_for(model: str | None) -> ChatRules:
+    if is_reasoning_model(model):
+        return RULES["reasoning"]
+    if encoding_name_for(model) == "cl100k_base":
+        return RULES["cl100k-chat"]
+    return RULES["o200k-chat"]
+
+
+# ---------------------------------------------------------------- counting
+
+
+class Encoder(Protocol):
+    def encode_ordinary(self, text: str) -> list[int]: ...
+
+
+class _Counter:
+    """Counts text with one encoding, and remembers whether something was uncountable."""
+
+    def __init__(self, encoding: Encoder, rules: ChatRules) -> None:
+        self.encoding, self.rules, self.partial = encoding, rules, False
+
+    def text(self, value: Any) -> int:
+        # encode_ordinary: "<|endoftext|>" in user text is text, never an error.
+        return len(self.encoding.encode_ordinary(value)) if isinstance(value, str) else 0
+
+    def content(self, content: Any) -> int:
+        """A message content: a string, or parts whose text is counted as one string.
+
+        Image, audio and file parts are billed but not visible as text: not counted, and
+        the estimate becomes a lower bound.
+        """
+        if content is None or isinstance(content, str):
+            return self.text(content)
+        texts = []
+        for part in content if isinstance(content, list) else ():
+            kind = _get(part, "type")
+            if kind in ("text", "input_text", "output_text", "refusal", None):
+                text = _get(part, "refusal" if kind == "refusal" else "text")
+                texts.append(text if isinstance(text, str) else "")
+            else:
+                self.partial = True
+        return self.text("".join(texts))
+
+    def calls(self, calls: list[tuple[str, str]], strict: frozenset[str] = frozenset()) -> int:
+        """Tool calls as the model writes them: one call plainly, several as one JSON.
+
+        A single call to a `strict` function costs one more (its output is constrained);
+        parallel calls are never constrained, and past calls in the prompt never are.
+        """
+        rules = self.rules
+        if len(calls) == 1:
+            name, arguments = calls[0]
+            extra = rules.strict_call if name in strict else 0
+            return self.text(name) + self.text(arguments) + rules.one_call + extra
+        if not calls:
+            return 0
+        uses = ",".join(
+            f'{{"recipient_name":"functions.{name}","parameters":{_compact(arguments)}}}'
+            for name, arguments in calls
+        )
+        return self.text('{"tool_uses":[' + uses + "]}") + rules.parallel_calls
+
+
+def _compact(arguments: str) -> str:
+    try:
+        return json.dumps(json.loads(arguments), separators=(",", ":"), ensure_ascii=False)
+    except (ValueError, TypeError, RecursionError):
+        return arguments or "{}"
+
+
+def _message_calls(message: Any) -> list[tuple[str, str]]:
+    calls = [_get(call, "function") for call in _get(message, "tool_calls") or ()]
+    if _get(message, "function_call") is not None:
+        calls.append(_get(message, "function_call"))
+    return [(str(_get(f, "name") or ""), str(_get(f, "arguments") or "")) for f in calls if f]
+
+
+def _functions(request: Mapping[str, Any], counter: _Counter) -> list[Mapping[str, Any]]:
+    """Function definitions from `tools` (chat and Responses shapes) and legacy `functions`."""
+    found: list[Mapping[str, Any]] = []
+    for tool in list(request.get("tools") or ()) + list(request.get("functions") or ()):
+        if not isinstance(tool, Mapping):
+            continue
+        is_function = tool.get("type", "function") == "function"
+        function = tool.get("function", tool) if is_function else None
+        if isinstance(function, Mapping) and isinstance(function.get("name"), str):
+            found.append({**function, "strict": function.get("strict", tool.get("strict"))})
+        else:  # built-in tools (file_search, web_search, ...) add text we cannot see
+            counter.partial = True
+    return found
+
+
+def _ts_type(schema: Any, indent: int) -> str:
+    """A JSON schema as the TypeScript-like type OpenAI renders into the prompt."""
+    if not isinstance(schema, Mapping):
+        return "any"
+    if "enum" in schema and isinstance(schema["enum"], list):
+        return " | ".join(json.dumps(v, ensure_ascii=False) for v in schema["enum"]) or "any"
+    for key in ("anyOf", "oneOf"):
+        if isinstance(schema.get(key), list):
+            return " | ".join(_ts_type(option, indent) for option in schema[key])
+    kind = schema.get("type")
+    if isinstance(kind, list):
+        return " | ".join(_ts_type({**schema, "type": k}, indent) for k in kind)
+    if kind == "object" and schema.get("properties"):
+        return "{\n" + _ts_properties(schema, indent + 2) + "\n" + " " * indent + "}"
+    if kind == "array":
+        return _ts_type(schema.get("items"), indent) + "[]"
+    if kind in ("string", "number", "boolean", "null", "object"):
+        return str(kind)
+    return "number" if kind == "integer" else "any"
+
+
+def _ts_properties(schema: Mapping[str, Any], indent: int) -> str:
+    required = schema.get("required") or ()
+    lines = []
+    properties = schema.get("properties")
+    for name, prop in properties.items() if isinstance(properties, Mapping) else ():
+        description = _get(prop, "description")
+        if isinstance(description, str) and description and indent < 2:
+            lines.append(" " * indent + "// " + description)
+        optional = "" if name in required else "?"
+        lines.append(" " * indent + f"{name}{optional}: {_ts_type(prop, indent)},")
+    return "\n".join(lines)
+
+
+def render_functions(functions: list[Mapping[str, Any]]) -> str:
+    """The `namespace functions { ... }` text a tools definition becomes in the prompt."""
+    lines = ["namespace functions {", ""]
+    for function in functions:
+        if isinstance(function.get("description"), str) and function["description"]:
+            lines.append("// " + function["description"])
+        parameters = function.get("parameters")
+        if isinstance(parameters, Mapping) and parameters.get("properties"):
+            lines += [f"type {function['name']} = (_: {{", _ts_properties(parameters, 0)]
+            lines.append("}) => any;")
+        else:
+            lines.append(f"type {function['name']} = () => any;")
+        lines.append("")
+    lines.append("} // namespace functions")
+    return "\n".join(lines)
+
+
+def _chat_prompt(request: Mapping[str, Any], counter: _Counter) -> int:
+    rules, total, has_system = counter.rules, counter.rules.reply_priming, False
+    for message in request.get("messages") or ():
+        role = _get(message, "role")
+        has_system = has_system or role in ("system", "developer")
+        total += rules.per_message + counter.text(role) + counter.content(_get(message, "content"))
+        if role == "tool":
+            total += rules.tool_message
+        elif isinstance(_get(message, "name"), str):
+            total += counter.text(_get(message, "name")) + rules.per_name
+        total += counter.calls(_message_calls(message))
+    functions = _functions(request, counter)
+    if functions:
+        strict = sum(1 for function in functions if function.get("strict"))
+        total += counter.text(render_functions(functions)) + rules.strict_tool * strict
+        total += rules.tools_in_system if has_system else rules.tools_alone
+    response_format = request.get("response_format")
+    schema = _get(_get(response_format, "json_schema"), "schema")
+    if _get(response_format, "type") == "json_schema" and isinstance(schema, Mapping):
+        total += counter.text(json.dumps(schema, separators=(",", ":"))) + rules.schema
+    return total
+
+
+def _plain_inputs(value: Any, counter: _Counter) -> int:
+    """A legacy prompt or embeddings input: string, token ids, or a list of either."""
+    if isinstance(value, str):
+        return counter.text(value)
+    if isinstance(value, list):
+        if all(isinstance(item, int) for item in value):
+            return len(value)  # one input given as token ids
+        return sum(_plain_inputs(item, counter) for item in value)
+    return 0
+
+
+def _completion(tally: CompletionTally, request: Mapping[str, Any], counter: _Counter) -> int:
+    strict = frozenset(f["name"] for f in _functions(request, counter) if f.get("strict"))
+    total = 0
+    for choice in tally.choices.values():
+        total += counter.text("".join(choice.content)) + counter.text("".join(choice.refusal))
+        calls = [(k, choice.tool_calls[k]) for k in sorted(choice.tool_calls)]
+        pairs = [("".join(name), "".join(args)) for _, (name, args) in calls]
+        if choice.function_call is not None:
+            pairs.append(("".join(choice.function_call[0]), "".join(choice.function_call[1])))
+        total += counter.calls(pairs, strict)
+    return total
+
+
+def estimate_usage(
+    operation: str,
+    request: Mapping[str, Any],
+    tally: CompletionTally | None,
+    model: str | None,
+    encoding: Encoder,
+) -> Usage:
+    """Estimated usage of one call ("chat", "text_completion" or "embeddings").
+
+    The prompt is counted once whatever `n` is; the output of every choice is summed.
+    Never raises: what cannot be read is not counted, and the result is then marked
+    `lower_bound`, as it is for reasoning models and truncated output.
+    """
+    counter = _Counter(encoding, rules_for(model))
+    request = request if isinstance(request, Mapping) else {}
+    try:
+        if operation == "chat":
+            prompt = _chat_prompt(request, counter)
+        elif operation == "text_completion":
+            prompt = _plain_inputs(request.get("prompt"), counter)
+            prompt += _plain_inputs(request.get("suffix"), counter)
+            best_of, n = request.get("best_of"), request.get("n") or 1
+            counter.partial |= isinstance(best_of, int) and best_of > n  # unseen candidates
+        elif operation == "embeddings":
+            prompt = _plain_inputs(request.get("input"), counter)
+            return Usage(prompt, None, prompt, source=SOURCE_ESTIMATE, lower_bound=counter.partial)
+        else:  # an operation without rules yet (e.g. the Responses API)
+            return Usage(source=SOURCE_ESTIMATE)
+        output = _completion(tally, request, counter) if tally is not None else 0
+    except Exception:  # odd shapes: a guess is worse than nothing
+        return Usage(source=SOURCE_ESTIMATE)
+    lower = is_reasoning_model(model) or counter.partial or bool(tally and tally.truncated)
+    return Usage(prompt, output, prompt + output, source=SOURCE_ESTIMATE, lower_bound=lower)

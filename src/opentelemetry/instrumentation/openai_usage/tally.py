@@ -1,0 +1,130 @@
+"""What counting needs from a call's output, collected chunk by chunk, bounded in memory.
+
+Per chunk this only appends strings: no encoding, no joining beyond `Pieces`. Only
+text is kept (never the chunks), and at most `MAX_CHARS` of it per call; text past
+that is dropped and the estimate made from it becomes a lower bound.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+
+def get(obj: Any, name: str) -> Any:
+    """A field of an SDK object or of a plain dict alike."""
+    if isinstance(obj, dict):
+        return obj.get(name)
+    return getattr(obj, name, None)
+
+
+COMPACT_PIECES = 512  # every this many pieces of one text become one string
+MAX_CHARS = 8 << 20  # per call; text beyond it is not kept and the estimate is a lower bound
+
+
+class Pieces(list[str]):
+    """Text pieces as received, kept short: a few joined blocks and a tail of pieces.
+
+    Joining only the tail (not everything) keeps both memory (no millions of small str
+    objects) and time (no quadratic re-joining) linear in the text size.
+    """
+
+    __slots__ = ("blocks",)
+
+    def __init__(self, pieces: Iterable[str] = ()) -> None:
+        super().__init__(pieces)
+        self.blocks = 0
+
+    def add(self, text: str) -> None:
+        self.append(text)
+        if len(self) - self.blocks >= COMPACT_PIECES:
+            self[self.blocks :] = ["".join(self[self.blocks :])]
+            self.blocks += 1
+
+
+@dataclass
+class ChoiceText:
+    """What one choice produced, as received; joined only when counted."""
+
+    content: Pieces = field(default_factory=Pieces)
+    refusal: Pieces = field(default_factory=Pieces)
+    tool_calls: dict[int, tuple[Pieces, Pieces]] = field(default_factory=dict)  # name, args
+    function_call: tuple[Pieces, Pieces] | None = None  # legacy
+
+
+def _custom(call: Any) -> dict[str, Any] | None:
+    """A custom tool call (free-form `input`) read like a function call."""
+    return None if call is None else {"name": get(call, "name"), "arguments": get(call, "input")}
+
+
+class CompletionTally:
+    """Collects, chunk by chunk, only what counting needs, bounded in memory.
+
+    Per chunk it appends strings and nothing else: no encoding, no joining beyond `Pieces`.
+    """
+
+    def __init__(self, max_chars: int = MAX_CHARS) -> None:
+        self.choices: dict[int, ChoiceText] = {}
+        self.chars = 0
+        self.max_chars = max_chars
+        self.truncated = False  # text was dropped at max_chars: the count is a lower bound
+
+    def choice(self, index: int) -> ChoiceText:
+        found = self.choices.get(index)
+        if found is None:
+            found = self.choices[index] = ChoiceText()
+        return found
+
+    def _add(self, pieces: Pieces, text: Any) -> None:
+        if not isinstance(text, str) or not text:
+            return
+        room = self.max_chars - self.chars
+        if len(text) > room:
+            self.truncated = True
+            text = text[:room]
+            if not text:
+                return
+        self.chars += len(text)
+        pieces.add(text)
+
+    def _add_call(self, call: tuple[Pieces, Pieces], function: Any) -> None:
+        if function is not None:
+            self._add(call[0], get(function, "name"))
+            self._add(call[1], get(function, "arguments"))
+
+    def add_chat_delta(self, index: int, delta: Any) -> None:
+        """One stream chunk's `choices[i].delta` (SDK ChoiceDelta or dict)."""
+        if delta is None:
+            return
+        choice = self.choice(index if isinstance(index, int) else 0)
+        self._add(choice.content, get(delta, "content"))
+        self._add(choice.refusal, get(delta, "refusal"))
+        for position, call in enumerate(get(delta, "tool_calls") or ()):
+            slot = get(call, "index")
+            slot = slot if isinstance(slot, int) else position
+            pair = choice.tool_calls.get(slot)
+            if pair is None:
+                pair = choice.tool_calls[slot] = (Pieces(), Pieces())
+            self._add_call(pair, get(call, "function"))
+        function_call = get(delta, "function_call")
+        if function_call is not None:
+            if choice.function_call is None:
+                choice.function_call = (Pieces(), Pieces())
+            self._add_call(choice.function_call, function_call)
+
+    def add_chat_message(self, index: int, message: Any) -> None:
+        """A non-streamed choice's message: the same fields, once, tool calls in order."""
+        if message is None:
+            return
+        calls = [
+            {"index": i, "function": get(call, "function") or _custom(get(call, "custom"))}
+            for i, call in enumerate(get(message, "tool_calls") or ())
+        ]
+        fields = ("content", "refusal", "function_call")
+        delta = {name: get(message, name) for name in fields}
+        self.add_chat_delta(index, {**delta, "tool_calls": calls})
+
+    def add_text(self, index: int, text: str) -> None:
+        """A legacy completion choice's text (or one streamed piece of it)."""
+        self._add(self.choice(index if isinstance(index, int) else 0).content, text)

