@@ -1,7 +1,8 @@
 #!/usr/bin/env python
-"""CPU time the instrumentation adds to `chat.completions.create`, in one process.
+"""CPU time the instrumentation adds to `chat.completions.create`, over several processes.
 
-    python benchmarks/overhead.py [--rounds N] [--batch K] [--check] [--json out.json]
+    python benchmarks/overhead.py [--processes N] [--rounds N] [--batch K] [--check]
+                                  [--json out.json]
 
 What is compared
     The real openai SDK against an in-process mock transport (`httpx2.MockTransport`,
@@ -23,7 +24,7 @@ Telemetry
     `process_time` counts its CPU too. `--span-processor simple` switches to a
     `SimpleSpanProcessor` (synchronous export in the caller's thread).
 
-Method
+Method, in one process
     Instrument once per configuration and keep two code paths: the instrumented
     one calls `client.chat.completions.create(...)` as users do (through wrapt's
     wrapper, our span, our stream proxy); the baseline calls the SDK's own function
@@ -37,13 +38,33 @@ Method
 
     Rounds alternate: each round times a batch of K baseline calls and a batch of K
     instrumented calls, swapping which goes first every round to cancel drift. The
-    figure per round is (instrumented - baseline) / K; the table shows the median over
-    rounds and its interquartile range. The clock is `time.process_time_ns()` (CPU
-    time of all threads of the process). `gc.collect()` runs between batches and the
-    collector is disabled during timed batches (so a collection triggered by one side
-    is not billed to the other); `--keep-gc` leaves it enabled instead. Async streams
-    run in one event loop; after each batch the loop runs, untimed, the aclose()
-    tasks the SDK's unfinished SSE generators leave behind (same for both sides).
+    figure per round is (instrumented - baseline) / K. The clock is
+    `time.process_time_ns()` (CPU time of all threads of the process). `gc.collect()`
+    runs between batches and the collector is disabled during timed batches (so a
+    collection triggered by one side is not billed to the other); `--keep-gc` leaves
+    it enabled instead. Async streams run in one event loop; after each batch the
+    loop runs, untimed, the aclose() tasks the SDK's unfinished SSE generators leave
+    behind (same for both sides).
+
+Several processes
+    One process's median carries a bias of its own: memory layout, hash seed and
+    code placement make the same A/B differ by several tenths of a millisecond per
+    stream from one process to the next, however many rounds it runs (the reason
+    pyperf runs worker processes). So by default (`--processes 5`) this script
+    re-runs itself as N worker processes, one after another (never in parallel:
+    they would compete for the cores), each with its own `PYTHONHASHSEED` (1..N),
+    and splits `--rounds` between them (at least 10 each). The table shows the
+    median and interquartile range of all rounds of all workers pooled, and the
+    range of the per-worker medians, which shows how large the per-process bias
+    is. `--processes 1` measures in this process, as before.
+
+A/A control
+    The `null` case times the same stream as `stream`, but its instrumented side
+    calls `create` through our wrapper with the instrumentor's runtime made
+    inactive (`active = False`, only around that side's batches): the wrapper
+    passes straight through, which costs a couple of microseconds. Whatever its
+    median shows beyond that is the method's residual bias; added figures within
+    about that much of zero are noise.
 
 Diagnosis
     `--ablate traces|metrics|both` hands instrument() the API's no-op providers, to
@@ -55,15 +76,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import gc
 import importlib
 import json
+import os
 import platform
 import re
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from types import ModuleType
@@ -347,6 +372,9 @@ class Telemetry:
 SDK_CREATE = Completions.__dict__["create"]
 SDK_ACREATE = AsyncCompletions.__dict__["create"]
 
+# Span attribute saying where the usage numbers come from ("response" or "estimate").
+USAGE_SOURCE = "openai_usage.usage.source"
+
 Timer = Callable[[int], int]  # runs k calls, returns CPU ns
 
 
@@ -359,11 +387,23 @@ class Case:
     target_ms: float | None
     injects: bool  # whether the instrumented request asks for usage
     user_usage: bool = False  # both sides ask for usage themselves (same bytes on both)
+    control: bool = False  # A/A: the instrumented side goes through an inactive wrapper
     rounds_ns: list[tuple[float, float]] = field(default_factory=list)  # per call (base, instr)
 
     @property
     def added(self) -> list[float]:
         return [instr - base for base, instr in self.rounds_ns]
+
+    def meta(self) -> dict[str, Any]:
+        """What the report needs besides the rounds (a worker sends it to the parent)."""
+        return {
+            "case": self.key,
+            "title": self.title,
+            "batch": self.batch,
+            "chunks": self.chunks,
+            "target_ns": self.target_ms * 1e6 if self.target_ms is not None else None,
+            "control": self.control,
+        }
 
 
 @dataclass
@@ -463,6 +503,43 @@ def async_paths(client: Any, loop: asyncio.AbstractEventLoop) -> Paths:
     return Paths(once(baseline), once(instrumented), timer(baseline), timer(instrumented))
 
 
+def inactive_paths(paths: Paths, instrumentor: OpenAIUsageInstrumentor) -> Paths:
+    """The A/A control: the instrumented side goes through our wrapper, made inactive.
+
+    `create` is still wrapt's wrapper around the SDK's function, but with the
+    runtime's `active` flag off our wrapper calls the SDK straight away (a couple
+    of µs per call), so the true difference from the baseline is almost nil and
+    what the case measures is the method's own bias. The flag is switched off
+    only around this side's calls, outside the clock (timing starts inside the
+    timer), and switched back on after, so no other case and no baseline batch
+    ever sees an inactive runtime. The runtime is looked up at call time: it is
+    created by instrument(), after the cases are built.
+    """
+
+    @contextlib.contextmanager
+    def inactive() -> Iterator[None]:
+        runtime = getattr(instrumentor, "_runtime", None)
+        if runtime is None or getattr(runtime, "active", None) is not True:
+            raise SystemExit(
+                "A/A control: no active `instrumentor._runtime.active` to switch off"
+            )
+        runtime.active = False
+        try:
+            yield
+        finally:
+            runtime.active = True
+
+    def instrumented() -> int:
+        with inactive():
+            return paths.instrumented()
+
+    def time_instrumented(k: int) -> int:
+        with inactive():
+            return paths.time_instrumented(k)
+
+    return Paths(paths.baseline, instrumented, paths.time_baseline, time_instrumented)
+
+
 def timed_batch(timer: Timer, k: int, keep_gc: bool) -> int:
     gc.collect()
     if not keep_gc:
@@ -476,6 +553,7 @@ def timed_batch(timer: Timer, k: int, keep_gc: bool) -> int:
 def run_case(
     case: Case, paths: Paths, telemetry: Telemetry, mock: MockOpenAI, args: argparse.Namespace
 ) -> None:
+    """Warm up, check, then time `args.rounds` alternating rounds into `case.rounds_ns`."""
     # Warm up both paths (imports, pydantic validators, caches, the connection pool).
     for _ in range(args.warmup):
         paths.baseline()
@@ -492,8 +570,9 @@ def run_case(
             base = timed_batch(paths.time_baseline, k, args.keep_gc)
         case.rounds_ns.append((base / k, instr / k))
         if not args.quiet:
+            worker = f"worker {args.worker}, " if args.worker else ""
             print(
-                f"\r  {case.title}: round {r + 1}/{args.rounds}",
+                f"\r  {worker}{case.title}: round {r + 1}/{args.rounds}",
                 end="",
                 file=sys.stderr,
                 flush=True,
@@ -507,7 +586,8 @@ def check_case(case: Case, paths: Paths, telemetry: Telemetry, mock: MockOpenAI)
 
     Same chunks seen by the caller (the injected usage chunk is hidden), usage asked
     for only by the instrumented side and only when the case injects, one span per
-    instrumented call and none from the baseline, with the usage on it.
+    instrumented call and none from the baseline, with the usage on it. In the A/A
+    control the inactive wrapper must change nothing: no injection and no span.
     """
     base_chunks = paths.baseline()
     base_usage = mock.last_wanted_usage
@@ -528,10 +608,21 @@ def check_case(case: Case, paths: Paths, telemetry: Telemetry, mock: MockOpenAI)
     if telemetry.flush() != before:
         raise SystemExit(f"{case.title}: the baseline path produced a span")
     paths.instrumented()
-    span = telemetry.exporter.last if telemetry.flush() == before + 1 else None
+    after = telemetry.flush()
+    if case.control:
+        if after != before:
+            raise SystemExit(f"{case.title}: the inactive wrapper produced a span")
+        return
+    span = telemetry.exporter.last if after == before + 1 else None
     if span is None:
         raise SystemExit(f"{case.title}: the instrumented path did not produce one span")
-    has_usage = "gen_ai.usage.output_tokens" in (span.attributes or {})
+    attributes = span.attributes or {}
+    # The usage the server reported. Usage we estimated ourselves (when the server
+    # sends none) is marked as such, and does not count here.
+    has_usage = (
+        "gen_ai.usage.output_tokens" in attributes
+        and attributes.get(USAGE_SOURCE, "response") == "response"
+    )
     if has_usage is not (case.chunks == 0 or case.injects or case.user_usage):
         raise SystemExit(f"{case.title}: usage on the span: {has_usage}")
 

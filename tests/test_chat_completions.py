@@ -60,6 +60,7 @@ def check_call(telemetry: Telemetry, client: Any, server: LocalOpenAIServer, res
         "gen_ai.usage.total_tokens": 20,
         "gen_ai.usage.cache_read.input_tokens": 5,
         "gen_ai.usage.reasoning.output_tokens": 1,
+        "openai_usage.usage.source": "response",
     }
     assert attributes == expected
     # Billed usage, as the SDK itself parsed it.
@@ -76,7 +77,11 @@ def check_call(telemetry: Telemetry, client: Any, server: LocalOpenAIServer, res
     assert set(tokens) == {"input", "output"}
     assert tokens["input"].sum == 18 and tokens["input"].count == 1
     assert tokens["output"].sum == 2 and tokens["output"].count == 1
-    assert dict(tokens["input"].attributes) == {**metric_attributes, "gen_ai.token.type": "input"}
+    assert dict(tokens["input"].attributes) == {
+        **metric_attributes,
+        "gen_ai.token.type": "input",
+        "openai_usage.usage.source": "response",
+    }
     assert tuple(tokens["input"].explicit_bounds) == TOKEN_BUCKETS
     (duration,) = telemetry.points("gen_ai.client.operation.duration")
     assert dict(duration.attributes) == metric_attributes

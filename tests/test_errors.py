@@ -121,8 +121,11 @@ def assert_same_exception(traced: BaseException, plain: BaseException) -> None:
         assert traced.body == plain.body
 
 
-def assert_error_span(telemetry: Telemetry, error_name: str) -> ReadableSpan:
-    """One ended span in ERROR, its `error.type`, one exception event, no token usage."""
+def assert_error_span(
+    telemetry: Telemetry, error_name: str, estimated: bool = False
+) -> ReadableSpan:
+    """One ended span in ERROR, its `error.type`, one exception event, and no billed usage:
+    none at all, or (`estimated`, when chunks arrived before the error) an estimate."""
     span = telemetry.span()
     assert span.end_time is not None
     assert span.status.status_code is StatusCode.ERROR
@@ -135,7 +138,16 @@ def assert_error_span(telemetry: Telemetry, error_name: str) -> ReadableSpan:
     (duration,) = telemetry.points(DURATION)
     assert duration.count == 1
     assert duration.attributes["error.type"] == error_name
-    assert telemetry.points(TOKEN_USAGE) == []
+    points = telemetry.points(TOKEN_USAGE)
+    if not estimated:
+        assert points == []
+        assert "openai_usage.usage.source" not in attributes
+        return span
+    assert attributes["openai_usage.usage.source"] == "estimate"
+    assert attributes["gen_ai.usage.input_tokens"] > 0
+    assert sorted(p.attributes["gen_ai.token.type"] for p in points) == ["input", "output"]
+    assert {p.attributes["openai_usage.usage.source"] for p in points} == {"estimate"}
+    assert {p.attributes["error.type"] for p in points} == {error_name}
     return span
 
 
@@ -341,7 +353,7 @@ def test_stream_broken_mid_way_raises_as_uninstrumented_and_ends_the_span_in_err
     assert_same_exception(traced, plain)
     assert comparable(traced_chunks) == comparable(plain_chunks)
     assert len(traced_chunks) == 3  # what came before the cut was delivered
-    span = assert_error_span(telemetry, type(plain).__name__)
+    span = assert_error_span(telemetry, type(plain).__name__, estimated=True)
     attributes = span.attributes or {}
     assert attributes["openai_usage.stream.outcome"] == "error"
     assert attributes["gen_ai.response.time_to_first_chunk"] > 0
@@ -362,7 +374,7 @@ async def test_async_stream_broken_mid_way_raises_as_uninstrumented_and_ends_in_
     assert_same_exception(traced, plain)
     assert comparable(traced_chunks) == comparable(plain_chunks)
     assert len(traced_chunks) == 3
-    span = assert_error_span(telemetry, type(plain).__name__)
+    span = assert_error_span(telemetry, type(plain).__name__, estimated=True)
     attributes = span.attributes or {}
     assert attributes["openai_usage.stream.outcome"] == "error"
     assert attributes["gen_ai.response.time_to_first_chunk"] > 0
@@ -381,7 +393,7 @@ def test_a_broken_stream_closed_and_collected_afterwards_keeps_its_one_error_spa
         next(stream)
     del stream
     gc.collect()
-    span = assert_error_span(telemetry, type(info.value).__qualname__)
+    span = assert_error_span(telemetry, type(info.value).__qualname__, estimated=True)
     assert (span.attributes or {})["openai_usage.stream.outcome"] == "error"
 
 
@@ -397,7 +409,7 @@ def test_sse_error_event_mid_stream_raises_api_error_as_uninstrumented(
     assert_same_exception(traced, plain)
     assert comparable(traced_chunks) == comparable(plain_chunks)
     assert len(traced_chunks) == 2
-    span = assert_error_span(telemetry, "APIError")
+    span = assert_error_span(telemetry, "APIError", estimated=True)
     assert (span.attributes or {})["openai_usage.stream.outcome"] == "error"
 
 
@@ -411,7 +423,7 @@ async def test_async_sse_error_event_mid_stream_raises_api_error_as_uninstrument
     assert traced is not None
     assert_same_exception(traced, plain)
     assert comparable(traced_chunks) == comparable(plain_chunks)
-    assert_error_span(telemetry, "APIError")
+    assert_error_span(telemetry, "APIError", estimated=True)
 
 
 def test_malformed_chunk_raises_the_sdks_own_decode_error_unchanged(
@@ -425,7 +437,7 @@ def test_malformed_chunk_raises_the_sdks_own_decode_error_unchanged(
 
     assert_same_exception(traced, plain)
     assert comparable(traced_chunks) == comparable(plain_chunks)
-    span = assert_error_span(telemetry, type(plain).__name__)
+    span = assert_error_span(telemetry, type(plain).__name__, estimated=True)
     assert (span.attributes or {})["openai_usage.stream.outcome"] == "error"
 
 
@@ -438,7 +450,7 @@ async def test_async_malformed_chunk_raises_the_sdks_own_decode_error_unchanged(
     _, traced = await aread_stream(any_aclient, scenario("malformed_after:2"))
     assert traced is not None
     assert_same_exception(traced, plain)
-    assert_error_span(telemetry, type(plain).__name__)
+    assert_error_span(telemetry, type(plain).__name__, estimated=True)
 
 
 def test_malformed_non_stream_body_raises_as_uninstrumented(

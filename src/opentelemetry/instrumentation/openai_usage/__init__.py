@@ -74,6 +74,10 @@ class OpenAIUsageInstrumentor(BaseInstrumentor):  # type: ignore[misc]
             instruments = Instruments(NoOpMeter(__name__))
         runtime = Runtime(tracer, instruments, settings)
         self._runtime = runtime
+        try:
+            runtime.estimator.start()  # encodings load in the background, never on a call
+        except Exception as exc:
+            internal_error("loading token encodings", exc)
         self._patched = []
         for endpoint in ENDPOINTS:
             factory = async_wrapper if endpoint.is_async else sync_wrapper

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from .tally import CompletionTally, tally_from_response
 from .usage import Usage, usage_from
 
 
@@ -23,6 +24,15 @@ class ResponseFacts:
     system_fingerprint: str | None = None
     service_tier: str | None = None
     usage: Usage | None = None
+    # What an estimate would count from the output: collected while streaming, or
+    # read from the parsed response only if an estimate is made (`output_tally`).
+    tally: CompletionTally | None = None
+    response: Any = None
+
+    def output_tally(self) -> CompletionTally | None:
+        if self.tally is None and self.response is not None:
+            self.tally = tally_from_response(self.response)
+        return self.tally
 
 
 def _str(value: Any) -> str | None:
@@ -49,27 +59,29 @@ def facts_from_completion(response: Any) -> ResponseFacts:
         system_fingerprint=_str(getattr(response, "system_fingerprint", None)),
         service_tier=_str(getattr(response, "service_tier", None)),
         usage=usage_from(getattr(response, "usage", None)),
+        response=response,
     )
 
 
 class ChatStreamAccumulator:
-    """Chat and legacy completion chunks -> ResponseFacts.
+    """Chat completion chunks -> ResponseFacts (and, if estimating, the output text).
 
-    `hide_usage_chunk` is True when we asked for the usage chunk ourselves: the
-    caller did not, so it must not see it (nor the `usage: null` on the others).
+    `tally` is None when no estimate can be wanted (estimates off): then no text
+    is kept at all.
     """
 
     __slots__ = (
         "finish_reasons",
-        "hide_usage_chunk",
         "model",
         "raw_usage",
         "response_id",
         "service_tier",
         "system_fingerprint",
+        "tally",
     )
 
-    def __init__(self) -> None:
+    def __init__(self, tally: CompletionTally | None = None) -> None:
+        self.tally = tally
         self.response_id: str | None = None
         self.model: str | None = None
         self.system_fingerprint: str | None = None
@@ -88,13 +100,27 @@ class ChatStreamAccumulator:
         if self.response_id is None:
             self._first_facts(chunk)
         if choices:
+            tally = self.tally
             for choice in choices:
                 reason = getattr(choice, "finish_reason", None)
                 if reason:
                     index = getattr(choice, "index", 0)
                     self.finish_reasons[index if isinstance(index, int) else 0] = str(reason)
+                if tally is not None:
+                    self._collect(tally, choice)
         if usage is not None:
             self.raw_usage = usage
+
+    def _collect(self, tally: CompletionTally, choice: Any) -> None:
+        # The common chunk (choice 0, some content, nothing else) takes the short path.
+        try:
+            delta = choice.delta
+            if choice.index or delta.tool_calls or delta.refusal or delta.function_call:
+                tally.add_chat_delta(choice.index, delta)
+            elif delta.content:
+                tally.add_first_content(delta.content)
+        except AttributeError:  # not an SDK chunk: the careful way
+            tally.add_chat_delta(getattr(choice, "index", 0), getattr(choice, "delta", None))
 
     def _first_facts(self, chunk: Any) -> None:
         # Azure's prompt-filter chunk comes first with an empty id and model.
@@ -113,4 +139,14 @@ class ChatStreamAccumulator:
             system_fingerprint=self.system_fingerprint,
             service_tier=self.service_tier,
             usage=usage_from(self.raw_usage),
+            tally=self.tally,
         )
+
+
+class TextStreamAccumulator(ChatStreamAccumulator):
+    """Legacy completion chunks: the same facts, the output as `choices[].text`."""
+
+    __slots__ = ()
+
+    def _collect(self, tally: CompletionTally, choice: Any) -> None:
+        tally.add_text(getattr(choice, "index", 0), getattr(choice, "text", None))

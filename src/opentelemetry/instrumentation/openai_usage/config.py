@@ -17,11 +17,20 @@ logger = logging.getLogger(__name__)
 ENV_PREFIX = "OTEL_INSTRUMENTATION_OPENAI_USAGE_"
 ENV_INJECT_STREAM_USAGE = ENV_PREFIX + "INJECT_STREAM_USAGE"
 ENV_CHUNK_TIMING = ENV_PREFIX + "CHUNK_TIMING"
+ENV_USAGE_ESTIMATE = ENV_PREFIX + "USAGE_ESTIMATE"
+ENV_ENCODINGS = ENV_PREFIX + "ENCODINGS"
 
 CHUNK_TIMING_PER_STREAM = "per_stream"
 CHUNK_TIMING_PER_CHUNK = "per_chunk"
 CHUNK_TIMING_OFF = "off"
 _CHUNK_TIMINGS = (CHUNK_TIMING_PER_STREAM, CHUNK_TIMING_PER_CHUNK, CHUNK_TIMING_OFF)
+
+ESTIMATE_OFF = "off"
+ESTIMATE_FALLBACK = "fallback"
+ESTIMATE_COMPARE = "compare"
+_ESTIMATES = (ESTIMATE_FALLBACK, ESTIMATE_COMPARE, ESTIMATE_OFF)
+# The tiktoken encodings an override may name.
+ENCODING_NAMES = ("o200k_base", "cl100k_base", "p50k_base", "r50k_base")
 
 _TRUE = ("true", "1", "yes", "on")
 _FALSE = ("false", "0", "no", "off")
@@ -38,6 +47,11 @@ class Settings:
     # (the stream's mean gap between chunks), one point per chunk as the
     # conventions describe it (costs a histogram record per chunk), or none.
     chunk_timing: str = CHUNK_TIMING_PER_STREAM
+    # Token counts when the server reports none: estimate them with tiktoken
+    # ("fallback"), always estimate and put both on the span ("compare"), or never.
+    usage_estimate: str = ESTIMATE_FALLBACK
+    # Model or Azure deployment name -> tiktoken encoding, for names we cannot place.
+    encodings: tuple[tuple[str, str], ...] = ()
 
 
 def _warn_bad(name: str, raw: str, accepted: tuple[str, ...], default: object) -> None:
@@ -74,6 +88,26 @@ def _env_choice(env: Mapping[str, str], name: str, choices: tuple[str, ...], def
     return default
 
 
+def _encoding_pairs(raw: Any, source: str) -> tuple[tuple[str, str], ...] | None:
+    """`{"my-deployment": "o200k_base"}` or `"my-deployment=o200k_base,other=cl100k_base"`."""
+    if isinstance(raw, str):
+        items = [item.partition("=")[::2] for item in raw.split(",") if item.strip()]
+    elif isinstance(raw, Mapping):
+        items = list(raw.items())
+    else:
+        items = [("", "")]
+    pairs = []
+    for name, encoding in items:
+        name = name.strip() if isinstance(name, str) else ""
+        encoding = encoding.strip().lower() if isinstance(encoding, str) else ""
+        if not name or encoding not in ENCODING_NAMES:
+            accepted = tuple(f"<model or deployment>={e}" for e in ENCODING_NAMES)
+            _warn_bad(source, repr(raw) if not isinstance(raw, str) else raw, accepted, {})
+            return None
+        pairs.append((name, encoding))
+    return tuple(pairs)
+
+
 def load_settings(
     overrides: Mapping[str, Any] | None = None, env: Mapping[str, str] | None = None
 ) -> Settings:
@@ -100,4 +134,24 @@ def load_settings(
     elif given is not None:
         _warn_bad("chunk_timing", repr(given), _CHUNK_TIMINGS, timing)
 
-    return Settings(inject_stream_usage=inject, chunk_timing=timing)
+    estimate = _env_choice(env, ENV_USAGE_ESTIMATE, _ESTIMATES, defaults.usage_estimate)
+    given = overrides.get("usage_estimate")
+    if isinstance(given, str) and given.lower() in _ESTIMATES:
+        estimate = given.lower()
+    elif given is not None:
+        _warn_bad("usage_estimate", repr(given), _ESTIMATES, estimate)
+
+    encodings = defaults.encodings
+    raw_env = env.get(ENV_ENCODINGS)
+    if raw_env is not None and raw_env.strip():
+        encodings = _encoding_pairs(raw_env, ENV_ENCODINGS) or encodings
+    given = overrides.get("encodings")
+    if given is not None:
+        encodings = _encoding_pairs(given, "encodings") or encodings
+
+    return Settings(
+        inject_stream_usage=inject,
+        chunk_timing=timing,
+        usage_estimate=estimate,
+        encodings=encodings,
+    )

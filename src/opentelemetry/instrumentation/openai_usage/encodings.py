@@ -204,6 +204,11 @@ class EncodingLoader:
             self.start((name,))
         return encoding
 
+    def pending(self, name: str) -> bool:
+        """Loading was started and has not finished (either way) yet."""
+        event = self._done.get(name)
+        return event is not None and not event.is_set()
+
     def wait(self, name: str, timeout: float) -> Encoder | None:
         """Like get, but waits up to `timeout` seconds for loading to finish."""
         self.get(name)

@@ -8,6 +8,7 @@ at the end of a call happens here, once.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from typing import TYPE_CHECKING, Any
@@ -16,18 +17,25 @@ from opentelemetry.trace import Span
 
 from . import telemetry as t
 from .errors import error_type, internal_error, record_error
+from .estimator import ENCODING_WAIT_S, FINISHER, Estimator
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from .accumulators import ResponseFacts
     from .config import Settings
+    from .estimate import Encoder
 
 
 class Invocation:
     __slots__ = (
         "_ended",
         "_lock",
+        "estimator",
         "instruments",
         "metric_attributes",
+        "operation",
+        "request",
         "secrets",
         "settings",
         "span",
@@ -44,8 +52,15 @@ class Invocation:
         secrets: tuple[str, ...],
         start_ns: int,
         start_perf: float,
+        estimator: Estimator | None = None,
+        operation: str = "chat",
+        request: Mapping[str, Any] | None = None,
     ) -> None:
         self.span = span
+        self.estimator = estimator
+        self.operation = operation
+        # The caller's arguments, held (never recorded) until the end, for an estimate.
+        self.request = request
         self.instruments = instruments
         self.settings = settings
         self.metric_attributes = metric_attributes
@@ -86,6 +101,75 @@ class Invocation:
             return
         if end_perf is None:
             end_perf = time.perf_counter()
+        timing = (end_perf, first_chunk_perf, last_chunk_perf, chunk_count)
+        try:
+            name = self._estimate_encoding(facts, chunk_count)
+            if name is not None and facts is not None and self.estimator is not None:
+                if self.estimator.is_loading(name):
+                    # The first calls after instrument(): let a background thread wait.
+                    wanted = facts
+                    FINISHER.submit(
+                        lambda: self._finish_later(name, wanted, error, timing, extra_attributes)
+                    )
+                    return
+                facts = self._with_estimate(facts, self.estimator.loader.get(name))
+        except Exception as exc:
+            internal_error("estimating usage", exc)
+        self._finish(facts, error, *timing, extra_attributes)
+
+    def _estimate_encoding(self, facts: ResponseFacts | None, chunk_count: int) -> str | None:
+        """The encoding an estimate of this call needs, or None when none is wanted."""
+        estimator = self.estimator
+        if estimator is None or facts is None or not estimator.wanted(facts, chunk_count):
+            return None
+        return estimator.encoding_name(facts, self._request_model())
+
+    def _request_model(self) -> str | None:
+        model = self.request.get("model") if self.request is not None else None
+        return model if isinstance(model, str) else None
+
+    def _with_estimate(self, facts: ResponseFacts, encoding: Encoder | None) -> ResponseFacts:
+        """The facts with the estimate in place of missing usage, or beside it ("compare")."""
+        estimator = self.estimator
+        if estimator is None or encoding is None:
+            return facts
+        estimate = estimator.estimate(
+            self.operation, self.request or {}, facts, self._request_model(), encoding
+        )
+        if estimate is None or estimate.is_empty:
+            return facts
+        if facts.usage is None:
+            return dataclasses.replace(facts, usage=estimate)
+        self.span.set_attributes(t.comparison_attributes(facts.usage, estimate))
+        return facts
+
+    def _finish_later(
+        self,
+        name: str,
+        facts: ResponseFacts,
+        error: BaseException | None,
+        timing: tuple[float, float | None, float | None, int],
+        extra_attributes: dict[str, Any] | None,
+    ) -> None:
+        """In the background thread: wait for the encoding, then end as `end` would have."""
+        try:
+            if self.estimator is not None:
+                encoding = self.estimator.loader.wait(name, ENCODING_WAIT_S)
+                facts = self._with_estimate(facts, encoding)
+        except Exception as exc:
+            internal_error("estimating usage", exc)
+        self._finish(facts, error, *timing, extra_attributes)
+
+    def _finish(
+        self,
+        facts: ResponseFacts | None,
+        error: BaseException | None,
+        end_perf: float,
+        first_chunk_perf: float | None,
+        last_chunk_perf: float | None,
+        chunk_count: int,
+        extra_attributes: dict[str, Any] | None,
+    ) -> None:
         try:
             metric_attributes = self.final_metric_attributes(facts, error)
             self._record(facts, error, end_perf, extra_attributes, metric_attributes)

@@ -10,9 +10,15 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .accumulators import ChatStreamAccumulator, ResponseFacts, facts_from_completion
+from .accumulators import (
+    ChatStreamAccumulator,
+    ResponseFacts,
+    TextStreamAccumulator,
+    facts_from_completion,
+)
 from .request import chat_request_attributes
 from .streams import StreamAccumulator
+from .tally import CompletionTally
 
 
 @dataclass(frozen=True)
@@ -24,7 +30,8 @@ class Endpoint:
     api_type: str | None  # openai.api.type
     request_attributes: Callable[[Mapping[str, Any]], dict[str, Any]]
     facts: Callable[[Any], ResponseFacts]
-    accumulator: Callable[[], StreamAccumulator]
+    # Given somewhere to keep the output text for an estimate (None: keep none).
+    accumulator: Callable[[CompletionTally | None], StreamAccumulator]
     # Whether a stream request may get `stream_options.include_usage` added.
     injects_usage: bool
 
@@ -32,6 +39,8 @@ class Endpoint:
 # The chat resource moved from `resources/chat/completions.py` (openai < 1.55)
 # to a package; the package re-exports the classes, so one path serves both.
 _CHAT_MODULE = "openai.resources.chat.completions"
+
+_SYNC_AND_ASYNC = (("Completions", False), ("AsyncCompletions", True))
 
 ENDPOINTS: tuple[Endpoint, ...] = tuple(
     Endpoint(
@@ -45,5 +54,18 @@ ENDPOINTS: tuple[Endpoint, ...] = tuple(
         accumulator=ChatStreamAccumulator,
         injects_usage=True,
     )
-    for cls, is_async in (("Completions", False), ("AsyncCompletions", True))
+    for cls, is_async in _SYNC_AND_ASYNC
+) + tuple(
+    Endpoint(  # legacy completions: same parameters and usage, output as `text`
+        module="openai.resources.completions",
+        method=f"{cls}.create",
+        is_async=is_async,
+        operation="text_completion",
+        api_type=None,
+        request_attributes=chat_request_attributes,
+        facts=facts_from_completion,
+        accumulator=TextStreamAccumulator,
+        injects_usage=True,
+    )
+    for cls, is_async in _SYNC_AND_ASYNC
 )

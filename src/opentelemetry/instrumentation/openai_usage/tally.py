@@ -69,6 +69,7 @@ class CompletionTally:
         self.chars = 0
         self.max_chars = max_chars
         self.truncated = False  # text was dropped at max_chars: the count is a lower bound
+        self._first: Pieces | None = None
 
     def choice(self, index: int) -> ChoiceText:
         found = self.choices.get(index)
@@ -125,6 +126,27 @@ class CompletionTally:
         delta = {name: get(message, name) for name in fields}
         self.add_chat_delta(index, {**delta, "tool_calls": calls})
 
-    def add_text(self, index: int, text: str) -> None:
+    def add_first_content(self, text: Any) -> None:
+        """Choice 0's content: what nearly every chunk carries, so kept short."""
+        first = self._first
+        if first is None:
+            first = self._first = self.choice(0).content
+        self._add(first, text)
+
+    def add_text(self, index: Any, text: Any) -> None:
         """A legacy completion choice's text (or one streamed piece of it)."""
         self._add(self.choice(index if isinstance(index, int) else 0).content, text)
+
+
+def tally_from_response(response: Any) -> CompletionTally:
+    """The output of a non-streamed chat or legacy completion, as a stream would give it."""
+    tally = CompletionTally()
+    for position, choice in enumerate(get(response, "choices") or ()):
+        index = get(choice, "index")
+        index = index if isinstance(index, int) else position
+        message = get(choice, "message")
+        if message is not None:
+            tally.add_chat_message(index, message)
+        else:
+            tally.add_text(index, get(choice, "text"))
+    return tally

@@ -57,6 +57,18 @@ STREAM_OUTCOME = "openai_usage.stream.outcome"
 # Whether the usage chunk was requested by us (and hidden from the caller).
 STREAM_USAGE_INJECTED = "openai_usage.stream.include_usage_injected"
 
+# Where the usage numbers come from: "response" (billed, as the server reported
+# them) or "estimate" (counted by us with tiktoken). On spans and token metrics.
+USAGE_SOURCE = "openai_usage.usage.source"
+# True when an estimate can only undercount (a reasoning model's hidden tokens,
+# images, built-in tools): the billed count is at least this.
+USAGE_LOWER_BOUND = "openai_usage.usage.lower_bound"
+# "compare" mode: the estimate next to the reported usage, and estimate - reported.
+ESTIMATE_INPUT = "openai_usage.estimate.input_tokens"
+ESTIMATE_OUTPUT = "openai_usage.estimate.output_tokens"
+ESTIMATE_INPUT_DIFFERENCE = "openai_usage.estimate.input_tokens_difference"
+ESTIMATE_OUTPUT_DIFFERENCE = "openai_usage.estimate.output_tokens_difference"
+
 PROVIDER_OPENAI = "openai"
 PROVIDER_AZURE = "azure.ai.openai"
 
@@ -128,11 +140,38 @@ def usage_attributes(usage: Usage) -> dict[str, Any]:
         attributes[USAGE_CACHE_READ] = usage.cache_read_input_tokens
     if usage.reasoning_output_tokens is not None:
         attributes[USAGE_REASONING] = usage.reasoning_output_tokens
+    attributes[USAGE_SOURCE] = usage.source
+    if usage.lower_bound:
+        attributes[USAGE_LOWER_BOUND] = True
+    return attributes
+
+
+def comparison_attributes(reported: Usage, estimate: Usage) -> dict[str, Any]:
+    """The estimate beside billed usage, so a user can audit it ("compare" mode)."""
+    attributes: dict[str, Any] = {}
+    for name, difference, ours, theirs in (
+        (ESTIMATE_INPUT, ESTIMATE_INPUT_DIFFERENCE, estimate.input_tokens, reported.input_tokens),
+        (
+            ESTIMATE_OUTPUT,
+            ESTIMATE_OUTPUT_DIFFERENCE,
+            estimate.output_tokens,
+            reported.output_tokens,
+        ),
+    ):
+        if ours is not None:
+            attributes[name] = ours
+            if theirs is not None:
+                attributes[difference] = ours - theirs
     return attributes
 
 
 def record_token_usage(instruments: Instruments, attributes: dict[str, Any], usage: Usage) -> None:
-    """One point per token type, as `gen_ai.client.token.usage` defines it."""
+    """One point per token type, as `gen_ai.client.token.usage` defines it.
+
+    Each point says where its number came from, so billed and estimated tokens
+    are never summed by accident.
+    """
+    attributes = {**attributes, USAGE_SOURCE: usage.source}
     if usage.input_tokens is not None:
         instruments.token_usage.record(usage.input_tokens, {**attributes, TOKEN_TYPE: "input"})
     if usage.output_tokens is not None:

@@ -21,6 +21,7 @@ from opentelemetry import trace
 from . import telemetry as t
 from .config import Settings
 from .errors import internal_error
+from .estimator import Estimator
 from .invocation import Invocation
 from .patches import Endpoint
 from .request import endpoint_attributes, is_raw_response_call, with_usage_requested
@@ -41,6 +42,7 @@ class Runtime:
         self.tracer = tracer
         self.instruments = instruments
         self.settings = settings
+        self.estimator = Estimator(settings)
         self.active = True
         # Hosts that answered "400 ... stream_options": never inject there again.
         self.rejects_stream_options: set[str] = set()
@@ -97,6 +99,9 @@ def start_call(runtime: Runtime, endpoint: Endpoint, instance: Any, kwargs: dict
         _secrets(client),
         start_ns,
         start_perf,
+        runtime.estimator,
+        endpoint.operation,
+        kwargs,
     )
     stream = kwargs.get("stream") is True
     host = str(attributes.get(t.SERVER_ADDRESS, ""))
@@ -125,7 +130,8 @@ def finish_result(runtime: Runtime, endpoint: Endpoint, call: Call, result: Any)
     """End the span for a parsed response, or return a proxy that will."""
     invocation = call.invocation
     if call.stream:
-        state = StreamState(invocation, endpoint.accumulator(), call.injected)
+        accumulator = endpoint.accumulator(runtime.estimator.new_tally())
+        state = StreamState(invocation, accumulator, call.injected)
         wrapped = wrap_stream(result, state)
         if wrapped is not result:
             return wrapped

@@ -1,0 +1,134 @@
+"""When a call gets an estimate, with which encoding, and never waiting for one.
+
+The counting rules live in `estimate.py`, the collecting in `tally.py`, the loading
+in `encodings.py`; this module decides. An estimate is made once, at the end of a
+call, and only when it is wanted: the server reported no usage ("fallback"), or
+always ("compare"). If the encoding it needs is still loading (the first calls after
+`instrument()`), the end of that call is handed to one background thread that waits
+for it: the caller never waits, and the span still ends at its own end time.
+"""
+
+from __future__ import annotations
+
+import atexit
+import queue
+import threading
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from .config import ESTIMATE_COMPARE, ESTIMATE_OFF, Settings
+from .encodings import DEFAULT_NAMES, EncodingLoader
+from .errors import internal_error
+from .estimate import Encoder, encoding_name_for, estimate_usage
+from .tally import CompletionTally
+
+if TYPE_CHECKING:
+    from .accumulators import ResponseFacts
+    from .usage import Usage
+
+# One loader per process: encodings are large and the same for every instrumentor.
+LOADER = EncodingLoader()
+# How long a deferred call end waits for its encoding before giving up on the estimate.
+ENCODING_WAIT_S = 60.0
+
+
+class Estimator:
+    """The estimate settings of one instrumentor, and the encodings they need."""
+
+    def __init__(self, settings: Settings, loader: EncodingLoader | None = None) -> None:
+        self.mode = settings.usage_estimate
+        self.overrides = dict(settings.encodings)
+        self.loader = LOADER if loader is None else loader
+
+    @property
+    def enabled(self) -> bool:
+        return self.mode != ESTIMATE_OFF
+
+    def start(self) -> None:
+        """Begin loading, in the background, every encoding a call may need."""
+        if self.enabled:
+            self.loader.start(dict.fromkeys(DEFAULT_NAMES + tuple(self.overrides.values())))
+
+    def new_tally(self) -> CompletionTally | None:
+        """Somewhere for a stream to keep its output text, if an estimate may be wanted."""
+        return CompletionTally() if self.enabled else None
+
+    def wanted(self, facts: ResponseFacts | None, chunk_count: int) -> bool:
+        """Is there anything to estimate? A response, or a stream that sent something."""
+        if not self.enabled or facts is None:
+            return False
+        if facts.response is None and chunk_count == 0:
+            return False  # nothing was generated that we could see
+        if facts.response is not None and not _has_output(facts.response):
+            return False  # e.g. an error body the SDK parsed into an empty response
+        return self.mode == ESTIMATE_COMPARE or facts.usage is None
+
+    def encoding_name(self, facts: ResponseFacts, request_model: str | None) -> str:
+        # The served model names the family even when the request named a deployment.
+        return encoding_name_for(facts.model or request_model, self.overrides)
+
+    def is_loading(self, name: str) -> bool:
+        return self.loader.get(name) is None and self.loader.pending(name)
+
+    def estimate(
+        self,
+        operation: str,
+        request: Any,
+        facts: ResponseFacts,
+        request_model: str | None,
+        encoding: Encoder | None = None,
+    ) -> Usage | None:
+        """The estimated usage, or None when no encoding can be had."""
+        if encoding is None:
+            encoding = self.loader.get(self.encoding_name(facts, request_model))
+        if encoding is None:
+            return None
+        model = facts.model or request_model
+        return estimate_usage(operation, request, facts.output_tally(), model, encoding)
+
+
+def _has_output(response: Any) -> bool:
+    return bool(getattr(response, "choices", None) or getattr(response, "data", None))
+
+
+class _Finisher:
+    """One daemon thread that runs call ends which wait for an encoding."""
+
+    def __init__(self) -> None:
+        self._queue: queue.Queue[Callable[[], None]] = queue.Queue()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def submit(self, job: Callable[[], None]) -> None:
+        with self._lock:
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name="openai-usage-finisher", daemon=True
+                )
+                self._thread.start()
+                atexit.register(self.drain, 5.0)
+        self._queue.put(job)
+
+    def _run(self) -> None:
+        while True:
+            job = self._queue.get()
+            try:
+                job()
+            except Exception as exc:
+                internal_error("finishing a call in the background", exc)
+            finally:
+                self._queue.task_done()
+
+    def drain(self, timeout: float) -> bool:
+        """Wait until every submitted call end has run (tests, demo, interpreter exit)."""
+        done = threading.Event()
+
+        def wait() -> None:
+            self._queue.join()
+            done.set()
+
+        threading.Thread(target=wait, daemon=True).start()
+        return done.wait(timeout)
+
+
+FINISHER = _Finisher()
