@@ -520,9 +520,7 @@ def inactive_paths(paths: Paths, instrumentor: OpenAIUsageInstrumentor) -> Paths
     def inactive() -> Iterator[None]:
         runtime = getattr(instrumentor, "_runtime", None)
         if runtime is None or getattr(runtime, "active", None) is not True:
-            raise SystemExit(
-                "A/A control: no active `instrumentor._runtime.active` to switch off"
-            )
+            raise SystemExit("A/A control: no active `instrumentor._runtime.active` to switch off")
         runtime.active = False
         try:
             yield
@@ -646,37 +644,79 @@ def _us(ns: float) -> str:
     return f"{ns / 1e3:.2f} µs"
 
 
-def summarise(case: Case) -> dict[str, Any]:
-    base = statistics.median(b for b, _ in case.rounds_ns)
-    instr = statistics.median(i for _, i in case.rounds_ns)
-    q1, added, q3 = quartiles(case.added)
+def summarise(
+    meta: Mapping[str, Any], per_process: Sequence[Sequence[Sequence[float]]]
+) -> dict[str, Any]:
+    """One case's result from the rounds of every process, pooled.
+
+    `per_process` holds each process's (baseline, instrumented) per call, one pair a
+    round. The headline figures are the median and quartiles of all rounds together;
+    each process's own medians are kept too, since how far they spread shows the
+    per-process bias that pooling averages out.
+    """
+    rounds = [(base, instr) for process in per_process for base, instr in process]
+    base = statistics.median(b for b, _ in rounds)
+    instr = statistics.median(i for _, i in rounds)
+    q1, added, q3 = quartiles([i - b for b, i in rounds])
+    processes = [
+        {
+            "rounds": len(process),
+            "baseline_ns": statistics.median(b for b, _ in process),
+            "instrumented_ns": statistics.median(i for _, i in process),
+            "added_ns": statistics.median(i - b for b, i in process),
+        }
+        for process in per_process
+    ]
+    target_ns = meta["target_ns"]
     result: dict[str, Any] = {
-        "case": case.key,
-        "title": case.title,
-        "rounds": len(case.rounds_ns),
-        "batch": case.batch,
+        "case": meta["case"],
+        "title": meta["title"],
+        "control": meta["control"],
+        "rounds": len(rounds),
+        "batch": meta["batch"],
+        "chunks": meta["chunks"],
         "baseline_ns": base,
         "instrumented_ns": instr,
         "added_ns": added,
         "added_q1_ns": q1,
         "added_q3_ns": q3,
         "added_pct": 100 * added / base if base else None,
-        "target_ns": case.target_ms * 1e6 if case.target_ms is not None else None,
-        "passed": None if case.target_ms is None else added <= case.target_ms * 1e6,
-        "per_round_ns": [list(pair) for pair in case.rounds_ns],
+        "added_process_min_ns": min(p["added_ns"] for p in processes),
+        "added_process_max_ns": max(p["added_ns"] for p in processes),
+        "target_ns": target_ns,
+        "passed": None if target_ns is None else added <= target_ns,
+        "per_process": processes,
+        "per_round_ns": [list(pair) for pair in rounds],
     }
-    if case.chunks:
-        result["chunks"] = case.chunks
-        result["added_per_chunk_ns"] = added / case.chunks
-        result["added_per_chunk_q1_ns"] = q1 / case.chunks
-        result["added_per_chunk_q3_ns"] = q3 / case.chunks
+    if meta["chunks"] and not meta["control"]:
+        chunks = meta["chunks"]
+        result["added_per_chunk_ns"] = added / chunks
+        result["added_per_chunk_q1_ns"] = q1 / chunks
+        result["added_per_chunk_q3_ns"] = q3 / chunks
     return result
 
 
-def table(results: list[dict[str, Any]], ablated: bool = False) -> str:
+def pool(reports: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Each case summarised over the rounds of all processes' reports, in CASE_KEYS order."""
+    by_case: dict[str, list[Mapping[str, Any]]] = {}
+    for report in reports:
+        for res in report["results"]:
+            by_case.setdefault(res["case"], []).append(res)
+    results = [
+        summarise(parts[0], [part["per_round_ns"] for part in parts]) for parts in by_case.values()
+    ]
+    results.sort(key=lambda res: CASE_KEYS.index(res["case"]))
+    return results
+
+
+def table(results: list[dict[str, Any]], ablated: bool = False, processes: int = 1) -> str:
+    """The Markdown table; the per-process column only when there were several."""
+    spread = processes > 1
     lines = [
-        "| case | baseline per call | instrumented | added (median) | IQR | target |",
-        "|---|---:|---:|---:|---:|---|",
+        "| case | baseline per call | instrumented | added (median) | IQR |"
+        + (f" {processes} process medians |" if spread else "")
+        + " target |",
+        "|---|---:|---:|---:|---:|" + ("---:|" if spread else "") + "---|",
     ]
     for res in results:
         target = "—"
@@ -685,17 +725,30 @@ def table(results: list[dict[str, Any]], ablated: bool = False) -> str:
         elif res["target_ns"] is not None:
             verdict = "PASS" if res["passed"] else "FAIL"
             target = f"≤ {res['target_ns'] / 1e6:g} ms {verdict}"
+        by_process = (
+            f" {_ms(res['added_process_min_ns'])} … {_ms(res['added_process_max_ns'])} |"
+            if spread
+            else ""
+        )
         lines.append(
             f"| {res['title']} | {_ms(res['baseline_ns'])} | {_ms(res['instrumented_ns'])} "
             f"| {_ms(res['added_ns'])} ({res['added_pct']:+.1f}%) "
-            f"| {_ms(res['added_q1_ns'])} … {_ms(res['added_q3_ns'])} | {target} |"
+            f"| {_ms(res['added_q1_ns'])} … {_ms(res['added_q3_ns'])} |{by_process} {target} |"
         )
     for res in results:
-        if res.get("chunks"):
+        if "added_per_chunk_ns" in res:
+            chunks = res["chunks"]
+            by_process = (
+                f" {_us(res['added_process_min_ns'] / chunks)} … "
+                f"{_us(res['added_process_max_ns'] / chunks)} |"
+                if spread
+                else ""
+            )
             lines.append(
-                f"| ↳ per chunk ({res['title']} / {res['chunks']}) | | "
+                f"| ↳ per chunk ({res['title']} / {chunks}) | | "
                 f"| {_us(res['added_per_chunk_ns'])} "
-                f"| {_us(res['added_per_chunk_q1_ns'])} … {_us(res['added_per_chunk_q3_ns'])} | — |"
+                f"| {_us(res['added_per_chunk_q1_ns'])} … {_us(res['added_per_chunk_q3_ns'])} "
+                f"|{by_process} — |"
             )
     return "\n".join(lines)
 
@@ -726,12 +779,27 @@ def environment(http: ModuleType) -> dict[str, str]:
 
 # --------------------------------------------------------------------------- main
 
+MIN_WORKER_ROUNDS = 10  # fewer, and a worker's own median would say little
+
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description="CPU time added by opentelemetry-instrumentation-openai-usage per call."
     )
-    parser.add_argument("--rounds", type=int, default=100, help="A/B rounds per case (100)")
+    parser.add_argument(
+        "--processes",
+        type=int,
+        default=5,
+        help="worker processes, run one after another, each with its own PYTHONHASHSEED; "
+        "the rounds are split between them (5; 1 = measure in this process)",
+    )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=100,
+        help=f"A/B rounds per case, in all processes together; at least {MIN_WORKER_ROUNDS} "
+        "per worker (100)",
+    )
     parser.add_argument(
         "--batch",
         type=int,
@@ -753,7 +821,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="give instrument() the API's no-op tracer and/or meter provider, to see "
         "what the SDK's span / metric work costs (diagnosis only; targets not meaningful)",
     )
-    parser.add_argument("--warmup", type=int, default=20, help="untimed calls per side first")
+    parser.add_argument(
+        "--warmup", type=int, default=20, help="untimed calls per side first, in each process"
+    )
     parser.add_argument("--keep-gc", action="store_true", help="leave gc enabled while timing")
     parser.add_argument(
         "--cases",
@@ -761,14 +831,30 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help=f"comma-separated subset of {','.join(CASE_KEYS)} (all)",
     )
     parser.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    # Set by the parent on its workers ("i/N"): measure, write --json, print no table.
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     args.cases = [key.strip() for key in args.cases.split(",") if key.strip()]
     unknown = sorted(set(args.cases) - set(CASE_KEYS))
     if unknown or not args.cases:
         parser.error(f"--cases: unknown {unknown}; choose from {', '.join(CASE_KEYS)}")
-    if args.rounds < 1 or args.batch < 1 or args.warmup < 0:
-        parser.error("--rounds and --batch must be at least 1, --warmup at least 0")
+    if args.rounds < 1 or args.batch < 1 or args.warmup < 0 or args.processes < 1:
+        parser.error("--rounds, --batch and --processes must be at least 1, --warmup at least 0")
+    if args.worker and (args.processes != 1 or not args.json):
+        parser.error("--worker needs --processes 1 and --json")
     return args
+
+
+def split_rounds(total: int, processes: int) -> list[int]:
+    """The rounds each worker runs: `total` shared out, at least MIN_WORKER_ROUNDS each.
+
+    Sharing (rather than `total` per worker) keeps the wall time about that of one
+    process: the pooled median needs the rounds, not more of them per process.
+    """
+    if processes == 1:
+        return [total]
+    share, extra = divmod(total, processes)
+    return [max(MIN_WORKER_ROUNDS, share + (i < extra)) for i in range(processes)]
 
 
 def describe(args: argparse.Namespace, stream_batch: int) -> str:
@@ -780,18 +866,31 @@ def describe(args: argparse.Namespace, stream_batch: int) -> str:
     if args.ablate in ("metrics", "both"):
         meters = "API NoOpMeterProvider (ABLATED)"
     gc_mode = "enabled" if args.keep_gc else "disabled in timed batches"
+    counts = split_rounds(args.rounds, args.processes)
+    if args.processes == 1:
+        where = f"one process; {counts[0]} rounds"
+    else:
+        each = f"{counts[0]}" if len(set(counts)) == 1 else f"{min(counts)} to {max(counts)}"
+        where = (
+            f"{args.processes} worker processes one after another (PYTHONHASHSEED "
+            f"1..{args.processes}), rounds pooled; {sum(counts)} rounds ({each} per process)"
+        )
     return (
         f"{traces}; {meters}; clock time.process_time_ns (all threads); gc {gc_mode}, "
-        f"collected between batches; {args.rounds} rounds of {args.batch} calls / "
-        f"{stream_batch} streams per side, order alternating; {args.warmup} warm-up calls"
+        f"collected between batches; {where} of {args.batch} calls / {stream_batch} streams "
+        f"per side, order alternating; {args.warmup} warm-up calls per side and process"
     )
 
 
-CASE_KEYS = ("call", "stream", "stream_user_usage", "stream_no_inject", "async_stream")
+CASE_KEYS = ("call", "stream", "stream_user_usage", "stream_no_inject", "async_stream", "null")
 
 
 def build_cases(
-    args: argparse.Namespace, client: Any, aclient: Any, loop: asyncio.AbstractEventLoop
+    args: argparse.Namespace,
+    client: Any,
+    aclient: Any,
+    loop: asyncio.AbstractEventLoop,
+    instrumentor: OpenAIUsageInstrumentor,
 ) -> list[tuple[dict[str, Any], list[tuple[Case, Paths]]]]:
     """The selected cases, grouped by the instrument() settings they need."""
     k_stream = max(1, args.batch // 10)
@@ -836,6 +935,23 @@ def build_cases(
                 async_paths(aclient, loop),
             )
         )
+    if "null" in args.cases:
+        # The `stream` request again, through our wrapper made inactive: costs ~µs,
+        # so its median is the bias of the method itself.
+        default.append(
+            (
+                Case(
+                    "null",
+                    f"A/A control: {title}, wrapper inactive",
+                    k_stream,
+                    CHUNKS,
+                    None,
+                    False,
+                    control=True,
+                ),
+                inactive_paths(sync_paths(client, stream=True), instrumentor),
+            )
+        )
     if "stream_no_inject" in args.cases:
         no_inject.append(
             (
@@ -855,8 +971,8 @@ def check_patched() -> None:
             raise SystemExit(f"{cls.__name__}.create is not wrapped around the SDK's function")
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
+def measure_here(args: argparse.Namespace) -> dict[str, Any]:
+    """Run every selected case in this process: its report (one entry of what `pool` takes)."""
     http = http_module()
     mock = MockOpenAI(http, CHUNKS)
     options: dict[str, Any] = {
@@ -872,15 +988,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         **options,
     )
     loop = asyncio.new_event_loop()
-    setup = describe(args, max(1, args.batch // 10))
-    if not args.quiet:
-        print(f"setup: {setup}", file=sys.stderr)
-
     instrumentor = OpenAIUsageInstrumentor()
     results: list[dict[str, Any]] = []
     started = time.perf_counter()
     try:
-        for settings, cases in build_cases(args, client, aclient, loop):
+        for settings, cases in build_cases(args, client, aclient, loop, instrumentor):
             telemetry = Telemetry.create(args.span_processor, args.ablate)
             instrumentor.instrument(
                 tracer_provider=telemetry.tracer_provider,
@@ -891,7 +1003,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 check_patched()
                 for case, paths in cases:
                     run_case(case, paths, telemetry, mock, args)
-                    results.append(summarise(case))
+                    results.append(summarise(case.meta(), [case.rounds_ns]))
             finally:
                 instrumentor.uninstrument()
                 telemetry.shutdown()
@@ -900,12 +1012,103 @@ def main(argv: Sequence[str] | None = None) -> int:
         loop.run_until_complete(aclient.close())
         loop.run_until_complete(loop.shutdown_asyncgens())
         loop.close()
-    elapsed = time.perf_counter() - started
+    return {
+        "hashseed": os.environ.get("PYTHONHASHSEED", "random"),
+        "rounds": args.rounds,
+        "elapsed_s": time.perf_counter() - started,
+        "results": results,
+    }
 
-    results.sort(key=lambda res: CASE_KEYS.index(res["case"]))
-    env = environment(http)
-    print(table(results, ablated=args.ablate != "none"))
+
+def worker_argv(args: argparse.Namespace, index: int, rounds: int, path: str) -> list[str]:
+    """The command line of worker `index`: this script, the same options, its own rounds."""
+    argv = [
+        sys.executable,
+        os.path.abspath(__file__),
+        "--worker",
+        f"{index}/{args.processes}",
+        "--processes",
+        "1",
+        "--json",
+        path,
+        "--rounds",
+        str(rounds),
+        "--batch",
+        str(args.batch),
+        "--warmup",
+        str(args.warmup),
+        "--span-processor",
+        args.span_processor,
+        "--ablate",
+        args.ablate,
+        "--cases",
+        ",".join(args.cases),
+    ]
+    if args.keep_gc:
+        argv.append("--keep-gc")
+    if args.quiet:
+        argv.append("--quiet")
+    return argv
+
+
+def measure_in_workers(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Run the cases in `args.processes` fresh processes, one after another: their reports.
+
+    Each worker gets its own PYTHONHASHSEED (1..N), so dict and set layouts, and
+    with them much of what lands where in memory, differ from one to the next: the
+    per-process bias becomes one more source of variation that pooling averages,
+    instead of a constant offset. Sequential, because two workers at once on a
+    2-core machine would compete with each other (and with the span processor's
+    thread) for the cores.
+    """
+    reports: list[dict[str, Any]] = []
+    counts = split_rounds(args.rounds, args.processes)
+    with tempfile.TemporaryDirectory(prefix="overhead-") as tmp:
+        for index, rounds in enumerate(counts, start=1):
+            path = os.path.join(tmp, f"worker-{index}.json")
+            env = {**os.environ, "PYTHONHASHSEED": str(index)}
+            if not args.quiet:
+                print(
+                    f"worker {index}/{args.processes}: PYTHONHASHSEED={index}, {rounds} rounds",
+                    file=sys.stderr,
+                )
+            status = subprocess.run(worker_argv(args, index, rounds, path), env=env).returncode
+            if status != 0:
+                raise SystemExit(f"worker {index}/{args.processes} failed (exit status {status})")
+            with open(path, encoding="utf-8") as fh:
+                reports.append(json.load(fh))
+    return reports
+
+
+def write_json(path: str, report: Mapping[str, Any]) -> None:
+    with open(path, "w", encoding="utf-8") as fh:
+        json.dump(report, fh, indent=2)
+        fh.write("\n")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.worker:
+        write_json(args.json, measure_here(args))
+        return 0
+
+    setup = describe(args, max(1, args.batch // 10))
+    if not args.quiet:
+        print(f"setup: {setup}", file=sys.stderr)
+    started = time.perf_counter()
+    reports = [measure_here(args)] if args.processes == 1 else measure_in_workers(args)
+    elapsed = time.perf_counter() - started
+    results = pool(reports)
+
+    env = environment(http_module())
+    print(table(results, ablated=args.ablate != "none", processes=len(reports)))
     print()
+    control = next((res for res in results if res["control"]), None)
+    if control is not None:
+        print(
+            f"A/A control: the inactive wrapper really costs ~µs, so its {_ms(control['added_ns'])}"
+            " is this run's residual bias; added times within about that of zero are noise."
+        )
     print(
         "Versions: "
         + ", ".join(f"{name} {env[name]}" for name in ("python", "openai", "opentelemetry-sdk"))
@@ -918,10 +1121,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("Ablated run: for diagnosis only, the targets do not apply.")
         missed = []
     if args.json:
-        with open(args.json, "w", encoding="utf-8") as fh:
-            report = {"environment": env, "setup": setup, "results": results, "missed": missed}
-            json.dump(report, fh, indent=2)
-            fh.write("\n")
+        processes = [
+            {key: report[key] for key in ("hashseed", "rounds", "elapsed_s")} for report in reports
+        ]
+        write_json(
+            args.json,
+            {
+                "environment": env,
+                "setup": setup,
+                "wall_time_s": elapsed,
+                "processes": processes,
+                "results": results,
+                "missed": missed,
+            },
+        )
     if missed:
         print(f"Missed targets: {', '.join(missed)}")
     return 1 if args.check and missed else 0

@@ -23,7 +23,9 @@ from opentelemetry.instrumentation.openai_usage import (
     OpenAIUsageInstrumentor,
     accumulators,
     errors,
+    estimator,
     invocation,
+    tally,
     wrappers,
 )
 from opentelemetry.instrumentation.openai_usage import telemetry as names
@@ -43,6 +45,7 @@ SUMMARY = "summarising a stream"
 END = "recording the end of a call"
 GAP = "recording a chunk gap"
 SPAN_END = "ending a span"
+ESTIMATE = "estimating usage"
 
 MODES = ["sync", "sync_stream", "async", "async_stream"]
 STREAM_MODES = ["sync_stream", "async_stream"]
@@ -119,6 +122,15 @@ FAULTS = {
         Fault("span.end", (SPAN_END,), (SPAN_END,), span=True),
         # A stream also records chunk gaps (per_chunk), in a place of its own.
         Fault("histogram.record", (END,), (END, GAP), span=True),
+        # Estimates ("compare" mode: made for every call that returned something).
+        Fault("Estimator.estimate", (ESTIMATE,), (ESTIMATE,), span=True),
+        Fault(
+            "CompletionTally.add_first_content",
+            (),
+            (CHUNK,),
+            span=True,
+            modes=tuple(STREAM_MODES),
+        ),
     )
 }
 
@@ -157,6 +169,11 @@ def arm(fault: str, monkeypatch: pytest.MonkeyPatch, tel: Telemetry) -> dict[str
     elif fault == "histogram.record":
         kwargs["meter_provider"] = BrokenMeterProvider()
         kwargs["chunk_timing"] = "per_chunk"
+    elif fault == "Estimator.estimate":
+        monkeypatch.setattr(estimator.Estimator, "estimate", boom)
+        kwargs["usage_estimate"] = "compare"
+    elif fault == "CompletionTally.add_first_content":
+        monkeypatch.setattr(tally.CompletionTally, "add_first_content", boom)
     else:
         raise ValueError(fault)
     return kwargs
@@ -291,6 +308,7 @@ BROKEN_STREAM_SITES = {
     "errors.record_error": (END,),
     "span.end": (SPAN_END,),
     "histogram.record": (END, GAP),
+    "Estimator.estimate": (ESTIMATE,),
 }
 
 

@@ -1,0 +1,401 @@
+"""Token counts when the server reports none: estimated with tiktoken, and marked so.
+
+Through the real SDK against the local server. The expected counts are made
+independently of our stream watching: from the chunks the caller itself received,
+counted with tiktoken directly (plain text) or with the same rules on the caller's
+own copy of the output (tools, n > 1).
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import threading
+from typing import Any
+
+import openai
+import pytest
+import tiktoken
+
+from opentelemetry.instrumentation.openai_usage import encodings, estimator
+from opentelemetry.instrumentation.openai_usage.encodings import EncodingLoader
+from opentelemetry.instrumentation.openai_usage.estimate import estimate_usage
+from opentelemetry.instrumentation.openai_usage.estimator import FINISHER
+from opentelemetry.instrumentation.openai_usage.localserver import LocalOpenAIServer
+from opentelemetry.instrumentation.openai_usage.tally import CompletionTally
+
+from .conftest import MESSAGES, MID_STREAM_CONNECTION_ERRORS, Telemetry
+
+TOKEN_USAGE = "gen_ai.client.token.usage"
+SOURCE = "openai_usage.usage.source"
+LOWER_BOUND = "openai_usage.usage.lower_bound"
+NO_USAGE = {"x-mock-scenario": "no_usage"}
+# The worked example of the OpenAI/Azure docs: gpt-4o-mini bills 18 prompt tokens for it.
+EXAMPLE_PROMPT_TOKENS = 18
+O200K = tiktoken.get_encoding("o200k_base")
+TOOLS = [
+    {
+        "type": "function",
+        "function": {
+            "name": "get_weather",
+            "description": "Current weather for a city.",
+            "parameters": {
+                "type": "object",
+                "properties": {"city": {"type": "string", "description": "City name"}},
+                "required": ["city"],
+            },
+        },
+    }
+]
+
+
+def stream(client: Any, **kwargs: Any) -> Any:
+    request: dict[str, Any] = {"model": "gpt-4o-mini", "messages": MESSAGES, "stream": True}
+    return client.chat.completions.create(**{**request, **kwargs})
+
+
+def text_of(chunks: list[Any]) -> str:
+    return "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+
+
+def tokens(text: str) -> int:
+    return len(O200K.encode(text))
+
+
+def estimated_usage(telemetry: Telemetry) -> dict[str, Any]:
+    """The span's usage attributes, after checking that they and the metric are estimates."""
+    attributes = dict(telemetry.span().attributes or {})
+    assert attributes[SOURCE] == "estimate"
+    points = telemetry.points(TOKEN_USAGE)
+    assert sorted(p.attributes["gen_ai.token.type"] for p in points) == ["input", "output"]
+    assert {p.attributes[SOURCE] for p in points} == {"estimate"}
+    by_type = {p.attributes["gen_ai.token.type"]: p.sum for p in points}
+    assert by_type == {
+        "input": attributes["gen_ai.usage.input_tokens"],
+        "output": attributes["gen_ai.usage.output_tokens"],
+    }
+    assert attributes["gen_ai.usage.total_tokens"] == by_type["input"] + by_type["output"]
+    return attributes
+
+
+# -- streams without usage ---------------------------------------------------------------
+
+
+def test_stream_from_a_server_that_ignores_include_usage_is_estimated(
+    instrumented: Any, telemetry: Telemetry, client: openai.OpenAI, server: LocalOpenAIServer
+) -> None:
+    chunks = list(stream(client, extra_headers=NO_USAGE))
+    # We asked for usage; the server ignored it.
+    assert server.requests[-1].body["stream_options"] == {"include_usage": True}
+    attributes = estimated_usage(telemetry)
+    assert attributes["gen_ai.usage.input_tokens"] == EXAMPLE_PROMPT_TOKENS
+    assert attributes["gen_ai.usage.output_tokens"] == tokens(text_of(chunks))
+    assert LOWER_BOUND not in attributes
+
+
+def test_stream_with_injection_off_is_estimated(
+    instrument: Any, telemetry: Telemetry, client: openai.OpenAI
+) -> None:
+    instrument(inject_stream_usage=False)
+    chunks = list(stream(client, extra_headers={"x-mock-reply": "Two. And a longer tail."}))
+    attributes = estimated_usage(telemetry)
+    assert attributes["gen_ai.usage.input_tokens"] == EXAMPLE_PROMPT_TOKENS
+    assert attributes["gen_ai.usage.output_tokens"] == tokens("Two. And a longer tail.")
+    assert text_of(chunks) == "Two. And a longer tail."
+
+
+async def test_async_stream_without_usage_is_estimated(
+    instrumented: Any, telemetry: Telemetry, aclient: openai.AsyncOpenAI
+) -> None:
+    received = [c async for c in await stream(aclient, extra_headers=NO_USAGE)]
+    attributes = estimated_usage(telemetry)
+    assert attributes["gen_ai.usage.input_tokens"] == EXAMPLE_PROMPT_TOKENS
+    assert attributes["gen_ai.usage.output_tokens"] == tokens(text_of(received))
+
+
+def test_reported_usage_wins_and_no_estimate_is_made_in_fallback_mode(
+    instrumented: Any, telemetry: Telemetry, client: openai.OpenAI
+) -> None:
+    list(stream(client, extra_headers={"x-mock-chunks": "7"}))
+    attributes = dict(telemetry.span().attributes or {})
+    assert attributes[SOURCE] == "response"
+    assert attributes["gen_ai.usage.output_tokens"] == 7  # the server's number, not ours
+    assert not [k for k in attributes if k.startswith("openai_usage.estimate.")]
+    assert {p.attributes[SOURCE] for p in telemetry.points(TOKEN_USAGE)} == {"response"}
+
+
+# -- streams that end early: the tokens were generated and billed all the same ------------
+
+LONG_REPLY = "one two three four five six seven eight nine ten"
+
+
+def test_stream_closed_early_still_records_usage(
+    instrumented: Any, telemetry: Telemetry, client: openai.OpenAI
+) -> None:
+    s = stream(client, extra_headers={"x-mock-reply": LONG_REPLY})
+    received = [next(s) for _ in range(4)]  # role chunk + 3 words
+    s.close()
+    attributes = estimated_usage(telemetry)
+    assert attributes["openai_usage.stream.outcome"] == "closed"
+    assert attributes["gen_ai.usage.input_tokens"] == EXAMPLE_PROMPT_TOKENS
+    assert attributes["gen_ai.usage.output_tokens"] == tokens(text_of(received))
+    assert tokens(text_of(received)) == 3
+
+
+def test_stream_left_with_break_inside_with_still_records_usage(
+    instrumented: Any, telemetry: Telemetry, client: openai.OpenAI
+) -> None:
+    received = []
+    with stream(client, extra_headers={"x-mock-reply": LONG_REPLY}) as s:
+        for chunk in s:
+            received.append(chunk)
+            if len(received) == 6:
+                break
+    attributes = estimated_usage(telemetry)
+    assert attributes["openai_usage.stream.outcome"] == "closed"
+    assert attributes["gen_ai.usage.output_tokens"] == tokens(text_of(received)) == 5
+
+
+async def test_async_stream_closed_early_still_records_usage(
+    instrumented: Any, telemetry: Telemetry, aclient: openai.AsyncOpenAI
+) -> None:
+    s = await stream(aclient, extra_headers={"x-mock-reply": LONG_REPLY})
+    received = [await s.__anext__() for _ in range(3)]
+    await s.close()
+    attributes = estimated_usage(telemetry)
+    assert attributes["gen_ai.usage.output_tokens"] == tokens(text_of(received)) == 2
+
+
+def test_abandoned_stream_is_estimated_from_what_was_read(
+    instrumented: Any, telemetry: Telemetry, client: openai.OpenAI
+) -> None:
+    s = stream(client, extra_headers={"x-mock-reply": LONG_REPLY})
+    received = [next(s) for _ in range(5)]
+    del s
+    gc.collect()
+    attributes = estimated_usage(telemetry)
+    assert attributes["openai_usage.stream.outcome"] == "abandoned"
+    assert attributes["gen_ai.usage.output_tokens"] == tokens(text_of(received)) == 4
+
+
+def test_stream_cut_by_the_network_is_estimated_and_still_an_error(
+    instrumented: Any, telemetry: Telemetry, client: openai.OpenAI
+) -> None:
+    received = []
+    headers = {"x-mock-reply": LONG_REPLY, "x-mock-scenario": "cut_after:4"}
+    with pytest.raises(MID_STREAM_CONNECTION_ERRORS):  # the SDK's own, as in test_errors
+        for chunk in stream(client, extra_headers=headers):
+            received.append(chunk)
+    attributes = estimated_usage(telemetry)
+    assert attributes["openai_usage.stream.outcome"] == "error"
+    assert attributes["gen_ai.usage.output_tokens"] == tokens(text_of(received)) == 3
+
+
+# -- shapes: n > 1, tools, legacy completions ---------------------------------------------
+
+
+def test_several_choices_count_the_prompt_once_and_every_choice(
+    instrumented: Any, telemetry: Telemetry, client: openai.OpenAI
+) -> None:
+    chunks = list(stream(client, n=3, extra_headers={**NO_USAGE, "x-mock-reply": LONG_REPLY}))
+    per_choice: dict[int, str] = {}
+    for chunk in chunks:
+        for choice in chunk.choices:
+            per_choice[choice.index] = per_choice.get(choice.index, "") + (
+                choice.delta.content or ""
+            )
+    assert sorted(per_choice) == [0, 1, 2]
+    attributes = estimated_usage(telemetry)
+    assert attributes["gen_ai.usage.input_tokens"] == EXAMPLE_PROMPT_TOKENS
+    assert attributes["gen_ai.usage.output_tokens"] == 3 * tokens(LONG_REPLY)
+
+
+def test_tool_definitions_and_streamed_tool_calls_are_counted(
+    instrumented: Any, telemetry: Telemetry, client: openai.OpenAI
+) -> None:
+    headers = {**NO_USAGE, "x-mock-tool-call": "get_weather"}
+    chunks = list(stream(client, tools=TOOLS, extra_headers=headers))
+    # The caller's own copy of the output, and the same rules, give the same numbers.
+    mine = CompletionTally()
+    for chunk in chunks:
+        for choice in chunk.choices:
+            mine.add_chat_delta(choice.index, choice.delta)
+    request = {"model": "gpt-4o-mini", "messages": MESSAGES, "tools": TOOLS}
+    expected = estimate_usage("chat", request, mine, "gpt-4o-mini", O200K)
+    attributes = estimated_usage(telemetry)
+    assert attributes["gen_ai.usage.input_tokens"] == expected.input_tokens
+    assert attributes["gen_ai.usage.output_tokens"] == expected.output_tokens
+    # The definition is in the prompt, the call (name and arguments) in the output.
+    assert expected.input_tokens is not None and expected.input_tokens > 30
+    arguments = "".join(
+        c.choices[0].delta.tool_calls[0].function.arguments or ""
+        for c in chunks
+        if c.choices and c.choices[0].delta.tool_calls
+    )
+    assert expected.output_tokens == tokens("get_weather") + tokens(arguments) + 7
+
+
+def test_legacy_completions_stream_is_traced_and_estimated(
+    instrument: Any, telemetry: Telemetry, client: openai.OpenAI
+) -> None:
+    instrument(inject_stream_usage=False)
+    prompt = "Say two words:"
+    chunks = list(
+        client.completions.create(
+            model="gpt-3.5-turbo-instruct",
+            prompt=prompt,
+            stream=True,
+            extra_headers={"x-mock-reply": "hello world"},
+        )
+    )
+    text = "".join(c.choices[0].text for c in chunks if c.choices)
+    assert text == "hello world"
+    span = telemetry.span()
+    assert span.name == "text_completion gpt-3.5-turbo-instruct"
+    attributes = estimated_usage(telemetry)
+    cl100k = tiktoken.get_encoding("cl100k_base")
+    assert attributes["gen_ai.usage.input_tokens"] == len(cl100k.encode(prompt))
+    assert attributes["gen_ai.usage.output_tokens"] == len(cl100k.encode(text))
+
+
+def test_legacy_completions_stream_gets_billed_usage_by_injection(
+    instrumented: Any, telemetry: Telemetry, client: openai.OpenAI, server: LocalOpenAIServer
+) -> None:
+    chunks = list(
+        client.completions.create(
+            model="gpt-3.5-turbo-instruct", prompt="Say two words:", stream=True
+        )
+    )
+    assert all(c.choices for c in chunks)  # the usage chunk stays hidden
+    assert server.requests[-1].body["stream_options"] == {"include_usage": True}
+    attributes = dict(telemetry.span().attributes or {})
+    assert attributes[SOURCE] == "response"
+    assert attributes["gen_ai.operation.name"] == "text_completion"
+
+
+def test_reasoning_model_estimate_is_marked_as_a_lower_bound(
+    instrumented: Any, telemetry: Telemetry, client: openai.OpenAI
+) -> None:
+    list(stream(client, model="o3-mini", extra_headers=NO_USAGE))
+    attributes = estimated_usage(telemetry)
+    assert attributes[LOWER_BOUND] is True
+
+
+# -- modes ---------------------------------------------------------------------------------
+
+
+def test_compare_mode_records_reported_usage_the_estimate_and_the_difference(
+    instrument: Any, telemetry: Telemetry, client: openai.OpenAI
+) -> None:
+    instrument(usage_estimate="compare")
+    result = client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+    attributes = dict(telemetry.span().attributes or {})
+    assert attributes[SOURCE] == "response"
+    assert attributes["gen_ai.usage.input_tokens"] == result.usage.prompt_tokens
+    estimate_in = EXAMPLE_PROMPT_TOKENS
+    estimate_out = tokens(result.choices[0].message.content or "")
+    assert attributes["openai_usage.estimate.input_tokens"] == estimate_in
+    assert attributes["openai_usage.estimate.output_tokens"] == estimate_out
+    assert attributes["openai_usage.estimate.input_tokens_difference"] == (
+        estimate_in - result.usage.prompt_tokens
+    )
+    assert attributes["openai_usage.estimate.output_tokens_difference"] == (
+        estimate_out - result.usage.completion_tokens
+    )
+    # The metric carries billed tokens only: never the two numbers summed together.
+    assert {p.attributes[SOURCE] for p in telemetry.points(TOKEN_USAGE)} == {"response"}
+
+
+def test_off_mode_records_no_estimate(
+    instrument: Any, telemetry: Telemetry, client: openai.OpenAI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OTEL_INSTRUMENTATION_OPENAI_USAGE_USAGE_ESTIMATE", "off")
+    instrument()
+    list(stream(client, extra_headers=NO_USAGE))
+    attributes = dict(telemetry.span().attributes or {})
+    assert "gen_ai.usage.input_tokens" not in attributes
+    assert SOURCE not in attributes
+    assert telemetry.points(TOKEN_USAGE) == []
+
+
+def test_bad_estimate_setting_warns_once_and_uses_fallback(
+    instrument: Any,
+    telemetry: Telemetry,
+    client: openai.OpenAI,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    monkeypatch.setenv("OTEL_INSTRUMENTATION_OPENAI_USAGE_USAGE_ESTIMATE", "maybe")
+    with caplog.at_level(logging.WARNING):
+        instrument()
+    warnings = [r.getMessage() for r in caplog.records if "USAGE_ESTIMATE" in r.getMessage()]
+    assert len(warnings) == 1 and "fallback" in warnings[0] and "compare" in warnings[0]
+    list(stream(client, extra_headers=NO_USAGE))
+    assert estimated_usage(telemetry)[SOURCE] == "estimate"
+
+
+def test_encoding_override_for_a_deployment_name_is_used(
+    instrument: Any, telemetry: Telemetry, client: openai.OpenAI
+) -> None:
+    instrument(encodings={"my-deployment": "cl100k_base"})
+    reply = "Bonjour, comment allez-vous aujourd hui?"  # 8 tokens in o200k, 10 in cl100k
+    headers = {**NO_USAGE, "x-mock-reply": reply, "x-mock-response-model": "my-deployment"}
+    list(stream(client, model="my-deployment", extra_headers=headers))
+    cl100k = tiktoken.get_encoding("cl100k_base")
+    assert len(cl100k.encode(reply)) != tokens(reply)
+    attributes = estimated_usage(telemetry)
+    assert attributes["gen_ai.usage.output_tokens"] == len(cl100k.encode(reply))
+
+
+# -- encodings: never downloaded, never waited for ----------------------------------------
+
+
+def test_no_encoding_available_records_no_estimate_and_warns_once(
+    instrument: Any,
+    telemetry: Telemetry,
+    client: openai.OpenAI,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    tmp_path: Any,
+) -> None:
+    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tmp_path))  # an empty cache
+    monkeypatch.setattr(encodings, "bundled_bytes", lambda name: None)  # no [offline] extra
+    monkeypatch.setattr(estimator, "LOADER", EncodingLoader())
+    with caplog.at_level(logging.WARNING):
+        instrument()
+        assert estimator.LOADER.wait("o200k_base", 30) is None
+        list(stream(client, extra_headers=NO_USAGE))
+        list(stream(client, extra_headers=NO_USAGE))
+    spans = telemetry.spans()
+    assert len(spans) == 2
+    for span in spans:
+        assert "gen_ai.usage.input_tokens" not in (span.attributes or {})
+    warnings = [r.getMessage() for r in caplog.records if "not available offline" in r.getMessage()]
+    assert len(warnings) == 1
+    assert "[offline]" in warnings[0] and "TIKTOKEN_CACHE_DIR" in warnings[0]
+
+
+def test_call_ending_while_the_encoding_loads_is_finished_later_without_blocking(
+    instrument: Any, telemetry: Telemetry, client: openai.OpenAI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    release = threading.Event()
+    real_load = encodings.load_offline
+
+    def slow_load(name: str, allow_download: bool = False) -> Any:
+        release.wait(30)
+        return real_load(name, allow_download)
+
+    monkeypatch.setattr(encodings, "load_offline", slow_load)
+    monkeypatch.setattr(estimator, "LOADER", EncodingLoader())
+    instrument()
+    chunks = list(stream(client, extra_headers=NO_USAGE))  # returns: nobody waits for tiktoken
+    assert chunks
+    assert telemetry.spans() == []  # its end is parked until the encoding is there
+    release.set()
+    assert FINISHER.drain(30)
+    attributes = estimated_usage(telemetry)
+    assert attributes["gen_ai.usage.input_tokens"] == EXAMPLE_PROMPT_TOKENS
+    span = telemetry.span()
+    assert span.end_time is not None and span.start_time is not None
+    # It still ends at the stream's own end, not when the estimate was made.
+    assert span.end_time - span.start_time < 10 * 1_000_000_000
