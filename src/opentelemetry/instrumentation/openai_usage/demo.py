@@ -39,6 +39,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from . import OpenAIUsageInstrumentor
 from . import telemetry as t
+from .estimator import FINISHER
 from .localserver import LocalOpenAIServer
 
 MESSAGES: list[ChatCompletionMessageParam] = [
@@ -112,6 +113,21 @@ def _calls(
                 if i == 1:
                     break  # leaving early: the span still ends, marked "closed"
 
+    def stream_without_usage() -> Any:
+        # A server that ignores include_usage (the local one, told so by a header;
+        # the real service ignores the header): the tokens are estimated, and say so.
+        headers = {"x-mock-scenario": "no_usage"}
+        stream = client.chat.completions.create(
+            model=model, messages=MESSAGES, stream=True, extra_headers=headers
+        )
+        return [c for c in stream]
+
+    def legacy_completion_stream() -> Any:
+        stream = client.completions.create(
+            model="gpt-3.5-turbo-instruct", prompt="Say this is a test.", stream=True
+        )
+        return [c for c in stream]
+
     async def both_async() -> Any:
         response = await aclient.chat.completions.create(model=model, messages=MESSAGES)
         stream = await aclient.chat.completions.create(model=model, messages=MESSAGES, stream=True)
@@ -124,6 +140,8 @@ def _calls(
         ("sync stream, no include_usage", stream_plain),
         ("sync stream, include_usage", stream_with_usage),
         ("sync stream broken off early", stream_broken_off),
+        ("sync stream, server sends no usage", stream_without_usage),
+        ("legacy completions stream", legacy_completion_stream),
         ("async: not streamed + stream", lambda: asyncio.run(both_async())),
     ]
 
@@ -133,7 +151,10 @@ def _table(spans: list[ReadableSpan]) -> str:
     rows = [header]
     for i, span in enumerate(sorted(spans, key=lambda s: s.start_time or 0), 1):
         a = span.attributes or {}
-        has_usage = t.USAGE_INPUT in a
+        source = a.get(t.USAGE_SOURCE)
+        usage = {"response": "reported", "estimate": "estimated"}.get(str(source), "none")
+        if a.get(t.USAGE_LOWER_BOUND):
+            usage += " (at least)"
         rows.append(
             (
                 str(i),
@@ -143,7 +164,7 @@ def _table(spans: list[ReadableSpan]) -> str:
                 str(a.get(t.USAGE_INPUT, "-")),
                 str(a.get(t.USAGE_OUTPUT, "-")),
                 str(a.get(t.USAGE_TOTAL, "-")),
-                "reported" if has_usage else "none",
+                usage,
             )
         )
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
@@ -184,6 +205,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         instrumentor.uninstrument()
         _say("flushing spans and metrics")
+        FINISHER.drain(30)  # calls that ended while a token encoding was still loading
         tracer_provider.shutdown()
         meter_provider.shutdown()
     print()
