@@ -515,4 +515,7 @@ def test_process_exits_promptly_with_an_open_unread_stream_and_reports_it_abando
     stdout = done.stdout
     assert "READ ONE CHUNK" in stdout
     assert '"openai_usage.stream.outcome": "abandoned"' in stdout
+    # Ended in place at exit, with the estimate of what was read (the encoding may still
+    # have been loading: it is waited for then, briefly, since nobody's call is held up).
+    assert '"openai_usage.usage.source": "estimate"' in stdout
     assert stdout.count('"name": "chat gpt-4o-mini"') == 1

@@ -16,6 +16,7 @@ or with no code change: ``opentelemetry-instrument python app.py``.
 
 from __future__ import annotations
 
+import atexit
 import importlib
 from collections.abc import Collection
 from typing import Any
@@ -30,6 +31,7 @@ from .config import Settings, load_settings
 from .errors import internal_error
 from .package import _instruments
 from .patches import ENDPOINTS, Endpoint
+from .streams import end_open_streams
 from .telemetry import Instruments
 from .version import __version__
 from .wrappers import Runtime, async_wrapper, sync_wrapper
@@ -76,8 +78,12 @@ class OpenAIUsageInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         self._runtime = runtime
         try:
             runtime.estimator.start()  # encodings load in the background, never on a call
+            # (Re-)registered now, so that at exit it runs before the shutdown of any
+            # tracer provider made before this call: open streams still get their spans out.
+            atexit.unregister(end_open_streams)
+            atexit.register(end_open_streams)
         except Exception as exc:
-            internal_error("loading token encodings", exc)
+            internal_error("starting up", exc)
         self._patched = []
         for endpoint in ENDPOINTS:
             factory = async_wrapper if endpoint.is_async else sync_wrapper

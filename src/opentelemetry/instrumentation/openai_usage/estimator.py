@@ -10,9 +10,9 @@ for it: the caller never waits, and the span still ends at its own end time.
 
 from __future__ import annotations
 
-import atexit
 import queue
 import threading
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -28,8 +28,10 @@ if TYPE_CHECKING:
 
 # One loader per process: encodings are large and the same for every instrumentor.
 LOADER = EncodingLoader()
-# How long a deferred call end waits for its encoding before giving up on the estimate.
+# How long a deferred call end waits for its encoding before giving up on the estimate;
+# at interpreter exit (or where no thread can be started) it waits in place, briefly.
 ENCODING_WAIT_S = 60.0
+EXIT_WAIT_S = 5.0
 
 
 class Estimator:
@@ -92,43 +94,64 @@ def _has_output(response: Any) -> bool:
 
 
 class _Finisher:
-    """One daemon thread that runs call ends which wait for an encoding."""
+    """One daemon thread that runs call ends which wait for an encoding.
+
+    A job gets the number of seconds it may wait. At interpreter exit (streams
+    abandoned then are ended by `weakref.finalize`'s exit hook) a daemon thread may
+    be cut off or cannot be started at all, so jobs then run in place, briefly.
+    """
 
     def __init__(self) -> None:
-        self._queue: queue.Queue[Callable[[], None]] = queue.Queue()
+        self._queue: queue.Queue[Callable[[float], None]] = queue.Queue()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
+        self.exiting = False
 
-    def submit(self, job: Callable[[], None]) -> None:
+    def submit(self, job: Callable[[float], None]) -> None:
+        if self.exiting or not self._started():
+            _run_job(job, EXIT_WAIT_S)
+            return
+        self._queue.put(job)
+
+    def _started(self) -> bool:
         with self._lock:
             if self._thread is None:
-                self._thread = threading.Thread(
+                thread = threading.Thread(
                     target=self._run, name="openai-usage-finisher", daemon=True
                 )
-                self._thread.start()
-                atexit.register(self.drain, 5.0)
-        self._queue.put(job)
+                try:
+                    thread.start()
+                except RuntimeError:  # "can't create new thread at interpreter shutdown"
+                    return False
+                self._thread = thread
+        return True
 
     def _run(self) -> None:
         while True:
             job = self._queue.get()
             try:
-                job()
-            except Exception as exc:
-                internal_error("finishing a call in the background", exc)
+                _run_job(job, ENCODING_WAIT_S)
             finally:
                 self._queue.task_done()
 
     def drain(self, timeout: float) -> bool:
         """Wait until every submitted call end has run (tests, demo, interpreter exit)."""
-        done = threading.Event()
+        deadline = time.monotonic() + timeout
+        done = self._queue.all_tasks_done
+        with done:  # no helper thread: at interpreter exit none could be started
+            while self._queue.unfinished_tasks:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                done.wait(remaining)
+        return True
 
-        def wait() -> None:
-            self._queue.join()
-            done.set()
 
-        threading.Thread(target=wait, daemon=True).start()
-        return done.wait(timeout)
+def _run_job(job: Callable[[float], None], wait_s: float) -> None:
+    try:
+        job(wait_s)
+    except Exception as exc:
+        internal_error("finishing a call in the background", exc)
 
 
 FINISHER = _Finisher()

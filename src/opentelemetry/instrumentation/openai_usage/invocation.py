@@ -17,7 +17,7 @@ from opentelemetry.trace import Span
 
 from . import telemetry as t
 from .errors import error_type, internal_error, record_error
-from .estimator import ENCODING_WAIT_S, FINISHER, Estimator
+from .estimator import FINISHER, Estimator
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -109,7 +109,9 @@ class Invocation:
                     # The first calls after instrument(): let a background thread wait.
                     wanted = facts
                     FINISHER.submit(
-                        lambda: self._finish_later(name, wanted, error, timing, extra_attributes)
+                        lambda wait_s: self._finish_later(
+                            name, wanted, error, timing, extra_attributes, wait_s
+                        )
                     )
                     return
                 facts = self._with_estimate(facts, self.estimator.loader.get(name))
@@ -150,11 +152,12 @@ class Invocation:
         error: BaseException | None,
         timing: tuple[float, float | None, float | None, int],
         extra_attributes: dict[str, Any] | None,
+        wait_s: float,
     ) -> None:
         """In the background thread: wait for the encoding, then end as `end` would have."""
         try:
             if self.estimator is not None:
-                encoding = self.estimator.loader.wait(name, ENCODING_WAIT_S)
+                encoding = self.estimator.loader.wait(name, wait_s)
                 facts = self._with_estimate(facts, encoding)
         except Exception as exc:
             internal_error("estimating usage", exc)

@@ -22,6 +22,7 @@ import wrapt
 from . import telemetry as t
 from .accumulators import ResponseFacts
 from .errors import internal_error
+from .estimator import EXIT_WAIT_S, FINISHER
 from .invocation import Invocation
 
 OUTCOME_COMPLETED = "completed"
@@ -169,6 +170,23 @@ class StreamState:
             internal_error("ending an abandoned stream", exc)
 
 
+# Streams not ended yet: at interpreter exit they are ended (as abandoned) by
+# `end_open_streams`, which `instrument()` registers with atexit after the
+# application's tracer provider was made, so it runs before that provider shuts down.
+_OPEN: weakref.WeakSet[StreamState] = weakref.WeakSet()
+
+
+def end_open_streams() -> None:
+    """At exit: finish what the background finisher holds, then end open streams in place."""
+    try:
+        FINISHER.drain(EXIT_WAIT_S)
+        FINISHER.exiting = True  # from now on, nothing is handed to a thread
+        for state in list(_OPEN):
+            state.abandon()
+    except Exception as exc:
+        internal_error("ending open streams at exit", exc)
+
+
 def wrap_stream(stream: Any, state: StreamState) -> Any:
     """The proxy for an SDK stream, or the stream itself if it is neither kind."""
     import openai  # the SDK is loaded: it just returned this stream
@@ -227,6 +245,7 @@ class _ProxyBase(wrapt.ObjectProxy):  # type: ignore[misc,type-arg,unused-ignore
         super().__init__(wrapped)
         self._self_state = state
         weakref.finalize(self, state.abandon)
+        _OPEN.add(state)
 
     def __repr__(self) -> str:
         return repr(self.__wrapped__)
