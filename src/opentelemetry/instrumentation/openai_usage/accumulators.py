@@ -115,7 +115,13 @@ class ChatStreamAccumulator:
         # The common chunk (choice 0, some content, nothing else) takes the short path.
         try:
             delta = choice.delta
-            if choice.index or delta.tool_calls or delta.refusal or delta.function_call:
+            # (`refusal` is missing from older SDKs' deltas, hence the getattr.)
+            if (
+                choice.index
+                or delta.tool_calls
+                or delta.function_call
+                or getattr(delta, "refusal", None)
+            ):
                 tally.add_chat_delta(choice.index, delta)
             elif delta.content:
                 tally.add_first_content(delta.content)

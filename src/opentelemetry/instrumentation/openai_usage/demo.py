@@ -211,6 +211,13 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print("Token usage per call (from the spans):")
     print(_table(list(collected.get_finished_spans())))
+    if not real:
+        print(
+            "\n'reported' = the server's usage; 'estimated' = counted by us with tiktoken.\n"
+            "The bundled server reports a simple word count, not a tokenizer's, so the two\n"
+            "differ here; against the real service estimates match billed usage closely\n"
+            "(see 'Estimated usage' in the README)."
+        )
     return 0
 
 
