@@ -555,9 +555,9 @@ def run_case(
 ) -> None:
     """Warm up, check, then time `args.rounds` alternating rounds into `case.rounds_ns`."""
     # Warm up both paths (imports, pydantic validators, caches, the connection pool).
-    # A stream is 200 chunks of work, so half as many warm it up as well (still more
-    # than the 8 calls after which CPython specialises a function's code), and the
-    # warm-up that every worker repeats costs less wall time.
+    # A stream is 200 chunks of work, so half as many warm it up as well (its
+    # per-call code still runs a dozen times before timing, enough for CPython to
+    # specialise it), and the warm-up that every worker repeats costs less wall time.
     for _ in range(args.warmup // 2 if case.chunks else args.warmup):
         paths.baseline()
         paths.instrumented()
