@@ -46,6 +46,7 @@ END = "recording the end of a call"
 GAP = "recording a chunk gap"
 SPAN_END = "ending a span"
 ESTIMATE = "estimating usage"
+TEXT = "collecting output text"
 
 MODES = ["sync", "sync_stream", "async", "async_stream"]
 STREAM_MODES = ["sync_stream", "async_stream"]
@@ -127,7 +128,7 @@ FAULTS = {
         Fault(
             "CompletionTally.add_first_content",
             (),
-            (CHUNK,),
+            (TEXT,),
             span=True,
             modes=tuple(STREAM_MODES),
         ),

@@ -399,3 +399,13 @@ def test_call_ending_while_the_encoding_loads_is_finished_later_without_blocking
     assert span.end_time is not None and span.start_time is not None
     # It still ends at the stream's own end, not when the estimate was made.
     assert span.end_time - span.start_time < 10 * 1_000_000_000
+
+
+def test_long_stream_estimate_counts_every_piece_in_order(
+    instrumented: Any, telemetry: Telemetry, client: openai.OpenAI
+) -> None:
+    # Several thousand chunks: the text is handed over in batches and still counted whole.
+    chunks = list(stream(client, extra_headers={**NO_USAGE, "x-mock-chunks": "2500"}))
+    assert len(chunks) > 2500
+    attributes = estimated_usage(telemetry)
+    assert attributes["gen_ai.usage.output_tokens"] == tokens(text_of(chunks))

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from .errors import internal_error
 from .tally import CompletionTally, tally_from_response
 from .usage import Usage, usage_from
 
@@ -63,11 +64,18 @@ def facts_from_completion(response: Any) -> ResponseFacts:
     )
 
 
+# Choice 0's content pieces are kept in a plain list and handed to the tally in
+# batches this long: one `list.append` per chunk, not a chain of calls.
+_TEXT_BATCH = 1024
+
+
 class ChatStreamAccumulator:
     """Chat completion chunks -> ResponseFacts (and, if estimating, the output text).
 
     `tally` is None when no estimate can be wanted (estimates off): then no text
-    is kept at all.
+    is kept at all. `on_chunk` runs for every chunk of every stream, so its common
+    case (an SDK chunk, choice 0, some content) is plain attribute reads and one
+    append; anything else takes `_collect`, the careful way.
     """
 
     __slots__ = (
@@ -78,10 +86,12 @@ class ChatStreamAccumulator:
         "service_tier",
         "system_fingerprint",
         "tally",
+        "text",
     )
 
     def __init__(self, tally: CompletionTally | None = None) -> None:
         self.tally = tally
+        self.text: list[str] | None = None if tally is None else []
         self.response_id: str | None = None
         self.model: str | None = None
         self.system_fingerprint: str | None = None
@@ -91,7 +101,6 @@ class ChatStreamAccumulator:
 
     def on_chunk(self, chunk: Any) -> None:
         try:
-            # The common case, SDK chunk objects: plain attribute reads.
             choices = chunk.choices
             usage = chunk.usage
         except AttributeError:
@@ -100,33 +109,59 @@ class ChatStreamAccumulator:
         if self.response_id is None:
             self._first_facts(chunk)
         if choices:
-            tally = self.tally
+            text = self.text
             for choice in choices:
-                reason = getattr(choice, "finish_reason", None)
-                if reason:
-                    index = getattr(choice, "index", 0)
-                    self.finish_reasons[index if isinstance(index, int) else 0] = str(reason)
-                if tally is not None:
-                    self._collect(tally, choice)
+                try:
+                    if choice.finish_reason:
+                        self._finished(choice)
+                    if text is None:
+                        continue
+                    delta = choice.delta
+                    content = delta.content
+                    if content and not choice.index and not delta.tool_calls:
+                        text.append(content)
+                        if len(text) >= _TEXT_BATCH:
+                            self._hand_over_text()
+                    elif (
+                        choice.index
+                        or delta.tool_calls
+                        or delta.function_call
+                        or getattr(delta, "refusal", None)  # not in older SDKs
+                    ):
+                        self._collect(choice)
+                except AttributeError:  # not an SDK chat chunk
+                    self._odd_choice(choice)
         if usage is not None:
             self.raw_usage = usage
 
-    def _collect(self, tally: CompletionTally, choice: Any) -> None:
-        # The common chunk (choice 0, some content, nothing else) takes the short path.
+    def _finished(self, choice: Any) -> None:
+        index = choice.index
+        self.finish_reasons[index if isinstance(index, int) else 0] = str(choice.finish_reason)
+
+    def _hand_over_text(self) -> None:
+        if self.tally is None or not self.text:
+            return
         try:
-            delta = choice.delta
-            # (`refusal` is missing from older SDKs' deltas, hence the getattr.)
-            if (
-                choice.index
-                or delta.tool_calls
-                or delta.function_call
-                or getattr(delta, "refusal", None)
-            ):
-                tally.add_chat_delta(choice.index, delta)
-            elif delta.content:
-                tally.add_first_content(delta.content)
-        except AttributeError:  # not an SDK chunk: the careful way
-            tally.add_chat_delta(getattr(choice, "index", 0), getattr(choice, "delta", None))
+            self.tally.add_first_content("".join(self.text))
+            self.text.clear()
+        except Exception as exc:  # the estimate is lost, never the rest of the facts
+            internal_error("collecting output text", exc)
+            self.text, self.tally = None, None
+
+    def _collect(self, choice: Any) -> None:
+        """A chunk off the common path: other choices, tool calls, refusals."""
+        if self.tally is not None:
+            self._hand_over_text()  # keep choice 0's text in order
+            self.tally.add_chat_delta(getattr(choice, "index", 0), getattr(choice, "delta", None))
+
+    def _odd_choice(self, choice: Any) -> None:
+        """A choice without the SDK chat shape (a legacy completion, a dict): no shortcuts."""
+        index = getattr(choice, "index", 0)
+        index = index if isinstance(index, int) else 0
+        reason = getattr(choice, "finish_reason", None)
+        if reason and index not in self.finish_reasons:
+            self.finish_reasons[index] = str(reason)
+        self._collect(choice)
 
     def _first_facts(self, chunk: Any) -> None:
         # Azure's prompt-filter chunk comes first with an empty id and model.
@@ -138,6 +173,7 @@ class ChatStreamAccumulator:
             self.service_tier = _str(getattr(chunk, "service_tier", None))
 
     def facts(self) -> ResponseFacts:
+        self._hand_over_text()
         return ResponseFacts(
             response_id=self.response_id,
             model=self.model,
@@ -154,5 +190,6 @@ class TextStreamAccumulator(ChatStreamAccumulator):
 
     __slots__ = ()
 
-    def _collect(self, tally: CompletionTally, choice: Any) -> None:
-        tally.add_text(getattr(choice, "index", 0), getattr(choice, "text", None))
+    def _collect(self, choice: Any) -> None:
+        if self.tally is not None:
+            self.tally.add_text(getattr(choice, "index", 0), getattr(choice, "text", None))
