@@ -88,7 +88,10 @@ class OpenAIUsageInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         for endpoint in ENDPOINTS:
             factory = async_wrapper if endpoint.is_async else sync_wrapper
             try:
-                importlib.import_module(endpoint.module)
+                module = importlib.import_module(endpoint.module)
+                cls_name, method = endpoint.method.rsplit(".", 1)
+                if not hasattr(getattr(module, cls_name, None), method):
+                    continue  # not in this SDK release (e.g. `parse` before 1.40): nothing to do
                 wrapt.wrap_function_wrapper(
                     endpoint.module, endpoint.method, factory(runtime, endpoint)
                 )

@@ -7,6 +7,7 @@ It never keeps the chunks themselves: memory stays flat for any stream length.
 
 from __future__ import annotations
 
+import base64
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,6 +26,8 @@ class ResponseFacts:
     system_fingerprint: str | None = None
     service_tier: str | None = None
     usage: Usage | None = None
+    # Embeddings: the length of the vectors returned.
+    dimension_count: int | None = None
     # What an estimate would count from the output: collected while streaming, or
     # read from the parsed response only if an estimate is made (`output_tally`).
     tally: CompletionTally | None = None
@@ -67,6 +70,30 @@ def facts_from_completion(response: Any) -> ResponseFacts:
 # Choice 0's content pieces are kept in a plain list and handed to the tally in
 # batches this long: one `list.append` per chunk, not a chain of calls.
 _TEXT_BATCH = 1024
+
+
+def facts_from_embeddings(response: Any) -> ResponseFacts:
+    """A `CreateEmbeddingResponse`: model, usage (input only) and the vectors' length."""
+    return ResponseFacts(
+        model=_str(getattr(response, "model", None)),
+        usage=usage_from(getattr(response, "usage", None)),
+        dimension_count=_dimension_count(getattr(response, "data", None)),
+        response=response,
+    )
+
+
+def _dimension_count(data: Any) -> int | None:
+    if not isinstance(data, list) or not data:
+        return None
+    vector = getattr(data[0], "embedding", None)
+    if isinstance(vector, list):
+        return len(vector)
+    if isinstance(vector, str):  # encoding_format="base64": float32 values
+        try:
+            return len(base64.b64decode(vector, validate=True)) // 4
+        except ValueError:
+            return None
+    return None
 
 
 class ChatStreamAccumulator:

@@ -15,9 +15,10 @@ from .accumulators import (
     ResponseFacts,
     TextStreamAccumulator,
     facts_from_completion,
+    facts_from_embeddings,
 )
-from .request import chat_request_attributes
-from .streams import StreamAccumulator
+from .request import chat_request_attributes, embeddings_request_attributes
+from .streams import NoAccumulator, StreamAccumulator
 from .tally import CompletionTally
 
 
@@ -42,30 +43,49 @@ _CHAT_MODULE = "openai.resources.chat.completions"
 
 _SYNC_AND_ASYNC = (("Completions", False), ("AsyncCompletions", True))
 
-ENDPOINTS: tuple[Endpoint, ...] = tuple(
-    Endpoint(
-        module=_CHAT_MODULE,
-        method=f"{cls}.create",
-        is_async=is_async,
-        operation="chat",
-        api_type="chat_completions",
-        request_attributes=chat_request_attributes,
-        facts=facts_from_completion,
-        accumulator=ChatStreamAccumulator,
-        injects_usage=True,
+ENDPOINTS: tuple[Endpoint, ...] = (
+    tuple(
+        Endpoint(
+            module=_CHAT_MODULE,
+            method=f"{cls}.{method}",
+            is_async=is_async,
+            operation="chat",
+            api_type="chat_completions",
+            request_attributes=chat_request_attributes,
+            facts=facts_from_completion,
+            accumulator=ChatStreamAccumulator,
+            injects_usage=method == "create",
+        )
+        # `parse` posts by itself (it does not call `create`) and never streams.
+        for method in ("create", "parse")
+        for cls, is_async in _SYNC_AND_ASYNC
     )
-    for cls, is_async in _SYNC_AND_ASYNC
-) + tuple(
-    Endpoint(  # legacy completions: same parameters and usage, output as `text`
-        module="openai.resources.completions",
-        method=f"{cls}.create",
-        is_async=is_async,
-        operation="text_completion",
-        api_type=None,
-        request_attributes=chat_request_attributes,
-        facts=facts_from_completion,
-        accumulator=TextStreamAccumulator,
-        injects_usage=True,
+    + tuple(
+        Endpoint(  # legacy completions: same parameters and usage, output as `text`
+            module="openai.resources.completions",
+            method=f"{cls}.create",
+            is_async=is_async,
+            operation="text_completion",
+            api_type=None,
+            request_attributes=chat_request_attributes,
+            facts=facts_from_completion,
+            accumulator=TextStreamAccumulator,
+            injects_usage=True,
+        )
+        for cls, is_async in _SYNC_AND_ASYNC
     )
-    for cls, is_async in _SYNC_AND_ASYNC
+    + tuple(
+        Endpoint(
+            module="openai.resources.embeddings",
+            method=f"{cls}.create",
+            is_async=is_async,
+            operation="embeddings",
+            api_type=None,
+            request_attributes=embeddings_request_attributes,
+            facts=facts_from_embeddings,
+            accumulator=lambda tally: NoAccumulator(),  # never streams
+            injects_usage=False,
+        )
+        for cls, is_async in (("Embeddings", False), ("AsyncEmbeddings", True))
+    )
 )

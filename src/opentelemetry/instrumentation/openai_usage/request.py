@@ -6,6 +6,7 @@ nothing secret can leave through this module by construction.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -119,6 +120,38 @@ def chat_request_attributes(kwargs: Mapping[str, Any]) -> dict[str, Any]:
     if output_type:
         attributes[t.OUTPUT_TYPE] = output_type
     return attributes
+
+
+def embeddings_request_attributes(kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    """Request parameters of `embeddings.create`, as the conventions name them."""
+    attributes: dict[str, Any] = {}
+    model = kwargs.get("model")
+    if isinstance(model, str) and model:
+        attributes[t.REQUEST_MODEL] = model
+    encoding_format = kwargs.get("encoding_format")
+    if isinstance(encoding_format, str) and encoding_format:
+        attributes[t.REQUEST_ENCODING_FORMATS] = [encoding_format]
+    dimensions = kwargs.get("dimensions")
+    if isinstance(dimensions, int) and not isinstance(dimensions, bool):
+        attributes[t.EMBEDDINGS_DIMENSION_COUNT] = dimensions
+    return attributes
+
+
+_DEPLOYMENT_PATH = re.compile(r"/openai/deployments/([^/]+)")
+
+
+def azure_deployment(client: Any) -> str | None:
+    """The deployment an Azure client was made for, which names the model on the wire.
+
+    Newer SDKs keep it as `_azure_deployment`; older ones only in the base URL.
+    """
+    deployment = getattr(client, "_azure_deployment", None)
+    if isinstance(deployment, str) and deployment:
+        return deployment
+    if not _is_azure_client(client):
+        return None
+    found = _DEPLOYMENT_PATH.search(str(getattr(getattr(client, "base_url", None), "path", "")))
+    return found.group(1) if found else None
 
 
 def _output_type(response_format: Any) -> str | None:

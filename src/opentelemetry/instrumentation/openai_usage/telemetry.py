@@ -33,6 +33,8 @@ REQUEST_CHOICE_COUNT = genai.GEN_AI_REQUEST_CHOICE_COUNT
 REQUEST_FREQUENCY_PENALTY = genai.GEN_AI_REQUEST_FREQUENCY_PENALTY
 REQUEST_PRESENCE_PENALTY = genai.GEN_AI_REQUEST_PRESENCE_PENALTY
 OUTPUT_TYPE = genai.GEN_AI_OUTPUT_TYPE
+REQUEST_ENCODING_FORMATS = genai.GEN_AI_REQUEST_ENCODING_FORMATS
+EMBEDDINGS_DIMENSION_COUNT = genai.GEN_AI_EMBEDDINGS_DIMENSION_COUNT
 RESPONSE_MODEL = genai.GEN_AI_RESPONSE_MODEL
 RESPONSE_ID = genai.GEN_AI_RESPONSE_ID
 RESPONSE_FINISH_REASONS = genai.GEN_AI_RESPONSE_FINISH_REASONS
@@ -123,6 +125,8 @@ def response_attributes(facts: ResponseFacts) -> dict[str, Any]:
         attributes[OPENAI_SYSTEM_FINGERPRINT] = facts.system_fingerprint
     if facts.service_tier:
         attributes[OPENAI_RESPONSE_SERVICE_TIER] = facts.service_tier
+    if facts.dimension_count is not None:
+        attributes[EMBEDDINGS_DIMENSION_COUNT] = facts.dimension_count
     if facts.usage is not None:
         attributes.update(usage_attributes(facts.usage))
     return attributes

@@ -24,7 +24,12 @@ from .errors import internal_error
 from .estimator import Estimator
 from .invocation import Invocation
 from .patches import Endpoint
-from .request import endpoint_attributes, is_raw_response_call, with_usage_requested
+from .request import (
+    azure_deployment,
+    endpoint_attributes,
+    is_raw_response_call,
+    with_usage_requested,
+)
 from .streams import NoAccumulator, StreamState, wrap_stream
 
 Wrapper = Callable[[Callable[..., Any], Any, tuple[Any, ...], dict[str, Any]], Any]
@@ -80,6 +85,10 @@ def start_call(runtime: Runtime, endpoint: Endpoint, instance: Any, kwargs: dict
     client = getattr(instance, "_client", None)
     attributes = endpoint.request_attributes(kwargs)
     attributes.update(endpoint_attributes(client))
+    if t.REQUEST_MODEL not in attributes:
+        deployment = azure_deployment(client)  # Azure: the deployment stands for the model
+        if deployment:
+            attributes[t.REQUEST_MODEL] = deployment
     attributes[t.OPERATION] = endpoint.operation
     if endpoint.api_type:
         attributes[t.OPENAI_API_TYPE] = endpoint.api_type

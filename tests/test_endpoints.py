@@ -1,0 +1,228 @@
+"""Endpoints beyond chat `create`: embeddings, legacy completions, chat `parse`, Azure
+deployments and the module-level client. Through the real SDK against the local server.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import openai
+import pytest
+from pydantic import BaseModel
+
+from opentelemetry.instrumentation.openai_usage.localserver import LocalOpenAIServer
+
+from .conftest import (
+    API_KEY,
+    AZURE_API_VERSION,
+    AZURE_KEY,
+    MESSAGES,
+    OPENAI_MAJOR,
+    Telemetry,
+    is_azure,
+)
+
+TOKEN_USAGE = "gen_ai.client.token.usage"
+
+
+def tokens_by_type(telemetry: Telemetry) -> dict[str, Any]:
+    return {p.attributes["gen_ai.token.type"]: p for p in telemetry.points(TOKEN_USAGE)}
+
+
+# -- embeddings ----------------------------------------------------------------------------
+
+
+def check_embeddings_span(telemetry: Telemetry, client: Any, result: Any, dimensions: int) -> None:
+    span = telemetry.span()
+    assert span.name == "embeddings text-embedding-3-small"
+    attributes = dict(span.attributes or {})
+    assert attributes["gen_ai.operation.name"] == "embeddings"
+    assert attributes["gen_ai.provider.name"] == (
+        "azure.ai.openai" if is_azure(client) else "openai"
+    )
+    assert attributes["gen_ai.usage.input_tokens"] == result.usage.prompt_tokens
+    assert "gen_ai.usage.output_tokens" not in attributes
+    assert attributes["openai_usage.usage.source"] == "response"
+    assert attributes["gen_ai.embeddings.dimension.count"] == dimensions
+    assert len(result.data[0].embedding) == dimensions
+    points = tokens_by_type(telemetry)
+    assert set(points) == {"input"}
+    assert points["input"].sum == result.usage.prompt_tokens
+    assert points["input"].attributes["gen_ai.operation.name"] == "embeddings"
+
+
+def test_embeddings_record_input_tokens_and_dimensions(
+    instrumented: Any, telemetry: Telemetry, any_client: Any
+) -> None:
+    result = any_client.embeddings.create(
+        model="text-embedding-3-small", input=["a b c", "d"], dimensions=16
+    )
+    check_embeddings_span(telemetry, any_client, result, 16)
+    assert result.usage.prompt_tokens == 4
+
+
+async def test_async_embeddings_record_input_tokens_and_dimensions(
+    instrumented: Any, telemetry: Telemetry, any_aclient: Any
+) -> None:
+    result = await any_aclient.embeddings.create(model="text-embedding-3-small", input="a b")
+    check_embeddings_span(telemetry, any_aclient, result, 8)
+
+
+def test_embeddings_encoding_format_is_recorded_and_base64_vectors_measured(
+    instrumented: Any, telemetry: Telemetry, client: openai.OpenAI
+) -> None:
+    result = client.embeddings.create(
+        model="text-embedding-3-small", input="a", encoding_format="base64", dimensions=12
+    )
+    assert isinstance(result.data[0].embedding, str)  # as the caller asked, undecoded
+    attributes = dict(telemetry.span().attributes or {})
+    assert attributes["gen_ai.request.encoding_formats"] == ("base64",)
+    assert attributes["gen_ai.embeddings.dimension.count"] == 12
+
+
+# -- legacy completions --------------------------------------------------------------------
+
+
+def test_legacy_completion_records_billed_usage(
+    instrumented: Any, telemetry: Telemetry, any_client: Any
+) -> None:
+    result = any_client.completions.create(
+        model="gpt-3.5-turbo-instruct", prompt="Say this is a test", max_tokens=7
+    )
+    span = telemetry.span()
+    assert span.name == "text_completion gpt-3.5-turbo-instruct"
+    attributes = dict(span.attributes or {})
+    assert attributes["gen_ai.operation.name"] == "text_completion"
+    assert attributes["gen_ai.request.max_tokens"] == 7
+    assert attributes["gen_ai.response.id"] == result.id
+    assert attributes["gen_ai.response.finish_reasons"] == ("stop",)
+    assert attributes["gen_ai.usage.input_tokens"] == result.usage.prompt_tokens
+    assert attributes["gen_ai.usage.output_tokens"] == result.usage.completion_tokens
+    assert attributes["openai_usage.usage.source"] == "response"
+    assert "openai.api.type" not in attributes
+
+
+async def test_async_legacy_completion_stream_gets_usage_and_hides_the_usage_chunk(
+    instrumented: Any, telemetry: Telemetry, any_aclient: Any
+) -> None:
+    stream = await any_aclient.completions.create(
+        model="gpt-3.5-turbo-instruct", prompt="Say this is a test", stream=True
+    )
+    assert isinstance(stream, openai.AsyncStream)
+    chunks = [c async for c in stream]
+    assert chunks and all(c.usage is None for c in chunks)  # the usage chunk stays hidden
+    attributes = dict(telemetry.span().attributes or {})
+    assert attributes["openai_usage.usage.source"] == "response"
+    assert attributes["openai_usage.stream.include_usage_injected"] is True
+    assert attributes["gen_ai.usage.output_tokens"] > 0
+
+
+# -- chat parse ----------------------------------------------------------------------------
+
+
+class Answer(BaseModel):
+    answer: str
+
+
+JSON_REPLY = {"x-mock-reply": '{"answer": "2"}'}
+
+
+needs_parse = pytest.mark.skipif(
+    not hasattr(openai.resources.chat.completions.Completions, "parse"),
+    reason="chat.completions.parse arrived in openai 1.92",
+)
+
+
+@needs_parse
+def test_chat_parse_is_traced_with_usage(
+    instrumented: Any, telemetry: Telemetry, client: openai.OpenAI
+) -> None:
+    result = client.chat.completions.parse(
+        model="gpt-4o-mini", messages=MESSAGES, response_format=Answer, extra_headers=JSON_REPLY
+    )
+    assert isinstance(result.choices[0].message.parsed, Answer)
+    span = telemetry.span()
+    assert span.name == "chat gpt-4o-mini"
+    attributes = dict(span.attributes or {})
+    assert attributes["gen_ai.output.type"] == "json"
+    assert attributes["gen_ai.usage.input_tokens"] == result.usage.prompt_tokens
+    assert attributes["openai_usage.usage.source"] == "response"
+
+
+@needs_parse
+async def test_async_chat_parse_is_traced_with_usage(
+    instrumented: Any, telemetry: Telemetry, aclient: openai.AsyncOpenAI
+) -> None:
+    result = await aclient.chat.completions.parse(
+        model="gpt-4o-mini", messages=MESSAGES, response_format=Answer, extra_headers=JSON_REPLY
+    )
+    assert isinstance(result.choices[0].message.parsed, Answer)
+    attributes = dict(telemetry.span().attributes or {})
+    assert attributes["gen_ai.usage.output_tokens"] == result.usage.completion_tokens
+
+
+# -- Azure deployments and the module-level client ------------------------------------------
+
+
+def test_azure_deployment_client_reports_deployment_and_served_model(
+    instrumented: Any, telemetry: Telemetry, server: LocalOpenAIServer
+) -> None:
+    client = openai.AzureOpenAI(
+        azure_endpoint=server.azure_endpoint,
+        azure_deployment="my-gpt4o-deployment",
+        api_key=AZURE_KEY,
+        api_version=AZURE_API_VERSION,
+        max_retries=0,
+    )
+    result = client.chat.completions.create(
+        model="my-gpt4o-deployment",
+        messages=MESSAGES,
+        extra_headers={"x-mock-response-model": "gpt-4o-2024-11-20"},
+    )
+    assert server.requests[-1].path.startswith("/openai/deployments/my-gpt4o-deployment/")
+    attributes = dict(telemetry.span().attributes or {})
+    assert attributes["gen_ai.provider.name"] == "azure.ai.openai"
+    assert attributes["gen_ai.request.model"] == "my-gpt4o-deployment"
+    assert attributes["gen_ai.response.model"] == "gpt-4o-2024-11-20" == result.model
+    client.close()
+
+
+def test_azure_deployment_stands_for_the_model_when_none_is_given(
+    instrumented: Any, telemetry: Telemetry, server: LocalOpenAIServer
+) -> None:
+    client = openai.AzureOpenAI(
+        azure_endpoint=server.azure_endpoint,
+        azure_deployment="text-embedding-3-small",
+        api_key=AZURE_KEY,
+        api_version=AZURE_API_VERSION,
+        max_retries=0,
+    )
+    # The model goes in the body only when given; the deployment is in the URL.
+    client.embeddings.create(model="", input="a b")
+    span = telemetry.span()
+    assert (span.attributes or {})["gen_ai.request.model"] == "text-embedding-3-small"
+    assert span.name == "embeddings text-embedding-3-small"
+    client.close()
+
+
+def test_module_level_client_is_traced(
+    instrumented: Any,
+    telemetry: Telemetry,
+    server: LocalOpenAIServer,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(openai, "api_key", API_KEY)
+    monkeypatch.setattr(openai, "base_url", server.base_url + "/")
+    monkeypatch.setattr(openai, "max_retries", 0)
+    monkeypatch.setattr(openai, "_client", None)  # built lazily from the settings above
+    result = openai.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+    stream = openai.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, stream=True)
+    list(stream)
+    spans = telemetry.spans()
+    assert [s.name for s in spans] == ["chat gpt-4o-mini", "chat gpt-4o-mini"]
+    for span in spans:
+        attributes = dict(span.attributes or {})
+        assert attributes["gen_ai.usage.input_tokens"] == result.usage.prompt_tokens
+        assert attributes["openai_usage.usage.source"] == "response"
+        assert attributes["server.port"] == server.port
+    assert OPENAI_MAJOR >= 1
