@@ -24,7 +24,6 @@ import json
 import sys
 from collections import defaultdict
 from collections.abc import Iterator
-from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -57,10 +56,6 @@ BUILT_IN: list[dict[str, Any]] = [  # the README's worked example: 18 prompt, 2 
                        for piece in ("", "Two", ".")) + "data: [DONE]\n\n"),
     )
 ]  # fmt: skip
-# Responses API outputs cost one token more per output item (message or function call)
-# than the same text in chat completions: seen on every gpt-4o/4o-mini/4.1 response here.
-# Experimental, kept here until the instrumentation covers the Responses API.
-RESPONSES_OUTPUT_ITEM = 1
 
 
 def sse_events(body: str) -> Iterator[dict[str, Any]]:
@@ -85,29 +80,6 @@ def chat_tally(record: dict[str, Any]) -> CompletionTally:
             else:
                 tally.add_text(choice.get("index", 0), choice.get("text") or "")
     return tally
-
-
-def responses_as_chat(request: dict[str, Any]) -> dict[str, Any]:
-    """A Responses API request as the chat request it is rendered like."""
-    messages: list[dict[str, Any]] = []
-    if request.get("instructions"):
-        messages.append({"role": "system", "content": request["instructions"]})
-    items = request.get("input")
-    for item in [{"role": "user", "content": items}] if isinstance(items, str) else items or ():
-        kind = item.get("type", "message")
-        if kind == "message":
-            messages.append({"role": item.get("role"), "content": item.get("content")})
-        elif kind == "function_call":
-            call = {"function": {"name": item.get("name"), "arguments": item.get("arguments")}}
-            if messages and messages[-1].get("tool_calls"):
-                messages[-1]["tool_calls"].append(call)
-            else:
-                messages.append({"role": "assistant", "tool_calls": [call]})
-        elif kind == "function_call_output":
-            messages.append({"role": "tool", "content": item.get("output")})
-        else:  # reasoning items, file search results, ...: not visible as text
-            messages.append({"role": "user", "content": [{"type": kind}]})
-    return {"messages": messages, "tools": request.get("tools") or []}
 
 
 def responses_tally(record: dict[str, Any]) -> tuple[CompletionTally, int]:
@@ -217,11 +189,8 @@ def main() -> int:
         reasoning = is_reasoning_model(model)
         group = group_of(record, request, reasoning)
         if record["endpoint"] == "responses":
-            output_tally, items = responses_tally(record)
-            mapped = responses_as_chat(request)
-            usage = estimate_usage("chat", mapped, output_tally, model, encoding)
-            extra = RESPONSES_OUTPUT_ITEM * items
-            usage = replace(usage, output_tokens=(usage.output_tokens or 0) + extra)
+            output_tally, _ = responses_tally(record)
+            usage = estimate_usage("responses", request, output_tally, model, encoding)
         else:
             operation = {"completions": "text_completion", "embeddings": "embeddings"}
             tally = None if record["endpoint"] == "embeddings" else chat_tally(record)

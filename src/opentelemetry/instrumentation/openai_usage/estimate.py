@@ -286,6 +286,43 @@ def _completion(tally: CompletionTally, request: Mapping[str, Any], counter: _Co
     return total
 
 
+# Responses API outputs cost one token more per output item (message or function call)
+# than the same text in chat completions: seen on every gpt-4o/4o-mini/4.1 response in
+# the recorded data (benchmarks/estimate_accuracy.py).
+RESPONSES_OUTPUT_ITEM = 1
+
+
+def responses_as_chat(request: Mapping[str, Any]) -> dict[str, Any]:
+    """A Responses API request as the chat request it is rendered like."""
+    messages: list[dict[str, Any]] = []
+    if isinstance(request.get("instructions"), str) and request["instructions"]:
+        messages.append({"role": "system", "content": request["instructions"]})
+    items = request.get("input")
+    for item in [{"role": "user", "content": items}] if isinstance(items, str) else items or ():
+        kind = _get(item, "type") or "message"
+        if kind == "message":
+            messages.append({"role": _get(item, "role"), "content": _get(item, "content")})
+        elif kind == "function_call":
+            call = {"function": {"name": _get(item, "name"), "arguments": _get(item, "arguments")}}
+            if messages and messages[-1].get("tool_calls"):
+                messages[-1]["tool_calls"].append(call)
+            else:
+                messages.append({"role": "assistant", "tool_calls": [call]})
+        elif kind == "function_call_output":
+            messages.append({"role": "tool", "content": _get(item, "output")})
+        else:  # reasoning items, file search results, ...: not visible as text
+            messages.append({"role": "user", "content": [{"type": kind}]})
+    return {"messages": messages, "tools": request.get("tools") or []}
+
+
+def _output_items(tally: CompletionTally) -> int:
+    items = 0
+    for choice in tally.choices.values():
+        items += bool("".join(choice.content) or "".join(choice.refusal))
+        items += len(choice.tool_calls)
+    return items
+
+
 def estimate_usage(
     operation: str,
     request: Mapping[str, Any],
@@ -293,7 +330,7 @@ def estimate_usage(
     model: str | None,
     encoding: Encoder,
 ) -> Usage:
-    """Estimated usage of one call ("chat", "text_completion" or "embeddings").
+    """Estimated usage of one call ("chat", "text_completion", "embeddings", "responses").
 
     The prompt is counted once whatever `n` is; the output of every choice is summed.
     Never raises: what cannot be read is not counted, and the result is then marked
@@ -309,12 +346,16 @@ def estimate_usage(
             prompt += _plain_inputs(request.get("suffix"), counter)
             best_of, n = request.get("best_of"), request.get("n") or 1
             counter.partial |= isinstance(best_of, int) and best_of > n  # unseen candidates
+        elif operation == "responses":
+            prompt = _chat_prompt(responses_as_chat(request), counter)
         elif operation == "embeddings":
             prompt = _plain_inputs(request.get("input"), counter)
             return Usage(prompt, None, prompt, source=SOURCE_ESTIMATE, lower_bound=counter.partial)
         else:  # an operation without rules yet (e.g. the Responses API)
             return Usage(source=SOURCE_ESTIMATE)
         output = _completion(tally, request, counter) if tally is not None else 0
+        if operation == "responses" and tally is not None:
+            output += RESPONSES_OUTPUT_ITEM * _output_items(tally)
     except Exception:  # odd shapes: a guess is worse than nothing
         return Usage(source=SOURCE_ESTIMATE)
     lower = is_reasoning_model(model) or counter.partial or bool(tally and tally.truncated)

@@ -17,7 +17,12 @@ from .accumulators import (
     facts_from_completion,
     facts_from_embeddings,
 )
-from .request import chat_request_attributes, embeddings_request_attributes
+from .request import (
+    chat_request_attributes,
+    embeddings_request_attributes,
+    responses_request_attributes,
+)
+from .response_events import ResponsesStreamAccumulator, facts_from_response
 from .streams import NoAccumulator, StreamAccumulator
 from .tally import CompletionTally
 
@@ -35,6 +40,8 @@ class Endpoint:
     accumulator: Callable[[CompletionTally | None], StreamAccumulator]
     # Whether a stream request may get `stream_options.include_usage` added.
     injects_usage: bool
+    # The counting rules an estimate uses, when not the operation's own.
+    estimate_as: str = ""
 
 
 # The chat resource moved from `resources/chat/completions.py` (openai < 1.55)
@@ -88,4 +95,19 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         )
         for cls, is_async in (("Embeddings", False), ("AsyncEmbeddings", True))
     )
+) + tuple(
+    Endpoint(  # `stream()` calls `create`; `parse` posts by itself
+        module="openai.resources.responses.responses",
+        method=f"{cls}.{method}",
+        is_async=is_async,
+        operation="chat",
+        api_type="responses",
+        request_attributes=responses_request_attributes,
+        facts=facts_from_response,
+        accumulator=ResponsesStreamAccumulator,
+        injects_usage=False,  # a Responses stream always ends with its usage
+        estimate_as="responses",
+    )
+    for method in ("create", "parse")
+    for cls, is_async in (("Responses", False), ("AsyncResponses", True))
 )

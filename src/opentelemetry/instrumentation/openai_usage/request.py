@@ -122,6 +122,31 @@ def chat_request_attributes(kwargs: Mapping[str, Any]) -> dict[str, Any]:
     return attributes
 
 
+def responses_request_attributes(kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    """Request parameters of `responses.create` / `parse` / `stream`."""
+    attributes: dict[str, Any] = {}
+    model = kwargs.get("model")
+    if isinstance(model, str) and model:
+        attributes[t.REQUEST_MODEL] = model
+    if kwargs.get("stream") is True:
+        attributes[t.REQUEST_STREAM] = True
+    for key, name in (("temperature", t.REQUEST_TEMPERATURE), ("top_p", t.REQUEST_TOP_P)):
+        if _number(kwargs.get(key)):
+            attributes[name] = kwargs[key]
+    max_tokens = kwargs.get("max_output_tokens")
+    if isinstance(max_tokens, int) and not isinstance(max_tokens, bool):
+        attributes[t.REQUEST_MAX_TOKENS] = max_tokens
+    tier = kwargs.get("service_tier")
+    if isinstance(tier, str) and tier:
+        attributes[t.OPENAI_REQUEST_SERVICE_TIER] = tier
+    text = kwargs.get("text")
+    text_format = text.get("format") if isinstance(text, Mapping) else None
+    output_type = _output_type(text_format if _given(text_format) else kwargs.get("text_format"))
+    if output_type:
+        attributes[t.OUTPUT_TYPE] = output_type
+    return attributes
+
+
 def embeddings_request_attributes(kwargs: Mapping[str, Any]) -> dict[str, Any]:
     """Request parameters of `embeddings.create`, as the conventions name them."""
     attributes: dict[str, Any] = {}

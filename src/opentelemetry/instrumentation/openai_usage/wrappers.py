@@ -109,7 +109,7 @@ def start_call(runtime: Runtime, endpoint: Endpoint, instance: Any, kwargs: dict
         start_ns,
         start_perf,
         runtime.estimator,
-        endpoint.operation,
+        endpoint.estimate_as or endpoint.operation,
         kwargs,
     )
     stream = kwargs.get("stream") is True

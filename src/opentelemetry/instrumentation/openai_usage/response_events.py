@@ -1,0 +1,120 @@
+"""The Responses API -> ResponseFacts: one `Response`, or its stream of events.
+
+A Responses stream always ends with the whole response (`response.completed`,
+`.incomplete` or `.failed`), usage included, so no injection is needed: the
+accumulator keeps that final response, the first one (`response.created`, for the
+id and model of a stream that ends early), and, for an estimate, the output text.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .accumulators import ResponseFacts
+from .tally import CompletionTally, get
+from .usage import usage_from
+
+_FINAL_EVENTS = frozenset({"response.completed", "response.incomplete", "response.failed"})
+_CALL_EVENTS = frozenset({"response.output_item.added", "response.function_call_arguments.delta"})
+
+
+def _str(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def finish_reasons(response: Any) -> list[str]:
+    """The chat vocabulary, so that dashboards group both APIs alike.
+
+    completed -> "stop" ("tool_calls" when the output calls a function),
+    incomplete -> its reason ("length" for max_output_tokens), failed -> "error".
+    """
+    status = get(response, "status")
+    if status == "completed":
+        output = get(response, "output") or ()
+        calls = any(get(item, "type") == "function_call" for item in output)
+        return ["tool_calls" if calls else "stop"]
+    if status == "incomplete":
+        reason = get(get(response, "incomplete_details"), "reason")
+        return ["length" if reason == "max_output_tokens" else str(reason or "incomplete")]
+    if status == "failed":
+        return ["error"]
+    return []
+
+
+def facts_from_response(response: Any) -> ResponseFacts:
+    """A `Response` (non-streamed, or the last event of a stream)."""
+    return ResponseFacts(
+        response_id=_str(get(response, "id")),
+        model=_str(get(response, "model")),
+        finish_reasons=finish_reasons(response),
+        service_tier=_str(get(response, "service_tier")),
+        usage=usage_from(get(response, "usage")),
+        tally=tally_from_output(response),
+        response=response,
+    )
+
+
+def tally_from_output(response: Any) -> CompletionTally:
+    """The output text and function calls of a `Response`, for an estimate."""
+    tally = CompletionTally()
+    for item in get(response, "output") or ():
+        kind = get(item, "type")
+        if kind == "message":
+            for part in get(item, "content") or ():
+                tally.add_text(0, get(part, "text") or get(part, "refusal"))
+        elif kind == "function_call":
+            index = len(tally.choice(0).tool_calls)
+            function = {"name": get(item, "name"), "arguments": get(item, "arguments")}
+            tally.add_chat_delta(0, {"tool_calls": [{"index": index, "function": function}]})
+    return tally
+
+
+class ResponsesStreamAccumulator:
+    """Responses API events -> ResponseFacts. Per event: one attribute read and a compare."""
+
+    __slots__ = ("calls", "final", "first", "model", "tally")
+
+    def __init__(self, tally: CompletionTally | None = None) -> None:
+        self.tally = tally
+        self.model: str | None = None
+        self.first: Any = None
+        self.final: Any = None
+        self.calls: dict[int, int] = {}  # output_index -> tool call slot in the tally
+
+    def on_chunk(self, event: Any) -> None:
+        kind = getattr(event, "type", None)
+        if kind == "response.output_text.delta":
+            if self.tally is not None:
+                self.tally.add_first_content(getattr(event, "delta", None))
+        elif kind in _FINAL_EVENTS:
+            self.final = getattr(event, "response", None)
+        elif kind == "response.created":
+            self.first = getattr(event, "response", None)
+            self.model = _str(get(self.first, "model"))
+        elif kind in _CALL_EVENTS and self.tally is not None:
+            self._function_call(self.tally, kind, event)
+
+    def _function_call(self, tally: CompletionTally, kind: str, event: Any) -> None:
+        """A function call streamed: its name when its item is added, then its arguments."""
+        if kind == "response.output_item.added":
+            item = getattr(event, "item", None)
+            if get(item, "type") != "function_call":
+                return
+            function = {"name": get(item, "name")}
+        else:
+            function = {"arguments": getattr(event, "delta", None)}
+        output_index = getattr(event, "output_index", 0)
+        slot = self.calls.setdefault(output_index, len(self.calls))
+        tally.add_chat_delta(0, {"tool_calls": [{"index": slot, "function": function}]})
+
+    def facts(self) -> ResponseFacts:
+        if self.final is not None:
+            return facts_from_response(self.final)
+        # Ended early: what the first event said, and what was received.
+        first = self.first
+        return ResponseFacts(
+            response_id=_str(get(first, "id")),
+            model=_str(get(first, "model")),
+            service_tier=_str(get(first, "service_tier")),
+            tally=self.tally,
+        )
