@@ -90,7 +90,8 @@ class Estimator:
 
 
 def _has_output(response: Any) -> bool:
-    return bool(getattr(response, "choices", None) or getattr(response, "data", None))
+    outputs = ("choices", "data", "output")  # chat and completions, embeddings, Responses
+    return any(getattr(response, name, None) for name in outputs)
 
 
 class _Finisher:

@@ -6,7 +6,9 @@ run with no API key and no network. A mock transport would bypass exactly the
 code paths that break in production, so this module speaks real HTTP/1.1 on a
 real socket and sends bodies and SSE streams shaped like api.openai.com's (same
 field names, same order), plus the failures seen in the wild (cut streams, TCP
-resets, error events, missing usage), chosen per request with headers:
+resets, error events, missing usage), chosen per request with headers. The
+Responses API (``/v1/responses``) lives in ``localserver_responses``, which reads
+the same headers and adds its own scenarios:
 
 - ``x-mock-reply: <text>`` / ``x-mock-chunks: <N>`` (reply "w1 w2 ... wN"),
   ``x-mock-tool-call: <function name>``, ``x-mock-response-model: <model>``,
@@ -74,6 +76,7 @@ _ROUTE = re.compile(
 _WITH_ARG = {"http_error", "fail_first", "slow_headers", "cut_after", "reset_after"}
 _WITH_ARG |= {"sse_error_after", "malformed_after"}  # the ones taking ":<int>"
 _NO_ARG = {"ok", "no_usage", "reject_stream_options", "error_body_200", "hang", "usage_nulls"}
+_NO_ARG |= {"incomplete", "failed"}  # Responses API only: see localserver_responses
 _USAGE_KEYS = {"prompt_tokens", "completion_tokens", "total_tokens", "cached_tokens"}
 _USAGE_KEYS.add("reasoning_tokens")
 _SSE_ERROR = "The server had an error while processing your request."
@@ -350,6 +353,8 @@ def _plan(
 
 def _response_body(call: _Call) -> dict[str, Any]:
     """The non-stream JSON body, in the service's field order."""
+    if isinstance(call, _responses.ResponsesCall):
+        return _responses.body(call)
     if call.kind == "embeddings":
         dimensions = call.body.get("dimensions") or 8  # validated by _plan
         as_base64 = call.body.get("encoding_format") == "base64"
@@ -535,9 +540,14 @@ class _Conn:
         headers += [("transfer-encoding", "chunked"), ("cache-control", "no-cache")]
         await self.head(200, headers, keep)
 
-    async def event(self, data: bytes) -> None:
-        """One SSE event as one HTTP chunk; ``b""`` ends the chunked body."""
+    async def event(self, data: bytes, name: str | None = None) -> None:
+        """One SSE event as one HTTP chunk; ``b""`` ends the chunked body.
+
+        ``name`` adds the ``event:`` line the Responses API sends before each ``data:``.
+        """
         payload = b"data: " + data + b"\n\n" if data else b""
+        if name and data:
+            payload = b"event: " + name.encode() + b"\n" + payload
         await self.send(b"%x\r\n%s\r\n" % (len(payload), payload))
 
     def close(self, reset: bool) -> None:
@@ -690,7 +700,7 @@ class LocalOpenAIServer:
 
     def _check(self, request: _Request, body: Any, bad_json: bool) -> tuple[_Call, str, int]:
         """Route and validate; every refusal is raised as an ``_HTTPError``."""
-        match = _ROUTE.match(request.path)
+        match = _ROUTE.match(request.path) or _responses.ROUTE.match(request.path)
         if match is None or request.method != "POST":
             raise _HTTPError(404, f"Invalid URL ({request.method} {request.path})")
         if bad_json:
@@ -707,7 +717,14 @@ class LocalOpenAIServer:
                 raise _HTTPError(500, _SERVER_ERROR, "server_error", headers=retry)
         deployment = match.group("dep")
         deployment = unquote(deployment) if deployment else None
-        call = _plan(match.group("kind"), deployment, body, request.headers, scenario)
+        kind = match.group("kind")
+        if kind == "responses":
+            call: _Call = _responses.plan(request.path, deployment, body, request.headers, scenario)
+        elif scenario in _responses.ENDINGS:
+            message = f"x-mock-scenario {scenario!r} is for the Responses API only."
+            raise _HTTPError(400, message, param="x-mock-scenario")
+        else:
+            call = _plan(kind, deployment, body, request.headers, scenario)
         return call, scenario, arg
 
     async def _respond(self, request: _Request, reader: asyncio.StreamReader, conn: _Conn) -> bool:
@@ -762,6 +779,8 @@ class LocalOpenAIServer:
         conn: _Conn, call: _Call, scenario: str, arg: int, delay: float, keep: bool
     ) -> bool:
         """Send the SSE stream, one flushed chunk per event, with ``*_after:k`` faults."""
+        if isinstance(call, _responses.ResponsesCall):  # named events, no [DONE]
+            return await _responses.stream(conn, call, scenario, arg, delay, keep)
         await conn.sse_head(keep)
         stop_at = arg if scenario.endswith("_after") else -1
         for sent, event in enumerate(_chunks(call)):
@@ -810,5 +829,12 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+# Imported last: the Responses module builds on the helpers above (an import cycle).
+import opentelemetry.instrumentation.openai_usage.localserver_responses as _responses  # noqa: E402
+
 if __name__ == "__main__":
-    raise SystemExit(main())
+    # Run the package's copy of this module, not this ``__main__`` one: the Responses
+    # module raises the package's _HTTPError, which this copy's handlers would miss.
+    from opentelemetry.instrumentation.openai_usage import localserver
+
+    raise SystemExit(localserver.main())

@@ -1,0 +1,209 @@
+"""The Responses API: `responses.create` (streamed or not), the `responses.stream()` helper
+and `responses.parse`, sync and async, through the real SDK against the local server.
+"""
+
+from __future__ import annotations
+
+import gc
+from typing import Any
+
+import openai
+import pytest
+from pydantic import BaseModel
+
+from .conftest import OPENAI_MAJOR, Telemetry, is_azure
+
+pytestmark = pytest.mark.skipif(
+    not hasattr(openai.OpenAI, "responses"), reason="the Responses API arrived in openai 1.66"
+)
+
+TOKEN_USAGE = "gen_ai.client.token.usage"
+INPUT = "What's 1+1? Answer in one word."
+
+
+def request(**kwargs: Any) -> dict[str, Any]:
+    return {"model": "gpt-4o-mini", "input": INPUT, **kwargs}
+
+
+def check_span(telemetry: Telemetry, client: Any, response: Any, stream: bool) -> dict[str, Any]:
+    """The span of one Responses call carries the billed usage of `response`."""
+    span = telemetry.span()
+    assert span.name == "chat gpt-4o-mini"
+    attributes = dict(span.attributes or {})
+    assert attributes["gen_ai.operation.name"] == "chat"
+    assert attributes["openai.api.type"] == "responses"
+    assert attributes["gen_ai.provider.name"] == (
+        "azure.ai.openai" if is_azure(client) else "openai"
+    )
+    assert attributes["gen_ai.response.id"] == response.id
+    assert attributes["gen_ai.response.model"] == response.model
+    assert attributes["gen_ai.response.finish_reasons"] == ("stop",)
+    usage = response.usage
+    assert attributes["gen_ai.usage.input_tokens"] == usage.input_tokens
+    assert attributes["gen_ai.usage.output_tokens"] == usage.output_tokens
+    assert attributes["gen_ai.usage.total_tokens"] == usage.total_tokens
+    assert attributes["gen_ai.usage.cache_read.input_tokens"] == (
+        usage.input_tokens_details.cached_tokens
+    )
+    assert attributes["gen_ai.usage.reasoning.output_tokens"] == (
+        usage.output_tokens_details.reasoning_tokens
+    )
+    assert attributes["openai_usage.usage.source"] == "response"
+    if stream:
+        assert attributes["gen_ai.request.stream"] is True
+        assert attributes["openai_usage.stream.outcome"] == "completed"
+        assert "openai_usage.stream.include_usage_injected" in attributes
+    points = {p.attributes["gen_ai.token.type"]: p.sum for p in telemetry.points(TOKEN_USAGE)}
+    assert points == {"input": usage.input_tokens, "output": usage.output_tokens}
+    return attributes
+
+
+def test_response_records_billed_usage(
+    instrumented: Any, telemetry: Telemetry, any_client: Any
+) -> None:
+    response = any_client.responses.create(**request(max_output_tokens=50, temperature=0.2))
+    attributes = check_span(telemetry, any_client, response, stream=False)
+    assert attributes["gen_ai.request.max_tokens"] == 50
+    assert attributes["gen_ai.request.temperature"] == 0.2
+    assert response.output_text
+
+
+async def test_async_response_records_billed_usage(
+    instrumented: Any, telemetry: Telemetry, any_aclient: Any
+) -> None:
+    response = await any_aclient.responses.create(**request())
+    check_span(telemetry, any_aclient, response, stream=False)
+
+
+def test_response_stream_records_usage_from_response_completed(
+    instrumented: Any, telemetry: Telemetry, any_client: Any
+) -> None:
+    stream = any_client.responses.create(**request(stream=True))
+    assert isinstance(stream, openai.Stream)
+    events = list(stream)
+    assert events[-1].type == "response.completed"
+    check_span(telemetry, any_client, events[-1].response, stream=True)
+
+
+async def test_async_response_stream_records_usage_from_response_completed(
+    instrumented: Any, telemetry: Telemetry, any_aclient: Any
+) -> None:
+    stream = await any_aclient.responses.create(**request(stream=True))
+    assert isinstance(stream, openai.AsyncStream)
+    events = [e async for e in stream]
+    check_span(telemetry, any_aclient, events[-1].response, stream=True)
+
+
+def test_responses_stream_helper_is_traced_once(
+    instrumented: Any, telemetry: Telemetry, client: openai.OpenAI
+) -> None:
+    with client.responses.stream(**request()) as stream:
+        for _ in stream:
+            pass
+        final = stream.get_final_response()
+    check_span(telemetry, client, final, stream=True)
+
+
+async def test_async_responses_stream_helper_is_traced_once(
+    instrumented: Any, telemetry: Telemetry, aclient: openai.AsyncOpenAI
+) -> None:
+    async with aclient.responses.stream(**request()) as stream:
+        async for _ in stream:
+            pass
+        final = await stream.get_final_response()
+    check_span(telemetry, aclient, final, stream=True)
+
+
+class Answer(BaseModel):
+    answer: str
+
+
+def test_responses_parse_is_traced(
+    instrumented: Any, telemetry: Telemetry, client: openai.OpenAI
+) -> None:
+    response = client.responses.parse(**request(), text_format=Answer)
+    assert isinstance(response.output_parsed, Answer)
+    attributes = check_span(telemetry, client, response, stream=False)
+    assert attributes["gen_ai.output.type"] == "json"
+
+
+async def test_async_responses_parse_is_traced(
+    instrumented: Any, telemetry: Telemetry, aclient: openai.AsyncOpenAI
+) -> None:
+    response = await aclient.responses.parse(**request(), text_format=Answer)
+    assert isinstance(response.output_parsed, Answer)
+    check_span(telemetry, aclient, response, stream=False)
+
+
+def test_response_stream_closed_early_is_estimated(
+    instrumented: Any, telemetry: Telemetry, client: openai.OpenAI
+) -> None:
+    stream = client.responses.create(
+        **request(stream=True), extra_headers={"x-mock-reply": "one two three four five six"}
+    )
+    seen = []
+    for event in stream:
+        seen.append(event)
+        if event.type == "response.output_text.delta" and len(seen) > 6:
+            break
+    stream.close()
+    attributes = dict(telemetry.span().attributes or {})
+    assert attributes["openai_usage.stream.outcome"] == "closed"
+    assert attributes["openai_usage.usage.source"] == "estimate"
+    assert attributes["gen_ai.response.id"] == seen[0].response.id
+    assert attributes["gen_ai.usage.input_tokens"] > 0
+    assert attributes["gen_ai.usage.output_tokens"] > 0
+
+
+def test_abandoned_response_stream_ends_its_span(
+    instrumented: Any, telemetry: Telemetry, client: openai.OpenAI
+) -> None:
+    stream = client.responses.create(**request(stream=True))
+    next(iter(stream))
+    del stream
+    gc.collect()
+    attributes = dict(telemetry.span().attributes or {})
+    assert attributes["openai_usage.stream.outcome"] == "abandoned"
+
+
+def test_response_stream_broken_mid_way_is_an_error_with_the_sdks_exception(
+    instrumented: Any, telemetry: Telemetry, client: openai.OpenAI
+) -> None:
+    headers = {"x-mock-scenario": "cut_after:3"}
+    with pytest.raises(Exception) as info:  # the SDK's own, whatever its class
+        for _ in client.responses.create(**request(stream=True), extra_headers=headers):
+            pass
+    span = telemetry.span()
+    assert span.status.status_code.name == "ERROR"
+    attributes = dict(span.attributes or {})
+    assert attributes["error.type"] == type(info.value).__name__
+    assert attributes["openai_usage.stream.outcome"] == "error"
+
+
+def test_response_from_a_server_without_usage_is_estimated(
+    instrumented: Any, telemetry: Telemetry, client: openai.OpenAI
+) -> None:
+    events = list(
+        client.responses.create(
+            **request(stream=True), extra_headers={"x-mock-scenario": "no_usage"}
+        )
+    )
+    assert events[-1].response.usage is None
+    attributes = dict(telemetry.span().attributes or {})
+    assert attributes["openai_usage.usage.source"] == "estimate"
+    assert attributes["gen_ai.usage.input_tokens"] > 0
+
+
+def test_incomplete_response_reports_length_and_usage(
+    instrumented: Any, telemetry: Telemetry, client: openai.OpenAI
+) -> None:
+    events = list(
+        client.responses.create(
+            **request(stream=True), extra_headers={"x-mock-scenario": "incomplete"}
+        )
+    )
+    assert events[-1].type == "response.incomplete"
+    attributes = dict(telemetry.span().attributes or {})
+    assert attributes["gen_ai.response.finish_reasons"] == ("length",)
+    assert attributes["openai_usage.usage.source"] == "response"
+    assert OPENAI_MAJOR >= 1
