@@ -88,10 +88,13 @@ class OpenAIUsageInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         for endpoint in ENDPOINTS:
             factory = async_wrapper if endpoint.is_async else sync_wrapper
             try:
-                module = importlib.import_module(endpoint.module)
                 cls_name, method = endpoint.method.rsplit(".", 1)
+                try:
+                    module = importlib.import_module(endpoint.module)
+                except ModuleNotFoundError:
+                    continue  # an API this SDK release does not have (Responses before 1.66)
                 if not hasattr(getattr(module, cls_name, None), method):
-                    continue  # not in this SDK release (e.g. `parse` before 1.40): nothing to do
+                    continue  # a method it does not have (chat `parse` before 1.92)
                 wrapt.wrap_function_wrapper(
                     endpoint.module, endpoint.method, factory(runtime, endpoint)
                 )
