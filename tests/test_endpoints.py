@@ -226,3 +226,94 @@ def test_module_level_client_is_traced(
         assert attributes["openai_usage.usage.source"] == "response"
         assert attributes["server.port"] == server.port
     assert OPENAI_MAJOR >= 1
+
+
+# -- stream helpers: their close() bypasses the proxy, and still ends the span -------------
+
+needs_chat_helper = pytest.mark.skipif(
+    not hasattr(openai.resources.chat.completions.Completions, "stream"),
+    reason="chat.completions.stream() arrived after openai 1.26",
+)
+LONG = {"x-mock-reply": "one two three four five six seven eight"}
+
+
+@needs_chat_helper
+def test_chat_stream_helper_read_to_the_end_records_usage(
+    instrumented: Any, telemetry: Telemetry, client: openai.OpenAI
+) -> None:
+    with client.chat.completions.stream(
+        model="gpt-4o-mini", messages=MESSAGES, extra_headers=LONG
+    ) as stream:
+        for _ in stream:
+            pass
+        final = stream.get_final_completion()
+    # Injected usage is hidden from the helper too: it sees what it would see without us.
+    assert final.usage is None
+    attributes = dict(telemetry.span().attributes or {})
+    assert attributes["openai_usage.usage.source"] == "response"
+    assert attributes["gen_ai.usage.output_tokens"] == 8  # the server's count
+    assert attributes["openai_usage.stream.outcome"] == "completed"
+
+
+@needs_chat_helper
+def test_chat_stream_helper_left_early_ends_the_span_with_what_was_read(
+    instrumented: Any, telemetry: Telemetry, client: openai.OpenAI
+) -> None:
+    with client.chat.completions.stream(
+        model="gpt-4o-mini", messages=MESSAGES, extra_headers=LONG
+    ) as stream:
+        for event in stream:
+            if event.type == "content.delta" and event.delta:
+                break
+        assert telemetry.spans() == []  # still open inside the block
+    # Left the block: the helper closed the HTTP response itself, and the span ended then.
+    attributes = dict(telemetry.span().attributes or {})
+    assert attributes["openai_usage.stream.outcome"] == "closed"
+    assert attributes["openai_usage.usage.source"] == "estimate"
+    assert attributes["gen_ai.usage.output_tokens"] >= 1
+
+
+@needs_chat_helper
+async def test_async_chat_stream_helper_left_early_ends_the_span(
+    instrumented: Any, telemetry: Telemetry, aclient: openai.AsyncOpenAI
+) -> None:
+    async with aclient.chat.completions.stream(
+        model="gpt-4o-mini", messages=MESSAGES, extra_headers=LONG
+    ) as stream:
+        async for event in stream:
+            if event.type == "content.delta":
+                break
+    attributes = dict(telemetry.span().attributes or {})
+    assert attributes["openai_usage.stream.outcome"] == "closed"
+
+
+needs_responses = pytest.mark.skipif(
+    not hasattr(openai.OpenAI, "responses"), reason="the Responses API arrived in openai 1.66"
+)
+
+
+@needs_responses
+def test_responses_stream_helper_left_early_ends_the_span(
+    instrumented: Any, telemetry: Telemetry, client: openai.OpenAI
+) -> None:
+    with client.responses.stream(model="gpt-4o-mini", input="hi", extra_headers=LONG) as stream:
+        for event in stream:
+            if event.type == "response.output_text.delta":
+                break
+    attributes = dict(telemetry.span().attributes or {})
+    assert attributes["openai_usage.stream.outcome"] == "closed"
+    assert attributes["openai_usage.usage.source"] == "estimate"
+
+
+@needs_responses
+async def test_async_responses_stream_helper_left_early_ends_the_span(
+    instrumented: Any, telemetry: Telemetry, aclient: openai.AsyncOpenAI
+) -> None:
+    async with aclient.responses.stream(
+        model="gpt-4o-mini", input="hi", extra_headers=LONG
+    ) as stream:
+        async for event in stream:
+            if event.type == "response.output_text.delta":
+                break
+    attributes = dict(telemetry.span().attributes or {})
+    assert attributes["openai_usage.stream.outcome"] == "closed"

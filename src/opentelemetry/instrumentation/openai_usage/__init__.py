@@ -30,8 +30,8 @@ from opentelemetry.trace import get_tracer
 from .config import Settings, load_settings
 from .errors import internal_error
 from .package import _instruments
-from .patches import ENDPOINTS, Endpoint
-from .streams import end_open_streams
+from .patches import ENDPOINTS, HELPER_CLOSES, Endpoint, HelperClose
+from .streams import async_helper_close_wrapper, end_open_streams, helper_close_wrapper
 from .telemetry import Instruments
 from .version import __version__
 from .wrappers import Runtime, async_wrapper, sync_wrapper
@@ -50,7 +50,7 @@ class OpenAIUsageInstrumentor(BaseInstrumentor):  # type: ignore[misc]
     """
 
     _runtime: Runtime | None = None
-    _patched: list[Endpoint]
+    _patched: list[Endpoint | HelperClose]
 
     def instrumentation_dependencies(self) -> Collection[str]:
         return _instruments
@@ -87,20 +87,25 @@ class OpenAIUsageInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         self._patched = []
         for endpoint in ENDPOINTS:
             factory = async_wrapper if endpoint.is_async else sync_wrapper
+            self._patch(endpoint, factory(runtime, endpoint))
+        for helper in HELPER_CLOSES:
+            closer = async_helper_close_wrapper if helper.is_async else helper_close_wrapper
+            self._patch(helper, closer)
+
+    def _patch(self, target: Endpoint | HelperClose, wrapper: Any) -> None:
+        """Wrap one SDK method; an API or method this SDK release lacks is skipped quietly."""
+        try:
+            cls_name, method = target.method.rsplit(".", 1)
             try:
-                cls_name, method = endpoint.method.rsplit(".", 1)
-                try:
-                    module = importlib.import_module(endpoint.module)
-                except ModuleNotFoundError:
-                    continue  # an API this SDK release does not have (Responses before 1.66)
-                if not hasattr(getattr(module, cls_name, None), method):
-                    continue  # a method it does not have (chat `parse` before 1.92)
-                wrapt.wrap_function_wrapper(
-                    endpoint.module, endpoint.method, factory(runtime, endpoint)
-                )
-                self._patched.append(endpoint)
-            except Exception as exc:  # an SDK without this method: skip it, patch the rest
-                internal_error(f"patching {endpoint.module}.{endpoint.method}", exc)
+                module = importlib.import_module(target.module)
+            except ModuleNotFoundError:
+                return  # e.g. the Responses API before openai 1.66
+            if not hasattr(getattr(module, cls_name, None), method):
+                return  # e.g. chat `parse` before 1.92
+            wrapt.wrap_function_wrapper(target.module, target.method, wrapper)
+            self._patched.append(target)
+        except Exception as exc:
+            internal_error(f"patching {target.module}.{target.method}", exc)
 
     def _uninstrument(self, **kwargs: Any) -> None:
         if self._runtime is not None:

@@ -111,3 +111,25 @@ ENDPOINTS: tuple[Endpoint, ...] = (
     for method in ("create", "parse")
     for cls, is_async in (("Responses", False), ("AsyncResponses", True))
 )
+
+
+@dataclass(frozen=True)
+class HelperClose:
+    """A stream helper's `close()`, which closes the HTTP response itself.
+
+    `chat.completions.stream()` and `responses.stream()` wrap the stream that
+    `create` returned (our proxy) but close the HTTP response directly, past the
+    proxy: so their `close()` is patched too, to end the span when they close.
+    """
+
+    module: str
+    method: str
+    is_async: bool
+
+
+HELPER_CLOSES: tuple[HelperClose, ...] = (
+    HelperClose("openai.lib.streaming.chat._completions", "ChatCompletionStream.close", False),
+    HelperClose("openai.lib.streaming.chat._completions", "AsyncChatCompletionStream.close", True),
+    HelperClose("openai.lib.streaming.responses._responses", "ResponseStream.close", False),
+    HelperClose("openai.lib.streaming.responses._responses", "AsyncResponseStream.close", True),
+)

@@ -319,3 +319,35 @@ class AsyncStreamProxy(_ProxyBase):
             await aclose()
         finally:
             self._self_state.finish(OUTCOME_CLOSED)
+
+
+def _close_helpers_stream(helper: Any) -> None:
+    """End the span of the proxy a stream helper holds, if it holds one of ours."""
+    try:
+        raw = getattr(helper, "_raw_stream", None)
+        if isinstance(raw, _ProxyBase):
+            raw._self_state.finish(OUTCOME_CLOSED)
+    except Exception as exc:
+        internal_error("closing a stream helper", exc)
+
+
+def helper_close_wrapper(
+    wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    """For `ChatCompletionStream.close` and the like: theirs first, then our span."""
+    try:
+        return wrapped(*args, **kwargs)
+    finally:
+        _close_helpers_stream(instance)
+
+
+def async_helper_close_wrapper(
+    wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    async def close() -> Any:
+        try:
+            return await wrapped(*args, **kwargs)
+        finally:
+            _close_helpers_stream(instance)
+
+    return close()
