@@ -317,3 +317,18 @@ async def test_async_responses_stream_helper_left_early_ends_the_span(
                 break
     attributes = dict(telemetry.span().attributes or {})
     assert attributes["openai_usage.stream.outcome"] == "closed"
+
+
+# -- with_raw_response ---------------------------------------------------------------------
+
+
+def test_with_raw_response_records_usage_and_parse_returns_the_same_object(
+    instrumented: Any, telemetry: Telemetry, client: openai.OpenAI
+) -> None:
+    raw = client.embeddings.with_raw_response.create(model="text-embedding-3-small", input="a b")
+    assert raw.headers["x-request-id"].startswith("req_")
+    parsed = raw.parse()
+    assert parsed is raw.parse()  # the SDK's cache: what we read is what the caller gets
+    attributes = dict(telemetry.span().attributes or {})
+    assert attributes["gen_ai.usage.input_tokens"] == parsed.usage.prompt_tokens
+    assert attributes["openai_usage.usage.source"] == "response"

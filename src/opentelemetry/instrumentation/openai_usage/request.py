@@ -193,6 +193,17 @@ def _output_type(response_format: Any) -> str | None:
     return "json" if isinstance(response_format, type) else None
 
 
+def raw_response_mode(kwargs: Mapping[str, Any]) -> str | None:
+    """"true" for `with_raw_response` (body read), "stream" for `with_streaming_response`."""
+    headers = kwargs.get("extra_headers")
+    if not isinstance(headers, Mapping):
+        return None
+    for key, value in headers.items():
+        if str(key).lower() == "x-stainless-raw-response":
+            return str(value).lower()
+    return None
+
+
 def is_raw_response_call(kwargs: Mapping[str, Any]) -> bool:
     """`with_raw_response` / `with_streaming_response` mark the call with a header.
 

@@ -28,6 +28,7 @@ from .request import (
     azure_deployment,
     endpoint_attributes,
     is_raw_response_call,
+    raw_response_mode,
     with_usage_requested,
 )
 from .streams import NoAccumulator, StreamState, wrap_stream
@@ -145,6 +146,11 @@ def finish_result(runtime: Runtime, endpoint: Endpoint, call: Call, result: Any)
         if wrapped is not result:
             return wrapped
         invocation.end(None)  # not a stream after all (e.g. a raw response)
+        return result
+    if raw_response_mode(call.user_kwargs) == "true" and hasattr(result, "parse"):
+        # `with_raw_response`: the body is already read and `parse()` caches what it
+        # returns, so the caller's own `parse()` later gets this very object.
+        invocation.end(endpoint.facts(result.parse()))
         return result
     invocation.end(endpoint.facts(result))
     return result
