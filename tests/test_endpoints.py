@@ -4,6 +4,7 @@ deployments and the module-level client. Through the real SDK against the local 
 
 from __future__ import annotations
 
+import gc
 from typing import Any
 
 import openai
@@ -332,3 +333,99 @@ def test_with_raw_response_records_usage_and_parse_returns_the_same_object(
     attributes = dict(telemetry.span().attributes or {})
     assert attributes["gen_ai.usage.input_tokens"] == parsed.usage.prompt_tokens
     assert attributes["openai_usage.usage.source"] == "response"
+
+
+# -- raw responses read later: with_streaming_response, streamed with_raw_response ------------
+
+
+def test_with_streaming_response_parse_records_usage(
+    instrumented: Any, telemetry: Telemetry, client: openai.OpenAI
+) -> None:
+    with client.chat.completions.with_streaming_response.create(
+        model="gpt-4o-mini", messages=MESSAGES
+    ) as response:
+        assert response.headers["x-request-id"].startswith("req_")
+        parsed = response.parse()
+        assert parsed is response.parse()
+    attributes = dict(telemetry.span().attributes or {})
+    assert attributes["gen_ai.usage.input_tokens"] == parsed.usage.prompt_tokens
+    assert attributes["openai_usage.usage.source"] == "response"
+
+
+def test_with_streaming_response_read_raw_ends_the_span_on_leaving_the_block(
+    instrumented: Any, telemetry: Telemetry, client: openai.OpenAI
+) -> None:
+    with client.chat.completions.with_streaming_response.create(
+        model="gpt-4o-mini", messages=MESSAGES
+    ) as response:
+        lines = list(response.iter_lines())  # the caller reads the body itself
+        assert lines
+        assert telemetry.spans() == []
+    span = telemetry.span()
+    assert span.end_time is not None
+    assert "gen_ai.usage.input_tokens" not in (span.attributes or {})  # never read by us
+
+
+async def test_async_with_streaming_response_stream_parse_records_usage(
+    instrumented: Any, telemetry: Telemetry, aclient: openai.AsyncOpenAI
+) -> None:
+    async with aclient.chat.completions.with_streaming_response.create(
+        model="gpt-4o-mini", messages=MESSAGES, stream=True
+    ) as response:
+        stream = await response.parse()
+        assert isinstance(stream, openai.AsyncStream)
+        chunks = [c async for c in stream]
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text
+    attributes = dict(telemetry.span().attributes or {})
+    assert attributes["openai_usage.stream.outcome"] == "completed"
+    # Raw calls are sent as written (the caller may read the bytes): the usage is estimated.
+    assert attributes["openai_usage.usage.source"] == "estimate"
+
+
+def test_streamed_with_raw_response_parse_gives_a_traced_stream(
+    instrumented: Any, telemetry: Telemetry, client: openai.OpenAI
+) -> None:
+    raw = client.chat.completions.with_raw_response.create(
+        model="gpt-4o-mini", messages=MESSAGES, stream=True
+    )
+    stream = raw.parse()
+    assert isinstance(stream, openai.Stream)
+    assert stream is raw.parse()
+    list(stream)
+    attributes = dict(telemetry.span().attributes or {})
+    assert attributes["openai_usage.stream.outcome"] == "completed"
+    assert attributes["openai_usage.usage.source"] == "estimate"
+
+
+def test_streamed_raw_response_never_parsed_still_ends_its_span(
+    instrumented: Any, telemetry: Telemetry, client: openai.OpenAI
+) -> None:
+    raw = client.chat.completions.with_raw_response.create(
+        model="gpt-4o-mini", messages=MESSAGES, stream=True
+    )
+    raw.http_response.close()
+    del raw
+    gc.collect()
+    assert telemetry.span().end_time is not None
+
+
+def test_a_failing_raw_response_hook_leaves_parse_working(
+    instrumented: Any,
+    telemetry: Telemetry,
+    client: openai.OpenAI,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from opentelemetry.instrumentation.openai_usage import raw_responses
+
+    def boom(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(raw_responses, "wrap_stream", boom)
+    with client.chat.completions.with_streaming_response.create(
+        model="gpt-4o-mini", messages=MESSAGES, stream=True
+    ) as response:
+        stream = response.parse()  # ours failed: the SDK's own stream, untouched
+        assert type(stream) is openai.Stream
+        assert list(stream)
+    assert telemetry.span().end_time is not None  # ended when the response was closed

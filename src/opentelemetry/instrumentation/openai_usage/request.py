@@ -194,7 +194,7 @@ def _output_type(response_format: Any) -> str | None:
 
 
 def raw_response_mode(kwargs: Mapping[str, Any]) -> str | None:
-    """"true" for `with_raw_response` (body read), "stream" for `with_streaming_response`."""
+    """ "true" for `with_raw_response` (body read), "stream" for `with_streaming_response`."""
     headers = kwargs.get("extra_headers")
     if not isinstance(headers, Mapping):
         return None

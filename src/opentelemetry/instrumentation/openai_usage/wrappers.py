@@ -24,6 +24,7 @@ from .errors import internal_error
 from .estimator import Estimator
 from .invocation import Invocation
 from .patches import Endpoint
+from .raw_responses import wrap_raw_response
 from .request import (
     azure_deployment,
     endpoint_attributes,
@@ -139,6 +140,15 @@ def _rejected_injection(call: Call, exc: BaseException) -> bool:
 def finish_result(runtime: Runtime, endpoint: Endpoint, call: Call, result: Any) -> Any:
     """End the span for a parsed response, or return a proxy that will."""
     invocation = call.invocation
+    mode = raw_response_mode(call.user_kwargs)
+    if mode == "stream" or (mode == "true" and call.stream):
+        # The body is read later, by the caller: follow its `parse()` and `close()`.
+        tally = runtime.estimator.new_tally()
+        wrapped = wrap_raw_response(result, invocation, endpoint, tally, call.stream)
+        if wrapped is not result:
+            return wrapped
+        invocation.end(None)
+        return result
     if call.stream:
         accumulator = endpoint.accumulator(runtime.estimator.new_tally())
         state = StreamState(invocation, accumulator, call.injected)
@@ -147,7 +157,7 @@ def finish_result(runtime: Runtime, endpoint: Endpoint, call: Call, result: Any)
             return wrapped
         invocation.end(None)  # not a stream after all (e.g. a raw response)
         return result
-    if raw_response_mode(call.user_kwargs) == "true" and hasattr(result, "parse"):
+    if mode == "true" and hasattr(result, "parse"):
         # `with_raw_response`: the body is already read and `parse()` caches what it
         # returns, so the caller's own `parse()` later gets this very object.
         invocation.end(endpoint.facts(result.parse()))
