@@ -17,6 +17,7 @@ from .conftest import (
     API_KEY,
     AZURE_API_VERSION,
     AZURE_KEY,
+    HTTP,
     MESSAGES,
     OPENAI_MAJOR,
     Telemetry,
@@ -429,3 +430,56 @@ def test_a_failing_raw_response_hook_leaves_parse_working(
         assert type(stream) is openai.Stream
         assert list(stream)
     assert telemetry.span().end_time is not None  # ended when the response was closed
+
+
+async def test_async_azure_deployment_client_reports_deployment_and_served_model(
+    instrumented: Any, telemetry: Telemetry, server: LocalOpenAIServer
+) -> None:
+    client = openai.AsyncAzureOpenAI(
+        azure_endpoint=server.azure_endpoint,
+        azure_deployment="my-gpt4o-deployment",
+        api_key=AZURE_KEY,
+        api_version=AZURE_API_VERSION,
+        max_retries=0,
+    )
+    stream = await client.chat.completions.create(
+        model="my-gpt4o-deployment",
+        messages=MESSAGES,
+        stream=True,
+        extra_headers={"x-mock-response-model": "gpt-4o-2024-11-20"},
+    )
+    [c async for c in stream]
+    attributes = dict(telemetry.span().attributes or {})
+    assert attributes["gen_ai.provider.name"] == "azure.ai.openai"
+    assert attributes["gen_ai.request.model"] == "my-gpt4o-deployment"
+    assert attributes["gen_ai.response.model"] == "gpt-4o-2024-11-20"
+    assert attributes["openai_usage.usage.source"] == "response"
+    await client.close()
+
+
+@pytest.mark.parametrize(
+    ("host", "provider"),
+    [
+        ("api.groq.com", "groq"),
+        ("api.deepseek.com", "deepseek"),
+        ("my-resource.openai.azure.com", "azure.ai.openai"),
+        ("llm.internal.example", "openai"),
+    ],
+)
+def test_provider_comes_from_the_host_of_an_openai_compatible_server(
+    instrumented: Any, telemetry: Telemetry, host: str, provider: str
+) -> None:
+    # No network: the SDK's real HTTP client, over a transport that answers 503.
+    transport = HTTP.MockTransport(lambda request: HTTP.Response(503, json={"error": {}}))
+    client = openai.OpenAI(
+        base_url=f"https://{host}/v1",
+        api_key=API_KEY,
+        max_retries=0,
+        http_client=HTTP.Client(transport=transport),
+    )
+    with pytest.raises(openai.InternalServerError):
+        client.chat.completions.create(model="some-model", messages=MESSAGES)
+    attributes = dict(telemetry.span().attributes or {})
+    assert attributes["gen_ai.provider.name"] == provider
+    assert attributes["server.address"] == host
+    assert attributes["server.port"] == 443
