@@ -22,6 +22,7 @@ from .conftest import (
     OPENAI_MAJOR,
     Telemetry,
     is_azure,
+    make_client,
 )
 
 TOKEN_USAGE = "gen_ai.client.token.usage"
@@ -483,3 +484,54 @@ def test_provider_comes_from_the_host_of_an_openai_compatible_server(
     assert attributes["gen_ai.provider.name"] == provider
     assert attributes["server.address"] == host
     assert attributes["server.port"] == 443
+
+
+# -- raw responses on every endpoint ---------------------------------------------------------
+
+CALLS: dict[str, tuple[str, dict[str, Any]]] = {
+    "chat": ("chat.completions", {"model": "gpt-4o-mini", "messages": MESSAGES}),
+    "text_completion": ("completions", {"model": "gpt-3.5-turbo-instruct", "prompt": "Hi"}),
+    "embeddings": ("embeddings", {"model": "text-embedding-3-small", "input": "a b"}),
+    "responses": ("responses", {"model": "gpt-4o-mini", "input": "Hi"}),
+}
+
+
+def resource(client: Any, path: str) -> Any:
+    for name in path.split("."):
+        client = getattr(client, name)
+    return client
+
+
+def input_tokens(parsed: Any) -> int:
+    usage = parsed.usage
+    return int(getattr(usage, "prompt_tokens", None) or usage.input_tokens)
+
+
+@pytest.mark.parametrize("kind", list(CALLS))
+def test_raw_and_streaming_responses_of_every_endpoint_record_usage(
+    instrumented: Any, telemetry: Telemetry, server: LocalOpenAIServer, kind: str
+) -> None:
+    client = make_client(server, "openai")
+    path, kwargs = CALLS[kind]
+    if not hasattr(client, path.split(".")[0]):
+        pytest.skip(f"no {path} in this SDK release")
+    raw = resource(client, path).with_raw_response.create(**kwargs)
+    first = raw.parse()
+    with resource(client, path).with_streaming_response.create(**kwargs) as response:
+        second = response.parse()
+    spans = telemetry.spans()
+    assert len(spans) == 2
+    for span, parsed in zip(spans, (first, second), strict=True):
+        attributes = dict(span.attributes or {})
+        assert attributes["gen_ai.usage.input_tokens"] == input_tokens(parsed)
+        assert attributes["openai_usage.usage.source"] == "response"
+    client.close()
+
+
+async def test_async_legacy_completion_records_billed_usage(
+    instrumented: Any, telemetry: Telemetry, any_aclient: Any
+) -> None:
+    result = await any_aclient.completions.create(model="gpt-3.5-turbo-instruct", prompt="Hi")
+    attributes = dict(telemetry.span().attributes or {})
+    assert attributes["gen_ai.operation.name"] == "text_completion"
+    assert attributes["gen_ai.usage.output_tokens"] == result.usage.completion_tokens
