@@ -194,7 +194,11 @@ def _output_type(response_format: Any) -> str | None:
 
 
 def raw_response_mode(kwargs: Mapping[str, Any]) -> str | None:
-    """ "true" for `with_raw_response` (body read), "stream" for `with_streaming_response`."""
+    """How the caller asked for the raw response, if it did.
+
+    "true" for `with_raw_response` (the body is read), "stream" for
+    `with_streaming_response` (the caller reads the body later, or never).
+    """
     headers = kwargs.get("extra_headers")
     if not isinstance(headers, Mapping):
         return None
