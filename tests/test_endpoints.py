@@ -517,7 +517,12 @@ def test_raw_and_streaming_responses_of_every_endpoint_record_usage(
         pytest.skip(f"no {path} in this SDK release")
     raw = resource(client, path).with_raw_response.create(**kwargs)
     first = raw.parse()
+    assert raw.headers["x-request-id"].startswith("req_")
+    if hasattr(raw, "request_id"):  # openai >= 1.4x
+        assert raw.request_id == raw.headers["x-request-id"]
+        assert first._request_id == raw.request_id
     with resource(client, path).with_streaming_response.create(**kwargs) as response:
+        assert response.headers["x-request-id"].startswith("req_")
         second = response.parse()
     spans = telemetry.spans()
     assert len(spans) == 2
