@@ -207,3 +207,16 @@ def test_incomplete_response_reports_length_and_usage(
     assert attributes["gen_ai.response.finish_reasons"] == ("length",)
     assert attributes["openai_usage.usage.source"] == "response"
     assert OPENAI_MAJOR >= 1
+
+
+async def test_async_response_without_usage_is_estimated_from_its_output(
+    instrumented: Any, telemetry: Telemetry, aclient: openai.AsyncOpenAI
+) -> None:
+    response = await aclient.responses.create(
+        **request(), extra_headers={"x-mock-scenario": "no_usage", "x-mock-reply": "Two."}
+    )
+    assert response.usage is None
+    attributes = dict(telemetry.span().attributes or {})
+    assert attributes["openai_usage.usage.source"] == "estimate"
+    # "Two." is 2 tokens, plus one for the output item (the Responses rule in estimate.py).
+    assert attributes["gen_ai.usage.output_tokens"] == 3

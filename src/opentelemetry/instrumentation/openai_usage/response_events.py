@@ -49,24 +49,8 @@ def facts_from_response(response: Any) -> ResponseFacts:
         finish_reasons=finish_reasons(response),
         service_tier=_str(get(response, "service_tier")),
         usage=usage_from(get(response, "usage")),
-        tally=tally_from_output(response),
-        response=response,
+        response=response,  # its output is read only if an estimate is made
     )
-
-
-def tally_from_output(response: Any) -> CompletionTally:
-    """The output text and function calls of a `Response`, for an estimate."""
-    tally = CompletionTally()
-    for item in get(response, "output") or ():
-        kind = get(item, "type")
-        if kind == "message":
-            for part in get(item, "content") or ():
-                tally.add_text(0, get(part, "text") or get(part, "refusal"))
-        elif kind == "function_call":
-            index = len(tally.choice(0).tool_calls)
-            function = {"name": get(item, "name"), "arguments": get(item, "arguments")}
-            tally.add_chat_delta(0, {"tool_calls": [{"index": index, "function": function}]})
-    return tally
 
 
 class ResponsesStreamAccumulator:

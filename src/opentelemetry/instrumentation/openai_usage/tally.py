@@ -140,6 +140,8 @@ class CompletionTally:
 
 def tally_from_response(response: Any) -> CompletionTally:
     """The output of a non-streamed chat or legacy completion, as a stream would give it."""
+    if get(response, "choices") is None and get(response, "output") is not None:
+        return tally_from_output(response)
     tally = CompletionTally()
     for position, choice in enumerate(get(response, "choices") or ()):
         index = get(choice, "index")
@@ -149,4 +151,19 @@ def tally_from_response(response: Any) -> CompletionTally:
             tally.add_chat_message(index, message)
         else:
             tally.add_text(index, get(choice, "text"))
+    return tally
+
+
+def tally_from_output(response: Any) -> CompletionTally:
+    """The output text and function calls of a `Response`, for an estimate."""
+    tally = CompletionTally()
+    for item in get(response, "output") or ():
+        kind = get(item, "type")
+        if kind == "message":
+            for part in get(item, "content") or ():
+                tally.add_text(0, get(part, "text") or get(part, "refusal"))
+        elif kind == "function_call":
+            index = len(tally.choice(0).tool_calls)
+            function = {"name": get(item, "name"), "arguments": get(item, "arguments")}
+            tally.add_chat_delta(0, {"tool_calls": [{"index": index, "function": function}]})
     return tally
