@@ -29,6 +29,7 @@ from opentelemetry.trace import get_tracer
 
 from .config import Settings, load_settings
 from .errors import internal_error
+from .others import warn_about_others
 from .package import _instruments
 from .patches import ENDPOINTS, HELPER_CLOSES, Endpoint, HelperClose
 from .streams import async_helper_close_wrapper, end_open_streams, helper_close_wrapper
@@ -84,6 +85,10 @@ class OpenAIUsageInstrumentor(BaseInstrumentor):  # type: ignore[misc]
             atexit.register(end_open_streams)
         except Exception as exc:
             internal_error("starting up", exc)
+        try:
+            warn_about_others()  # before patching, so that our own wrapper is not mistaken
+        except Exception as exc:
+            internal_error("looking for other OpenAI instrumentations", exc)
         self._patched = []
         for endpoint in ENDPOINTS:
             factory = async_wrapper if endpoint.is_async else sync_wrapper

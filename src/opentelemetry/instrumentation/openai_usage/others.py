@@ -1,0 +1,79 @@
+"""Other OpenAI instrumentations: two at once would count every token twice.
+
+The official `opentelemetry-instrumentation-openai-v2` (and `-genai-openai`),
+OpenLLMetry and OpenInference all instrument the same SDK methods; the first three
+register under the `opentelemetry_instrumentor` entry point name `openai`, which
+`opentelemetry-instrument` loads next to ours. We look for both signs when
+instrumenting (one already wrapped the SDK; one is installed for auto-instrumentation)
+and say so once, with how to turn one of them off. We never unpatch anyone.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from importlib import metadata
+from typing import Any
+
+import wrapt
+
+logger = logging.getLogger("opentelemetry.instrumentation.openai_usage")
+
+GROUP = "opentelemetry_instrumentor"
+OUR_NAME = "openai_usage"
+# Entry point names other OpenAI instrumentations register under.
+OTHER_NAMES = ("openai", "openai_v2", "openinference_openai")
+# wrapt 2 made `ObjectProxy` a subclass; `FunctionWrapper` derives from the base.
+_PROXY: type = getattr(wrapt, "BaseObjectProxy", wrapt.ObjectProxy)
+# A method every OpenAI instrumentation wraps.
+_PROBE = ("openai.resources.chat.completions", "Completions", "create")
+
+
+def _wrapped_by() -> str | None:
+    """The module of whatever already wraps `Completions.create`, if anything does."""
+    module_name, cls_name, method = _PROBE
+    try:
+        cls = getattr(importlib.import_module(module_name), cls_name)
+    except (ImportError, AttributeError):
+        return None
+    current: Any = cls.__dict__.get(method)
+    # The OpenAI instrumentations we know all patch with wrapt; the SDK's own
+    # decorators leave a `__wrapped__` too, so that alone would mean nothing.
+    if not isinstance(current, _PROXY):
+        return None
+    wrapper = getattr(current, "_self_wrapper", None) or current
+    origin = getattr(wrapper, "__module__", None) or type(wrapper).__module__
+    return None if origin.startswith("opentelemetry.instrumentation.openai_usage") else origin
+
+
+def _registered() -> list[str]:
+    """Other installed distributions registering an OpenAI auto-instrumentation."""
+    found = []
+    for entry_point in metadata.entry_points(group=GROUP):
+        if entry_point.name in OTHER_NAMES:
+            dist = getattr(entry_point, "dist", None)
+            name = getattr(dist, "name", None) or entry_point.value
+            found.append(f"{name} (entry point '{entry_point.name}')")
+    return sorted(set(found))
+
+
+def warn_about_others() -> str | None:
+    """Log one warning naming any other active or registered OpenAI instrumentation."""
+    parts = []
+    active = _wrapped_by()
+    if active:
+        parts.append(f"the OpenAI SDK is already instrumented by {active}")
+    registered = _registered()
+    if registered:
+        parts.append("installed for auto-instrumentation: " + ", ".join(registered))
+    if not parts:
+        return None
+    message = (
+        "Another OpenAI instrumentation is present ("
+        + "; ".join(parts)
+        + "). Both would record every call and count its tokens twice. Keep one: with "
+        "opentelemetry-instrument, set OTEL_PYTHON_DISABLED_INSTRUMENTATIONS=openai "
+        f"(or ={OUR_NAME} to disable this one); in code, uninstrument() one of them."
+    )
+    logger.warning(message)
+    return message
