@@ -409,3 +409,19 @@ def test_long_stream_estimate_counts_every_piece_in_order(
     assert len(chunks) > 2500
     attributes = estimated_usage(telemetry)
     assert attributes["gen_ai.usage.output_tokens"] == tokens(text_of(chunks))
+
+
+def test_bad_encodings_setting_warns_once_naming_the_variable(
+    instrument: Any,
+    telemetry: Telemetry,
+    client: openai.OpenAI,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    monkeypatch.setenv("OTEL_INSTRUMENTATION_OPENAI_USAGE_ENCODINGS", "my-deployment=maybe")
+    with caplog.at_level(logging.WARNING):
+        instrument()
+    warnings = [r.getMessage() for r in caplog.records if "_ENCODINGS" in r.getMessage()]
+    assert len(warnings) == 1 and "o200k_base" in warnings[0]
+    list(stream(client, extra_headers=NO_USAGE))  # the default encodings still estimate
+    assert estimated_usage(telemetry)["gen_ai.usage.input_tokens"] == EXAMPLE_PROMPT_TOKENS
