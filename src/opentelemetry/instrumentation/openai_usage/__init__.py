@@ -1,9 +1,10 @@
 """OpenTelemetry instrumentation for the OpenAI Python SDK, built around token usage.
 
-Every `chat.completions.create` call, sync or async, streamed or not, becomes
-one CLIENT span plus GenAI metrics carrying the usage the server billed. For
-streams we ask the server for its usage chunk (and hide it from the caller
-when the caller did not ask), so streams get exact usage with no code change.
+Every chat, Responses, legacy completion and embeddings call, sync or async,
+streamed or not, becomes one CLIENT span plus GenAI metrics carrying the usage
+the server billed. For streams we ask the server for its usage chunk (and hide
+it from the caller when the caller did not ask), so streams get exact usage with
+no code change; when no usage comes at all, a tiktoken estimate, marked as one.
 
 Usage::
 
