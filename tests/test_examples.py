@@ -1,0 +1,62 @@
+"""The runnable examples run, against the bundled server, and their spans carry usage.
+
+(The docker compose files need a Docker engine, which this machine has not; their
+configuration is checked for the pieces the README promises.)
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.timeout(120)
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+
+def run_example(name: str, **extra_env: str) -> str:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "AZURE_OPENAI_"))}
+    env.pop("OTEL_EXPORTER_OTLP_ENDPOINT", None)
+    env.update(extra_env)
+    done = subprocess.run(
+        [sys.executable, str(EXAMPLES / name)], capture_output=True, text=True, env=env, timeout=100
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_plain_setup_example_traces_calls_under_the_callers_span() -> None:
+    out = run_example("plain_setup.py")
+    assert "reply: " in out and "streamed: " in out
+    assert out.count('"name": "chat gpt-4o-mini"') == 2
+    assert '"name": "answer a question"' in out
+    assert '"gen_ai.usage.input_tokens": 13' in out
+    assert '"name": "gen_ai.client.token.usage"' in out
+
+
+def test_azure_example_reports_the_deployment_and_azure_provider() -> None:
+    out = run_example("azure_openai.py")
+    assert '"gen_ai.provider.name": "azure.ai.openai"' in out
+    assert '"gen_ai.request.model": "my-gpt-4o-mini"' in out
+    assert '"openai_usage.usage.source": "response"' in out
+
+
+def test_compose_app_runs_without_a_key() -> None:
+    assert "round 1/1 done" in run_example("app.py", APP_ROUNDS="1")
+
+
+def test_compose_files_wire_otlp_jaeger_and_prometheus() -> None:
+    jaeger = (EXAMPLES / "jaeger" / "docker-compose.yml").read_text()
+    assert "jaegertracing/jaeger:2" in jaeger
+    for port in ("16686:16686", "4317:4317", "4318:4318"):
+        assert port in jaeger
+    assert "OTEL_EXPORTER_OTLP_ENDPOINT: http://jaeger:4318" in jaeger
+    collector = (EXAMPLES / "collector" / "otel-collector-config.yaml").read_text()
+    assert "otlp/jaeger" in collector and "prometheus:" in collector
+    assert "collector:8889" in (EXAMPLES / "collector" / "prometheus.yml").read_text()
+    dockerfile = (EXAMPLES / "Dockerfile").read_text()
+    assert "opentelemetry-instrument" in dockerfile and "[offline]" in dockerfile
