@@ -17,6 +17,7 @@ import sys
 import sysconfig
 import textwrap
 import venv
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -46,6 +47,27 @@ def _run(args: list[str], **kwargs: object) -> subprocess.CompletedProcess[str]:
     return done  # type: ignore[no-any-return]
 
 
+def check_wheel(wheel: Path) -> None:
+    """What a user installs: the package and its type marker, the entry point, the metadata."""
+    with zipfile.ZipFile(wheel) as archive:
+        names = archive.namelist()
+        package = "opentelemetry/instrumentation/openai_usage/"
+        assert f"{package}__init__.py" in names
+        assert f"{package}py.typed" in names
+        assert not [n for n in names if n.startswith(("tests/", "benchmarks/", "examples/"))]
+        assert not [n for n in names if n.endswith(".pyc")]
+        (entry_points,) = [n for n in names if n.endswith(".dist-info/entry_points.txt")]
+        text = archive.read(entry_points).decode()
+        assert "[opentelemetry_instrumentor]" in text
+        assert "openai_usage = opentelemetry.instrumentation.openai_usage:" in text
+        (metadata,) = [n for n in names if n.endswith(".dist-info/METADATA")]
+        meta = archive.read(metadata).decode()
+        assert "Requires-Python: >=3.10" in meta
+        assert "Requires-Dist: tiktoken" in meta
+        assert "Provides-Extra: offline" in meta
+        assert "Provides-Extra: instruments" in meta
+
+
 @pytest.fixture(scope="module")
 def fresh_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     pytest.importorskip("hatchling")
@@ -56,6 +78,7 @@ def fresh_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
          "--no-index", "-w", str(dist), str(ROOT)]
     )  # fmt: skip
     (wheel,) = dist.glob("opentelemetry_instrumentation_openai_usage-*.whl")
+    check_wheel(wheel)
     env_dir = work / "venv"
     venv.EnvBuilder(with_pip=True).create(env_dir)
     python = env_dir / "bin" / "python"
