@@ -88,6 +88,23 @@ def _env_choice(env: Mapping[str, str], name: str, choices: tuple[str, ...], def
     return default
 
 
+def _choice(
+    overrides: Mapping[str, Any],
+    key: str,
+    env: Mapping[str, str],
+    name: str,
+    choices: tuple[str, ...],
+) -> str:
+    """One of `choices`: the constructor argument, else the variable, else the default."""
+    value = _env_choice(env, name, choices, getattr(Settings(), key))
+    given = overrides.get(key)
+    if isinstance(given, str) and given.lower() in choices:
+        return given.lower()
+    if given is not None:
+        _warn_bad(key, repr(given), choices, value)
+    return value
+
+
 def _encoding_pairs(raw: Any, source: str) -> tuple[tuple[str, str], ...] | None:
     """`{"my-deployment": "o200k_base"}` or `"my-deployment=o200k_base,other=cl100k_base"`."""
     if isinstance(raw, str):
@@ -127,19 +144,8 @@ def load_settings(
     elif given is not None:
         _warn_bad("inject_stream_usage", repr(given), ("True", "False"), inject)
 
-    timing = _env_choice(env, ENV_CHUNK_TIMING, _CHUNK_TIMINGS, defaults.chunk_timing)
-    given = overrides.get("chunk_timing")
-    if isinstance(given, str) and given.lower() in _CHUNK_TIMINGS:
-        timing = given.lower()
-    elif given is not None:
-        _warn_bad("chunk_timing", repr(given), _CHUNK_TIMINGS, timing)
-
-    estimate = _env_choice(env, ENV_USAGE_ESTIMATE, _ESTIMATES, defaults.usage_estimate)
-    given = overrides.get("usage_estimate")
-    if isinstance(given, str) and given.lower() in _ESTIMATES:
-        estimate = given.lower()
-    elif given is not None:
-        _warn_bad("usage_estimate", repr(given), _ESTIMATES, estimate)
+    timing = _choice(overrides, "chunk_timing", env, ENV_CHUNK_TIMING, _CHUNK_TIMINGS)
+    estimate = _choice(overrides, "usage_estimate", env, ENV_USAGE_ESTIMATE, _ESTIMATES)
 
     encodings = defaults.encodings
     raw_env = env.get(ENV_ENCODINGS)

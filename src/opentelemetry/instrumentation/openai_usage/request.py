@@ -80,14 +80,20 @@ def _is_azure_client(client: Any) -> bool:
     return known
 
 
-def chat_request_attributes(kwargs: Mapping[str, Any]) -> dict[str, Any]:
-    """Request parameters of chat and legacy completions, as the conventions name them."""
+def _model_and_stream(kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    """What every endpoint's request attributes start from."""
     attributes: dict[str, Any] = {}
     model = kwargs.get("model")
     if isinstance(model, str) and model:
         attributes[t.REQUEST_MODEL] = model
     if kwargs.get("stream") is True:
         attributes[t.REQUEST_STREAM] = True
+    return attributes
+
+
+def chat_request_attributes(kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    """Request parameters of chat and legacy completions, as the conventions name them."""
+    attributes = _model_and_stream(kwargs)
     for key, name in (
         ("temperature", t.REQUEST_TEMPERATURE),
         ("top_p", t.REQUEST_TOP_P),
@@ -124,12 +130,7 @@ def chat_request_attributes(kwargs: Mapping[str, Any]) -> dict[str, Any]:
 
 def responses_request_attributes(kwargs: Mapping[str, Any]) -> dict[str, Any]:
     """Request parameters of `responses.create` / `parse` / `stream`."""
-    attributes: dict[str, Any] = {}
-    model = kwargs.get("model")
-    if isinstance(model, str) and model:
-        attributes[t.REQUEST_MODEL] = model
-    if kwargs.get("stream") is True:
-        attributes[t.REQUEST_STREAM] = True
+    attributes = _model_and_stream(kwargs)
     for key, name in (("temperature", t.REQUEST_TEMPERATURE), ("top_p", t.REQUEST_TOP_P)):
         if _number(kwargs.get(key)):
             attributes[name] = kwargs[key]
@@ -149,10 +150,7 @@ def responses_request_attributes(kwargs: Mapping[str, Any]) -> dict[str, Any]:
 
 def embeddings_request_attributes(kwargs: Mapping[str, Any]) -> dict[str, Any]:
     """Request parameters of `embeddings.create`, as the conventions name them."""
-    attributes: dict[str, Any] = {}
-    model = kwargs.get("model")
-    if isinstance(model, str) and model:
-        attributes[t.REQUEST_MODEL] = model
+    attributes = _model_and_stream(kwargs)  # embeddings never stream
     encoding_format = kwargs.get("encoding_format")
     if isinstance(encoding_format, str) and encoding_format:
         attributes[t.REQUEST_ENCODING_FORMATS] = [encoding_format]
