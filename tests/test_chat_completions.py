@@ -61,6 +61,8 @@ def check_call(telemetry: Telemetry, client: Any, server: LocalOpenAIServer, res
         "gen_ai.usage.cache_read.input_tokens": 5,
         "gen_ai.usage.reasoning.output_tokens": 1,
         "openai_usage.usage.source": "response",
+        # gpt-4o-mini list price: 13 input, 5 cached input, 2 output tokens.
+        "openai_usage.cost.usd": pytest.approx((13 * 0.15 + 5 * 0.075 + 2 * 0.60) / 1e6),
     }
     assert attributes == expected
     # Billed usage, as the SDK itself parsed it.
@@ -231,3 +233,29 @@ def test_azure_deployment_calls_report_the_azure_provider(
     attributes = telemetry.span().attributes or {}
     assert attributes["gen_ai.provider.name"] == "azure.ai.openai"
     assert server.requests[-1].path.startswith("/openai/deployments/my-deployment/")
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_attribute_values_are_bounded_in_length(
+    instrumented: Any, telemetry: Telemetry, client: openai.OpenAI, stream: bool
+) -> None:
+    """A caller's or a server's strings cannot make a span (or its name) grow without end."""
+    long_model = "m" * 5000
+    result = client.chat.completions.create(
+        model=long_model,
+        messages=MESSAGES,
+        stop=["s" * 3000] * 200,
+        stream=stream,
+        extra_headers={"x-mock-response-model": "r" * 4000},
+    )
+    if stream:
+        list(result)
+    span = telemetry.span()
+    assert span.name == "chat " + "m" * 256
+    attributes = span.attributes or {}
+    assert attributes["gen_ai.request.model"] == "m" * 256
+    assert attributes["gen_ai.response.model"] == "r" * 256
+    stops = attributes["gen_ai.request.stop_sequences"]
+    assert len(stops) == 128 and all(s == "s" * 256 for s in stops)
+    for value in attributes.values():
+        assert len(value) <= 256 if isinstance(value, str) else True

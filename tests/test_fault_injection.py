@@ -79,14 +79,22 @@ class BrokenOnEnd(SpanProcessor):
         raise RuntimeError("boom")
 
 
-class BrokenHistogram:
+class BrokenInstrument:
+    """A histogram or counter whose every measurement raises."""
+
     def record(self, *args: Any, **kwargs: Any) -> None:
+        raise RuntimeError("boom")
+
+    def add(self, *args: Any, **kwargs: Any) -> None:
         raise RuntimeError("boom")
 
 
 class BrokenMeter:
-    def create_histogram(self, *args: Any, **kwargs: Any) -> BrokenHistogram:
-        return BrokenHistogram()
+    def create_histogram(self, *args: Any, **kwargs: Any) -> BrokenInstrument:
+        return BrokenInstrument()
+
+    def create_counter(self, *args: Any, **kwargs: Any) -> BrokenInstrument:
+        return BrokenInstrument()
 
 
 class BrokenMeterProvider:
@@ -396,7 +404,7 @@ async def test_a_failing_chunk_gap_recorder_still_records_usage_and_warns_once(
     )
     runtime = instrumentor._runtime
     assert runtime is not None
-    monkeypatch.setattr(runtime.instruments, "time_per_output_chunk", BrokenHistogram())
+    monkeypatch.setattr(runtime.instruments, "time_per_output_chunk", BrokenInstrument())
 
     for _ in range(CALLS):
         assert await run("sync_stream", clients, extra_headers=headers) == expected

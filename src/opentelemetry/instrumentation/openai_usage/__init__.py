@@ -28,6 +28,7 @@ from opentelemetry.instrumentation.utils import unwrap
 from opentelemetry.metrics import NoOpMeter, get_meter
 from opentelemetry.trace import get_tracer
 
+from .capture import Capture
 from .config import Settings, load_settings
 from .errors import internal_error
 from .others import warn_about_others
@@ -47,8 +48,10 @@ class OpenAIUsageInstrumentor(BaseInstrumentor):  # type: ignore[misc]
     """Instruments the OpenAI SDK.
 
     Keyword arguments of `instrument()` (each also settable by environment
-    variable, see the README): `tracer_provider`, `meter_provider`,
-    `inject_stream_usage` (bool), `chunk_timing` ("per_stream", "per_chunk", "off").
+    variable, see the README's Configuration table): `tracer_provider`, `meter_provider`,
+    `logger_provider` (content events), `inject_stream_usage`, `chunk_timing`,
+    `usage_estimate`, `encodings`, `capture_message_content`, `max_content_length`,
+    `prices`, `default_prices`.
     """
 
     _runtime: Runtime | None = None
@@ -76,7 +79,7 @@ class OpenAIUsageInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         except Exception as exc:  # a broken meter provider must not cost the traces
             internal_error("creating the metric instruments", exc)
             instruments = Instruments(NoOpMeter(__name__))
-        runtime = Runtime(tracer, instruments, settings)
+        runtime = Runtime(tracer, instruments, settings, _capture(settings, kwargs))
         self._runtime = runtime
         try:
             runtime.estimator.start()  # encodings load in the background, never on a call
@@ -125,3 +128,20 @@ class OpenAIUsageInstrumentor(BaseInstrumentor):  # type: ignore[misc]
             except Exception as exc:
                 internal_error(f"unpatching {endpoint.module}.{endpoint.method}", exc)
         self._patched = []
+
+
+def _capture(settings: Settings, kwargs: dict[str, Any]) -> Capture | None:
+    """Content capture, only when the user opted in; events go to `logger_provider`."""
+    if not settings.captures_content:
+        return None
+    logger = None
+    if settings.content_in_event:
+        try:
+            from opentelemetry._logs import get_logger
+
+            logger = get_logger(
+                __name__, __version__, logger_provider=kwargs.get("logger_provider")
+            )
+        except Exception as exc:
+            internal_error("creating the event logger", exc)
+    return Capture(settings, logger)

@@ -9,8 +9,10 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
+
+from .pricing import DEFAULT_PRICES, PriceTable, prices_from
 
 logger = logging.getLogger(__name__)
 
@@ -19,6 +21,18 @@ ENV_INJECT_STREAM_USAGE = ENV_PREFIX + "INJECT_STREAM_USAGE"
 ENV_CHUNK_TIMING = ENV_PREFIX + "CHUNK_TIMING"
 ENV_USAGE_ESTIMATE = ENV_PREFIX + "USAGE_ESTIMATE"
 ENV_ENCODINGS = ENV_PREFIX + "ENCODINGS"
+ENV_MAX_CONTENT_LENGTH = ENV_PREFIX + "MAX_CONTENT_LENGTH"
+ENV_PRICES = ENV_PREFIX + "PRICES"
+ENV_DEFAULT_PRICES = ENV_PREFIX + "DEFAULT_PRICES"
+# Shared with the other GenAI instrumentations, as the conventions name it.
+ENV_CAPTURE_MESSAGE_CONTENT = "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"
+
+CONTENT_NONE = "no_content"
+CONTENT_SPAN = "span_only"
+CONTENT_EVENT = "event_only"
+CONTENT_SPAN_AND_EVENT = "span_and_event"
+_CONTENT_MODES = (CONTENT_NONE, CONTENT_SPAN, CONTENT_EVENT, CONTENT_SPAN_AND_EVENT)
+DEFAULT_MAX_CONTENT_LENGTH = 16384
 
 CHUNK_TIMING_PER_STREAM = "per_stream"
 CHUNK_TIMING_PER_CHUNK = "per_chunk"
@@ -52,6 +66,24 @@ class Settings:
     usage_estimate: str = ESTIMATE_FALLBACK
     # Model or Azure deployment name -> tiktoken encoding, for names we cannot place.
     encodings: tuple[tuple[str, str], ...] = ()
+    # Message content (sensitive): nowhere, on the span, in a log event, or both.
+    capture_message_content: str = CONTENT_NONE
+    # Characters per captured content value (its JSON); longer texts are cut.
+    max_content_length: int = DEFAULT_MAX_CONTENT_LENGTH
+    # Prices for the per-call cost; None: no cost is recorded.
+    prices: PriceTable | None = field(default_factory=lambda: PriceTable(DEFAULT_PRICES))
+
+    @property
+    def content_on_span(self) -> bool:
+        return self.capture_message_content in (CONTENT_SPAN, CONTENT_SPAN_AND_EVENT)
+
+    @property
+    def content_in_event(self) -> bool:
+        return self.capture_message_content in (CONTENT_EVENT, CONTENT_SPAN_AND_EVENT)
+
+    @property
+    def captures_content(self) -> bool:
+        return self.capture_message_content != CONTENT_NONE
 
 
 def _warn_bad(name: str, raw: str, accepted: tuple[str, ...], default: object) -> None:
@@ -160,4 +192,89 @@ def load_settings(
         chunk_timing=timing,
         usage_estimate=estimate,
         encodings=encodings,
+        capture_message_content=_content_mode(overrides, env),
+        max_content_length=_max_content_length(overrides, env),
+        prices=_prices(overrides, env),
     )
+
+
+# The legacy boolean form of the shared variable: true meant "record content".
+_CONTENT_ALIASES = {"true": CONTENT_SPAN_AND_EVENT, "false": CONTENT_NONE}
+
+
+def _content_mode(overrides: Mapping[str, Any], env: Mapping[str, str]) -> str:
+    """`NO_CONTENT` | `SPAN_ONLY` | `EVENT_ONLY` | `SPAN_AND_EVENT`, or true/false."""
+    accepted = tuple(m.upper() for m in _CONTENT_MODES) + tuple(_CONTENT_ALIASES)
+    mode = CONTENT_NONE
+    raw = env.get(ENV_CAPTURE_MESSAGE_CONTENT)
+    if raw is not None and raw.strip():
+        value = raw.strip().lower()
+        value = _CONTENT_ALIASES.get(value, value)
+        if value in _CONTENT_MODES:
+            mode = value
+        else:
+            _warn_bad(ENV_CAPTURE_MESSAGE_CONTENT, raw, accepted, CONTENT_NONE.upper())
+    given = overrides.get("capture_message_content")
+    if isinstance(given, bool):
+        return CONTENT_SPAN_AND_EVENT if given else CONTENT_NONE
+    if isinstance(given, str) and given.strip().lower() in _CONTENT_MODES:
+        return given.strip().lower()
+    if given is not None:
+        _warn_bad("capture_message_content", repr(given), accepted, mode.upper())
+    return mode
+
+
+def _positive_int(raw: Any) -> int | None:
+    if isinstance(raw, str):
+        raw = raw.strip()
+        raw = int(raw) if raw.isdigit() else None
+    if isinstance(raw, int) and not isinstance(raw, bool) and raw > 0:
+        return raw
+    return None
+
+
+def _max_content_length(overrides: Mapping[str, Any], env: Mapping[str, str]) -> int:
+    length = DEFAULT_MAX_CONTENT_LENGTH
+    raw = env.get(ENV_MAX_CONTENT_LENGTH)
+    if raw is not None and raw.strip():
+        parsed = _positive_int(raw)
+        if parsed is None:
+            _warn_bad(ENV_MAX_CONTENT_LENGTH, raw, ("a whole number > 0",), length)
+        else:
+            length = parsed
+    given = overrides.get("max_content_length")
+    if given is not None:
+        parsed = _positive_int(given)
+        if parsed is None:
+            _warn_bad("max_content_length", repr(given), ("a whole number > 0",), length)
+        else:
+            length = parsed
+    return length
+
+
+def _prices(overrides: Mapping[str, Any], env: Mapping[str, str]) -> PriceTable | None:
+    """The shipped table, extended by a file or mapping, or replaced; or off.
+
+    `prices` (or the variable: a file path, or `off`) adds to or overrides entries of
+    the shipped table; a callable is asked first, per call. `default_prices=False`
+    (or the variable `false`) drops the shipped table, so only the user's prices count.
+    """
+    use_defaults = _env_bool(env, ENV_DEFAULT_PRICES, True)
+    given_defaults = overrides.get("default_prices")
+    if isinstance(given_defaults, bool):
+        use_defaults = given_defaults
+    elif given_defaults is not None:
+        _warn_bad("default_prices", repr(given_defaults), ("True", "False"), use_defaults)
+    table = dict(DEFAULT_PRICES) if use_defaults else {}
+    function = None
+    raw_env = env.get(ENV_PRICES)
+    given = overrides.get("prices")
+    if given is False or (given is None and raw_env and raw_env.strip().lower() == "off"):
+        return None
+    if given is None and raw_env and raw_env.strip():
+        table.update(prices_from(raw_env.strip(), ENV_PRICES))
+    elif callable(given):
+        function = given
+    elif given is not None:
+        table.update(prices_from(given, "prices"))
+    return PriceTable(table, function)

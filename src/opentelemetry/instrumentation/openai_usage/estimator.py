@@ -39,6 +39,9 @@ class Estimator:
 
     def __init__(self, settings: Settings, loader: EncodingLoader | None = None) -> None:
         self.mode = settings.usage_estimate
+        # Captured content needs the output text even when no estimate is wanted.
+        self.keep_text_for_capture = settings.captures_content
+        self.content_chars = settings.max_content_length
         self.overrides = dict(settings.encodings)
         self.loader = LOADER if loader is None else loader
 
@@ -52,8 +55,13 @@ class Estimator:
             self.loader.start(dict.fromkeys(DEFAULT_NAMES + tuple(self.overrides.values())))
 
     def new_tally(self) -> CompletionTally | None:
-        """Somewhere for a stream to keep its output text, if an estimate may be wanted."""
-        return CompletionTally() if self.enabled else None
+        """Somewhere for a stream to keep its output text, if an estimate or capture may
+        want it; with both off, none: no content is held at all."""
+        if self.enabled:
+            return CompletionTally()
+        if self.keep_text_for_capture:
+            return CompletionTally(max_chars=self.content_chars)
+        return None
 
     def wanted(self, facts: ResponseFacts | None, chunk_count: int) -> bool:
         """Is there anything to estimate? A response, or a stream that sent something."""

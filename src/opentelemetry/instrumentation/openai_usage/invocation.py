@@ -18,19 +18,23 @@ from opentelemetry.trace import Span
 from . import telemetry as t
 from .errors import error_type, internal_error, record_error
 from .estimator import FINISHER, Estimator
+from .modalities import TEXT, UNKNOWN, input_is_text
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
     from .accumulators import ResponseFacts
+    from .capture import Capture
     from .config import Settings
     from .estimate import Encoder
+    from .usage import Usage
 
 
 class Invocation:
     __slots__ = (
         "_ended",
         "_lock",
+        "capture",
         "estimator",
         "instruments",
         "metric_attributes",
@@ -55,8 +59,10 @@ class Invocation:
         estimator: Estimator | None = None,
         operation: str = "chat",
         request: Mapping[str, Any] | None = None,
+        capture: Capture | None = None,
     ) -> None:
         self.span = span
+        self.capture = capture  # None unless the user opted in to content capture
         self.estimator = estimator
         self.operation = operation
         # The caller's arguments, held (never recorded) until the end, for an estimate.
@@ -207,8 +213,31 @@ class Invocation:
 
         instruments = self.instruments
         instruments.duration.record(max(0.0, end_perf - self.start_perf), metric_attributes)
-        if facts is not None and facts.usage is not None:
-            t.record_token_usage(instruments, metric_attributes, facts.usage)
+        usage = facts.usage if facts is not None else None
+        if usage is not None:
+            t.record_token_usage(instruments, metric_attributes, usage)
+        input_rest = TEXT if input_is_text(self.operation, self.request) else UNKNOWN
+        t.record_detailed_usage(instruments, metric_attributes, usage, input_rest)
+        if usage is not None and facts is not None:
+            self._record_cost(facts, usage, metric_attributes)
+        if self.capture is not None:
+            self.capture.ended(span, self.operation, self.request, facts, metric_attributes)
+
+    def _record_cost(
+        self, facts: ResponseFacts, usage: Usage, metric_attributes: dict[str, Any]
+    ) -> None:
+        """The list-price cost of what was billed (or estimated: the source says which)."""
+        prices = self.settings.prices
+        if prices is None:
+            return
+        tier = facts.service_tier
+        if tier is None and self.request is not None:  # a stream cut before it said
+            asked = self.request.get("service_tier")
+            tier = asked if isinstance(asked, str) and asked != "auto" else None
+        cost = prices.cost((facts.model, self._request_model()), usage, tier)
+        if cost is not None:
+            self.span.set_attribute(t.COST, cost)
+            t.record_cost(self.instruments, metric_attributes, cost, usage)
 
     def final_metric_attributes(
         self, facts: ResponseFacts | None, error: BaseException | None = None

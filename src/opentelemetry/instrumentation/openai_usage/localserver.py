@@ -12,7 +12,8 @@ the same headers and adds its own scenarios:
 
 - ``x-mock-reply: <text>`` / ``x-mock-chunks: <N>`` (reply "w1 w2 ... wN"),
   ``x-mock-tool-call: <function name>``, ``x-mock-response-model: <model>``,
-  ``x-mock-usage: <JSON of prompt/completion/total/cached/reasoning_tokens>``,
+  ``x-mock-usage: <JSON of prompt/completion/total/cached/reasoning_tokens,
+  audio_input/audio_output_tokens, cache_write_tokens>``,
   ``x-mock-chunk-delay-ms: <ms>``, ``x-mock-attempt-key: <key>`` (fail_first);
 - ``x-mock-scenario``: ``ok`` (default), ``http_error:<status>``, ``fail_first:<k>``,
   ``cut_after:<k>``, ``reset_after:<k>``, ``sse_error_after:<k>``,
@@ -78,7 +79,8 @@ _WITH_ARG |= {"sse_error_after", "malformed_after"}  # the ones taking ":<int>"
 _NO_ARG = {"ok", "no_usage", "reject_stream_options", "error_body_200", "hang", "usage_nulls"}
 _NO_ARG |= {"incomplete", "failed"}  # Responses API only: see localserver_responses
 _USAGE_KEYS = {"prompt_tokens", "completion_tokens", "total_tokens", "cached_tokens"}
-_USAGE_KEYS.add("reasoning_tokens")
+_USAGE_KEYS.update(("reasoning_tokens", "audio_input_tokens", "audio_output_tokens"))
+_USAGE_KEYS.add("cache_write_tokens")  # OpenAI-compatible hosts (OpenRouter) report these
 _SSE_ERROR = "The server had an error while processing your request."
 _SERVER_ERROR = _SSE_ERROR + " Sorry about that!"
 _BAD_JSON = (
@@ -86,7 +88,15 @@ _BAD_JSON = (
     " you aren't using your HTTP library correctly. The OpenAI API expects a JSON"
     " payload, but what was sent was not valid JSON.)"
 )
-_FINGERPRINT = {"service_tier": "default", "system_fingerprint": SYSTEM_FINGERPRINT}
+_TIERS = ("flex", "priority", "scale")  # echoed when asked for; anything else is "default"
+
+
+def _fingerprint(call: _Call) -> dict[str, str]:
+    tier = call.body.get("service_tier") if isinstance(call.body, dict) else None
+    tier = tier if tier in _TIERS else "default"
+    return {"service_tier": tier, "system_fingerprint": SYSTEM_FINGERPRINT}
+
+
 _SAFE = {"filtered": False, "severity": "safe"}
 _FILTERS = {"hate": _SAFE, "self_harm": _SAFE, "sexual": _SAFE, "violence": _SAFE}
 _PROMPT_FILTERS = [{"prompt_index": 0, "content_filter_results": _FILTERS}]
@@ -259,10 +269,13 @@ def _build_usage(
     usage = {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": total}
     if details or "cached_tokens" in over or "reasoning_tokens" in over:
         cached = over.get("cached_tokens", 0)
-        usage["prompt_tokens_details"] = {"cached_tokens": cached, "audio_tokens": 0}
+        audio_in = over.get("audio_input_tokens", 0)
+        usage["prompt_tokens_details"] = {"cached_tokens": cached, "audio_tokens": audio_in}
+        if "cache_write_tokens" in over:
+            usage["prompt_tokens_details"]["cache_write_tokens"] = over["cache_write_tokens"]
         usage["completion_tokens_details"] = {
             "reasoning_tokens": over.get("reasoning_tokens", 0),
-            "audio_tokens": 0,
+            "audio_tokens": over.get("audio_output_tokens", 0),
             "accepted_prediction_tokens": 0,
             "rejected_prediction_tokens": 0,
         }
@@ -386,7 +399,7 @@ def _response_body(call: _Call) -> dict[str, Any]:
     chat = call.kind == "chat/completions"
     obj = "chat.completion" if chat else "text_completion"
     body = {"id": call.id, "object": obj, "created": call.created, "model": call.model}
-    body.update(choices=choices, usage=call.usage, **(_FINGERPRINT if chat else {}))
+    body.update(choices=choices, usage=call.usage, **(_fingerprint(call) if chat else {}))
     if call.azure:
         body["prompt_filter_results"] = _PROMPT_FILTERS
     return body
@@ -401,10 +414,11 @@ def _chunks(call: _Call) -> Iterator[dict[str, Any]]:
     obj = "chat.completion.chunk" if chat else "text_completion"
     head = {"id": call.id, "object": obj, "created": call.created}
     tail: dict[str, Any] = {"usage": None} if call.include_usage else {}
+    fingerprint = _fingerprint(call)
 
     def chunk(choices: list[dict[str, Any]]) -> dict[str, Any]:
         if chat:
-            return {**head, "model": call.model, **_FINGERPRINT, "choices": choices, **tail}
+            return {**head, "model": call.model, **fingerprint, "choices": choices, **tail}
         return {**head, "choices": choices, "model": call.model, **tail}
 
     def choice(i: int, payload: Any, finish: str | None = None) -> dict[str, Any]:

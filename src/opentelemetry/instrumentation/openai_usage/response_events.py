@@ -85,11 +85,14 @@ class ResponsesStreamAccumulator:
             if get(item, "type") != "function_call":
                 return
             function = {"name": get(item, "name")}
+            call_id = get(item, "call_id")
         else:
             function = {"arguments": getattr(event, "delta", None)}
+            call_id = None
         output_index = getattr(event, "output_index", 0)
         slot = self.calls.setdefault(output_index, len(self.calls))
-        tally.add_chat_delta(0, {"tool_calls": [{"index": slot, "function": function}]})
+        call = {"index": slot, "id": call_id, "function": function}
+        tally.add_chat_delta(0, {"tool_calls": [call]})
 
     def facts(self) -> ResponseFacts:
         if self.final is not None:

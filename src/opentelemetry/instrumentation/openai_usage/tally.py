@@ -51,6 +51,8 @@ class ChoiceText:
     refusal: Pieces = field(default_factory=Pieces)
     tool_calls: dict[int, tuple[Pieces, Pieces]] = field(default_factory=dict)  # name, args
     function_call: tuple[Pieces, Pieces] | None = None  # legacy
+    # Tool call ids, for captured content only (ids are not counted, and are short).
+    tool_call_ids: dict[int, str] = field(default_factory=dict)
 
 
 def _custom(call: Any) -> dict[str, Any] | None:
@@ -107,6 +109,9 @@ class CompletionTally:
             pair = choice.tool_calls.get(slot)
             if pair is None:
                 pair = choice.tool_calls[slot] = (Pieces(), Pieces())
+                call_id = get(call, "id")
+                if isinstance(call_id, str):
+                    choice.tool_call_ids[slot] = call_id[:256]
             self._add_call(pair, get(call, "function"))
         function_call = get(delta, "function_call")
         if function_call is not None:
@@ -119,7 +124,11 @@ class CompletionTally:
         if message is None:
             return
         calls = [
-            {"index": i, "function": get(call, "function") or _custom(get(call, "custom"))}
+            {
+                "index": i,
+                "id": get(call, "id"),
+                "function": get(call, "function") or _custom(get(call, "custom")),
+            }
             for i, call in enumerate(get(message, "tool_calls") or ())
         ]
         fields = ("content", "refusal", "function_call")

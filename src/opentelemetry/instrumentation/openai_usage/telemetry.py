@@ -9,11 +9,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from opentelemetry.metrics import Histogram, Meter
+from opentelemetry.metrics import Counter, Histogram, Meter
 from opentelemetry.semconv._incubating.attributes import gen_ai_attributes as genai
 from opentelemetry.semconv._incubating.attributes import openai_attributes as oai
 from opentelemetry.semconv._incubating.metrics import gen_ai_metrics
 from opentelemetry.semconv.attributes import error_attributes, server_attributes
+
+from . import modalities
 
 if TYPE_CHECKING:
     from .accumulators import ResponseFacts
@@ -43,6 +45,11 @@ USAGE_INPUT = genai.GEN_AI_USAGE_INPUT_TOKENS
 USAGE_OUTPUT = genai.GEN_AI_USAGE_OUTPUT_TOKENS
 USAGE_CACHE_READ = genai.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS
 USAGE_REASONING = genai.GEN_AI_USAGE_REASONING_OUTPUT_TOKENS
+USAGE_CACHE_WRITE = genai.GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS
+INPUT_MESSAGES = genai.GEN_AI_INPUT_MESSAGES
+OUTPUT_MESSAGES = genai.GEN_AI_OUTPUT_MESSAGES
+SYSTEM_INSTRUCTIONS = genai.GEN_AI_SYSTEM_INSTRUCTIONS
+TOOL_DEFINITIONS = genai.GEN_AI_TOOL_DEFINITIONS
 TOKEN_TYPE = genai.GEN_AI_TOKEN_TYPE
 OPENAI_API_TYPE = oai.OPENAI_API_TYPE
 OPENAI_REQUEST_SERVICE_TIER = oai.OPENAI_REQUEST_SERVICE_TIER
@@ -71,6 +78,23 @@ ESTIMATE_OUTPUT = "openai_usage.estimate.output_tokens"
 ESTIMATE_INPUT_DIFFERENCE = "openai_usage.estimate.input_tokens_difference"
 ESTIMATE_OUTPUT_DIFFERENCE = "openai_usage.estimate.output_tokens_difference"
 
+# The call's list-price cost in US dollars (a float), when its model has a known price.
+COST = "openai_usage.cost.usd"
+
+# The conventions' per-call event for content capture, and the per-modality counters of
+# semantic-conventions-genai `docs/gen-ai/gen-ai-token-metrics.md` (Development status),
+# which the `opentelemetry-semantic-conventions` package does not define yet.
+OPERATION_DETAILS_EVENT = "gen_ai.client.inference.operation.details"
+TOKEN_MODALITY = "gen_ai.token.modality"
+USAGE_METRICS = {
+    "input": "gen_ai.client.inference.usage.input_tokens",
+    "output": "gen_ai.client.inference.usage.output_tokens",
+    "cache_read": "gen_ai.client.inference.usage.cache_read.input_tokens",
+    "cache_write": "gen_ai.client.inference.usage.cache_write.input_tokens",
+    "reasoning": "gen_ai.client.inference.usage.reasoning.output_tokens",
+}
+COST_METRIC = "openai_usage.client.cost"
+
 PROVIDER_OPENAI = "openai"
 PROVIDER_AZURE = "azure.ai.openai"
 
@@ -83,7 +107,7 @@ METRIC_KEYS = (OPERATION, PROVIDER, REQUEST_MODEL, SERVER_ADDRESS, SERVER_PORT)
 
 
 class Instruments:
-    """The four histograms, created once per instrumentor."""
+    """The conventions' histograms and counters, and the cost counter; once per instrumentor."""
 
     def __init__(self, meter: Meter) -> None:
         self.token_usage: Histogram = meter.create_histogram(
@@ -110,6 +134,42 @@ class Instruments:
             description="Time between output chunks after the first one.",
             explicit_bucket_boundaries_advisory=SECONDS_BUCKETS,
         )
+        self.usage: dict[str, Counter] = {
+            kind: meter.create_counter(name, unit="{token}", description=_USAGE_DESCRIPTIONS[kind])
+            for kind, name in USAGE_METRICS.items()
+        }
+        self.cost: Counter = meter.create_counter(
+            COST_METRIC, unit="{USD}", description="List-price cost of GenAI operations in USD."
+        )
+
+
+_USAGE_DESCRIPTIONS = {
+    "input": "Input (prompt) tokens used, including cached tokens.",
+    "output": "Output (completion) tokens used, including reasoning tokens.",
+    "cache_read": "Input tokens served from a provider-managed cache.",
+    "cache_write": "Input tokens written to a provider-managed cache.",
+    "reasoning": "Output tokens spent on reasoning.",
+}
+
+
+# Request parameters and response fields are strings a caller or a server chose: a
+# model name, stop sequences, an id. Bounded, so that no call can make a span huge.
+MAX_ATTRIBUTE_LENGTH = 256
+MAX_ATTRIBUTE_ITEMS = 128  # as many finish reasons as OpenAI allows choices
+
+
+def bounded(attributes: dict[str, Any]) -> dict[str, Any]:
+    """The attributes with every string, and every list, cut to the limits above."""
+    for key, value in attributes.items():
+        if isinstance(value, str):
+            if len(value) > MAX_ATTRIBUTE_LENGTH:
+                attributes[key] = value[:MAX_ATTRIBUTE_LENGTH]
+        elif isinstance(value, (list, tuple)):
+            attributes[key] = [
+                v[:MAX_ATTRIBUTE_LENGTH] if isinstance(v, str) else v
+                for v in value[:MAX_ATTRIBUTE_ITEMS]
+            ]
+    return attributes
 
 
 def response_attributes(facts: ResponseFacts) -> dict[str, Any]:
@@ -127,6 +187,7 @@ def response_attributes(facts: ResponseFacts) -> dict[str, Any]:
         attributes[OPENAI_RESPONSE_SERVICE_TIER] = facts.service_tier
     if facts.dimension_count is not None:
         attributes[EMBEDDINGS_DIMENSION_COUNT] = facts.dimension_count
+    bounded(attributes)
     if facts.usage is not None:
         attributes.update(usage_attributes(facts.usage))
     return attributes
@@ -144,6 +205,8 @@ def usage_attributes(usage: Usage) -> dict[str, Any]:
         attributes[USAGE_CACHE_READ] = usage.cache_read_input_tokens
     if usage.reasoning_output_tokens is not None:
         attributes[USAGE_REASONING] = usage.reasoning_output_tokens
+    if usage.cache_write_input_tokens is not None:
+        attributes[USAGE_CACHE_WRITE] = usage.cache_write_input_tokens
     attributes[USAGE_SOURCE] = usage.source
     if usage.lower_bound:
         attributes[USAGE_LOWER_BOUND] = True
@@ -180,3 +243,43 @@ def record_token_usage(instruments: Instruments, attributes: dict[str, Any], usa
         instruments.token_usage.record(usage.input_tokens, {**attributes, TOKEN_TYPE: "input"})
     if usage.output_tokens is not None:
         instruments.token_usage.record(usage.output_tokens, {**attributes, TOKEN_TYPE: "output"})
+
+
+def record_detailed_usage(
+    instruments: Instruments,
+    attributes: dict[str, Any],
+    usage: Usage | None,
+    input_rest: str,
+) -> None:
+    """The per-modality counters, one add per kind and modality.
+
+    With no usage at all (a failed call, or nothing to estimate from) input and output
+    get a 0 under `unknown`, as the conventions ask, so call counts stay right.
+    """
+    counters = instruments.usage
+    if usage is None or usage.is_empty:
+        for kind in ("input", "output"):
+            counters[kind].add(0, {**attributes, TOKEN_MODALITY: modalities.UNKNOWN})
+        return
+    attributes = {**attributes, USAGE_SOURCE: usage.source}
+    # A cached prefix is text when all input was; mixed input leaves it unknown.
+    text_or_unknown = modalities.UNKNOWN if usage.input_modalities else input_rest
+    for kind, total, reported, rest in (
+        ("input", usage.input_tokens, usage.input_modalities, input_rest),
+        ("output", usage.output_tokens, usage.output_modalities, modalities.TEXT),
+    ):
+        for modality, count in modalities.split(total, reported, rest):
+            counters[kind].add(count, {**attributes, TOKEN_MODALITY: modality})
+    for kind, subset, modality in (
+        ("cache_read", usage.cache_read_input_tokens, text_or_unknown),
+        ("cache_write", usage.cache_write_input_tokens, text_or_unknown),
+        ("reasoning", usage.reasoning_output_tokens, modalities.TEXT),
+    ):
+        if subset is not None:
+            counters[kind].add(subset, {**attributes, TOKEN_MODALITY: modality})
+
+
+def record_cost(
+    instruments: Instruments, attributes: dict[str, Any], cost: float, usage: Usage
+) -> None:
+    instruments.cost.add(cost, {**attributes, USAGE_SOURCE: usage.source})

@@ -25,6 +25,11 @@ class Usage:
     total_tokens: int | None = None
     cache_read_input_tokens: int | None = None
     reasoning_output_tokens: int | None = None
+    # Input written to a provider-managed cache (OpenAI-compatible hosts that report it).
+    cache_write_input_tokens: int | None = None
+    # What the server broke down by modality ("text", "audio", "image"), if anything.
+    input_modalities: tuple[tuple[str, int], ...] = ()
+    output_modalities: tuple[tuple[str, int], ...] = ()
     source: str = SOURCE_RESPONSE
     # An estimate that cannot see everything billed (a reasoning model's hidden
     # reasoning tokens): the true count is at least this.
@@ -58,6 +63,19 @@ def _first_count(obj: Any, *names: str) -> int | None:
     return None
 
 
+_MODALITIES = (("text", "text_tokens"), ("audio", "audio_tokens"), ("image", "image_tokens"))
+
+
+def _modalities(details: Any) -> tuple[tuple[str, int], ...]:
+    """`{"audio_tokens": 12, "text_tokens": 30}` -> (("text", 30), ("audio", 12))."""
+    found = []
+    for modality, name in _MODALITIES:
+        count = _count(_field(details, name))
+        if count:
+            found.append((modality, count))
+    return tuple(found)
+
+
 def usage_from(raw: Any) -> Usage | None:
     """Read a usage object of any known shape; None when it holds no counts."""
     if raw is None:
@@ -71,12 +89,18 @@ def usage_from(raw: Any) -> Usage | None:
     output_details = _field(raw, "completion_tokens_details") or _field(
         raw, "output_tokens_details"
     )
+    cache_write = _count(_field(input_details, "cache_write_tokens"))
+    if cache_write is None:  # Anthropic-style hosts report it at the top level
+        cache_write = _count(_field(raw, "cache_creation_input_tokens"))
     usage = Usage(
         input_tokens=input_tokens,
         output_tokens=output_tokens,
         total_tokens=total,
         cache_read_input_tokens=_count(_field(input_details, "cached_tokens")),
         reasoning_output_tokens=_count(_field(output_details, "reasoning_tokens")),
+        cache_write_input_tokens=cache_write,
+        input_modalities=_modalities(input_details),
+        output_modalities=_modalities(output_details),
     )
     if usage.is_empty and total is None:
         return None

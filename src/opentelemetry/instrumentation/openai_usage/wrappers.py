@@ -19,6 +19,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 
 from . import telemetry as t
+from .capture import Capture
 from .config import Settings
 from .errors import internal_error
 from .estimator import Estimator
@@ -45,8 +46,15 @@ class Runtime:
     that one a no-op too.
     """
 
-    def __init__(self, tracer: Tracer, instruments: t.Instruments, settings: Settings) -> None:
+    def __init__(
+        self,
+        tracer: Tracer,
+        instruments: t.Instruments,
+        settings: Settings,
+        capture: Capture | None = None,
+    ) -> None:
         self.tracer = tracer
+        self.capture = capture
         self.instruments = instruments
         self.settings = settings
         self.estimator = Estimator(settings)
@@ -94,6 +102,7 @@ def start_call(runtime: Runtime, endpoint: Endpoint, instance: Any, kwargs: dict
     attributes[t.OPERATION] = endpoint.operation
     if endpoint.api_type:
         attributes[t.OPENAI_API_TYPE] = endpoint.api_type
+    t.bounded(attributes)
     model = attributes.get(t.REQUEST_MODEL)
     name = f"{endpoint.operation} {model}" if model else endpoint.operation
     start_ns = time.time_ns()
@@ -113,7 +122,10 @@ def start_call(runtime: Runtime, endpoint: Endpoint, instance: Any, kwargs: dict
         runtime.estimator,
         endpoint.estimate_as or endpoint.operation,
         kwargs,
+        runtime.capture,
     )
+    if runtime.capture is not None:
+        runtime.capture.started(span, invocation.operation, kwargs)
     stream = kwargs.get("stream") is True
     host = str(attributes.get(t.SERVER_ADDRESS, ""))
     injected = False

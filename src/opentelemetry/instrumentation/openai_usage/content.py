@@ -1,0 +1,313 @@
+"""Message content in the GenAI conventions' JSON shapes, for users who opt in.
+
+Content is sensitive (prompts, answers, tool arguments), so nothing here runs unless
+the user turned capture on, and every value is cut to a documented size. The shapes
+are those of `gen_ai.input.messages`, `gen_ai.output.messages`,
+`gen_ai.system_instructions` and `gen_ai.tool.definitions`: a message is a role and
+a list of typed parts (`text`, `tool_call`, `tool_call_response`, `uri`, `blob`,
+`file`, `reasoning`, or the provider's own type).
+
+Pure functions over the caller's request and the SDK's response (or, for a stream,
+what the tally collected), never raising on odd input.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from .tally import ChoiceText, CompletionTally, Pieces, get
+
+Part = dict[str, Any]
+Message = dict[str, Any]
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def _arguments(raw: Any) -> Any:
+    """Tool arguments as the object they encode, or the raw text when not JSON."""
+    if isinstance(raw, str):
+        try:
+            return json.loads(raw)
+        except ValueError:
+            return raw
+    return raw
+
+
+def _data_url(url: str, modality: str) -> Part:
+    """`data:image/png;base64,...` -> a blob part; any other URL -> a uri part."""
+    if url.startswith("data:") and "," in url:
+        header, data = url[5:].split(",", 1)
+        return {
+            "type": "blob",
+            "modality": modality,
+            "mime_type": header.split(";", 1)[0] or None,
+            "content": data,
+        }
+    return {"type": "uri", "modality": modality, "uri": url}
+
+
+# ----------------------------------------------------------------- chat input
+
+
+def _chat_part(part: Any) -> Part:
+    kind = get(part, "type")
+    if kind in ("text", "input_text", "output_text"):
+        return {"type": "text", "content": _text(get(part, "text")) or ""}
+    if kind == "refusal":
+        return {"type": "refusal", "content": _text(get(part, "refusal")) or ""}
+    if kind == "image_url":
+        url = _text(get(get(part, "image_url"), "url")) or ""
+        return _data_url(url, "image")
+    if kind == "input_audio":
+        audio = get(part, "input_audio")
+        audio_format = _text(get(audio, "format"))
+        return {
+            "type": "blob",
+            "modality": "audio",
+            "mime_type": f"audio/{audio_format}" if audio_format else None,
+            "content": _text(get(audio, "data")) or "",
+        }
+    if kind == "file":
+        file = get(part, "file")
+        return {"type": "file", "modality": "file", "file_id": _text(get(file, "file_id"))}
+    return {"type": str(kind)}
+
+
+def _content_parts(content: Any) -> list[Part]:
+    if isinstance(content, str):
+        return [{"type": "text", "content": content}]
+    if isinstance(content, (list, tuple)):
+        return [_chat_part(part) for part in content]
+    return []
+
+
+def _tool_call_part(call: Any) -> Part:
+    function = get(call, "function") or get(call, "custom")
+    arguments = get(function, "arguments")
+    if arguments is None:
+        arguments = get(function, "input")
+    return {
+        "type": "tool_call",
+        "id": _text(get(call, "id")),
+        "name": _text(get(function, "name")) or "",
+        "arguments": _arguments(arguments),
+    }
+
+
+def _chat_message(message: Any) -> Message:
+    role = _text(get(message, "role")) or "user"
+    if role in ("tool", "function"):
+        response = get(message, "content")
+        if isinstance(response, (list, tuple)):
+            response = "".join(_text(get(p, "text")) or "" for p in response)
+        part = {"type": "tool_call_response", "id": _text(get(message, "tool_call_id"))}
+        return {"role": "tool", "parts": [{**part, "response": response}]}
+    parts = _content_parts(get(message, "content"))
+    refusal = _text(get(message, "refusal"))
+    if refusal:
+        parts.append({"type": "refusal", "content": refusal})
+    parts.extend(_tool_call_part(call) for call in get(message, "tool_calls") or ())
+    function_call = get(message, "function_call")
+    if function_call is not None:
+        parts.append(_tool_call_part({"function": function_call}))
+    result: Message = {"role": role, "parts": parts}
+    name = _text(get(message, "name"))
+    if name:
+        result["name"] = name
+    return result
+
+
+def chat_input(request: Mapping[str, Any]) -> list[Message]:
+    messages = request.get("messages")
+    if not isinstance(messages, (list, tuple)):
+        return []
+    return [_chat_message(message) for message in messages]
+
+
+def tool_definitions(request: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Chat (`tools`, legacy `functions`) and Responses (`tools`) alike, flattened."""
+    definitions = []
+    for tool in list(_sequence(request.get("tools"))) + list(_sequence(request.get("functions"))):
+        kind = _text(get(tool, "type")) or "function"
+        function = get(tool, "function") if get(tool, "function") is not None else tool
+        definition: dict[str, Any] = {"type": kind, "name": _text(get(function, "name")) or kind}
+        for key in ("description", "parameters"):
+            value = get(function, key)
+            if value is not None:
+                definition[key] = value
+        definitions.append(definition)
+    return definitions
+
+
+def _sequence(value: Any) -> tuple[Any, ...]:
+    return tuple(value) if isinstance(value, (list, tuple)) else ()
+
+
+# ----------------------------------------------------------------- chat output
+
+
+def _joined(pieces: Pieces) -> str:
+    return "".join(pieces)
+
+
+def chat_output(response: Any) -> list[Message]:
+    """A non-streamed chat or legacy completion: one message per choice."""
+    messages = []
+    for choice in _sequence(get(response, "choices")):
+        message = get(choice, "message")
+        if message is not None:
+            out = _chat_message(message)
+            out["role"] = "assistant"
+        else:  # a legacy completion choice
+            out = {"role": "assistant", "parts": _content_parts(get(choice, "text"))}
+        out["finish_reason"] = _text(get(choice, "finish_reason")) or "unknown"
+        messages.append(out)
+    return messages
+
+
+def _choice_message(choice: ChoiceText, finish_reason: str) -> Message:
+    parts: list[Part] = []
+    if choice.content:
+        parts.append({"type": "text", "content": _joined(choice.content)})
+    if choice.refusal:
+        parts.append({"type": "refusal", "content": _joined(choice.refusal)})
+    for slot in sorted(choice.tool_calls):
+        name, arguments = choice.tool_calls[slot]
+        parts.append(
+            {
+                "type": "tool_call",
+                "id": choice.tool_call_ids.get(slot),
+                "name": _joined(name),
+                "arguments": _arguments(_joined(arguments)),
+            }
+        )
+    if choice.function_call is not None:
+        name, arguments = choice.function_call
+        part = {"type": "tool_call", "name": _joined(name)}
+        parts.append({**part, "arguments": _arguments(_joined(arguments))})
+    return {"role": "assistant", "parts": parts, "finish_reason": finish_reason}
+
+
+def tally_output(tally: CompletionTally, finish_reasons: list[str]) -> list[Message]:
+    """A stream's output, assembled from its chunks: every choice, tool calls included.
+
+    Finish reasons come sorted by choice index, as the choices are here; a choice
+    whose stream ended before its finish reason arrived says "unknown".
+    """
+    indexes = sorted(tally.choices)
+    reasons = dict(zip(indexes, finish_reasons, strict=False))
+    return [_choice_message(tally.choices[i], reasons.get(i, "unknown")) for i in indexes]
+
+
+# ----------------------------------------------------------------- Responses API
+
+
+def _response_item(item: Any) -> Message:
+    kind = get(item, "type")
+    if kind == "function_call":
+        call = {"id": get(item, "call_id"), "function": item}
+        return {"role": "assistant", "parts": [_tool_call_part(call)]}
+    if kind == "function_call_output":
+        part = {"type": "tool_call_response", "id": _text(get(item, "call_id"))}
+        return {"role": "tool", "parts": [{**part, "response": get(item, "output")}]}
+    if kind == "reasoning":
+        summary = "".join(_text(get(s, "text")) or "" for s in _sequence(get(item, "summary")))
+        return {"role": "assistant", "parts": [{"type": "reasoning", "content": summary}]}
+    if kind in (None, "message"):
+        role = _text(get(item, "role")) or "user"
+        return {"role": role, "parts": [_response_part(p) for p in _parts(get(item, "content"))]}
+    return {"role": "assistant", "parts": [{"type": str(kind)}]}
+
+
+def _parts(content: Any) -> tuple[Any, ...]:
+    if isinstance(content, str):
+        return ({"type": "input_text", "text": content},)
+    return _sequence(content)
+
+
+def _response_part(part: Any) -> Part:
+    kind = get(part, "type")
+    if kind == "input_image":
+        url = _text(get(part, "image_url"))
+        if url:
+            return _data_url(url, "image")
+        return {"type": "file", "modality": "image", "file_id": _text(get(part, "file_id"))}
+    if kind == "input_file":
+        return {"type": "file", "modality": "file", "file_id": _text(get(part, "file_id"))}
+    return _chat_part(part)
+
+
+def responses_input(request: Mapping[str, Any]) -> list[Message]:
+    raw = request.get("input")
+    if isinstance(raw, str):
+        return [{"role": "user", "parts": [{"type": "text", "content": raw}]}]
+    return [_response_item(item) for item in _sequence(raw)]
+
+
+def responses_instructions(request: Mapping[str, Any]) -> list[Part]:
+    instructions = request.get("instructions")
+    if isinstance(instructions, str) and instructions:
+        return [{"type": "text", "content": instructions}]
+    return []
+
+
+def responses_output(response: Any, finish_reasons: list[str]) -> list[Message]:
+    """One assistant message holding every output item's parts."""
+    parts: list[Part] = []
+    for item in _sequence(get(response, "output")):
+        parts.extend(_response_item(item)["parts"])
+    reason = finish_reasons[0] if finish_reasons else "unknown"
+    return [{"role": "assistant", "parts": parts, "finish_reason": reason}]
+
+
+def completion_input(request: Mapping[str, Any]) -> list[Message]:
+    """A legacy completion's prompt (a string or a list of strings) as user text."""
+    prompt = request.get("prompt")
+    prompts = [prompt] if isinstance(prompt, str) else list(_sequence(prompt))
+    parts = [{"type": "text", "content": p} for p in prompts if isinstance(p, str)]
+    return [{"role": "user", "parts": parts}] if parts else []
+
+
+# ----------------------------------------------------------------- size limit
+
+_ELLIPSIS = "…"
+
+
+def _cut(value: Any, limit: int) -> Any:
+    if isinstance(value, str):
+        return value if len(value) <= limit else value[:limit] + _ELLIPSIS
+    if isinstance(value, list):
+        return [_cut(v, limit) for v in value]
+    if isinstance(value, dict):
+        return {k: _cut(v, limit) for k, v in value.items()}
+    return value
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)
+
+
+def bounded_json(value: Any, max_length: int) -> str:
+    """JSON of at most `max_length` characters, still valid JSON whenever possible.
+
+    Long strings are cut (each to the same, largest length that fits, marked with
+    an ellipsis) rather than the JSON text, so a backend can still parse it. Only when
+    the structure alone is too long is the text itself cut.
+    """
+    text = _dumps(value)
+    if len(text) <= max_length:
+        return text
+    value = _cut(value, max_length)  # nothing longer can fit: bounds the work below
+    low, high, best = 0, max_length, None
+    while low <= high:
+        middle = (low + high) // 2
+        candidate = _dumps(_cut(value, middle))
+        if len(candidate) <= max_length:
+            best, low = candidate, middle + 1
+        else:
+            high = middle - 1
+    return best if best is not None else text[:max_length]

@@ -1,0 +1,214 @@
+"""What a call cost, in US dollars, from its billed token kinds and a price table.
+
+Prices are list prices per million tokens. The shipped table (`DEFAULT_PRICES`) is
+small and dated; a user extends or replaces it with a mapping, a JSON or TOML file, or
+a callable, and nothing is ever fetched over the network. A model with no known price
+gets no cost at all, never a zero that a dashboard would sum as free.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .usage import Usage
+
+logger = logging.getLogger(__name__)
+
+# When the shipped prices were read, and from where (also in the README).
+DEFAULT_PRICES_DATE = "2026-06"
+DEFAULT_PRICES_SOURCE = "https://platform.openai.com/docs/pricing (Standard tier)"
+
+_PER_TOKEN = 1e-6  # table prices are per million tokens
+_DATE_SUFFIX = re.compile(r"-\d{4}-\d{2}-\d{2}$")  # gpt-4o-2024-08-06 -> gpt-4o
+# Service tiers billed at the table's (standard) price; any other tier ("flex",
+# "priority", "batch") needs an entry of its own, `model@tier`, or gets no cost.
+_STANDARD_TIERS = frozenset({"", "default", "auto", "standard"})
+
+
+@dataclass(frozen=True)
+class Price:
+    """US dollars per million tokens of each billed kind.
+
+    Cached input and reasoning output default to the input and output price: that is
+    how they are billed where a provider gives them no price of their own.
+    """
+
+    input: float
+    output: float = 0.0
+    cached_input: float | None = None
+    cache_write_input: float | None = None
+    reasoning_output: float | None = None
+
+    def cost(self, usage: Usage) -> float | None:
+        """The call's cost, or None when its usage says too little to price it."""
+        if usage.input_tokens is None and usage.output_tokens is None:
+            return None
+        total = 0.0
+        if usage.input_tokens is not None:
+            cached = min(usage.cache_read_input_tokens or 0, usage.input_tokens)
+            written = min(usage.cache_write_input_tokens or 0, usage.input_tokens - cached)
+            plain = usage.input_tokens - cached - written
+            total += plain * self.input
+            total += cached * _or(self.cached_input, self.input)
+            total += written * _or(self.cache_write_input, self.input)
+        if usage.output_tokens is not None:
+            reasoning = min(usage.reasoning_output_tokens or 0, usage.output_tokens)
+            total += (usage.output_tokens - reasoning) * self.output
+            total += reasoning * _or(self.reasoning_output, self.output)
+        return total * _PER_TOKEN
+
+
+def _or(value: float | None, default: float) -> float:
+    return default if value is None else value
+
+
+def _p(input: float, cached: float | None, output: float) -> Price:
+    return Price(input=input, cached_input=cached, output=output)
+
+
+# Standard-tier list prices, USD per 1M tokens: input, cached input, output.
+DEFAULT_PRICES: dict[str, Price] = {
+    "gpt-5.5": _p(5.0, 0.5, 30.0),
+    "gpt-5.4": _p(2.5, 0.25, 15.0),
+    "gpt-5.4-mini": _p(0.75, 0.075, 4.5),
+    "gpt-5.4-nano": _p(0.2, 0.02, 1.25),
+    "gpt-5.1": _p(1.25, 0.125, 10.0),
+    "gpt-5": _p(1.25, 0.125, 10.0),
+    "gpt-5-mini": _p(0.25, 0.025, 2.0),
+    "gpt-5-nano": _p(0.05, 0.005, 0.4),
+    "gpt-5-chat-latest": _p(1.25, 0.125, 10.0),
+    "gpt-4.1": _p(2.0, 0.5, 8.0),
+    "gpt-4.1-mini": _p(0.4, 0.1, 1.6),
+    "gpt-4.1-nano": _p(0.1, 0.025, 0.4),
+    "gpt-4o": _p(2.5, 1.25, 10.0),
+    "gpt-4o-mini": _p(0.15, 0.075, 0.6),
+    "o1": _p(15.0, 7.5, 60.0),
+    "o1-mini": _p(1.1, 0.55, 4.4),
+    "o3": _p(2.0, 0.5, 8.0),
+    "o3-mini": _p(1.1, 0.55, 4.4),
+    "o4-mini": _p(1.1, 0.275, 4.4),
+    "gpt-4-turbo": _p(10.0, None, 30.0),
+    "gpt-4": _p(30.0, None, 60.0),
+    "gpt-3.5-turbo": _p(0.5, None, 1.5),
+    "text-embedding-3-small": _p(0.02, None, 0.0),
+    "text-embedding-3-large": _p(0.13, None, 0.0),
+    "text-embedding-ada-002": _p(0.1, None, 0.0),
+}
+
+# A callable price source: (model, service tier) -> a Price, a mapping like a table
+# entry, or None to fall back to the table.
+PriceFunction = Callable[[str, "str | None"], Any]
+
+
+class PriceTable:
+    """Model name (or `model@tier`) -> Price, consulted after an optional callable."""
+
+    def __init__(self, prices: Mapping[str, Price], function: PriceFunction | None = None) -> None:
+        self.prices = dict(prices)
+        self.function = function
+
+    def price_for(self, model: str | None, service_tier: str | None = None) -> Price | None:
+        if not isinstance(model, str) or not model:
+            return None
+        tier = service_tier if isinstance(service_tier, str) else ""
+        if self.function is not None:
+            try:
+                found = self.function(model, service_tier)
+            except Exception as exc:  # the user's function: report, never raise
+                logger.warning("The price function failed for %r: %r", model, exc)
+                found = None
+            if found is not None:
+                return found if isinstance(found, Price) else price_from(found, "price function")
+        for name in dict.fromkeys((model, model.lower(), _DATE_SUFFIX.sub("", model.lower()))):
+            if tier:
+                found = self.prices.get(f"{name}@{tier}")
+                if found is not None:
+                    return found
+            if tier in _STANDARD_TIERS and name in self.prices:
+                return self.prices[name]
+        return None
+
+    def cost(
+        self, models: tuple[str | None, ...], usage: Usage, service_tier: str | None
+    ) -> float | None:
+        """The cost of `usage` at the price of the first of `models` that has one."""
+        for model in models:
+            price = self.price_for(model, service_tier)
+            if price is not None:
+                return price.cost(usage)
+        return None
+
+
+_FIELDS = {
+    "input": "input",
+    "output": "output",
+    "cached_input": "cached_input",
+    "cache_read_input": "cached_input",
+    "cache_write_input": "cache_write_input",
+    "reasoning_output": "reasoning_output",
+    "reasoning": "reasoning_output",
+}
+
+
+def price_from(raw: Any, source: str) -> Price | None:
+    """One table entry (`{"input": 2.5, "cached_input": 1.25, "output": 10}`), or None."""
+    if isinstance(raw, Price):
+        return raw
+    if not isinstance(raw, Mapping):
+        logger.warning("Ignoring a price in %s: expected a table of prices, got %r", source, raw)
+        return None
+    values: dict[str, float] = {}
+    for key, value in raw.items():
+        field = _FIELDS.get(str(key))
+        number = isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0
+        if field is None or not number:
+            logger.warning(
+                "Ignoring a price in %s: %r=%r (accepted: %s, each a number >= 0 of US "
+                "dollars per million tokens)",
+                source,
+                key,
+                value,
+                ", ".join(sorted(_FIELDS)),
+            )
+            return None
+        values[field] = float(value)
+    if "input" not in values:
+        logger.warning("Ignoring a price in %s: %r has no `input` price", source, raw)
+        return None
+    return Price(**values)
+
+
+def prices_from(raw: Any, source: str) -> dict[str, Price]:
+    """A whole table: a mapping of model -> entry, or the path of a JSON or TOML file."""
+    if isinstance(raw, (str, Path)):
+        raw = _read_file(Path(raw))
+        if raw is None:
+            return {}
+    if not isinstance(raw, Mapping):
+        logger.warning("Ignoring the prices in %s: expected a table, got %r", source, raw)
+        return {}
+    table: dict[str, Price] = {}
+    for model, entry in raw.items():
+        price = price_from(entry, f"{source} [{model}]")
+        if price is not None and isinstance(model, str) and model:
+            table[model] = price
+    return table
+
+
+def _read_file(path: Path) -> Any:
+    try:
+        text = path.read_text(encoding="utf-8")
+        if path.suffix.lower() == ".toml":
+            # Python 3.11+ (a module mypy's 3.10 target does not know); JSON works everywhere.
+            return importlib.import_module("tomllib").loads(text)
+        return json.loads(text)
+    except Exception as exc:
+        logger.warning("Could not read the price file %s (%s); its prices are not used.", path, exc)
+        return None

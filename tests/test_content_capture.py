@@ -1,0 +1,413 @@
+"""Message content: off by default, opt-in on spans and/or in one log event, size-limited.
+
+Through the real SDK against the local server, sync and async, streamed and not. The
+expected content is what the caller itself sent and received.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from opentelemetry.sdk._logs import LoggerProvider
+from opentelemetry.sdk._logs.export import InMemoryLogRecordExporter, SimpleLogRecordProcessor
+
+from opentelemetry.instrumentation.openai_usage.config import Settings
+from opentelemetry.instrumentation.openai_usage.content import bounded_json
+from opentelemetry.instrumentation.openai_usage.estimator import Estimator
+from opentelemetry.instrumentation.openai_usage.localserver import (
+    DEFAULT_REPLY,
+    TOOL_ARGUMENTS,
+    LocalOpenAIServer,
+)
+
+from .conftest import API_KEY, Telemetry, make_client
+
+INPUT = "gen_ai.input.messages"
+OUTPUT = "gen_ai.output.messages"
+SYSTEM = "gen_ai.system_instructions"
+TOOL_DEFINITIONS = "gen_ai.tool.definitions"
+CONTENT_KEYS = (INPUT, OUTPUT, SYSTEM, TOOL_DEFINITIONS)
+EVENT = "gen_ai.client.inference.operation.details"
+KINDS = ("openai", "async")
+MESSAGES = [
+    {"role": "system", "content": "Answer briefly."},
+    {"role": "user", "content": [{"type": "text", "text": "What's 1+1?"}]},
+]
+TOOLS = [
+    {
+        "type": "function",
+        "function": {
+            "name": "get_weather",
+            "description": "Current weather for a city.",
+            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
+        },
+    }
+]
+
+
+@pytest.fixture
+def logs() -> Iterator[InMemoryLogRecordExporter]:
+    exporter = InMemoryLogRecordExporter()
+    yield exporter
+    exporter.clear()
+
+
+@pytest.fixture
+def capture(instrument: Any, logs: InMemoryLogRecordExporter) -> Any:
+    """Instrument with a logger provider whose events land in `logs`."""
+    provider = LoggerProvider()
+    provider.add_log_record_processor(SimpleLogRecordProcessor(logs))
+
+    def _instrument(**settings: Any) -> Any:
+        return instrument(logger_provider=provider, **settings)
+
+    return _instrument
+
+
+async def call(server: LocalOpenAIServer, kind: str, api: str, **kwargs: Any) -> Any:
+    """One call through the real SDK; a stream is read to its end (list of chunks)."""
+    client = make_client(server, kind)
+    resource = {
+        "chat": client.chat.completions,
+        "responses": client.responses,
+        "completions": client.completions,
+    }[api]
+    result = resource.create(**kwargs)
+    if kind == "async":
+        result = await result
+        return [c async for c in result] if kwargs.get("stream") else result
+    return list(result) if kwargs.get("stream") else result
+
+
+def captured(telemetry: Telemetry) -> dict[str, Any]:
+    attributes = telemetry.span().attributes or {}
+    return {key: json.loads(attributes[key]) for key in CONTENT_KEYS if key in attributes}
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("stream", [False, True])
+async def test_content_is_not_recorded_by_default(
+    capture: Any,
+    telemetry: Telemetry,
+    logs: InMemoryLogRecordExporter,
+    server: LocalOpenAIServer,
+    kind: str,
+    stream: bool,
+) -> None:
+    capture()
+    await call(server, kind, "chat", model="gpt-4o-mini", messages=MESSAGES, stream=stream)
+    attributes = telemetry.span().attributes or {}
+    assert not set(CONTENT_KEYS) & set(attributes)
+    assert "Answer briefly" not in json.dumps(dict(attributes))
+    assert logs.get_finished_logs() == ()
+
+
+def test_no_output_text_is_held_when_capture_and_estimates_are_off() -> None:
+    """Content is never buffered when capture is off: streams keep no text at all."""
+    assert Estimator(Settings(usage_estimate="off")).new_tally() is None
+    captured_only = Estimator(Settings(usage_estimate="off", capture_message_content="span_only"))
+    tally = captured_only.new_tally()
+    assert tally is not None and tally.max_chars == Settings().max_content_length
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("stream", [False, True])
+async def test_span_only_records_chat_input_output_and_tools_in_convention_shapes(
+    capture: Any,
+    telemetry: Telemetry,
+    logs: InMemoryLogRecordExporter,
+    server: LocalOpenAIServer,
+    kind: str,
+    stream: bool,
+) -> None:
+    capture(capture_message_content="span_only")
+    await call(
+        server, kind, "chat", model="gpt-4o-mini", messages=MESSAGES, tools=TOOLS, stream=stream
+    )
+    content = captured(telemetry)
+    assert content[INPUT] == [
+        {"role": "system", "parts": [{"type": "text", "content": "Answer briefly."}]},
+        {"role": "user", "parts": [{"type": "text", "content": "What's 1+1?"}]},
+    ]
+    assert content[OUTPUT] == [
+        {
+            "role": "assistant",
+            "parts": [{"type": "text", "content": DEFAULT_REPLY}],
+            "finish_reason": "stop",
+        }
+    ]
+    assert content[TOOL_DEFINITIONS] == [
+        {
+            "type": "function",
+            "name": "get_weather",
+            "description": "Current weather for a city.",
+            "parameters": TOOLS[0]["function"]["parameters"],
+        }
+    ]
+    assert logs.get_finished_logs() == ()  # span only
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("stream", [False, True])
+async def test_output_holds_every_choice_and_its_tool_calls(
+    capture: Any, telemetry: Telemetry, server: LocalOpenAIServer, kind: str, stream: bool
+) -> None:
+    capture(capture_message_content="SPAN_ONLY")
+    received = await call(
+        server,
+        kind,
+        "chat",
+        model="gpt-4o-mini",
+        messages=MESSAGES,
+        n=2,
+        stream=stream,
+        extra_headers={"x-mock-tool-call": "get_weather"},
+    )
+    if stream:
+        ids = {
+            c.choices[0].index: c.choices[0].delta.tool_calls[0].id
+            for c in received
+            if c.choices and c.choices[0].delta.tool_calls and c.choices[0].delta.tool_calls[0].id
+        }
+    else:
+        ids = {c.index: c.message.tool_calls[0].id for c in received.choices}
+    output = captured(telemetry)[OUTPUT]
+    assert output == [
+        {
+            "role": "assistant",
+            "parts": [
+                {
+                    "type": "tool_call",
+                    "id": ids[i],
+                    "name": "get_weather",
+                    "arguments": json.loads(TOOL_ARGUMENTS),
+                }
+            ],
+            "finish_reason": "tool_calls",
+        }
+        for i in (0, 1)
+    ]
+
+
+def test_a_conversation_with_tool_results_is_captured_as_parts(
+    capture: Any, telemetry: Telemetry, client: Any
+) -> None:
+    capture(capture_message_content="span_only")
+    messages = [
+        {"role": "user", "content": "Weather in Paris?", "name": "alice"},
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {
+                    "id": "call_1",
+                    "type": "function",
+                    "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'},
+                }
+            ],
+        },
+        {"role": "tool", "tool_call_id": "call_1", "content": "sunny"},
+        {
+            "role": "user",
+            "content": [
+                {"type": "text", "text": "And this?"},
+                {"type": "image_url", "image_url": {"url": "https://example.com/a.png"}},
+            ],
+        },
+    ]
+    client.chat.completions.create(model="gpt-4o-mini", messages=messages)
+    text = {"type": "text", "content": "Weather in Paris?"}
+    call = {"type": "tool_call", "id": "call_1", "name": "get_weather"}
+    result = {"type": "tool_call_response", "id": "call_1", "response": "sunny"}
+    assert captured(telemetry)[INPUT] == [
+        {"role": "user", "parts": [text], "name": "alice"},
+        {"role": "assistant", "parts": [{**call, "arguments": {"city": "Paris"}}]},
+        {"role": "tool", "parts": [result]},
+        {
+            "role": "user",
+            "parts": [
+                {"type": "text", "content": "And this?"},
+                {"type": "uri", "modality": "image", "uri": "https://example.com/a.png"},
+            ],
+        },
+    ]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("stream", [False, True])
+async def test_responses_api_captures_input_instructions_and_output(
+    capture: Any, telemetry: Telemetry, server: LocalOpenAIServer, kind: str, stream: bool
+) -> None:
+    capture(capture_message_content="span_only")
+    await call(
+        server,
+        kind,
+        "responses",
+        model="gpt-4.1",
+        input="Say hello.",
+        instructions="You are terse.",
+        stream=stream,
+    )
+    content = captured(telemetry)
+    assert content[INPUT] == [
+        {"role": "user", "parts": [{"type": "text", "content": "Say hello."}]}
+    ]
+    assert content[SYSTEM] == [{"type": "text", "content": "You are terse."}]
+    assert content[OUTPUT] == [
+        {
+            "role": "assistant",
+            "parts": [{"type": "text", "content": DEFAULT_REPLY}],
+            "finish_reason": "stop",
+        }
+    ]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("stream", [False, True])
+async def test_legacy_completion_prompt_and_text_are_captured(
+    capture: Any, telemetry: Telemetry, server: LocalOpenAIServer, kind: str, stream: bool
+) -> None:
+    capture(capture_message_content="span_only")
+    await call(
+        server, kind, "completions", model="gpt-3.5-turbo-instruct", prompt="Once", stream=stream
+    )
+    content = captured(telemetry)
+    assert content[INPUT] == [{"role": "user", "parts": [{"type": "text", "content": "Once"}]}]
+    assert content[OUTPUT][0]["parts"] == [{"type": "text", "content": DEFAULT_REPLY}]
+
+
+def test_a_stream_closed_early_captures_what_was_received(
+    capture: Any, telemetry: Telemetry, client: Any
+) -> None:
+    capture(capture_message_content="span_only")
+    stream = client.chat.completions.create(
+        model="gpt-4o-mini", messages=MESSAGES, stream=True, extra_headers={"x-mock-chunks": "50"}
+    )
+    received = ""
+    for chunk in stream:
+        if chunk.choices:
+            received += chunk.choices[0].delta.content or ""
+        if received.count("w") >= 3:
+            break
+    stream.close()
+    (message,) = captured(telemetry)[OUTPUT]
+    assert message["parts"] == [{"type": "text", "content": received}]
+    assert message["finish_reason"] == "unknown"  # the stream ended before its reason came
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("stream", [False, True])
+async def test_event_only_emits_one_event_with_the_exchange_in_the_span_context(
+    capture: Any,
+    telemetry: Telemetry,
+    logs: InMemoryLogRecordExporter,
+    server: LocalOpenAIServer,
+    kind: str,
+    stream: bool,
+) -> None:
+    capture(capture_message_content="event_only")
+    await call(server, kind, "chat", model="gpt-4o-mini", messages=MESSAGES, stream=stream)
+    span = telemetry.span()
+    assert not set(CONTENT_KEYS) & set(span.attributes or {})
+    (record,) = [item.log_record for item in logs.get_finished_logs()]
+    assert record.event_name == EVENT
+    assert record.trace_id == span.context.trace_id
+    assert record.span_id == span.context.span_id
+    attributes = dict(record.attributes or {})
+    assert attributes["gen_ai.operation.name"] == "chat"
+    assert attributes["gen_ai.request.model"] == "gpt-4o-mini"
+    assert json.loads(attributes[INPUT])[1]["parts"][0]["content"] == "What's 1+1?"
+    assert json.loads(attributes[OUTPUT])[0]["parts"][0]["content"] == DEFAULT_REPLY
+
+
+def test_span_and_event_records_both(
+    capture: Any, telemetry: Telemetry, logs: InMemoryLogRecordExporter, client: Any
+) -> None:
+    capture(capture_message_content=True)  # the boolean form means both
+    client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+    assert INPUT in captured(telemetry)
+    assert len(logs.get_finished_logs()) == 1
+
+
+@pytest.mark.parametrize(
+    ("value", "on_span"),
+    [("SPAN_ONLY", True), ("span_and_event", True), ("true", True), ("NO_CONTENT", False)],
+)
+def test_the_shared_environment_variable_turns_capture_on(
+    capture: Any,
+    telemetry: Telemetry,
+    client: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    value: str,
+    on_span: bool,
+) -> None:
+    monkeypatch.setenv("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT", value)
+    capture()
+    client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+    assert (INPUT in captured(telemetry)) is on_span
+
+
+def test_a_bad_capture_value_warns_once_and_records_nothing(
+    capture: Any,
+    telemetry: Telemetry,
+    client: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    monkeypatch.setenv("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT", "maybe")
+    capture()
+    client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+    assert captured(telemetry) == {}
+    warnings = [r for r in caplog.records if "CAPTURE_MESSAGE_CONTENT" in r.getMessage()]
+    assert len(warnings) == 1 and "SPAN_ONLY" in warnings[0].getMessage()
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_captured_content_is_cut_to_the_limit_and_stays_valid_json(
+    capture: Any, telemetry: Telemetry, client: Any, stream: bool
+) -> None:
+    capture(capture_message_content="span_only", max_content_length=300)
+    long_text = "x" * 5000
+    result = client.chat.completions.create(
+        model="gpt-4o-mini",
+        messages=[{"role": "user", "content": long_text}],
+        stream=stream,
+        extra_headers={"x-mock-chunks": "2000"},
+    )
+    if stream:
+        list(result)
+    attributes = telemetry.span().attributes or {}
+    for key in (INPUT, OUTPUT):
+        value = attributes[key]
+        assert isinstance(value, str) and len(value) <= 300
+        text = json.loads(value)[0]["parts"][0]["content"]
+        assert text.endswith("…") and len(text) > 100  # cut, and still most of the room
+
+
+def test_secrets_never_appear_in_captured_content(
+    capture: Any, telemetry: Telemetry, logs: InMemoryLogRecordExporter, client: Any
+) -> None:
+    capture(capture_message_content="span_and_event")
+    client.chat.completions.create(
+        model="gpt-4o-mini",
+        messages=MESSAGES,
+        extra_headers={"Authorization": f"Bearer {API_KEY}", "api-key": API_KEY},
+    )
+    everything = json.dumps(dict(telemetry.span().attributes or {}))
+    everything += json.dumps(
+        [dict(r.log_record.attributes or {}) for r in logs.get_finished_logs()]
+    )
+    assert "What's 1+1?" in everything
+    assert API_KEY not in everything and "Bearer" not in everything
+
+
+def test_bounded_json_cuts_a_structure_too_big_for_any_text_length() -> None:
+    many = [{"role": "user", "parts": [{"type": "text", "content": "hi"}]}] * 1000
+    assert len(bounded_json(many, 500)) == 500
+    small = {"a": "b"}
+    assert bounded_json(small, 500) == '{"a":"b"}'
+    cut = json.loads(bounded_json({"a": "é" * 1000, "b": "short"}, 100))
+    assert cut["b"] == "short" and cut["a"].endswith("…")

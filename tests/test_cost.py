@@ -1,0 +1,246 @@
+"""Cost in US dollars per call, from billed token kinds and a price table.
+
+Through the real SDK against the local server (its `x-mock-usage` header pins the
+billed counts; it answers with dated model names, as OpenAI does).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import openai
+import pytest
+
+from opentelemetry.instrumentation.openai_usage.localserver import LocalOpenAIServer
+from opentelemetry.instrumentation.openai_usage.pricing import DEFAULT_PRICES, Price
+
+from .conftest import MESSAGES, Telemetry, make_client
+
+COST = "openai_usage.cost.usd"
+COST_METRIC = "openai_usage.client.cost"
+SOURCE = "openai_usage.usage.source"
+KINDS = ("openai", "async")
+USAGE = {"prompt_tokens": 1000, "completion_tokens": 500, "cached_tokens": 400}
+USAGE_HEADER = {"x-mock-usage": json.dumps(USAGE)}
+# gpt-4o-mini: 600 input at 0.15, 400 cached at 0.075, 500 output at 0.60 (per 1M).
+GPT_4O_MINI_COST = (600 * 0.15 + 400 * 0.075 + 500 * 0.60) / 1e6
+
+
+def cost_of(telemetry: Telemetry) -> Any:
+    return (telemetry.span().attributes or {}).get(COST)
+
+
+def metric_total(telemetry: Telemetry) -> float:
+    return sum(point.value for point in telemetry.points(COST_METRIC))
+
+
+async def chat(server: LocalOpenAIServer, kind: str, stream: bool, **kwargs: Any) -> None:
+    client = make_client(server, kind)
+    request = {"model": "gpt-4o-mini", "messages": MESSAGES, "stream": stream, **kwargs}
+    result = client.chat.completions.create(**request)
+    if kind == "async":
+        result = await result
+        if stream:
+            [c async for c in result]
+    elif stream:
+        list(result)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("stream", [False, True])
+async def test_cost_of_a_known_model_from_the_shipped_table(
+    instrumented: Any, telemetry: Telemetry, server: LocalOpenAIServer, kind: str, stream: bool
+) -> None:
+    await chat(server, kind, stream, extra_headers=USAGE_HEADER)
+    assert cost_of(telemetry) == pytest.approx(GPT_4O_MINI_COST)
+    assert metric_total(telemetry) == pytest.approx(GPT_4O_MINI_COST)
+    (point,) = telemetry.points(COST_METRIC)
+    assert point.attributes[SOURCE] == "response"
+    assert point.attributes["gen_ai.response.model"] == "gpt-4o-mini-2024-07-18"
+
+
+def test_reasoning_tokens_are_priced_at_their_own_price_when_given(
+    instrument: Any, telemetry: Telemetry, client: openai.OpenAI
+) -> None:
+    instrument(prices={"o3-mini": {"input": 1.0, "output": 4.0, "reasoning_output": 2.0}})
+    usage = {"prompt_tokens": 100, "completion_tokens": 300, "reasoning_tokens": 200}
+    client.chat.completions.create(
+        model="o3-mini", messages=MESSAGES, extra_headers={"x-mock-usage": json.dumps(usage)}
+    )
+    assert cost_of(telemetry) == pytest.approx((100 * 1.0 + 100 * 4.0 + 200 * 2.0) / 1e6)
+
+
+def test_a_model_with_no_known_price_gets_no_cost_not_zero(
+    instrumented: Any, telemetry: Telemetry, client: openai.OpenAI
+) -> None:
+    client.chat.completions.create(model="my-finetune", messages=MESSAGES)
+    assert COST not in (telemetry.span().attributes or {})
+    assert telemetry.points(COST_METRIC) == []
+
+
+def test_a_price_file_in_json_extends_the_shipped_table(
+    instrument: Any, telemetry: Telemetry, client: openai.OpenAI, tmp_path: Path
+) -> None:
+    path = tmp_path / "prices.json"
+    path.write_text(json.dumps({"my-finetune": {"input": 3, "output": 12}}))
+    instrument(prices=str(path))
+    client.chat.completions.create(
+        model="my-finetune", messages=MESSAGES, extra_headers=USAGE_HEADER
+    )
+    assert cost_of(telemetry) == pytest.approx((1000 * 3 + 500 * 12) / 1e6)
+    telemetry.exporter.clear()
+    client.chat.completions.create(
+        model="gpt-4o-mini", messages=MESSAGES, extra_headers=USAGE_HEADER
+    )
+    assert cost_of(telemetry) == pytest.approx(GPT_4O_MINI_COST)  # the shipped entries stay
+
+
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="TOML needs Python 3.11's tomllib")
+def test_a_price_file_in_toml_from_the_environment(
+    instrument: Any,
+    telemetry: Telemetry,
+    client: openai.OpenAI,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    path = tmp_path / "prices.toml"
+    path.write_text('["gpt-4o-mini"]\ninput = 1.0\ncached_input = 0.5\noutput = 2.0\n')
+    monkeypatch.setenv("OTEL_INSTRUMENTATION_OPENAI_USAGE_PRICES", str(path))
+    instrument()
+    client.chat.completions.create(
+        model="gpt-4o-mini", messages=MESSAGES, extra_headers=USAGE_HEADER
+    )
+    assert cost_of(telemetry) == pytest.approx((600 * 1.0 + 400 * 0.5 + 500 * 2.0) / 1e6)
+
+
+def test_default_prices_off_replaces_the_table(
+    instrument: Any, telemetry: Telemetry, client: openai.OpenAI
+) -> None:
+    instrument(default_prices=False, prices={"my-finetune": {"input": 1, "output": 1}})
+    client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+    assert COST not in (telemetry.span().attributes or {})
+
+
+def test_a_price_function_is_asked_first_and_may_defer_to_the_table(
+    instrument: Any, telemetry: Telemetry, client: openai.OpenAI
+) -> None:
+    asked: list[tuple[str, str | None]] = []
+
+    def price(model: str, tier: str | None) -> Price | None:
+        asked.append((model, tier))
+        return Price(input=10, output=10) if model.startswith("my-") else None
+
+    instrument(prices=price)
+    client.chat.completions.create(model="my-model", messages=MESSAGES, extra_headers=USAGE_HEADER)
+    assert cost_of(telemetry) == pytest.approx(1500 * 10 / 1e6)
+    assert asked[0] == ("my-model", "default")
+    telemetry.exporter.clear()
+    client.chat.completions.create(
+        model="gpt-4o-mini", messages=MESSAGES, extra_headers=USAGE_HEADER
+    )
+    assert cost_of(telemetry) == pytest.approx(GPT_4O_MINI_COST)
+
+
+def test_a_failing_price_function_costs_nothing_but_the_cost(
+    instrument: Any, telemetry: Telemetry, client: openai.OpenAI, caplog: pytest.LogCaptureFixture
+) -> None:
+    def broken(model: str, tier: str | None) -> Price:
+        raise RuntimeError("price service down")
+
+    instrument(prices=broken)
+    response = client.chat.completions.create(model="my-model", messages=MESSAGES)
+    assert response.choices[0].message.content
+    assert COST not in (telemetry.span().attributes or {})
+    assert "price service down" in caplog.text
+
+
+@pytest.mark.parametrize("how", ["argument", "environment"])
+def test_cost_can_be_turned_off(
+    instrument: Any,
+    telemetry: Telemetry,
+    client: openai.OpenAI,
+    monkeypatch: pytest.MonkeyPatch,
+    how: str,
+) -> None:
+    if how == "argument":
+        instrument(prices=False)
+    else:
+        monkeypatch.setenv("OTEL_INSTRUMENTATION_OPENAI_USAGE_PRICES", "off")
+        instrument()
+    client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+    assert COST not in (telemetry.span().attributes or {})
+    assert telemetry.points(COST_METRIC) == []
+
+
+def test_a_bad_price_file_warns_and_keeps_the_shipped_prices(
+    instrument: Any,
+    telemetry: Telemetry,
+    client: openai.OpenAI,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    path = tmp_path / "prices.json"
+    path.write_text('{"gpt-4o-mini": {"input": "cheap"}}')
+    missing = tmp_path / "nowhere.json"
+    instrument(prices=str(path))
+    instrument(prices=str(missing))
+    client.chat.completions.create(
+        model="gpt-4o-mini", messages=MESSAGES, extra_headers=USAGE_HEADER
+    )
+    assert cost_of(telemetry) == pytest.approx(GPT_4O_MINI_COST)
+    messages = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any("'input'='cheap'" in m for m in messages)
+    assert any("nowhere.json" in m for m in messages)
+
+
+def test_an_estimated_usage_gives_a_cost_marked_as_an_estimate(
+    instrumented: Any, telemetry: Telemetry, client: openai.OpenAI
+) -> None:
+    list(
+        client.chat.completions.create(
+            model="gpt-4o-mini",
+            messages=MESSAGES,
+            stream=True,
+            extra_headers={"x-mock-scenario": "no_usage"},
+        )
+    )
+    span = telemetry.span().attributes or {}
+    assert span[SOURCE] == "estimate"
+    price = DEFAULT_PRICES["gpt-4o-mini"]
+    expected = (
+        span["gen_ai.usage.input_tokens"] * price.input
+        + span["gen_ai.usage.output_tokens"] * price.output
+    ) / 1e6
+    assert span[COST] == pytest.approx(expected)
+    (point,) = telemetry.points(COST_METRIC)
+    assert point.attributes[SOURCE] == "estimate"
+
+
+def test_another_service_tier_needs_its_own_price(
+    instrument: Any, telemetry: Telemetry, client: openai.OpenAI
+) -> None:
+    instrument()
+    client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, service_tier="flex")
+    assert COST not in (telemetry.span().attributes or {})  # flex is not the table's price
+    instrument(prices={"gpt-4o-mini@flex": {"input": 0.075, "output": 0.3}})
+    telemetry.exporter.clear()
+    client.chat.completions.create(
+        model="gpt-4o-mini", messages=MESSAGES, service_tier="flex", extra_headers=USAGE_HEADER
+    )
+    assert cost_of(telemetry) == pytest.approx((1000 * 0.075 + 500 * 0.3) / 1e6)
+
+
+def test_responses_and_embeddings_are_priced_too(
+    instrumented: Any, telemetry: Telemetry, client: openai.OpenAI
+) -> None:
+    client.responses.create(model="gpt-4.1", input="Hello", extra_headers=USAGE_HEADER)
+    client.embeddings.create(model="text-embedding-3-small", input="a b c")
+    costs = {s.attributes["gen_ai.operation.name"]: s.attributes[COST] for s in telemetry.spans()}  # type: ignore[index]
+    assert costs["chat"] == pytest.approx((600 * 2.0 + 400 * 0.5 + 500 * 8.0) / 1e6)
+    tokens = next(s for s in telemetry.spans() if s.name.startswith("embeddings"))
+    input_tokens = (tokens.attributes or {})["gen_ai.usage.input_tokens"]
+    assert costs["embeddings"] == pytest.approx(input_tokens * 0.02 / 1e6)

@@ -1,0 +1,205 @@
+"""Detailed usage as metrics: the conventions' per-modality counters, marked like the rest.
+
+Through the real SDK against the local server, whose `x-mock-usage` header pins the
+counts it bills, sync and async, streamed and not.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from typing import Any
+
+import openai
+import pytest
+
+from opentelemetry.instrumentation.openai_usage import modalities
+from opentelemetry.instrumentation.openai_usage.localserver import LocalOpenAIServer
+
+from .conftest import MESSAGES, Telemetry, make_client
+
+PREFIX = "gen_ai.client.inference.usage."
+INPUT = PREFIX + "input_tokens"
+OUTPUT = PREFIX + "output_tokens"
+CACHE_READ = PREFIX + "cache_read.input_tokens"
+CACHE_WRITE = PREFIX + "cache_write.input_tokens"
+REASONING = PREFIX + "reasoning.output_tokens"
+MODALITY = "gen_ai.token.modality"
+SOURCE = "openai_usage.usage.source"
+KINDS = ("openai", "async")
+USAGE = {
+    "prompt_tokens": 120,
+    "completion_tokens": 40,
+    "cached_tokens": 100,
+    "reasoning_tokens": 25,
+    "cache_write_tokens": 7,
+}
+# Attributes a metric point may carry: each takes few values, so series stay few.
+BOUNDED = {
+    "gen_ai.operation.name",
+    "gen_ai.provider.name",
+    "gen_ai.request.model",
+    "gen_ai.response.model",
+    "server.address",
+    "server.port",
+    "error.type",
+    "gen_ai.token.type",
+    MODALITY,
+    SOURCE,
+}
+
+
+def sums(telemetry: Telemetry, name: str) -> dict[str, int]:
+    """Counter totals by modality."""
+    totals: dict[str, int] = defaultdict(int)
+    for point in telemetry.points(name):
+        totals[point.attributes[MODALITY]] += point.value
+    return dict(totals)
+
+
+async def chat(server: LocalOpenAIServer, kind: str, stream: bool, **kwargs: Any) -> None:
+    client = make_client(server, kind)
+    request = {"model": "o3-mini", "messages": MESSAGES, "stream": stream, **kwargs}
+    result = client.chat.completions.create(**request)
+    if kind == "async":
+        result = await result
+        if stream:
+            [c async for c in result]
+    elif stream:
+        list(result)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("stream", [False, True])
+async def test_counters_carry_each_billed_kind_of_token(
+    instrumented: Any, telemetry: Telemetry, server: LocalOpenAIServer, kind: str, stream: bool
+) -> None:
+    await chat(server, kind, stream, extra_headers={"x-mock-usage": json.dumps(USAGE)})
+    assert sums(telemetry, INPUT) == {"text": 120}
+    assert sums(telemetry, OUTPUT) == {"text": 40}
+    assert sums(telemetry, CACHE_READ) == {"text": 100}
+    assert sums(telemetry, CACHE_WRITE) == {"text": 7}
+    assert sums(telemetry, REASONING) == {"text": 25}
+    span = telemetry.span().attributes or {}
+    assert span["gen_ai.usage.cache_creation.input_tokens"] == 7
+    for name in (INPUT, OUTPUT, CACHE_READ, CACHE_WRITE, REASONING):
+        for point in telemetry.points(name):
+            assert point.attributes[SOURCE] == "response"
+            assert point.attributes["gen_ai.request.model"] == "o3-mini"
+            assert point.attributes["gen_ai.response.model"] == "o3-mini-2025-01-31"
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_audio_tokens_are_counted_apart_from_text(
+    instrumented: Any, telemetry: Telemetry, server: LocalOpenAIServer, kind: str
+) -> None:
+    usage = {
+        "prompt_tokens": 50,
+        "completion_tokens": 30,
+        "audio_input_tokens": 20,
+        "audio_output_tokens": 12,
+    }
+    await chat(server, kind, False, extra_headers={"x-mock-usage": json.dumps(usage)})
+    assert sums(telemetry, INPUT) == {"audio": 20, "text": 30}
+    assert sums(telemetry, OUTPUT) == {"audio": 12, "text": 18}
+    assert sums(telemetry, CACHE_READ) == {"unknown": 0}  # mixed input: not known to be text
+
+
+def test_input_with_an_image_is_of_unknown_modality(
+    instrumented: Any, telemetry: Telemetry, client: openai.OpenAI
+) -> None:
+    content = [
+        {"type": "text", "text": "What is this?"},
+        {"type": "image_url", "image_url": {"url": "https://example.com/cat.png"}},
+    ]
+    client.chat.completions.create(
+        model="gpt-4o-mini", messages=[{"role": "user", "content": content}]
+    )
+    prompt = (telemetry.span().attributes or {})["gen_ai.usage.input_tokens"]
+    assert sums(telemetry, INPUT) == {"unknown": prompt}
+    assert set(sums(telemetry, OUTPUT)) == {"text"}
+
+
+def test_a_failed_call_adds_zero_under_unknown(
+    instrumented: Any, telemetry: Telemetry, client: openai.OpenAI
+) -> None:
+    with pytest.raises(openai.InternalServerError):
+        client.chat.completions.create(
+            model="gpt-4o-mini",
+            messages=MESSAGES,
+            extra_headers={"x-mock-scenario": "http_error:500"},
+        )
+    for name in (INPUT, OUTPUT):
+        (point,) = telemetry.points(name)
+        assert point.value == 0
+        assert point.attributes[MODALITY] == "unknown"
+        assert point.attributes["error.type"] == "InternalServerError"
+    assert telemetry.points(CACHE_READ) == []
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_estimated_usage_is_counted_and_marked_as_an_estimate(
+    instrumented: Any, telemetry: Telemetry, server: LocalOpenAIServer, kind: str
+) -> None:
+    await chat(server, kind, True, extra_headers={"x-mock-scenario": "no_usage"})
+    span = telemetry.span().attributes or {}
+    assert span[SOURCE] == "estimate"
+    assert sums(telemetry, INPUT) == {"text": span["gen_ai.usage.input_tokens"]}
+    assert sums(telemetry, OUTPUT) == {"text": span["gen_ai.usage.output_tokens"]}
+    for name in (INPUT, OUTPUT):
+        assert {p.attributes[SOURCE] for p in telemetry.points(name)} == {"estimate"}
+
+
+def test_responses_api_and_embeddings_feed_the_same_counters(
+    instrumented: Any, telemetry: Telemetry, client: openai.OpenAI
+) -> None:
+    client.responses.create(model="gpt-4.1", input="Hello")
+    client.embeddings.create(model="text-embedding-3-small", input=["a b c", "d e"])
+    by_operation: dict[str, int] = defaultdict(int)
+    for point in telemetry.points(INPUT):
+        by_operation[point.attributes["gen_ai.operation.name"]] += point.value
+        assert point.attributes[MODALITY] == "text"
+    spans = {s.attributes["gen_ai.operation.name"]: s.attributes for s in telemetry.spans()}  # type: ignore[index]
+    assert by_operation == {
+        op: attributes["gen_ai.usage.input_tokens"] for op, attributes in spans.items()
+    }
+
+
+def test_metric_points_carry_only_bounded_attributes(
+    instrumented: Any, telemetry: Telemetry, client: openai.OpenAI
+) -> None:
+    """Ids, content, costs and counts stay on spans: metrics get only low-cardinality keys."""
+    client.chat.completions.create(
+        model="gpt-4o-mini", messages=MESSAGES, seed=7, temperature=0.5, user="someone"
+    )
+    list(client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, stream=True))
+    data = telemetry.reader.get_metrics_data()
+    assert data is not None
+    names = set()
+    for resource_metrics in data.resource_metrics:
+        for scope_metrics in resource_metrics.scope_metrics:
+            for metric in scope_metrics.metrics:
+                names.add(metric.name)
+                for point in metric.data.data_points:
+                    assert set(point.attributes) <= BOUNDED, (metric.name, point.attributes)
+    assert {INPUT, OUTPUT, "gen_ai.client.token.usage", "openai_usage.client.cost"} <= names
+
+
+@pytest.mark.parametrize(
+    ("total", "reported", "rest", "expected"),
+    [
+        (10, (), "text", [("text", 10)]),
+        (10, (("audio", 4),), "text", [("audio", 4), ("text", 6)]),
+        (10, (("text", 6), ("audio", 3)), "text", [("text", 6), ("audio", 3), ("unknown", 1)]),
+        (10, (("audio", 40),), "text", [("unknown", 10)]),  # a breakdown past the total
+        (10, (("audio", 10),), "text", [("audio", 10)]),
+        (None, (), "text", []),
+    ],
+)
+def test_split_by_modality(
+    total: int | None,
+    reported: tuple[tuple[str, int], ...],
+    rest: str,
+    expected: list[tuple[str, int]],
+) -> None:
+    assert modalities.split(total, reported, rest) == expected
