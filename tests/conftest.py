@@ -29,6 +29,10 @@ from opentelemetry.instrumentation.openai_usage.encodings import DEFAULT_NAMES
 from opentelemetry.instrumentation.openai_usage.estimator import FINISHER, LOADER
 from opentelemetry.instrumentation.openai_usage.localserver import LocalOpenAIServer
 
+# For tests that also call the Responses API, which older SDK releases lack.
+needs_responses = pytest.mark.skipif(
+    not hasattr(openai.OpenAI, "responses"), reason="the Responses API arrived in openai 1.66"
+)
 API_KEY = "sk-test-SECRET-0123456789abcdef"
 AZURE_KEY = "azure-SECRET-key-0123456789abcdef"
 AZURE_API_VERSION = "2024-10-21"

@@ -23,7 +23,7 @@ from opentelemetry.instrumentation.openai_usage.localserver import (
     LocalOpenAIServer,
 )
 
-from .conftest import API_KEY, Telemetry, make_client
+from .conftest import API_KEY, Telemetry, make_client, needs_responses
 
 INPUT = "gen_ai.input.messages"
 OUTPUT = "gen_ai.output.messages"
@@ -70,11 +70,7 @@ def capture(instrument: Any, logs: InMemoryLogRecordExporter) -> Any:
 async def call(server: LocalOpenAIServer, kind: str, api: str, **kwargs: Any) -> Any:
     """One call through the real SDK; a stream is read to its end (list of chunks)."""
     client = make_client(server, kind)
-    resource = {
-        "chat": client.chat.completions,
-        "responses": client.responses,
-        "completions": client.completions,
-    }[api]
+    resource = client.chat.completions if api == "chat" else getattr(client, api)
     result = resource.create(**kwargs)
     if kind == "async":
         result = await result
@@ -236,6 +232,7 @@ def test_a_conversation_with_tool_results_is_captured_as_parts(
     ]
 
 
+@needs_responses
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("stream", [False, True])
 async def test_responses_api_captures_input_instructions_and_output(

@@ -23,6 +23,7 @@ from .conftest import (
     Telemetry,
     is_azure,
     make_client,
+    needs_responses,
 )
 
 TOKEN_USAGE = "gen_ai.client.token.usage"
@@ -288,11 +289,6 @@ async def test_async_chat_stream_helper_left_early_ends_the_span(
                 break
     attributes = dict(telemetry.span().attributes or {})
     assert attributes["openai_usage.stream.outcome"] == "closed"
-
-
-needs_responses = pytest.mark.skipif(
-    not hasattr(openai.OpenAI, "responses"), reason="the Responses API arrived in openai 1.66"
-)
 
 
 @needs_responses

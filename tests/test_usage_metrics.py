@@ -16,7 +16,7 @@ import pytest
 from opentelemetry.instrumentation.openai_usage import modalities
 from opentelemetry.instrumentation.openai_usage.localserver import LocalOpenAIServer
 
-from .conftest import MESSAGES, Telemetry, make_client
+from .conftest import MESSAGES, Telemetry, make_client, needs_responses
 
 PREFIX = "gen_ai.client.inference.usage."
 INPUT = PREFIX + "input_tokens"
@@ -150,6 +150,7 @@ async def test_estimated_usage_is_counted_and_marked_as_an_estimate(
         assert {p.attributes[SOURCE] for p in telemetry.points(name)} == {"estimate"}
 
 
+@needs_responses
 def test_responses_api_and_embeddings_feed_the_same_counters(
     instrumented: Any, telemetry: Telemetry, client: openai.OpenAI
 ) -> None:
