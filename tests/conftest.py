@@ -29,6 +29,14 @@ from opentelemetry.instrumentation.openai_usage.encodings import DEFAULT_NAMES
 from opentelemetry.instrumentation.openai_usage.estimator import FINISHER, LOADER
 from opentelemetry.instrumentation.openai_usage.localserver import LocalOpenAIServer
 
+
+def collect() -> None:
+    """Collect garbage and wait for what it ended: streams and raw responses collected
+    unfinished are ended on the finisher thread, never inside the collection."""
+    gc.collect()
+    assert FINISHER.drain(30), "the finisher did not end collected streams in time"
+
+
 # For tests that also call the Responses API, which older SDK releases lack.
 needs_responses = pytest.mark.skipif(
     not hasattr(openai.OpenAI, "responses"), reason="the Responses API arrived in openai 1.66"

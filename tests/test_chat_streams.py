@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import gc
 import json
 import time
 from typing import Any
@@ -15,7 +14,7 @@ from opentelemetry.trace import StatusCode
 from opentelemetry import trace
 from opentelemetry.instrumentation.openai_usage.localserver import LocalOpenAIServer
 
-from .conftest import MESSAGES, Telemetry, comparable, is_azure
+from .conftest import MESSAGES, Telemetry, collect, comparable, is_azure
 
 USAGE_HEADERS = {"x-mock-usage": json.dumps({"prompt_tokens": 21, "completion_tokens": 5})}
 
@@ -189,7 +188,7 @@ def test_stream_closed_early_ends_the_span_at_close(
     # Closing twice, or collecting the stream, never produces a second span.
     stream.close()
     del stream
-    gc.collect()
+    collect()
     assert len(telemetry.spans()) == 1
 
 
@@ -212,7 +211,7 @@ def test_abandoned_stream_ends_at_its_last_read_when_collected(
     last_read_ns = time.time_ns()
     time.sleep(0.3)
     del stream
-    gc.collect()
+    collect()
     span = telemetry.span()
     assert (span.attributes or {})["openai_usage.stream.outcome"] == "abandoned"
     assert span.end_time is not None
@@ -224,7 +223,7 @@ def test_a_loop_holding_only_the_iterator_keeps_the_stream_alive_through_collect
 ) -> None:
     # The proxy itself is unreferenced once the loop has its iterator.
     for _ in stream_call(client, extra_headers={"x-mock-chunks": "5", **USAGE_HEADERS}):
-        gc.collect()
+        collect()
         assert telemetry.spans() == []
     attributes = telemetry.span().attributes or {}
     assert attributes["openai_usage.stream.outcome"] == "completed"
@@ -235,7 +234,7 @@ async def test_async_loop_holding_only_the_iterator_keeps_the_stream_alive(
     instrumented: Any, telemetry: Telemetry, aclient: openai.AsyncOpenAI
 ) -> None:
     async for _ in await astream_call(aclient, extra_headers={"x-mock-chunks": "5"}):
-        gc.collect()
+        collect()
         assert telemetry.spans() == []
     assert (telemetry.span().attributes or {})["openai_usage.stream.outcome"] == "completed"
 
@@ -328,7 +327,7 @@ async def test_async_abandoned_stream_ends_at_its_last_read_when_collected(
     last_read_ns = time.time_ns()
     await asyncio.sleep(0.3)
     del stream
-    gc.collect()
+    collect()
     span = telemetry.span()
     assert (span.attributes or {})["openai_usage.stream.outcome"] == "abandoned"
     assert span.end_time is not None and span.end_time <= last_read_ns + 50_000_000

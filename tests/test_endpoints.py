@@ -4,7 +4,6 @@ deployments and the module-level client. Through the real SDK against the local 
 
 from __future__ import annotations
 
-import gc
 from typing import Any
 
 import openai
@@ -21,6 +20,7 @@ from .conftest import (
     MESSAGES,
     OPENAI_MAJOR,
     Telemetry,
+    collect,
     is_azure,
     make_client,
     needs_responses,
@@ -404,7 +404,7 @@ def test_streamed_raw_response_never_parsed_still_ends_its_span(
     )
     raw.http_response.close()
     del raw
-    gc.collect()
+    collect()
     assert telemetry.span().end_time is not None
 
 

@@ -8,7 +8,6 @@ rather than a guess of what the SDK raises.
 
 from __future__ import annotations
 
-import gc
 import json
 import socket
 import uuid
@@ -28,6 +27,7 @@ from .conftest import (
     MESSAGES,
     MID_STREAM_CONNECTION_ERRORS,
     Telemetry,
+    collect,
     comparable,
     is_azure,
     make_client,
@@ -392,7 +392,7 @@ def test_a_broken_stream_closed_and_collected_afterwards_keeps_its_one_error_spa
     with pytest.raises(StopIteration):
         next(stream)
     del stream
-    gc.collect()
+    collect()
     span = assert_error_span(telemetry, type(info.value).__qualname__, estimated=True)
     assert (span.attributes or {})["openai_usage.stream.outcome"] == "error"
 

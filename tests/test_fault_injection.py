@@ -9,7 +9,6 @@ still end the span whenever the span could be started.
 from __future__ import annotations
 
 import dataclasses
-import gc
 import logging
 from collections.abc import Iterator
 from typing import Any
@@ -31,7 +30,7 @@ from opentelemetry.instrumentation.openai_usage import (
 from opentelemetry.instrumentation.openai_usage import telemetry as names
 from opentelemetry.instrumentation.openai_usage.localserver import LocalOpenAIServer
 
-from .conftest import MESSAGES, MID_STREAM_CONNECTION_ERRORS, Telemetry, make_client
+from .conftest import MESSAGES, MID_STREAM_CONNECTION_ERRORS, Telemetry, collect, make_client
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -212,7 +211,7 @@ def instrumentor() -> Iterator[OpenAIUsageInstrumentor]:
     yield inst
     if inst.is_instrumented_by_opentelemetry:
         inst.uninstrument()
-    gc.collect()
+    collect()
 
 
 def strip(data: dict[str, Any]) -> dict[str, Any]:

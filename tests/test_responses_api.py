@@ -4,14 +4,13 @@ and `responses.parse`, sync and async, through the real SDK against the local se
 
 from __future__ import annotations
 
-import gc
 from typing import Any
 
 import openai
 import pytest
 from pydantic import BaseModel
 
-from .conftest import OPENAI_MAJOR, Telemetry, is_azure
+from .conftest import OPENAI_MAJOR, Telemetry, collect, is_azure
 
 pytestmark = pytest.mark.skipif(
     not hasattr(openai.OpenAI, "responses"), reason="the Responses API arrived in openai 1.66"
@@ -161,7 +160,7 @@ def test_abandoned_response_stream_ends_its_span(
     stream = client.responses.create(**request(stream=True))
     next(iter(stream))
     del stream
-    gc.collect()
+    collect()
     attributes = dict(telemetry.span().attributes or {})
     assert attributes["openai_usage.stream.outcome"] == "abandoned"
 

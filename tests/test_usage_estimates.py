@@ -8,23 +8,21 @@ own copy of the output (tools, n > 1).
 
 from __future__ import annotations
 
-import gc
 import logging
 import threading
 from typing import Any
 
 import openai
 import pytest
-import tiktoken
 
 from opentelemetry.instrumentation.openai_usage import encodings, estimator
 from opentelemetry.instrumentation.openai_usage.encodings import EncodingLoader
 from opentelemetry.instrumentation.openai_usage.estimate import estimate_usage
-from opentelemetry.instrumentation.openai_usage.estimator import FINISHER
+from opentelemetry.instrumentation.openai_usage.estimator import FINISHER, LOADER
 from opentelemetry.instrumentation.openai_usage.localserver import LocalOpenAIServer
 from opentelemetry.instrumentation.openai_usage.tally import CompletionTally
 
-from .conftest import MESSAGES, MID_STREAM_CONNECTION_ERRORS, Telemetry
+from .conftest import MESSAGES, MID_STREAM_CONNECTION_ERRORS, Telemetry, collect
 
 TOKEN_USAGE = "gen_ai.client.token.usage"
 SOURCE = "openai_usage.usage.source"
@@ -32,7 +30,16 @@ LOWER_BOUND = "openai_usage.usage.lower_bound"
 NO_USAGE = {"x-mock-scenario": "no_usage"}
 # The worked example of the OpenAI/Azure docs: gpt-4o-mini bills 18 prompt tokens for it.
 EXAMPLE_PROMPT_TOKENS = 18
-O200K = tiktoken.get_encoding("o200k_base")
+
+
+def encoding(name: str) -> Any:
+    """An encoding as the tests' offline cache has it (filled by the session fixture):
+    never at import time, when tiktoken would try to download it."""
+    loaded = LOADER.wait(name, 60)
+    assert loaded is not None, f"encoding {name} is not available offline"
+    return loaded
+
+
 TOOLS = [
     {
         "type": "function",
@@ -59,7 +66,7 @@ def text_of(chunks: list[Any]) -> str:
 
 
 def tokens(text: str) -> int:
-    return len(O200K.encode(text))
+    return len(encoding("o200k_base").encode(text))
 
 
 def estimated_usage(telemetry: Telemetry) -> dict[str, Any]:
@@ -172,7 +179,7 @@ def test_abandoned_stream_is_estimated_from_what_was_read(
     s = stream(client, extra_headers={"x-mock-reply": LONG_REPLY})
     received = [next(s) for _ in range(5)]
     del s
-    gc.collect()
+    collect()
     attributes = estimated_usage(telemetry)
     assert attributes["openai_usage.stream.outcome"] == "abandoned"
     assert attributes["gen_ai.usage.output_tokens"] == tokens(text_of(received)) == 4
@@ -221,7 +228,7 @@ def test_tool_definitions_and_streamed_tool_calls_are_counted(
         for choice in chunk.choices:
             mine.add_chat_delta(choice.index, choice.delta)
     request = {"model": "gpt-4o-mini", "messages": MESSAGES, "tools": TOOLS}
-    expected = estimate_usage("chat", request, mine, "gpt-4o-mini", O200K)
+    expected = estimate_usage("chat", request, mine, "gpt-4o-mini", encoding("o200k_base"))
     attributes = estimated_usage(telemetry)
     assert attributes["gen_ai.usage.input_tokens"] == expected.input_tokens
     assert attributes["gen_ai.usage.output_tokens"] == expected.output_tokens
@@ -253,7 +260,7 @@ def test_legacy_completions_stream_is_traced_and_estimated(
     span = telemetry.span()
     assert span.name == "text_completion gpt-3.5-turbo-instruct"
     attributes = estimated_usage(telemetry)
-    cl100k = tiktoken.get_encoding("cl100k_base")
+    cl100k = encoding("cl100k_base")
     assert attributes["gen_ai.usage.input_tokens"] == len(cl100k.encode(prompt))
     assert attributes["gen_ai.usage.output_tokens"] == len(cl100k.encode(text))
 
@@ -341,7 +348,7 @@ def test_encoding_override_for_a_deployment_name_is_used(
     reply = "Bonjour, comment allez-vous aujourd hui?"  # 8 tokens in o200k, 10 in cl100k
     headers = {**NO_USAGE, "x-mock-reply": reply, "x-mock-response-model": "my-deployment"}
     list(stream(client, model="my-deployment", extra_headers=headers))
-    cl100k = tiktoken.get_encoding("cl100k_base")
+    cl100k = encoding("cl100k_base")
     assert len(cl100k.encode(reply)) != tokens(reply)
     attributes = estimated_usage(telemetry)
     assert attributes["gen_ai.usage.output_tokens"] == len(cl100k.encode(reply))

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import queue
 import threading
-import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -103,15 +102,22 @@ def _has_output(response: Any) -> bool:
 
 
 class _Finisher:
-    """One daemon thread that runs call ends which wait for an encoding.
+    """One daemon thread that runs call ends which cannot run where they were asked for.
+
+    Two kinds: call ends that wait for an encoding (the first calls after `instrument()`),
+    and streams collected unfinished. The latter is asked for from a garbage-collection
+    callback, which may run inside any lock the interrupted code holds (an exporter's, a
+    metric aggregation's, the HTTP pool's): ending a span right there could wait on that
+    very lock forever. So a collected stream is only queued (`SimpleQueue.put` is safe
+    in a `weakref` callback; it takes no lock a callback could interrupt) and ended here.
 
     A job gets the number of seconds it may wait. At interpreter exit (streams
-    abandoned then are ended by `weakref.finalize`'s exit hook) a daemon thread may
-    be cut off or cannot be started at all, so jobs then run in place, briefly.
+    abandoned then are ended by `end_open_streams`) a daemon thread may be cut off or
+    cannot be started at all, so jobs then run in place, briefly.
     """
 
     def __init__(self) -> None:
-        self._queue: queue.Queue[Callable[[float], None]] = queue.Queue()
+        self._queue: queue.SimpleQueue[Callable[[float], None]] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self.exiting = False
@@ -122,9 +128,25 @@ class _Finisher:
             return
         self._queue.put(job)
 
+    def submit_from_gc(self, job: Callable[[float], None]) -> None:
+        """From a garbage-collection callback: queue only; no lock, no thread start.
+
+        If no thread runs yet (a forked child before its first call), the job waits for
+        the next `ensure_started()` or for `drain()` at exit.
+        """
+        if self.exiting:
+            _run_job(job, EXIT_WAIT_S)  # the exit hook, not a collection: safe in place
+            return
+        self._queue.put(job)
+
+    def ensure_started(self) -> None:
+        """Called on ordinary code paths (instrument, each stream) so the thread runs."""
+        self._started()
+
     def _started(self) -> bool:
         with self._lock:
-            if self._thread is None:
+            thread = self._thread
+            if thread is None or not thread.is_alive():  # never started, or lost in a fork
                 thread = threading.Thread(
                     target=self._run, name="openai-usage-finisher", daemon=True
                 )
@@ -137,23 +159,20 @@ class _Finisher:
 
     def _run(self) -> None:
         while True:
-            job = self._queue.get()
-            try:
-                _run_job(job, ENCODING_WAIT_S)
-            finally:
-                self._queue.task_done()
+            _run_job(self._queue.get(), ENCODING_WAIT_S)
 
     def drain(self, timeout: float) -> bool:
-        """Wait until every submitted call end has run (tests, demo, interpreter exit)."""
-        deadline = time.monotonic() + timeout
-        done = self._queue.all_tasks_done
-        with done:  # no helper thread: at interpreter exit none could be started
-            while self._queue.unfinished_tasks:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    return False
-                done.wait(remaining)
-        return True
+        """Wait until every call end submitted so far has run (tests, demo, exit).
+
+        One thread takes jobs in order, so a marker put now runs after all of them.
+        """
+        if not self._started():  # no thread can run them (interpreter exit): run in place
+            while not self._queue.empty():
+                _run_job(self._queue.get_nowait(), EXIT_WAIT_S)
+            return True
+        done = threading.Event()
+        self._queue.put(lambda _wait_s: done.set())
+        return done.wait(timeout)
 
 
 def _run_job(job: Callable[[float], None], wait_s: float) -> None:

@@ -17,12 +17,19 @@ from typing import TYPE_CHECKING, Any
 import wrapt
 
 from .errors import internal_error
+from .estimator import FINISHER
 from .streams import StreamState, wrap_stream
 
 if TYPE_CHECKING:
     from .invocation import Invocation
     from .patches import Endpoint
     from .tally import CompletionTally
+
+
+def _collected(invocation: Invocation) -> None:
+    """Collected before the caller read or closed it: end the span on the finisher thread
+    (a collection may interrupt a lock that ending a span needs; see `streams._collected`)."""
+    FINISHER.submit_from_gc(lambda _wait_s: invocation.end(None))
 
 
 class _RawProxyBase(wrapt.ObjectProxy):  # type: ignore[misc,type-arg,unused-ignore]
@@ -41,7 +48,8 @@ class _RawProxyBase(wrapt.ObjectProxy):  # type: ignore[misc,type-arg,unused-ign
         self._self_stream = stream
         self._self_result: Any = None
         self._self_state: StreamState | None = None
-        weakref.finalize(self, invocation.end, None)
+        FINISHER.ensure_started()
+        weakref.finalize(self, _collected, invocation)
 
     def __repr__(self) -> str:
         return repr(self.__wrapped__)

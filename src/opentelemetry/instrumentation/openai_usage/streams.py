@@ -170,6 +170,16 @@ class StreamState:
             internal_error("ending an abandoned stream", exc)
 
 
+def _collected(state: StreamState) -> None:
+    """The proxy was garbage-collected unfinished: end its span, but not here.
+
+    This runs inside a collection, which can interrupt code holding locks that ending a
+    span takes (exporters, metric aggregations, the HTTP pool): the finisher thread ends
+    it instead, at the time of its last read, so the timing is the same.
+    """
+    FINISHER.submit_from_gc(lambda _wait_s: state.abandon())
+
+
 # Streams not ended yet: at interpreter exit they are ended (as abandoned) by
 # `end_open_streams`, which `instrument()` registers with atexit after the
 # application's tracer provider was made, so it runs before that provider shuts down.
@@ -191,6 +201,7 @@ def wrap_stream(stream: Any, state: StreamState) -> Any:
     """The proxy for an SDK stream, or the stream itself if it is neither kind."""
     import openai  # the SDK is loaded: it just returned this stream
 
+    FINISHER.ensure_started()  # collected streams are ended on its thread
     if isinstance(stream, openai.AsyncStream):
         return AsyncStreamProxy(stream, state)
     if isinstance(stream, openai.Stream):
@@ -244,7 +255,7 @@ class _ProxyBase(wrapt.ObjectProxy):  # type: ignore[misc,type-arg,unused-ignore
     def __init__(self, wrapped: Any, state: StreamState) -> None:
         super().__init__(wrapped)
         self._self_state = state
-        weakref.finalize(self, state.abandon)
+        weakref.finalize(self, _collected, state)
         _OPEN.add(state)
 
     def __repr__(self) -> str:
