@@ -4,8 +4,11 @@
 #
 #   bash tests/run.sh                 # everything (what CI runs)
 #   OPENAI_MATRIX="latest" bash tests/run.sh   # only the newest SDK, for quick local runs
+#   OPENAI_USAGE_BACKENDS=0 bash tests/run.sh  # don't install the real backends (tests skip)
 #
-# Needs only python3 (3.10+) and access to a package index.
+# Needs only python3 (3.10+) and access to a package index; the tests against real
+# backends (tests/backends/: Arize Phoenix, Prometheus) also install Debian's prometheus
+# with apt-get (as root), and run in the "latest" line only.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -35,6 +38,19 @@ venv_for() {  # venv_for NAME REQUIREMENTS... -> prints the venv path, installed
   echo "$venv"
 }
 
+# The real backends, found by tests/backends/ through these variables. Unset, those
+# tests skip, except under CI (CI=true), where they fail: CI must run them.
+if [[ " ${ORDER[*]} " == *" latest "* && "${OPENAI_USAGE_BACKENDS:-1}" != 0 ]]; then
+  echo "=== real backends: installing (first run only: about 2 minutes)"
+  bash tests/backends/install.sh
+  if [[ -x .venv-phoenix/bin/phoenix ]]; then
+    export OPENAI_USAGE_PHOENIX="$PWD/.venv-phoenix/bin/phoenix"
+  fi
+  if command -v prometheus >/dev/null 2>&1; then
+    export OPENAI_USAGE_PROMETHEUS="$(command -v prometheus)"
+  fi
+fi
+
 failed=()
 for name in "${ORDER[@]}"; do
   read -r -a reqs <<<"${MATRIX[$name]}"
@@ -50,7 +66,9 @@ for name in "${ORDER[@]}"; do
     "$py" -m mypy || failed+=("mypy")
   fi
   echo "=== pytest (openai ${name})"
-  if ! "$py" -m pytest -q -p no:cacheprovider; then
+  only_latest=()  # the backend tests are about export, not the SDK: one line runs them
+  if [[ "$name" != "latest" ]]; then only_latest=(--ignore=tests/backends); fi
+  if ! "$py" -m pytest -q -p no:cacheprovider "${only_latest[@]}"; then
     failed+=("pytest-${name}")
   fi
 done

@@ -6,13 +6,15 @@ Without OPENAI_API_KEY (or without --real) it starts the bundled local
 OpenAI-compatible server and talks to it through the real openai SDK, so the
 spans, metrics and token counts are real ones, produced the way production
 produces them. Spans and metrics go to the console, or over OTLP when
-OTEL_EXPORTER_OTLP_ENDPOINT is set (needs opentelemetry-exporter-otlp).
+OTEL_EXPORTER_OTLP_ENDPOINT is set: OTLP/HTTP (opentelemetry-exporter-otlp-proto-http),
+or OTLP/gRPC with OTEL_EXPORTER_OTLP_PROTOCOL=grpc (opentelemetry-exporter-otlp-proto-grpc).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import os
 import sys
 from collections.abc import Callable, Iterator
@@ -51,21 +53,33 @@ def _say(text: str) -> None:
     print(f"[demo] {text}", file=sys.stderr, flush=True)
 
 
+def _otlp_exporters() -> tuple[SpanExporter, MetricExporter] | None:
+    """OTLP/gRPC when OTEL_EXPORTER_OTLP_PROTOCOL is `grpc`, else OTLP/HTTP (the SDK's
+    default); None, after one line saying what to install, when the exporter package is
+    missing: the demo still runs, without OTLP. The exporters read the endpoint (and
+    headers, timeouts...) from the OTEL_EXPORTER_OTLP_* variables themselves."""
+    grpc = os.environ.get("OTEL_EXPORTER_OTLP_PROTOCOL", "").strip().lower() == "grpc"
+    protocol = "grpc" if grpc else "http"
+    module = f"opentelemetry.exporter.otlp.proto.{protocol}"
+    try:
+        traces = importlib.import_module(f"{module}.trace_exporter")
+        metrics = importlib.import_module(f"{module}.metric_exporter")
+    except ImportError:
+        package = f"opentelemetry-exporter-otlp-proto-{protocol}"
+        _say(f"OTLP export needs {package}, which is missing: pip install {package}")
+        return None
+    endpoint = os.environ["OTEL_EXPORTER_OTLP_ENDPOINT"]
+    _say(f"exporting over OTLP/{'gRPC' if grpc else 'HTTP'} to {endpoint}")
+    span_exporter: SpanExporter = traces.OTLPSpanExporter()
+    metric_exporter: MetricExporter = metrics.OTLPMetricExporter()
+    return span_exporter, metric_exporter
+
+
 def _exporters(quiet: bool) -> tuple[SpanExporter | None, MetricExporter | None]:
     if os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"):
-        try:
-            from opentelemetry.exporter.otlp.proto.http.metric_exporter import (  # type: ignore[import-untyped,import-not-found,unused-ignore]
-                OTLPMetricExporter,
-            )
-            from opentelemetry.exporter.otlp.proto.http.trace_exporter import (  # type: ignore[import-untyped,import-not-found,unused-ignore]
-                OTLPSpanExporter,
-            )
-        except ImportError:
-            _say("OTEL_EXPORTER_OTLP_ENDPOINT is set but opentelemetry-exporter-otlp is not")
-            _say("installed (pip install opentelemetry-exporter-otlp); using the console.")
-        else:
-            _say(f"exporting over OTLP/HTTP to {os.environ['OTEL_EXPORTER_OTLP_ENDPOINT']}")
-            return OTLPSpanExporter(), OTLPMetricExporter()
+        otlp = _otlp_exporters()
+        if otlp is not None:
+            return otlp
     if quiet:
         return None, None
     return ConsoleSpanExporter(), ConsoleMetricExporter()

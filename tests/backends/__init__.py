@@ -1,0 +1,1 @@
+"""Tests against real backends: Arize Phoenix (OTLP traces) and Prometheus (metrics)."""
