@@ -108,19 +108,33 @@ CHAT_GROUPS = ("chat, no tools", "chat, with tools")
 
 
 def month_of(record: dict[str, Any]) -> str:
-    """The month the server answered (the `created` of the completion or first chunk)."""
+    """The month the server answered (`created` or `created_at` of the response)."""
     body = record["response_body"]
     first = next(sse_events(body), {}) if record["is_stream"] else json.loads(body)
-    created = first.get("created")
+    created = first.get("created", first.get("created_at"))
+    if created is None and isinstance(first.get("response"), dict):  # Responses stream
+        created = first["response"].get("created_at")
     if not isinstance(created, int):
         return "unknown"
     return datetime.fromtimestamp(created, timezone.utc).strftime("%Y-%m")
+
+
+def response_id(record: dict[str, Any]) -> str:
+    body = record["response_body"]
+    first = next(sse_events(body), {}) if record["is_stream"] else json.loads(body)
+    found = first.get("id") or (first.get("response") or {}).get("id")
+    return found if isinstance(found, str) else ""
+
+
+HAND_WRITTEN = "hand-written cassettes (usage typed in, not billed)"
 
 
 def group_of(record: dict[str, Any], request: dict[str, Any], reasoning: bool) -> str:
     endpoint = record["endpoint"]
     if record["case_id"].startswith("built-in"):
         return str(record["case_id"])
+    if response_id(record).endswith("test123abc"):  # cmpl-test123abc, resp_test123abc
+        return HAND_WRITTEN
     if endpoint == "embeddings":
         return "embeddings"
     if endpoint == "completions":
@@ -178,6 +192,7 @@ def main() -> int:
     outputs: dict[tuple[str, str], Stats] = defaultdict(Stats)
     misses = []
     by_month: dict[str, Stats] = defaultdict(Stats)
+    responses_by_month: dict[str, tuple[Stats, Stats]] = defaultdict(lambda: (Stats(), Stats()))
     for record in records:
         if record.get("status") != 200 or not record.get("usage"):
             continue
@@ -207,6 +222,10 @@ def main() -> int:
             outputs[key].add(usage.output_tokens, output, usage.lower_bound)
         if group in CHAT_GROUPS:
             by_month[month_of(record)].add(usage.output_tokens, output, False)
+        if group.startswith("responses") and not reasoning and not usage.lower_bound:
+            month = responses_by_month[month_of(record)]
+            month[0].add(usage.input_tokens, prompt, False)
+            month[1].add(usage.output_tokens, output, False)
         if (usage.input_tokens, usage.output_tokens) != (prompt, output):
             got = f"{usage.input_tokens}/{usage.output_tokens}"
             misses.append(f"  {group} {model}: estimate {got}, reported {prompt}/{output}  "
@@ -236,6 +255,9 @@ def main() -> int:
     print("\nchat completions (non-reasoning) by month the response was created:")
     for month, stats in sorted(by_month.items()):
         print(f"  {month}  {stats.summary()}")
+    print("Responses API (non-reasoning, no built-in tools) by month, prompt and output:")
+    for month, (p, c) in sorted(responses_by_month.items()):
+        print(f"  {month}  {p.summary():<30} {c.summary()}")
     if args.misses:
         print("\ninexact (estimate prompt/completion vs reported):", *misses, sep="\n")
     return 1 if args.check and not ok else 0

@@ -33,7 +33,12 @@ from opentelemetry.instrumentation.openai_usage.estimate import (
     estimate_usage,
     is_reasoning_model,
 )
-from opentelemetry.instrumentation.openai_usage.tally import COMPACT_PIECES, CompletionTally, Pieces
+from opentelemetry.instrumentation.openai_usage.tally import (
+    COMPACT_PIECES,
+    CompletionTally,
+    Pieces,
+    tally_from_output,
+)
 from opentelemetry.instrumentation.openai_usage.usage import SOURCE_ESTIMATE, Usage
 
 try:
@@ -200,6 +205,68 @@ def test_one_tool_call_reply_is_counted_as_billed(o200k: Encoder) -> None:
         {"messages": question, "tools": [tool]}, o200k, {"tool_calls": [{"function": call}]}
     )
     assert (usage.input_tokens, usage.output_tokens) == (80, 18)  # billed
+
+
+JOKER_TOOL: dict[str, Any] = {
+    "type": "function",
+    "function": {
+        "name": "joker",
+        "description": "Poem generator",
+        "parameters": {
+            "properties": {"theme": {"type": "string"}},
+            "required": ["theme"],
+            "type": "object",
+            "additionalProperties": False,
+        },
+        "strict": True,
+    },
+}
+JOKE = 'Why did the sock break up with the shoe?\n\nBecause it found something more "sole-ful!"'
+
+
+def test_a_text_answer_costs_one_more_when_tools_are_offered(o200k: Encoder) -> None:
+    question = [{"role": "user", "content": "tell a joke about socks"}]
+    call = {"name": "joker", "arguments": '{"theme":"socks"}'}
+    history = [
+        {"role": "assistant", "content": None, "tool_calls": [{"id": "c", "function": call}]},
+        {"role": "tool", "tool_call_id": "c", "content": JOKE},
+    ]
+    request = {"messages": question + history, "tools": [JOKER_TOOL], "tool_choice": "auto"}
+    text_answer = chat(request, o200k, {"content": JOKE}, model="gpt-4o")
+    assert text_answer.output_tokens == 21  # billed: 20 tokens of text
+    assert len(o200k.encode_ordinary(JOKE)) == 20
+    for without_tools in ({"messages": question + history}, {"messages": question, "tools": []}):
+        assert chat(without_tools, o200k, {"content": JOKE}, model="gpt-4o").output_tokens == 20
+    # The call constants already hold that token: a call answer is unchanged (billed 15).
+    call_answer = chat(
+        {**request, "messages": question}, o200k, {"tool_calls": [{"function": call}]}
+    )
+    assert call_answer.output_tokens == 15
+    refusal = chat(request, o200k, {"content": None, "refusal": "No."}, model="gpt-4o")
+    assert refusal.output_tokens == len(o200k.encode_ordinary("No.")) + 1
+
+
+def responses(request: dict[str, Any], enc: Encoder, output: list[dict[str, Any]]) -> Usage:
+    tally = tally_from_output({"output": output})
+    return estimate_usage("responses", {"model": "gpt-4o", **request}, tally, "gpt-4o", enc)
+
+
+def test_responses_outputs_count_one_more_per_item_and_strict_calls_no_more(
+    o200k: Encoder,
+) -> None:
+    parameters = {"properties": {}, "type": "object", "additionalProperties": False}
+    strict_tool = {"type": "function", "name": "tool", "parameters": parameters, "strict": True}
+    call = [{"type": "function_call", "name": "tool", "arguments": "{}", "call_id": "c"}]
+    request = {"input": [{"role": "user", "content": "Call the tool."}], "tools": [strict_tool]}
+    assert responses(request, o200k, call).output_tokens == 10  # billed
+    text = "Here's a random number for you: 4"
+    message = [{"type": "message", "content": [{"type": "output_text", "text": text}]}]
+    loose_tool = {**strict_tool, "name": "random_number", "strict": False}
+    with_tool = responses(
+        {"input": "Give me a random number", "tools": [loose_tool]}, o200k, message
+    )
+    assert with_tool.output_tokens == 11  # billed: 9 tokens of text, the item, the tools
+    assert responses({"input": "Give me a random number"}, o200k, message).output_tokens == 10
 
 
 def test_structured_output_schema_is_counted_as_billed(o200k: Encoder) -> None:

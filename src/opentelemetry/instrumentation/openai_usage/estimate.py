@@ -47,7 +47,10 @@ class ChatRules:
     one_call: int = 7  # a single tool call: name + arguments + this
     parallel_calls: int = 10  # several calls: their multi_tool_use.parallel JSON + this
     strict_call: int = 1  # a single call to a strict function (constrained decoding)
+    text_with_tools: int = 1  # a text (or refusal) answer while tools are offered
     schema: int = 4  # response_format json_schema: the compact schema JSON + this
+    responses_item: int = 1  # Responses API: per output item (message or function call)
+    responses_strict_call: int = 0  # Responses API: what strict_call is there
 
 
 # ONE table of per-family constants. Evidence (recorded billed calls, benchmarks/README.md):
@@ -56,6 +59,16 @@ class ChatRules:
 # only). gpt-4 (cl100k) plain prompts fit the cookbook; its tool constants are the ones
 # published for gpt-3.5/4 functions, unverified here. gpt-5 prompts are one token shorter
 # (reply priming 2), and so is its tool section; o-series assumed alike (lower bounds).
+# text_with_tools: when tools are offered the model itself writes whom its reply is for
+# (the separator after the role for text, " to=functions.x" for a call), so a text answer
+# costs one token more than its text; the call constants already include theirs. Seen on
+# every text answer given with tools offered (gpt-4o: chat with a strict tool, Responses
+# with strict, non-strict and file_search tools); without tools text is counted exactly.
+# tool_choice "none" is not in the data and is counted alike.
+# responses_item: a Responses API output item costs one token more than the same text or
+# call in chat completions (every gpt-4o/4o-mini/4.1 response recorded). A single call to
+# a strict function is billed no extra there (explicitly strict, and strict by the API's
+# default as the response echoes it), unlike chat's strict_call.
 RULES: dict[str, ChatRules] = {
     "o200k-chat": ChatRules(),
     "cl100k-chat": ChatRules(),
@@ -139,16 +152,18 @@ class _Counter:
                 self.partial = True
         return self.text("".join(texts))
 
-    def calls(self, calls: list[tuple[str, str]], strict: frozenset[str] = frozenset()) -> int:
+    def calls(
+        self, calls: list[tuple[str, str]], strict: frozenset[str] = frozenset(), extra: int = 0
+    ) -> int:
         """Tool calls as the model writes them: one call plainly, several as one JSON.
 
-        A single call to a `strict` function costs one more (its output is constrained);
+        A single call to a `strict` function costs `extra` more (its output is constrained);
         parallel calls are never constrained, and past calls in the prompt never are.
         """
         rules = self.rules
         if len(calls) == 1:
             name, arguments = calls[0]
-            extra = rules.strict_call if name in strict else 0
+            extra = extra if name in strict else 0
             return self.text(name) + self.text(arguments) + rules.one_call + extra
         if not calls:
             return 0
@@ -273,23 +288,32 @@ def _plain_inputs(value: Any, counter: _Counter) -> int:
     return 0
 
 
-def _completion(tally: CompletionTally, request: Mapping[str, Any], counter: _Counter) -> int:
+def _offers_tools(request: Mapping[str, Any]) -> bool:
+    """Whether the request offers any tool (function, legacy function or built-in)."""
+    tools = list(request.get("tools") or ()) + list(request.get("functions") or ())
+    return any(isinstance(tool, Mapping) for tool in tools)
+
+
+def _completion(
+    tally: CompletionTally, request: Mapping[str, Any], counter: _Counter, responses: bool
+) -> int:
+    rules = counter.rules
     strict = frozenset(f["name"] for f in _functions(request, counter) if f.get("strict"))
+    strict_call = rules.responses_strict_call if responses else rules.strict_call
+    with_tools = rules.text_with_tools if _offers_tools(request) else 0
     total = 0
     for choice in tally.choices.values():
-        total += counter.text("".join(choice.content)) + counter.text("".join(choice.refusal))
+        content, refusal = "".join(choice.content), "".join(choice.refusal)
+        total += counter.text(content) + counter.text(refusal)
+        total += with_tools if content or refusal else 0
         calls = [(k, choice.tool_calls[k]) for k in sorted(choice.tool_calls)]
         pairs = [("".join(name), "".join(args)) for _, (name, args) in calls]
         if choice.function_call is not None:
             pairs.append(("".join(choice.function_call[0]), "".join(choice.function_call[1])))
-        total += counter.calls(pairs, strict)
+        total += counter.calls(pairs, strict, strict_call)
+        if responses:
+            total += rules.responses_item * (bool(content or refusal) + len(pairs))
     return total
-
-
-# Responses API outputs cost one token more per output item (message or function call)
-# than the same text in chat completions: seen on every gpt-4o/4o-mini/4.1 response in
-# the recorded data (benchmarks/estimate_accuracy.py).
-RESPONSES_OUTPUT_ITEM = 1
 
 
 def responses_as_chat(request: Mapping[str, Any]) -> dict[str, Any]:
@@ -313,14 +337,6 @@ def responses_as_chat(request: Mapping[str, Any]) -> dict[str, Any]:
         else:  # reasoning items, file search results, ...: not visible as text
             messages.append({"role": "user", "content": [{"type": kind}]})
     return {"messages": messages, "tools": request.get("tools") or []}
-
-
-def _output_items(tally: CompletionTally) -> int:
-    items = 0
-    for choice in tally.choices.values():
-        items += bool("".join(choice.content) or "".join(choice.refusal))
-        items += len(choice.tool_calls)
-    return items
 
 
 def estimate_usage(
@@ -353,9 +369,8 @@ def estimate_usage(
             return Usage(prompt, None, prompt, source=SOURCE_ESTIMATE, lower_bound=counter.partial)
         else:  # an operation without rules yet (e.g. the Responses API)
             return Usage(source=SOURCE_ESTIMATE)
-        output = _completion(tally, request, counter) if tally is not None else 0
-        if operation == "responses" and tally is not None:
-            output += RESPONSES_OUTPUT_ITEM * _output_items(tally)
+        responses = operation == "responses"
+        output = _completion(tally, request, counter, responses) if tally is not None else 0
     except Exception:  # odd shapes: a guess is worse than nothing
         return Usage(source=SOURCE_ESTIMATE)
     lower = is_reasoning_model(model) or counter.partial or bool(tally and tally.truncated)
