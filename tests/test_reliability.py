@@ -26,7 +26,7 @@ from opentelemetry.instrumentation.openai_usage import OpenAIUsageInstrumentor
 from opentelemetry.instrumentation.openai_usage.localserver import LocalOpenAIServer
 from opentelemetry.instrumentation.openai_usage.streams import SyncStreamProxy
 
-from .conftest import API_KEY, HTTP, MESSAGES, Telemetry, comparable, make_client
+from .conftest import API_KEY, HTTP, MESSAGES, Telemetry, collect, comparable, make_client
 
 OUTPUT = "gen_ai.usage.output_tokens"
 INPUT = "gen_ai.usage.input_tokens"
@@ -239,9 +239,12 @@ def test_five_hundred_abandoned_streams_all_end_and_leave_no_proxy_alive(
             del stream
             # Collect here, as a long-running app's gc would, between calls: left to run at
             # random, collection can land inside httpcore's pool lock (openai 1.x/2.x) and
-            # the SDK's own stream cleanup then deadlocks on it, instrumented or not.
-            gc.collect()
+            # the SDK's own stream cleanup then deadlocks on it, instrumented or not. The
+            # young generations hold this stream's cycle; a full collection of the whole
+            # suite's heap 500 times over would take most of the time bound.
+            gc.collect(1)
 
+        collect()  # a full collection, and the finisher has ended what it collected
         assert all(ref() is None for ref in proxies)
         assert not [o for o in gc.get_objects() if type(o) is SyncStreamProxy]
         spans = telemetry.spans()

@@ -13,6 +13,7 @@ from typing import Any
 
 from .errors import internal_error
 from .tally import CompletionTally, tally_from_response
+from .telemetry import MAX_ATTRIBUTE_LENGTH
 from .usage import Usage, usage_from
 
 
@@ -40,7 +41,9 @@ class ResponseFacts:
 
 
 def _str(value: Any) -> str | None:
-    return value if isinstance(value, str) and value else None
+    """A non-empty string the server sent, cut to the attribute limit: the response model
+    also goes into metric points and content events, unlike the span's bounded copy."""
+    return value[:MAX_ATTRIBUTE_LENGTH] if isinstance(value, str) and value else None
 
 
 def _finish_reasons(choices: Any) -> list[str]:
@@ -135,7 +138,7 @@ class ChatStreamAccumulator:
             usage = getattr(chunk, "usage", None)
         if self.response_id is None:
             self._first_facts(chunk)
-        if choices:
+        if choices and isinstance(choices, list):  # the SDK keeps a server's `true` as is
             text = self.text
             for choice in choices:
                 try:

@@ -26,6 +26,7 @@ import logging
 import os
 import tempfile
 import threading
+import weakref
 from collections.abc import Iterable
 from importlib import resources
 from typing import Any
@@ -180,6 +181,27 @@ class EncodingLoader:
         self._done: dict[str, threading.Event] = {}
         self._queue: list[str] = []
         self._thread: threading.Thread | None = None
+        if hasattr(os, "register_at_fork"):  # not on Windows
+            after_fork = weakref.WeakMethod(self._after_fork_in_child)
+
+            def after_in_child() -> None:
+                method = after_fork()
+                if method is not None:
+                    method()
+
+            os.register_at_fork(after_in_child=after_in_child)
+
+    def _after_fork_in_child(self) -> None:
+        """A forked child (gunicorn `--preload`) has no loading thread: resume its work.
+
+        Forked mid-load, the encoding being loaded would otherwise stay pending forever,
+        and every call wanting an estimate would be held back waiting for it.
+        """
+        self._lock = threading.Lock()  # it may have been held by the lost thread
+        self._thread = None
+        unfinished = [n for n, e in self._done.items() if not e.is_set() and n not in self._queue]
+        self._queue[:0] = unfinished
+        self.start(())  # a new thread, only if anything is left to load
 
     def start(self, names: Iterable[str] = DEFAULT_NAMES) -> None:
         """Queue the names not seen yet; at most one loading thread runs at a time."""

@@ -10,6 +10,7 @@ for it: the caller never waits, and the span still ends at its own end time.
 
 from __future__ import annotations
 
+import os
 import queue
 import threading
 from collections.abc import Callable
@@ -122,6 +123,17 @@ class _Finisher:
         self._thread: threading.Thread | None = None
         self.exiting = False
 
+    def after_fork_in_child(self) -> None:
+        """A forked child starts afresh: its first stream starts a thread of its own.
+
+        The parent's queued call ends are the parent's (run here too, their spans would be
+        exported twice), and a lock held by a parent thread at the fork would never be
+        released in the child, hanging its first stream.
+        """
+        self._queue = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._thread = None
+
     def submit(self, job: Callable[[float], None]) -> None:
         if self.exiting or not self._started():
             _run_job(job, EXIT_WAIT_S)
@@ -183,3 +195,5 @@ def _run_job(job: Callable[[float], None], wait_s: float) -> None:
 
 
 FINISHER = _Finisher()
+if hasattr(os, "register_at_fork"):  # not on Windows
+    os.register_at_fork(after_in_child=FINISHER.after_fork_in_child)

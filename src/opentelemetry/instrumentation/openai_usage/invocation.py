@@ -9,6 +9,7 @@ at the end of a call happens here, once.
 from __future__ import annotations
 
 import dataclasses
+import os
 import threading
 import time
 from typing import TYPE_CHECKING, Any
@@ -21,7 +22,7 @@ from .estimator import FINISHER, Estimator
 from .modalities import TEXT, UNKNOWN, input_is_text
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Callable, Mapping
 
     from .accumulators import ResponseFacts
     from .capture import Capture
@@ -39,6 +40,7 @@ class Invocation:
         "instruments",
         "metric_attributes",
         "operation",
+        "pid",
         "request",
         "secrets",
         "settings",
@@ -53,7 +55,7 @@ class Invocation:
         instruments: t.Instruments,
         settings: Settings,
         metric_attributes: dict[str, Any],
-        secrets: tuple[str, ...],
+        secrets: Callable[[], tuple[str, ...]],
         start_ns: int,
         start_perf: float,
         estimator: Estimator | None = None,
@@ -70,17 +72,23 @@ class Invocation:
         self.instruments = instruments
         self.settings = settings
         self.metric_attributes = metric_attributes
-        self.secrets = secrets
+        self.secrets = secrets  # asked only when an error is recorded: most calls never do
         self.start_ns = start_ns
         self.start_perf = start_perf
         self._ended = False
         self._lock = threading.Lock()
+        self.pid = os.getpid()
 
     @property
     def ended(self) -> bool:
         return self._ended
 
     def _claim(self) -> bool:
+        if os.getpid() != self.pid:
+            # A forked child's copy of a call in flight at the fork: the span is the
+            # parent's to end (ended here too, it would be exported twice). Checked before
+            # the lock, which a parent thread may have held at the fork.
+            return False
         with self._lock:
             if self._ended:
                 return False
@@ -209,7 +217,7 @@ class Invocation:
         if extra_attributes:
             span.set_attributes(extra_attributes)
         if error is not None:
-            record_error(span, error, self.secrets)
+            record_error(span, error, self.secrets())
 
         instruments = self.instruments
         instruments.duration.record(max(0.0, end_perf - self.start_perf), metric_attributes)

@@ -10,16 +10,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from .accumulators import ResponseFacts
+from .accumulators import ResponseFacts, _str
 from .tally import CompletionTally, get
 from .usage import usage_from
 
 _FINAL_EVENTS = frozenset({"response.completed", "response.incomplete", "response.failed"})
 _CALL_EVENTS = frozenset({"response.output_item.added", "response.function_call_arguments.delta"})
-
-
-def _str(value: Any) -> str | None:
-    return value if isinstance(value, str) and value else None
 
 
 def finish_reasons(response: Any) -> list[str]:

@@ -4,7 +4,8 @@ Chat and legacy completions say `prompt_tokens`/`completion_tokens`, the
 Responses API says `input_tokens`/`output_tokens`, embeddings only report
 prompt tokens; SDK objects, plain dicts and half-filled objects from
 OpenAI-compatible servers all occur. Anything that is not a non-negative
-integer is treated as absent, so a broken server never yields a wrong count.
+integer (up to `MAX_COUNT`) is treated as absent, so a broken server never yields a
+wrong count.
 """
 
 from __future__ import annotations
@@ -48,9 +49,15 @@ def _field(obj: Any, name: str) -> Any:
     return getattr(obj, name, None)
 
 
+# More tokens than any call can bill (2**53 - 1, past which JSON numbers lose precision).
+# A larger count is a broken server's, and would break exports: OTLP integers are 64-bit,
+# and one counter point beyond them makes every later export of the metrics fail.
+MAX_COUNT = 2**53 - 1
+
+
 def _count(value: Any) -> int | None:
     # bool is an int subclass; True tokens is nonsense, not 1.
-    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_COUNT:
         return value
     return None
 

@@ -10,7 +10,7 @@ fails, the user's call proceeds exactly as without us.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from opentelemetry.trace import SpanKind, Tracer
@@ -85,9 +85,23 @@ class Call:
         self.host = host
 
 
-def _secrets(client: Any) -> tuple[str, ...]:
-    """The client's credentials, to scrub from any error text we record."""
-    values = (getattr(client, name, None) for name in ("api_key", "_azure_ad_token"))
+_CREDENTIAL_HEADERS = ("authorization", "api-key")
+
+
+def _secrets(client: Any, kwargs: dict[str, Any]) -> tuple[str, ...]:
+    """The call's credentials, to scrub from any error text we record: the client's, and
+    any `Authorization` / `api-key` header set on the client or for this request (an
+    error body may echo them bare, where no key-shaped pattern would catch them)."""
+    values = [getattr(client, name, None) for name in ("api_key", "_azure_ad_token")]
+    for headers in (getattr(client, "_custom_headers", None), kwargs.get("extra_headers")):
+        if not headers or not isinstance(headers, Mapping):
+            continue
+        for name, value in headers.items():
+            if isinstance(value, str) and str(name).lower() in _CREDENTIAL_HEADERS:
+                values.append(value)
+                scheme, _, token = value.partition(" ")
+                if token and scheme.lower() == "bearer":
+                    values.append(token.strip())
     return tuple(v for v in values if isinstance(v, str) and v)
 
 
@@ -116,7 +130,7 @@ def start_call(runtime: Runtime, endpoint: Endpoint, instance: Any, kwargs: dict
         runtime.instruments,
         runtime.settings,
         metric_attributes,
-        _secrets(client),
+        lambda: _secrets(client, kwargs),
         start_ns,
         start_perf,
         runtime.estimator,

@@ -1,0 +1,316 @@
+"""Secrets and size: no key material anywhere we write, whatever the settings; bounded values.
+
+Through the real SDK against the bundled local server (and, for an error body that
+echoes the request's credentials, an in-process mock transport). Every span (its JSON:
+name, attributes, events, status), every metric point (the reader's JSON), every log
+record of ours or of OpenTelemetry's (caplog at DEBUG) and every content event is
+scanned for the key material sent.
+"""
+
+from __future__ import annotations
+
+import gc
+import itertools
+import json
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+import openai
+import pytest
+from opentelemetry.sdk._logs import LoggerProvider
+from opentelemetry.sdk._logs.export import InMemoryLogRecordExporter, SimpleLogRecordProcessor
+
+from opentelemetry.instrumentation.openai_usage.config import DEFAULT_MAX_CONTENT_LENGTH
+from opentelemetry.instrumentation.openai_usage.localserver import LocalOpenAIServer
+from opentelemetry.instrumentation.openai_usage.telemetry import (
+    MAX_ATTRIBUTE_ITEMS,
+    MAX_ATTRIBUTE_LENGTH,
+)
+
+from .conftest import API_KEY, AZURE_KEY, HTTP, Telemetry, collect, make_client
+
+pytestmark = pytest.mark.timeout(60)
+
+# Per-request credentials, deliberately not shaped like an OpenAI key: only knowing them
+# as credentials can keep them out of an error text that echoes them.
+OTHER_TOKEN = "tok-SECRET-other-bearer-9876543210"
+OTHER_AZURE_KEY = "azkey-SECRET-per-request-13579"
+CUSTOM_SECRET = "custom-SECRET-header-value-2468"
+SECRETS = (API_KEY, AZURE_KEY, OTHER_TOKEN, OTHER_AZURE_KEY, CUSTOM_SECRET)
+# Every secret above contains it: a partly masked or cut secret is caught too.
+MARKER = "SECRET"
+PROMPT = "Please tell me about the weather in Paris"
+MESSAGES = [{"role": "user", "content": PROMPT}]
+CONTENT_KEYS = (
+    "gen_ai.input.messages",
+    "gen_ai.output.messages",
+    "gen_ai.system_instructions",
+    "gen_ai.tool.definitions",
+)
+SDK_LOGGERS = ("openai", "httpx", "httpx2", "httpcore")
+
+CONTENT_MODES = ("no_content", "span_only", "event_only", "span_and_event")
+COMBINATIONS = list(
+    itertools.product(CONTENT_MODES, ("fallback", "compare"), ("per_stream", "per_chunk"))
+)
+
+
+@pytest.fixture
+def logs() -> Iterator[InMemoryLogRecordExporter]:
+    exporter = InMemoryLogRecordExporter()
+    yield exporter
+    exporter.clear()
+
+
+@pytest.fixture
+def logger_provider(logs: InMemoryLogRecordExporter) -> LoggerProvider:
+    provider = LoggerProvider()
+    provider.add_log_record_processor(SimpleLogRecordProcessor(logs))
+    return provider
+
+
+def echo_handler(request: Any) -> Any:
+    """A proxy that refuses the call and echoes the credentials it was sent, bare."""
+    authorization = request.headers.get("authorization", "")
+    token = authorization.removeprefix("Bearer ")
+    api_key = request.headers.get("api-key", "")
+    # (openai 1.26's Azure client sends its key as a bearer token as well.)
+    message = f"Incorrect API key provided: {api_key or token}. You sent {authorization!r}."
+    body = {"error": {"message": message, "type": "invalid_request_error", "code": "bad_key"}}
+    return HTTP.Response(401, json=body, headers={"x-request-id": "req_echo"})
+
+
+def echo_client(kind: str, server: LocalOpenAIServer) -> Any:
+    http_client = HTTP.Client(transport=HTTP.MockTransport(echo_handler))
+    return make_client(server, kind, http_client=http_client)
+
+
+def calls(client: Any, azure: bool) -> int:
+    """Every kind of call, with per-request credentials and a custom secret header; the
+    number of spans they make."""
+    per_request = (
+        {"api-key": OTHER_AZURE_KEY} if azure else {"Authorization": f"Bearer {OTHER_TOKEN}"}
+    )
+    headers = {"x-custom-auth": CUSTOM_SECRET, **per_request}
+    chat = client.chat.completions
+    chat.create(model="gpt-4o-mini", messages=MESSAGES)
+    chat.create(model="gpt-4o-mini", messages=MESSAGES, extra_headers=headers)
+    list(chat.create(model="gpt-4o-mini", messages=MESSAGES, stream=True, extra_headers=headers))
+    no_usage = {**headers, "x-mock-scenario": "no_usage"}  # the estimate path
+    list(chat.create(model="gpt-4o-mini", messages=MESSAGES, stream=True, extra_headers=no_usage))
+    tool = {"x-mock-tool-call": "get_weather"}
+    tools = [{"type": "function", "function": {"name": "get_weather", "parameters": {}}}]
+    list(
+        chat.create(
+            model="gpt-4o-mini", messages=MESSAGES, tools=tools, stream=True, extra_headers=tool
+        )
+    )
+    stream = chat.create(model="gpt-4o-mini", messages=MESSAGES, stream=True, extra_headers=headers)
+    next(stream)
+    del stream  # abandoned
+    collect()
+    client.completions.create(model="gpt-3.5-turbo-instruct", prompt=PROMPT, extra_headers=headers)
+    client.embeddings.create(model="text-embedding-3-small", input=PROMPT, extra_headers=headers)
+    spans = 8
+    if hasattr(client, "responses") and not azure:
+        client.responses.create(model="gpt-4o-mini", input=PROMPT, extra_headers=headers)
+        list(client.responses.create(model="gpt-4o-mini", input=PROMPT, stream=True))
+        spans += 2
+    for stream in (False, True):
+        with pytest.raises(openai.AuthenticationError):
+            result = chat.create(
+                model="gpt-4o-mini",
+                messages=MESSAGES,
+                stream=stream,
+                extra_headers={**headers, "x-mock-scenario": "http_error:401"},
+            )
+            list(result)
+    return spans + 2
+
+
+def echoed_errors(client: Any, azure: bool) -> int:
+    """401s whose body echoes the credentials sent: the client's, then per-request ones."""
+    per_request = (
+        {"api-key": OTHER_AZURE_KEY} if azure else {"Authorization": f"Bearer {OTHER_TOKEN}"}
+    )
+    expected = (AZURE_KEY, OTHER_AZURE_KEY) if azure else (API_KEY, OTHER_TOKEN)
+    for headers, secret in zip(({}, per_request), expected, strict=True):
+        for stream in (False, True):
+            with pytest.raises(openai.AuthenticationError) as caught:
+                chat = client.chat.completions
+                chat.create(
+                    model="gpt-4o-mini", messages=MESSAGES, stream=stream, extra_headers=headers
+                )
+            assert secret in str(caught.value)  # the user's exception is the SDK's, untouched
+    return 4
+
+
+def as_json(record: Any) -> str:
+    """A finished log record as JSON (newer SDKs hand out readable records; older ones
+    `LogData` wrapping the SDK's own record)."""
+    readable = record if hasattr(record, "to_json") else record.log_record
+    text: str = readable.to_json()
+    return text
+
+
+def log_text(caplog: pytest.LogCaptureFixture) -> str:
+    """Every record but the SDK's and its HTTP library's (theirs exist without us; old
+    openai releases print the Azure `api-key` header in their debug logs)."""
+    formatter = logging.Formatter("%(name)s %(levelname)s %(message)s")
+    ours = [r for r in caplog.records if r.name.split(".")[0] not in SDK_LOGGERS]
+    return "\n".join(formatter.format(r) for r in ours)
+
+
+@pytest.mark.parametrize(("content", "estimate", "timing"), COMBINATIONS)
+def test_no_key_or_credential_header_appears_in_any_span_event_metric_or_log(
+    instrument: Any,
+    telemetry: Telemetry,
+    server: LocalOpenAIServer,
+    logs: InMemoryLogRecordExporter,
+    logger_provider: LoggerProvider,
+    caplog: pytest.LogCaptureFixture,
+    content: str,
+    estimate: str,
+    timing: str,
+) -> None:
+    caplog.set_level(logging.DEBUG)  # every logger
+    instrument(
+        capture_message_content=content,
+        usage_estimate=estimate,
+        chunk_timing=timing,
+        logger_provider=logger_provider,
+    )
+    expected = 0
+    for kind in ("openai", "azure"):
+        client = make_client(server, kind)
+        expected += calls(client, kind == "azure")
+        client.close()
+        client = echo_client(kind, server)
+        expected += echoed_errors(client, kind == "azure")
+        client.close()
+    gc.collect()
+    assert server.requests  # what the server saw: the credentials were really sent
+    assert any(r.headers.get("api-key") == OTHER_AZURE_KEY for r in server.requests)
+    assert any(r.headers.get("authorization") == f"Bearer {OTHER_TOKEN}" for r in server.requests)
+
+    spans = telemetry.spans()
+    assert len(spans) == expected
+    span_json = [span.to_json() for span in spans]
+    data = telemetry.reader.get_metrics_data()
+    metric_json = data.to_json() if data else ""
+    events = logs.get_finished_logs()
+    event_json = [as_json(record) for record in events]
+    logged = log_text(caplog)
+
+    for secret in SECRETS:
+        for text in span_json:
+            assert secret not in text
+        assert secret not in metric_json
+        assert secret not in logged
+        for text in event_json:
+            assert secret not in text
+    everything = "\n".join([*span_json, metric_json, *event_json, logged])
+    assert MARKER not in everything
+
+    # Not vacuous: the scanned texts hold what they should.
+    assert caplog.records
+    assert "gen_ai.client.token.usage" in metric_json
+    echoed = [t for t in span_json if "You sent" in t]  # the echoing proxy's 401s
+    assert len(echoed) == 8 and all("[REDACTED]" in t for t in echoed)
+    on_span = content in ("span_only", "span_and_event")
+    in_event = content in ("event_only", "span_and_event")
+    assert any(PROMPT in t for t in span_json) is on_span
+    assert bool(events) is in_event
+    if in_event:
+        assert any(PROMPT in t for t in event_json)
+    if content == "no_content":
+        assert PROMPT not in everything
+    if estimate == "compare":
+        assert any("openai_usage.estimate.input_tokens" in t for t in span_json)
+
+
+# -- bounded values ----------------------------------------------------------------------------
+
+HUGE_MODEL = "m" * 10_000
+STOPS = [f"stop-{i}-" + "s" * 300 for i in range(10_000)]
+HUGE_MESSAGE = "word " * 200_000  # 1 MB
+
+
+def check_bounded(attributes: dict[str, Any], where: str) -> None:
+    for key, value in attributes.items():
+        limit = DEFAULT_MAX_CONTENT_LENGTH if key in CONTENT_KEYS else MAX_ATTRIBUTE_LENGTH
+        if isinstance(value, str):
+            assert len(value) <= limit, (where, key, len(value))
+        elif isinstance(value, (list, tuple)):
+            assert len(value) <= MAX_ATTRIBUTE_ITEMS, (where, key, len(value))
+            for item in value:
+                assert not isinstance(item, str) or len(item) <= MAX_ATTRIBUTE_LENGTH, (where, key)
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["create", "stream"])
+def test_huge_request_parameters_and_content_make_only_bounded_attributes(
+    instrument: Any,
+    telemetry: Telemetry,
+    server: LocalOpenAIServer,
+    logs: InMemoryLogRecordExporter,
+    logger_provider: LoggerProvider,
+    stream: bool,
+) -> None:
+    """A 10 kB model name, 10,000 stop sequences and a 1 MB message, capture on: every
+    attribute of the span, its content event and its metric points stays within the limits
+    (256 characters, 128 items; content values within `max_content_length`)."""
+    instrument(
+        capture_message_content="span_and_event",
+        usage_estimate="compare",
+        logger_provider=logger_provider,
+    )
+    client = make_client(server, "openai")
+    result = client.chat.completions.create(
+        model=HUGE_MODEL,
+        messages=[{"role": "user", "content": HUGE_MESSAGE}],
+        stop=STOPS,
+        stream=stream,
+        extra_headers={"x-mock-response-model": "r" * 20_000, "x-mock-chunks": "3"},
+    )
+    if stream:
+        list(result)
+    client.close()
+    assert len(server.requests[-1].body["stop"]) == 10_000  # all of it was sent
+
+    span = telemetry.span()
+    assert span.name == "chat " + "m" * MAX_ATTRIBUTE_LENGTH
+    attributes = dict(span.attributes or {})
+    check_bounded(attributes, "span")
+    assert attributes["gen_ai.request.model"] == "m" * MAX_ATTRIBUTE_LENGTH
+    assert attributes["gen_ai.response.model"] == "r" * MAX_ATTRIBUTE_LENGTH
+    stops = attributes["gen_ai.request.stop_sequences"]
+    assert len(stops) == MAX_ATTRIBUTE_ITEMS
+    assert list(stops) == [s[:MAX_ATTRIBUTE_LENGTH] for s in STOPS[:MAX_ATTRIBUTE_ITEMS]]
+    captured = attributes["gen_ai.input.messages"]
+    assert len(captured) == DEFAULT_MAX_CONTENT_LENGTH  # cut to the limit, and valid JSON
+    assert json.loads(captured)[0]["parts"][0]["content"].startswith("word word")
+    assert attributes["gen_ai.usage.input_tokens"] > 200_000  # the whole message was billed
+    for event in span.events:
+        check_bounded(dict(event.attributes or {}), "span event")
+    # Two content values, 128 stop sequences and the rest: tens of kB, where the message
+    # alone is 1 MB and the stop sequences 3 MB.
+    assert len(span.to_json()) < 100_000
+
+    records = logs.get_finished_logs()
+    assert len(records) == 1
+    event_attributes = dict(records[0].log_record.attributes or {})
+    check_bounded(event_attributes, "content event")
+    assert len(event_attributes["gen_ai.input.messages"]) == DEFAULT_MAX_CONTENT_LENGTH
+
+    data = telemetry.reader.get_metrics_data()
+    points = 0
+    for resource_metrics in data.resource_metrics if data else []:
+        for scope_metrics in resource_metrics.scope_metrics:
+            for metric in scope_metrics.metrics:
+                for point in metric.data.data_points:
+                    check_bounded(dict(point.attributes or {}), metric.name)
+                    points += 1
+                    model = dict(point.attributes or {})["gen_ai.request.model"]
+                    assert model == "m" * MAX_ATTRIBUTE_LENGTH
+    assert points > 0
