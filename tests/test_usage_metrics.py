@@ -98,11 +98,27 @@ async def test_audio_tokens_are_counted_apart_from_text(
         "completion_tokens": 30,
         "audio_input_tokens": 20,
         "audio_output_tokens": 12,
+        "cached_tokens": 10,
     }
     await chat(server, kind, False, extra_headers={"x-mock-usage": json.dumps(usage)})
     assert sums(telemetry, INPUT) == {"audio": 20, "text": 30}
     assert sums(telemetry, OUTPUT) == {"audio": 12, "text": 18}
-    assert sums(telemetry, CACHE_READ) == {"unknown": 0}  # mixed input: not known to be text
+    assert sums(telemetry, CACHE_READ) == {"unknown": 10}  # mixed input: not known to be text
+
+
+def test_zero_cached_and_reasoning_tokens_add_no_point(
+    instrumented: Any, telemetry: Telemetry, client: openai.OpenAI
+) -> None:
+    usage = {"prompt_tokens": 50, "completion_tokens": 30, "cached_tokens": 0}
+    client.chat.completions.create(
+        model="gpt-4o-mini", messages=MESSAGES, extra_headers={"x-mock-usage": json.dumps(usage)}
+    )
+    attributes = telemetry.span().attributes or {}
+    assert attributes["gen_ai.usage.cache_read.input_tokens"] == 0  # the span says so
+    assert attributes["gen_ai.usage.reasoning.output_tokens"] == 0
+    assert telemetry.points(CACHE_READ) == []
+    assert telemetry.points(REASONING) == []
+    assert sums(telemetry, INPUT) == {"text": 50}
 
 
 def test_input_with_an_image_is_of_unknown_modality(

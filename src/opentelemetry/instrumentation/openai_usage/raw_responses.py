@@ -29,7 +29,8 @@ if TYPE_CHECKING:
 def _collected(invocation: Invocation) -> None:
     """Collected before the caller read or closed it: end the span on the finisher thread
     (a collection may interrupt a lock that ending a span needs; see `streams._collected`)."""
-    FINISHER.submit_from_gc(lambda _wait_s: invocation.end(None))
+    if not invocation.ended:  # most were read or closed: nothing to hand over
+        FINISHER.submit_from_gc(lambda _wait_s: invocation.end(None))
 
 
 class _RawProxyBase(wrapt.ObjectProxy):  # type: ignore[misc,type-arg,unused-ignore]

@@ -254,7 +254,10 @@ def record_detailed_usage(
     """The per-modality counters, one add per kind and modality.
 
     With no usage at all (a failed call, or nothing to estimate from) input and output
-    get a 0 under `unknown`, as the conventions ask, so call counts stay right.
+    get a 0 under `unknown`, as the conventions ask, so call counts stay right. The subset
+    counters (cache read and write, reasoning) are added to only when not 0: they count
+    tokens, not calls, and a 0 (reported on nearly every call) would cost a metric record
+    per call for nothing.
     """
     counters = instruments.usage
     if usage is None or usage.is_empty:
@@ -275,7 +278,7 @@ def record_detailed_usage(
         ("cache_write", usage.cache_write_input_tokens, text_or_unknown),
         ("reasoning", usage.reasoning_output_tokens, modalities.TEXT),
     ):
-        if subset is not None:
+        if subset:  # most calls report 0 cached and 0 reasoning: adding 0 costs a record
             counters[kind].add(subset, {**attributes, TOKEN_MODALITY: modality})
 
 
