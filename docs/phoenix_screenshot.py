@@ -36,6 +36,9 @@ from opentelemetry.instrumentation.openai_usage import OpenAIUsageInstrumentor
 from opentelemetry.instrumentation.openai_usage.localserver import LocalOpenAIServer
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # for the tests' way of starting Phoenix
+from tests.backends.phoenix import phoenix_environment  # noqa: E402
+
 PHOENIX = ROOT / ".venv-phoenix" / "bin" / "phoenix"
 CHROMIUM = "/usr/bin/chromium"
 PROJECT = "openai-usage-demo"
@@ -228,15 +231,7 @@ def main() -> int:
     out = Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT / "docs" / "phoenix-streamed-call.png"
     port, grpc_port = free_port(), free_port()
     with tempfile.TemporaryDirectory(prefix="phoenix-") as workdir:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "PHOENIX_"))}
-        env.update(
-            PHOENIX_WORKING_DIR=workdir,
-            PHOENIX_HOST="127.0.0.1",
-            PHOENIX_PORT=str(port),
-            PHOENIX_GRPC_PORT=str(grpc_port),
-            PHOENIX_TELEMETRY_ENABLED="false",
-            PHOENIX_ALLOW_EXTERNAL_RESOURCES="false",
-        )
+        env = phoenix_environment(workdir, port, grpc_port)
         log = (Path(workdir) / "phoenix.log").open("wb")
         phoenix = subprocess.Popen([str(PHOENIX), "serve"], env=env, stdout=log, stderr=log)
         try:

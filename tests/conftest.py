@@ -18,6 +18,8 @@ from typing import Any
 
 import openai
 import pytest
+from opentelemetry.sdk._logs import LoggerProvider
+from opentelemetry.sdk._logs.export import InMemoryLogRecordExporter, SimpleLogRecordProcessor
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
@@ -103,6 +105,21 @@ def offline_encodings(network_cut: None) -> Iterator[None]:
             os.environ.pop("TIKTOKEN_CACHE_DIR", None)
         else:
             os.environ["TIKTOKEN_CACHE_DIR"] = previous
+
+
+@pytest.fixture
+def logs() -> Iterator[InMemoryLogRecordExporter]:
+    """The OpenTelemetry log records (content events) of one test."""
+    exporter = InMemoryLogRecordExporter()
+    yield exporter
+    exporter.clear()
+
+
+@pytest.fixture
+def logger_provider(logs: InMemoryLogRecordExporter) -> LoggerProvider:
+    provider = LoggerProvider()
+    provider.add_log_record_processor(SimpleLogRecordProcessor(logs))
+    return provider
 
 
 @pytest.fixture(scope="session")

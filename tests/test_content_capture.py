@@ -7,12 +7,11 @@ expected content is what the caller itself sent and received.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from opentelemetry.sdk._logs import LoggerProvider
-from opentelemetry.sdk._logs.export import InMemoryLogRecordExporter, SimpleLogRecordProcessor
+from opentelemetry.sdk._logs.export import InMemoryLogRecordExporter
 
 from opentelemetry.instrumentation.openai_usage.config import Settings
 from opentelemetry.instrumentation.openai_usage.content import bounded_json
@@ -49,20 +48,11 @@ TOOLS = [
 
 
 @pytest.fixture
-def logs() -> Iterator[InMemoryLogRecordExporter]:
-    exporter = InMemoryLogRecordExporter()
-    yield exporter
-    exporter.clear()
-
-
-@pytest.fixture
-def capture(instrument: Any, logs: InMemoryLogRecordExporter) -> Any:
+def capture(instrument: Any, logger_provider: LoggerProvider) -> Any:
     """Instrument with a logger provider whose events land in `logs`."""
-    provider = LoggerProvider()
-    provider.add_log_record_processor(SimpleLogRecordProcessor(logs))
 
     def _instrument(**settings: Any) -> Any:
-        return instrument(logger_provider=provider, **settings)
+        return instrument(logger_provider=logger_provider, **settings)
 
     return _instrument
 

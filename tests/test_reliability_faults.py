@@ -45,6 +45,7 @@ from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import (
     BatchSpanProcessor,
     SimpleSpanProcessor,
+    SpanExporter,
     SpanExportResult,
 )
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -145,7 +146,9 @@ def endpoint(mode: str) -> Iterator[tuple[str, Collector | None]]:
 # -- exporters that count what they were given -------------------------------------------------
 
 
-class CountingOTLPSpanExporter(OTLPSpanExporter):
+class CountingSpans(SpanExporter):
+    """Counts the spans offered to the exporter it is mixed into, and each result."""
+
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.offered = 0
@@ -153,9 +156,17 @@ class CountingOTLPSpanExporter(OTLPSpanExporter):
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         self.offered += len(spans)
-        result = super().export(spans)
+        result = super().export(spans)  # the exporter mixed in after this class
         self.results.append(result)
         return result
+
+
+class CountingOTLPSpanExporter(CountingSpans, OTLPSpanExporter):
+    pass
+
+
+class HealthySpanExporter(CountingSpans, InMemorySpanExporter):
+    pass
 
 
 class CountingOTLPMetricExporter(OTLPMetricExporter):
@@ -165,19 +176,6 @@ class CountingOTLPMetricExporter(OTLPMetricExporter):
 
     def export(self, metrics_data: MetricsData, *args: Any, **kwargs: Any) -> MetricExportResult:
         result = super().export(metrics_data, *args, **kwargs)
-        self.results.append(result)
-        return result
-
-
-class HealthySpanExporter(InMemorySpanExporter):
-    def __init__(self) -> None:
-        super().__init__()
-        self.offered = 0
-        self.results: list[SpanExportResult] = []
-
-    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        self.offered += len(spans)
-        result = super().export(spans)
         self.results.append(result)
         return result
 

@@ -13,13 +13,12 @@ import gc
 import itertools
 import json
 import logging
-from collections.abc import Iterator
 from typing import Any
 
 import openai
 import pytest
 from opentelemetry.sdk._logs import LoggerProvider
-from opentelemetry.sdk._logs.export import InMemoryLogRecordExporter, SimpleLogRecordProcessor
+from opentelemetry.sdk._logs.export import InMemoryLogRecordExporter
 
 from opentelemetry.instrumentation.openai_usage.config import DEFAULT_MAX_CONTENT_LENGTH
 from opentelemetry.instrumentation.openai_usage.localserver import LocalOpenAIServer
@@ -54,20 +53,6 @@ CONTENT_MODES = ("no_content", "span_only", "event_only", "span_and_event")
 COMBINATIONS = list(
     itertools.product(CONTENT_MODES, ("fallback", "compare"), ("per_stream", "per_chunk"))
 )
-
-
-@pytest.fixture
-def logs() -> Iterator[InMemoryLogRecordExporter]:
-    exporter = InMemoryLogRecordExporter()
-    yield exporter
-    exporter.clear()
-
-
-@pytest.fixture
-def logger_provider(logs: InMemoryLogRecordExporter) -> LoggerProvider:
-    provider = LoggerProvider()
-    provider.add_log_record_processor(SimpleLogRecordProcessor(logs))
-    return provider
 
 
 def echo_handler(request: Any) -> Any:

@@ -40,6 +40,7 @@ from opentelemetry.instrumentation.openai_usage.localserver import LocalOpenAISe
 
 from ..conftest import API_KEY
 from .conftest import MESSAGES, ROOT, backend, free_ports, http_get, service, wait_until
+from .phoenix import phoenix_environment
 
 # Phoenix takes 12-22 s to start when the machine is idle; the whole module, a minute.
 pytestmark = pytest.mark.timeout(300)
@@ -88,15 +89,7 @@ def phoenix() -> Iterator[Phoenix]:
     executable = backend("OPENAI_USAGE_PHOENIX", "Arize Phoenix")
     with tempfile.TemporaryDirectory(prefix="phoenix-") as workdir:
         port, grpc_port = free_ports(2)
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "PHOENIX_"))}
-        env.update(
-            PHOENIX_WORKING_DIR=workdir,
-            PHOENIX_HOST="127.0.0.1",
-            PHOENIX_PORT=str(port),
-            PHOENIX_GRPC_PORT=str(grpc_port),
-            PHOENIX_TELEMETRY_ENABLED="false",
-            PHOENIX_ALLOW_EXTERNAL_RESOURCES="false",
-        )
+        env = phoenix_environment(workdir, port, grpc_port)
         log = Path(workdir) / "phoenix.log"
         with service("phoenix", [str(executable), "serve"], log, env) as running:
             url = f"http://127.0.0.1:{port}"
@@ -195,20 +188,11 @@ def assert_streamed(attributes: dict[str, Any]) -> None:
     assert attributes["openai_usage.stream.include_usage_injected"] is True
 
 
-def test_calls_reach_phoenix_over_otlp_http_with_their_exact_tokens(
-    phoenix: Phoenix, server: LocalOpenAIServer
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_calls_reach_phoenix_over_otlp_with_their_exact_tokens(
+    phoenix: Phoenix, server: LocalOpenAIServer, protocol: str
 ) -> None:
-    non_streamed, streamed = check_two_calls_reach_phoenix("http", phoenix, server)
-    assert_pinned_tokens(non_streamed)
-    assert "gen_ai.request.stream" not in non_streamed
-    assert_pinned_tokens(streamed)
-    assert_streamed(streamed)
-
-
-def test_calls_reach_phoenix_over_otlp_grpc_with_their_exact_tokens(
-    phoenix: Phoenix, server: LocalOpenAIServer
-) -> None:
-    non_streamed, streamed = check_two_calls_reach_phoenix("grpc", phoenix, server)
+    non_streamed, streamed = check_two_calls_reach_phoenix(protocol, phoenix, server)
     assert_pinned_tokens(non_streamed)
     assert "gen_ai.request.stream" not in non_streamed
     assert_pinned_tokens(streamed)
