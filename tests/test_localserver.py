@@ -535,6 +535,36 @@ def test_usage_nulls(client: openai.OpenAI) -> None:
     assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens is None
 
 
+@pytest.mark.parametrize(
+    "named", [{}, {"prompt_tokens": 7}, {"completion_tokens": 4, "total_tokens": None}]
+)
+def test_usage_partial_sends_only_the_named_counts(
+    server: LocalOpenAIServer, named: dict[str, Any]
+) -> None:
+    headers = {"x-mock-scenario": "usage_partial"}
+    if named:
+        headers["x-mock-usage"] = json.dumps(named)
+    body: dict[str, Any] = {"model": "gpt-4o", "messages": MESSAGES}
+    status, _, payload = raw(server, "/v1/chat/completions", body, headers)
+    assert status == 200
+    assert json.loads(payload)["usage"] == named  # the others missing, not null
+    stream = {**body, "stream": True, "stream_options": {"include_usage": True}}
+    status, _, payload = raw(server, "/v1/chat/completions", stream, headers)
+    assert status == 200
+    events = sse_data(payload)
+    assert events[-1] == "[DONE]"
+    assert json.loads(events[-2])["usage"] == named
+    embeddings = {"model": "text-embedding-3-small", "input": "a b c"}
+    status, _, payload = raw(server, "/v1/embeddings", embeddings, headers)
+    assert status == 200
+    assert json.loads(payload)["usage"] == {
+        k: v for k, v in named.items() if k != "completion_tokens"
+    }
+    status, _, payload = raw(server, "/v1/responses", {"model": "gpt-4o", "input": "hi"}, headers)
+    assert status == 400
+    assert json.loads(payload)["error"]["param"] == "x-mock-scenario"
+
+
 def test_slow_headers(client: openai.OpenAI) -> None:
     started = time.monotonic()
     client.chat.completions.create(

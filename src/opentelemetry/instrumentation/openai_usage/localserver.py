@@ -18,7 +18,10 @@ the same headers and adds its own scenarios:
 - ``x-mock-scenario``: ``ok`` (default), ``http_error:<status>``, ``fail_first:<k>``,
   ``cut_after:<k>``, ``reset_after:<k>``, ``sse_error_after:<k>``,
   ``malformed_after:<k>``, ``no_usage``, ``reject_stream_options``,
-  ``error_body_200``, ``hang``, ``usage_nulls``, ``slow_headers:<ms>``.
+  ``error_body_200``, ``hang``, ``usage_nulls``, ``usage_partial``, ``slow_headers:<ms>``.
+  ``usage_partial`` (chat, completions, embeddings) sends a usage object holding only
+  the top-level counts that ``x-mock-usage`` names (``{}`` without it): the others,
+  and the details, are missing rather than null.
 
 It is stdlib only, so the package's runtime dependencies stay untouched, and
 asyncio-based (one event loop in a daemon thread), so 1,000 concurrent
@@ -78,6 +81,7 @@ _WITH_ARG = {"http_error", "fail_first", "slow_headers", "cut_after", "reset_aft
 _WITH_ARG |= {"sse_error_after", "malformed_after"}  # the ones taking ":<int>"
 _NO_ARG = {"ok", "no_usage", "reject_stream_options", "error_body_200", "hang", "usage_nulls"}
 _NO_ARG |= {"incomplete", "failed"}  # Responses API only: see localserver_responses
+_NO_ARG.add("usage_partial")  # not for the Responses API
 _USAGE_KEYS = {"prompt_tokens", "completion_tokens", "total_tokens", "cached_tokens"}
 _USAGE_KEYS.update(("reasoning_tokens", "audio_input_tokens", "audio_output_tokens"))
 _USAGE_KEYS.add("cache_write_tokens")  # OpenAI-compatible hosts (OpenRouter) report these
@@ -358,6 +362,9 @@ def _plan(
     if scenario == "usage_nulls":
         usage = {k: v for k, v in usage.items() if not k.endswith("_details")}
         usage["total_tokens" if kind == "embeddings" else "completion_tokens"] = None
+    if scenario == "usage_partial":  # the counts x-mock-usage names, the rest missing
+        named = json.loads(headers.get("x-mock-usage", "{}"))  # checked by _build_usage
+        usage = {k: v for k, v in usage.items() if k in named}
     prefix = {"chat/completions": "chatcmpl-", "completions": "cmpl-"}.get(kind, "")
     azure = deployment is not None
     return _Call(kind, azure, stream, include_usage, model, n, words, count, tool,
@@ -732,6 +739,9 @@ class LocalOpenAIServer:
         deployment = match.group("dep")
         deployment = unquote(deployment) if deployment else None
         kind = match.group("kind")
+        if kind == "responses" and scenario == "usage_partial":
+            message = "x-mock-scenario 'usage_partial' is not for the Responses API."
+            raise _HTTPError(400, message, param="x-mock-scenario")
         if kind == "responses":
             call: _Call = _responses.plan(request.path, deployment, body, request.headers, scenario)
         elif scenario in _responses.ENDINGS:
