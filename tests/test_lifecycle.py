@@ -18,6 +18,7 @@ from opentelemetry.sdk.trace import ReadableSpan
 
 from opentelemetry import trace
 from opentelemetry.instrumentation.openai_usage import OpenAIUsageInstrumentor
+from opentelemetry.instrumentation.openai_usage.estimator import ENCODING_WAIT_S, FINISHER
 from opentelemetry.instrumentation.openai_usage.localserver import LocalOpenAIServer
 
 from .conftest import API_KEY, AZURE_KEY, HTTP, MESSAGES, Telemetry, make_client
@@ -527,3 +528,21 @@ def test_process_exits_promptly_with_an_open_unread_stream_and_reports_it_abando
     # have been loading: it is waited for then, briefly, since nobody's call is held up).
     assert '"openai_usage.usage.source": "estimate"' in stdout
     assert stdout.count('"name": "chat gpt-4o-mini"') == 1
+
+
+def test_a_call_end_handed_over_by_a_background_job_runs_before_drain_returns() -> None:
+    """A collected stream is ended by a job on the finisher thread; if its estimate must
+    wait for an encoding, that end is run there and then, not queued behind `drain()`'s
+    marker, so at exit (`end_open_streams` drains, then the process ends) it is not lost."""
+    ran: list[Any] = []
+
+    def call_end(wait_s: float) -> None:
+        ran.append(("call end", wait_s))
+
+    def collected_stream(_wait_s: float) -> None:
+        FINISHER.submit(call_end)  # as Invocation.end does while an encoding loads
+        ran.append("collected stream")
+
+    FINISHER.submit_from_gc(collected_stream)
+    assert FINISHER.drain(10)
+    assert ran == [("call end", ENCODING_WAIT_S), "collected stream"]

@@ -135,6 +135,12 @@ class _Finisher:
         self._thread = None
 
     def submit(self, job: Callable[[float], None]) -> None:
+        if threading.current_thread() is self._thread:
+            # A job of ours ending a call that waits for an encoding: wait here, in the
+            # background already. Queued, it would run after whatever `drain()` waits
+            # for, and at exit not at all.
+            _run_job(job, EXIT_WAIT_S if self.exiting else ENCODING_WAIT_S)
+            return
         if self.exiting or not self._started():
             _run_job(job, EXIT_WAIT_S)
             return

@@ -258,7 +258,9 @@ class _ProxyBase(wrapt.ObjectProxy):  # type: ignore[misc,type-arg,unused-ignore
     def __init__(self, wrapped: Any, state: StreamState) -> None:
         super().__init__(wrapped)
         self._self_state = state
-        weakref.finalize(self, _collected, state)
+        # Not at exit: a stream still open then is ended in place by `end_open_streams`
+        # (a finalizer's exit hook would run first and hand it to a thread about to die).
+        weakref.finalize(self, _collected, state).atexit = False
         _OPEN.add(state)
 
     def __repr__(self) -> str:
