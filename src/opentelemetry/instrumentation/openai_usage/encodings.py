@@ -181,15 +181,7 @@ class EncodingLoader:
         self._done: dict[str, threading.Event] = {}
         self._queue: list[str] = []
         self._thread: threading.Thread | None = None
-        if hasattr(os, "register_at_fork"):  # not on Windows
-            after_fork = weakref.WeakMethod(self._after_fork_in_child)
-
-            def after_in_child() -> None:
-                method = after_fork()
-                if method is not None:
-                    method()
-
-            os.register_at_fork(after_in_child=after_in_child)
+        _LOADERS.add(self)
 
     def _after_fork_in_child(self) -> None:
         """A forked child (gunicorn `--preload`) has no loading thread: resume its work.
@@ -266,3 +258,16 @@ class EncodingLoader:
             )
         for name in missing:
             self._done[name].set()
+
+
+# Every loader, so that one fork hook serves them all (tests make loaders of their own).
+_LOADERS: weakref.WeakSet[EncodingLoader] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for loader in list(_LOADERS):
+        loader._after_fork_in_child()
+
+
+if hasattr(os, "register_at_fork"):  # not on Windows
+    os.register_at_fork(after_in_child=_after_fork_in_child)
