@@ -31,6 +31,21 @@ if TYPE_CHECKING:
     from .usage import Usage
 
 
+class _Process:
+    """This process's id, refreshed in a forked child: two `os.getpid()` system calls per
+    call would cost more than reading it."""
+
+    pid = os.getpid()
+
+    @classmethod
+    def forked(cls) -> None:
+        cls.pid = os.getpid()
+
+
+if hasattr(os, "register_at_fork"):  # not on Windows
+    os.register_at_fork(after_in_child=_Process.forked)
+
+
 class Invocation:
     __slots__ = (
         "_ended",
@@ -77,14 +92,14 @@ class Invocation:
         self.start_perf = start_perf
         self._ended = False
         self._lock = threading.Lock()
-        self.pid = os.getpid()
+        self.pid = _Process.pid
 
     @property
     def ended(self) -> bool:
         return self._ended
 
     def _claim(self) -> bool:
-        if os.getpid() != self.pid:
+        if _Process.pid != self.pid:
             # A forked child's copy of a call in flight at the fork: the span is the
             # parent's to end (ended here too, it would be exported twice). Checked before
             # the lock, which a parent thread may have held at the fork.
