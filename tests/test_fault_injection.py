@@ -24,6 +24,7 @@ from opentelemetry.instrumentation.openai_usage import (
     errors,
     estimator,
     invocation,
+    sums,
     tally,
     wrappers,
 )
@@ -95,6 +96,9 @@ class BrokenMeter:
     def create_counter(self, *args: Any, **kwargs: Any) -> BrokenInstrument:
         return BrokenInstrument()
 
+    def create_observable_counter(self, *args: Any, **kwargs: Any) -> BrokenInstrument:
+        return BrokenInstrument()
+
 
 class BrokenMeterProvider:
     def get_meter(self, *args: Any, **kwargs: Any) -> BrokenMeter:
@@ -130,6 +134,8 @@ FAULTS = {
         Fault("span.end", (SPAN_END,), (SPAN_END,), span=True),
         # A stream also records chunk gaps (per_chunk), in a place of its own.
         Fault("histogram.record", (END,), (END, GAP), span=True),
+        # The counters whose sums we keep (`sums`): an add that fails.
+        Fault("SummedCounter.add", (END,), (END,), span=True),
         # Estimates ("compare" mode: made for every call that returned something).
         Fault("Estimator.estimate", (ESTIMATE,), (ESTIMATE,), span=True),
         Fault(
@@ -177,6 +183,8 @@ def arm(fault: str, monkeypatch: pytest.MonkeyPatch, tel: Telemetry) -> dict[str
     elif fault == "histogram.record":
         kwargs["meter_provider"] = BrokenMeterProvider()
         kwargs["chunk_timing"] = "per_chunk"
+    elif fault == "SummedCounter.add":
+        monkeypatch.setattr(sums.SummedCounter, "add", boom)
     elif fault == "Estimator.estimate":
         monkeypatch.setattr(estimator.Estimator, "estimate", boom)
         kwargs["usage_estimate"] = "compare"
@@ -306,6 +314,7 @@ FAILED_CALL_SITES = {
     "errors.record_error": (END,),
     "span.end": (SPAN_END,),
     "histogram.record": (END,),
+    "SummedCounter.add": (END,),
 }
 # ... and when a stream breaks after some chunks (the facts so far are recorded).
 BROKEN_STREAM_SITES = {
@@ -316,6 +325,7 @@ BROKEN_STREAM_SITES = {
     "errors.record_error": (END,),
     "span.end": (SPAN_END,),
     "histogram.record": (END, GAP),
+    "SummedCounter.add": (END,),
     "Estimator.estimate": (ESTIMATE,),
 }
 

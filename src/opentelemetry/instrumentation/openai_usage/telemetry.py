@@ -9,13 +9,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from opentelemetry.metrics import Counter, Histogram, Meter
+from opentelemetry.metrics import Histogram, Meter
 from opentelemetry.semconv._incubating.attributes import gen_ai_attributes as genai
 from opentelemetry.semconv._incubating.attributes import openai_attributes as oai
 from opentelemetry.semconv._incubating.metrics import gen_ai_metrics
 from opentelemetry.semconv.attributes import error_attributes, server_attributes
 
 from . import modalities
+from .sums import SummedCounter
 
 if TYPE_CHECKING:
     from .accumulators import ResponseFacts
@@ -134,12 +135,13 @@ class Instruments:
             description="Time between output chunks after the first one.",
             explicit_bucket_boundaries_advisory=SECONDS_BUCKETS,
         )
-        self.usage: dict[str, Counter] = {
-            kind: meter.create_counter(name, unit="{token}", description=_USAGE_DESCRIPTIONS[kind])
+        # Sums kept by us, read by the SDK at collection: see `sums`.
+        self.usage: dict[str, SummedCounter] = {
+            kind: SummedCounter(meter, name, "{token}", _USAGE_DESCRIPTIONS[kind])
             for kind, name in USAGE_METRICS.items()
         }
-        self.cost: Counter = meter.create_counter(
-            COST_METRIC, unit="{USD}", description="List-price cost of GenAI operations in USD."
+        self.cost = SummedCounter(
+            meter, COST_METRIC, "{USD}", "List-price cost of GenAI operations in USD."
         )
 
 
@@ -271,6 +273,11 @@ def record_detailed_usage(
         ("input", usage.input_tokens, usage.input_modalities, input_rest),
         ("output", usage.output_tokens, usage.output_modalities, modalities.TEXT),
     ):
+        if total is None:
+            continue
+        if not reported:  # nearly every call: no breakdown, all of it is `rest`
+            counters[kind].add(total, {**attributes, TOKEN_MODALITY: rest})
+            continue
         for modality, count in modalities.split(total, reported, rest):
             counters[kind].add(count, {**attributes, TOKEN_MODALITY: modality})
     for kind, subset, modality in (
