@@ -67,6 +67,8 @@ class Estimator:
         """Is there anything to estimate? A response, or a stream that sent something."""
         if not self.enabled or facts is None:
             return False
+        if facts.usage is not None and self.mode != ESTIMATE_COMPARE:
+            return False  # reported usage wins; the common case, decided first
         if facts.response is None and chunk_count == 0:
             return False  # nothing was generated that we could see
         if facts.response is not None and not _has_output(facts.response):

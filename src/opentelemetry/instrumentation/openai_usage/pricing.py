@@ -106,6 +106,8 @@ DEFAULT_PRICES: dict[str, Price] = {
 # entry, or None to fall back to the table.
 PriceFunction = Callable[[str, "str | None"], Any]
 
+_REMEMBERED = 1024  # (model, tier) lookups kept per table; model names come from servers
+
 
 class PriceTable:
     """Model name (or `model@tier`) -> Price, consulted after an optional callable."""
@@ -113,6 +115,8 @@ class PriceTable:
     def __init__(self, prices: Mapping[str, Price], function: PriceFunction | None = None) -> None:
         self.prices = dict(prices)
         self.function = function
+        # Table lookups per (model, tier), remembered: every call asks, for few models.
+        self._found: dict[tuple[str, str], Price | None] = {}
 
     def price_for(self, model: str | None, service_tier: str | None = None) -> Price | None:
         if not isinstance(model, str) or not model:
@@ -126,6 +130,15 @@ class PriceTable:
                 found = None
             if found is not None:
                 return found if isinstance(found, Price) else price_from(found, "price function")
+        key = (model, tier)
+        if key in self._found:
+            return self._found[key]
+        price = self._lookup(model, tier)
+        if len(self._found) < _REMEMBERED:
+            self._found[key] = price
+        return price
+
+    def _lookup(self, model: str, tier: str) -> Price | None:
         for name in dict.fromkeys((model, model.lower(), _DATE_SUFFIX.sub("", model.lower()))):
             if tier:
                 found = self.prices.get(f"{name}@{tier}")

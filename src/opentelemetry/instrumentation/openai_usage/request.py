@@ -40,14 +40,29 @@ def _number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def endpoint_attributes(client: Any) -> dict[str, Any]:
-    """Provider, server.address and server.port from the client's base URL.
+# base URL object -> (it, the client's type, its attributes): a client's URL rarely
+# changes, and reading it costs more than the lookup. Holding the URL keeps its id unique.
+_endpoints: dict[int, tuple[Any, type, dict[str, Any]]] = {}
+_MAX_ENDPOINTS = 256
 
-    `base_url` is an `httpx.URL` (openai 1.x/2.x) or an `httpx2.URL` (3.x); both
-    have `.host`, `.port` (None for the scheme's default) and `.scheme`.
-    """
-    attributes: dict[str, Any] = {}
+
+def endpoint_attributes(client: Any) -> dict[str, Any]:
+    """Provider, server.address and server.port from the client's base URL (a copy)."""
     url = getattr(client, "base_url", None)
+    known = _endpoints.get(id(url))
+    if known is not None and known[0] is url and known[1] is type(client):
+        return dict(known[2])
+    attributes = _endpoint_attributes(client, url)
+    if len(_endpoints) >= _MAX_ENDPOINTS:
+        _endpoints.clear()
+    _endpoints[id(url)] = (url, type(client), attributes)
+    return dict(attributes)
+
+
+def _endpoint_attributes(client: Any, url: Any) -> dict[str, Any]:
+    """`base_url` is an `httpx.URL` (openai 1.x/2.x) or an `httpx2.URL` (3.x); both
+    have `.host`, `.port` (None for the scheme's default) and `.scheme`."""
+    attributes: dict[str, Any] = {}
     host = getattr(url, "host", None)
     provider = t.PROVIDER_OPENAI
     if isinstance(host, str) and host:

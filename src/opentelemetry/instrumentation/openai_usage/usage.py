@@ -10,6 +10,7 @@ wrong count.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,12 +42,30 @@ class Usage:
         return self.input_tokens is None and self.output_tokens is None
 
 
-def _field(obj: Any, name: str) -> Any:
+Fields = Callable[[str], Any]  # name -> the value, None when absent
+
+
+def _no_fields(name: str) -> Any:
+    return None
+
+
+def _fields(obj: Any) -> Fields:
+    """How to read the fields of a usage object: a dict, an SDK object, or anything else.
+
+    SDK objects are pydantic models, and asking one for a field it lacks (each shape
+    lacks most of the names we try) raises and catches inside pydantic, several µs a
+    time. A pydantic v2 model's data are its fields and its extras, so those are read
+    as the dicts they are; other objects go through `getattr`.
+    """
     if obj is None:
-        return None
+        return _no_fields
     if isinstance(obj, dict):
-        return obj.get(name)
-    return getattr(obj, name, None)
+        return obj.get
+    fields = getattr(obj, "__dict__", None)
+    extra = getattr(obj, "__pydantic_extra__", None)
+    if isinstance(fields, dict) and isinstance(extra, dict):
+        return {**extra, **fields}.get if extra else fields.get
+    return lambda name: getattr(obj, name, None)
 
 
 # More tokens than any call can bill (2**53 - 1, past which JSON numbers lose precision).
@@ -57,27 +76,18 @@ MAX_COUNT = 2**53 - 1
 
 def _count(value: Any) -> int | None:
     # bool is an int subclass; True tokens is nonsense, not 1.
-    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_COUNT:
-        return value
-    return None
-
-
-def _first_count(obj: Any, *names: str) -> int | None:
-    for name in names:
-        value = _count(_field(obj, name))
-        if value is not None:
-            return value
-    return None
+    is_count = type(value) is int or (isinstance(value, int) and not isinstance(value, bool))
+    return value if is_count and 0 <= value <= MAX_COUNT else None
 
 
 _MODALITIES = (("text", "text_tokens"), ("audio", "audio_tokens"), ("image", "image_tokens"))
 
 
-def _modalities(details: Any) -> tuple[tuple[str, int], ...]:
+def _modalities(details: Fields) -> tuple[tuple[str, int], ...]:
     """`{"audio_tokens": 12, "text_tokens": 30}` -> (("text", 30), ("audio", 12))."""
     found = []
     for modality, name in _MODALITIES:
-        count = _count(_field(details, name))
+        count = _count(details(name))
         if count:
             found.append((modality, count))
     return tuple(found)
@@ -87,24 +97,27 @@ def usage_from(raw: Any) -> Usage | None:
     """Read a usage object of any known shape; None when it holds no counts."""
     if raw is None:
         return None
-    input_tokens = _first_count(raw, "prompt_tokens", "input_tokens")
-    output_tokens = _first_count(raw, "completion_tokens", "output_tokens")
-    total = _count(_field(raw, "total_tokens"))
+    field = _fields(raw)
+    input_tokens = _count(field("prompt_tokens"))
+    if input_tokens is None:
+        input_tokens = _count(field("input_tokens"))
+    output_tokens = _count(field("completion_tokens"))
+    if output_tokens is None:
+        output_tokens = _count(field("output_tokens"))
+    total = _count(field("total_tokens"))
     if total is None and input_tokens is not None and output_tokens is not None:
         total = input_tokens + output_tokens
-    input_details = _field(raw, "prompt_tokens_details") or _field(raw, "input_tokens_details")
-    output_details = _field(raw, "completion_tokens_details") or _field(
-        raw, "output_tokens_details"
-    )
-    cache_write = _count(_field(input_details, "cache_write_tokens"))
+    input_details = _fields(field("prompt_tokens_details") or field("input_tokens_details"))
+    output_details = _fields(field("completion_tokens_details") or field("output_tokens_details"))
+    cache_write = _count(input_details("cache_write_tokens"))
     if cache_write is None:  # Anthropic-style hosts report it at the top level
-        cache_write = _count(_field(raw, "cache_creation_input_tokens"))
+        cache_write = _count(field("cache_creation_input_tokens"))
     usage = Usage(
         input_tokens=input_tokens,
         output_tokens=output_tokens,
         total_tokens=total,
-        cache_read_input_tokens=_count(_field(input_details, "cached_tokens")),
-        reasoning_output_tokens=_count(_field(output_details, "reasoning_tokens")),
+        cache_read_input_tokens=_count(input_details("cached_tokens")),
+        reasoning_output_tokens=_count(output_details("reasoning_tokens")),
         cache_write_input_tokens=cache_write,
         input_modalities=_modalities(input_details),
         output_modalities=_modalities(output_details),
