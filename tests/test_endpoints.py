@@ -482,6 +482,31 @@ def test_provider_comes_from_the_host_of_an_openai_compatible_server(
     assert attributes["server.port"] == 443
 
 
+def test_a_client_whose_base_url_is_changed_reports_the_new_server(
+    instrumented: Any, telemetry: Telemetry
+) -> None:
+    # The server attributes are remembered per base URL: a new URL must not get the old ones.
+    transport = HTTP.MockTransport(lambda request: HTTP.Response(503, json={"error": {}}))
+    client = openai.OpenAI(
+        base_url="https://api.groq.com/v1",
+        api_key=API_KEY,
+        max_retries=0,
+        http_client=HTTP.Client(transport=transport),
+    )
+    for base_url in (None, "http://llm.internal.example:8080/v1", None):
+        if base_url is not None:
+            client.base_url = base_url
+        with pytest.raises(openai.InternalServerError):
+            client.chat.completions.create(model="some-model", messages=MESSAGES)
+    keys = ("gen_ai.provider.name", "server.address", "server.port")
+    found = [tuple((s.attributes or {})[k] for k in keys) for s in telemetry.spans()]
+    assert found == [
+        ("groq", "api.groq.com", 443),
+        ("openai", "llm.internal.example", 8080),
+        ("openai", "llm.internal.example", 8080),
+    ]
+
+
 # -- raw responses on every endpoint ---------------------------------------------------------
 
 CALLS: dict[str, tuple[str, dict[str, Any]]] = {
