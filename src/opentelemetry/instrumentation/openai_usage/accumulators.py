@@ -46,6 +46,11 @@ def _str(value: Any) -> str | None:
     return value[:MAX_ATTRIBUTE_LENGTH] if isinstance(value, str) and value else None
 
 
+def _reason(value: Any) -> str:
+    """A finish reason as text, cut like `_str` (a server may send anything there)."""
+    return str(value)[:MAX_ATTRIBUTE_LENGTH]
+
+
 def _finish_reasons(choices: Any) -> list[str]:
     if not isinstance(choices, list):
         return []
@@ -166,7 +171,7 @@ class ChatStreamAccumulator:
 
     def _finished(self, choice: Any) -> None:
         index = choice.index
-        self.finish_reasons[index if isinstance(index, int) else 0] = str(choice.finish_reason)
+        self.finish_reasons[index if isinstance(index, int) else 0] = _reason(choice.finish_reason)
 
     def _hand_over_text(self) -> None:
         if self.tally is None or not self.text:
@@ -190,7 +195,7 @@ class ChatStreamAccumulator:
         index = index if isinstance(index, int) else 0
         reason = getattr(choice, "finish_reason", None)
         if reason and index not in self.finish_reasons:
-            self.finish_reasons[index] = str(reason)
+            self.finish_reasons[index] = _reason(reason)
         self._collect(choice)
 
     def _first_facts(self, chunk: Any) -> None:

@@ -7,7 +7,7 @@ nothing secret can leave through this module by construction.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from . import telemetry as t
@@ -52,7 +52,7 @@ def endpoint_attributes(client: Any) -> dict[str, Any]:
     known = _endpoints.get(id(url))
     if known is not None and known[0] is url and known[1] is type(client):
         return dict(known[2])
-    attributes = _endpoint_attributes(client, url)
+    attributes = t.bounded(_endpoint_attributes(client, url))
     if len(_endpoints) >= _MAX_ENDPOINTS:
         _endpoints.clear()
     _endpoints[id(url)] = (url, type(client), attributes)
@@ -106,40 +106,63 @@ def _model_and_stream(kwargs: Mapping[str, Any]) -> dict[str, Any]:
     return attributes
 
 
+def _integer(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+# Chat and legacy completion parameters recorded as they are: name -> (attribute, check).
+_CHAT_NUMBERS: dict[str, tuple[str, Callable[[Any], bool]]] = {
+    "temperature": (t.REQUEST_TEMPERATURE, _number),
+    "top_p": (t.REQUEST_TOP_P, _number),
+    "frequency_penalty": (t.REQUEST_FREQUENCY_PENALTY, _number),
+    "presence_penalty": (t.REQUEST_PRESENCE_PENALTY, _number),
+    "seed": (t.REQUEST_SEED, _integer),
+}
+# The parameters read at all: a call names a few of them, so only those are looked at.
+_CHAT_PARAMETERS = frozenset(_CHAT_NUMBERS) | {
+    "max_completion_tokens",
+    "max_tokens",
+    "stop",
+    "n",
+    "service_tier",
+    "response_format",
+}
+
+
 def chat_request_attributes(kwargs: Mapping[str, Any]) -> dict[str, Any]:
     """Request parameters of chat and legacy completions, as the conventions name them."""
     attributes = _model_and_stream(kwargs)
-    for key, name in (
-        ("temperature", t.REQUEST_TEMPERATURE),
-        ("top_p", t.REQUEST_TOP_P),
-        ("frequency_penalty", t.REQUEST_FREQUENCY_PENALTY),
-        ("presence_penalty", t.REQUEST_PRESENCE_PENALTY),
-    ):
-        value = kwargs.get(key)
-        if _number(value):
+    passed = _CHAT_PARAMETERS.intersection(kwargs)
+    if not passed:
+        return attributes
+    for key in passed.intersection(_CHAT_NUMBERS):
+        name, check = _CHAT_NUMBERS[key]
+        value = kwargs[key]
+        if check(value):
             attributes[name] = value
     for key in ("max_completion_tokens", "max_tokens"):
-        value = kwargs.get(key)
-        if isinstance(value, int) and not isinstance(value, bool):
+        value = kwargs.get(key) if key in passed else None
+        if _integer(value):
             attributes[t.REQUEST_MAX_TOKENS] = value
             break
-    seed = kwargs.get("seed")
-    if isinstance(seed, int) and not isinstance(seed, bool):
-        attributes[t.REQUEST_SEED] = seed
-    stop = kwargs.get("stop")
-    if isinstance(stop, str):
-        attributes[t.REQUEST_STOP] = [stop]
-    elif isinstance(stop, (list, tuple)) and all(isinstance(s, str) for s in stop):
-        attributes[t.REQUEST_STOP] = list(stop)
-    n = kwargs.get("n")
-    if isinstance(n, int) and not isinstance(n, bool) and n != 1:
-        attributes[t.REQUEST_CHOICE_COUNT] = n
-    tier = kwargs.get("service_tier")
-    if isinstance(tier, str) and tier:
-        attributes[t.OPENAI_REQUEST_SERVICE_TIER] = tier
-    output_type = _output_type(kwargs.get("response_format"))
-    if output_type:
-        attributes[t.OUTPUT_TYPE] = output_type
+    if "stop" in passed:
+        stop = kwargs["stop"]
+        if isinstance(stop, str):
+            attributes[t.REQUEST_STOP] = [stop]
+        elif isinstance(stop, (list, tuple)) and all(isinstance(s, str) for s in stop):
+            attributes[t.REQUEST_STOP] = list(stop)
+    if "n" in passed:
+        n = kwargs["n"]
+        if _integer(n) and n != 1:
+            attributes[t.REQUEST_CHOICE_COUNT] = n
+    if "service_tier" in passed:
+        tier = kwargs["service_tier"]
+        if isinstance(tier, str) and tier:
+            attributes[t.OPENAI_REQUEST_SERVICE_TIER] = tier
+    if "response_format" in passed:
+        output_type = _output_type(kwargs["response_format"])
+        if output_type:
+            attributes[t.OUTPUT_TYPE] = output_type
     return attributes
 
 

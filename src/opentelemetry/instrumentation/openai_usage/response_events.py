@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .accumulators import ResponseFacts, _str
+from .accumulators import ResponseFacts, _reason, _str
 from .tally import CompletionTally, get
 from .usage import usage_from
 
@@ -31,7 +31,7 @@ def finish_reasons(response: Any) -> list[str]:
         return ["tool_calls" if calls else "stop"]
     if status == "incomplete":
         reason = get(get(response, "incomplete_details"), "reason")
-        return ["length" if reason == "max_output_tokens" else str(reason or "incomplete")]
+        return ["length" if reason == "max_output_tokens" else _reason(reason or "incomplete")]
     if status == "failed":
         return ["error"]
     return []

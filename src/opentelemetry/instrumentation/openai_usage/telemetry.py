@@ -175,21 +175,24 @@ def bounded(attributes: dict[str, Any]) -> dict[str, Any]:
 
 
 def response_attributes(facts: ResponseFacts) -> dict[str, Any]:
-    """Span attributes learnt from the response, absent values left out."""
+    """Span attributes learnt from the response, absent values left out.
+
+    Its strings were cut to `MAX_ATTRIBUTE_LENGTH` where they were read (the
+    accumulators' `_str`), so only the list of finish reasons is bounded here.
+    """
     attributes: dict[str, Any] = {}
     if facts.response_id:
         attributes[RESPONSE_ID] = facts.response_id
     if facts.model:
         attributes[RESPONSE_MODEL] = facts.model
     if facts.finish_reasons:
-        attributes[RESPONSE_FINISH_REASONS] = list(facts.finish_reasons)
+        attributes[RESPONSE_FINISH_REASONS] = facts.finish_reasons[:MAX_ATTRIBUTE_ITEMS]
     if facts.system_fingerprint:
         attributes[OPENAI_SYSTEM_FINGERPRINT] = facts.system_fingerprint
     if facts.service_tier:
         attributes[OPENAI_RESPONSE_SERVICE_TIER] = facts.service_tier
     if facts.dimension_count is not None:
         attributes[EMBEDDINGS_DIMENSION_COUNT] = facts.dimension_count
-    bounded(attributes)
     if facts.usage is not None:
         attributes.update(usage_attributes(facts.usage))
     return attributes

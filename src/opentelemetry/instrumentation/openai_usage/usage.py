@@ -75,9 +75,12 @@ MAX_COUNT = 2**53 - 1
 
 
 def _count(value: Any) -> int | None:
+    if type(value) is int:  # nearly always: the SDK's own ints
+        return value if 0 <= value <= MAX_COUNT else None
     # bool is an int subclass; True tokens is nonsense, not 1.
-    is_count = type(value) is int or (isinstance(value, int) and not isinstance(value, bool))
-    return value if is_count and 0 <= value <= MAX_COUNT else None
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_COUNT:
+        return value
+    return None
 
 
 _MODALITIES = (("text", "text_tokens"), ("audio", "audio_tokens"), ("image", "image_tokens"))
@@ -85,12 +88,14 @@ _MODALITIES = (("text", "text_tokens"), ("audio", "audio_tokens"), ("image", "im
 
 def _modalities(details: Fields) -> tuple[tuple[str, int], ...]:
     """`{"audio_tokens": 12, "text_tokens": 30}` -> (("text", 30), ("audio", 12))."""
-    found = []
+    found: tuple[tuple[str, int], ...] = ()
     for modality, name in _MODALITIES:
-        count = _count(details(name))
-        if count:
-            found.append((modality, count))
-    return tuple(found)
+        value = details(name)
+        if value:  # most are absent or 0: no count to check
+            count = _count(value)
+            if count:
+                found += ((modality, count),)
+    return found
 
 
 def usage_from(raw: Any) -> Usage | None:

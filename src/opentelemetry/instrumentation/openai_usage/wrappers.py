@@ -108,7 +108,8 @@ def _secrets(client: Any, kwargs: dict[str, Any]) -> tuple[str, ...]:
 def start_call(runtime: Runtime, endpoint: Endpoint, instance: Any, kwargs: dict[str, Any]) -> Call:
     client = getattr(instance, "_client", None)
     attributes = endpoint.request_attributes(kwargs)
-    attributes.update(endpoint_attributes(client))
+    server = endpoint_attributes(client)  # provider and server: bounded, and metric keys
+    attributes.update(server)
     if t.REQUEST_MODEL not in attributes:
         deployment = azure_deployment(client)  # Azure: the deployment stands for the model
         if deployment:
@@ -124,7 +125,11 @@ def start_call(runtime: Runtime, endpoint: Endpoint, instance: Any, kwargs: dict
     span = runtime.tracer.start_span(
         name, kind=SpanKind.CLIENT, attributes=attributes, start_time=start_ns
     )
-    metric_attributes = {k: attributes[k] for k in t.METRIC_KEYS if k in attributes}
+    # The metric keys (`t.METRIC_KEYS`): operation, request model, provider and server.
+    metric_attributes = server
+    metric_attributes[t.OPERATION] = endpoint.operation
+    if model:
+        metric_attributes[t.REQUEST_MODEL] = model
     invocation = Invocation(
         span,
         runtime.instruments,
