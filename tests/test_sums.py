@@ -152,3 +152,41 @@ def test_a_forked_child_reports_only_its_own_adds(tmp_path: Path) -> None:
     assert os.waitstatus_to_exitcode(status) == 0
     assert json.loads(out.read_text()) == [2]
     assert [p.value for p in points(reader, "test.count")] == [5]
+
+
+def test_instrumenting_again_with_the_same_meter_provider_keeps_counting(
+    server: LocalOpenAIServer,
+) -> None:
+    # The SDK keeps one instrument per meter and name and ignores a second registration's
+    # callbacks: the counters of a second instrument() must be the first one's.
+    reader = InMemoryMetricReader()
+    providers = {
+        "tracer_provider": TracerProvider(),
+        "meter_provider": MeterProvider(metric_readers=[reader]),
+    }
+    instrumentor = OpenAIUsageInstrumentor()
+    client = make_client(server, "openai")
+    usage = json.dumps({"prompt_tokens": 30, "completion_tokens": 5})
+    ask = {"model": "gpt-4o-mini", "messages": MESSAGES, "extra_headers": {"x-mock-usage": usage}}
+    for _ in range(3):
+        instrumentor.instrument(**providers)
+        try:
+            client.chat.completions.create(**ask)
+        finally:
+            instrumentor.uninstrument()
+    assert [p.value for p in points(reader, INPUT)] == [90]
+    assert len(points(reader, COST)) == 1
+
+
+def test_the_global_proxy_meter_s_counters_are_shared_across_instrument_calls() -> None:
+    # Before an SDK provider is set, each `get_meter` is a new proxy meter; the counters
+    # made on them must still be one per name, or all but the first go unreported.
+    from opentelemetry.metrics import NoOpMeterProvider
+    from opentelemetry.metrics._internal import _ProxyMeterProvider
+
+    proxy = _ProxyMeterProvider()
+    first = sums.summed_counter(proxy.get_meter("x"), "test.proxy", "{token}", "test")
+    second = sums.summed_counter(proxy.get_meter("x"), "test.proxy", "{token}", "test")
+    assert first is second
+    other = sums.summed_counter(NoOpMeterProvider().get_meter("x"), "test.proxy", "1", "t")
+    assert other is not first

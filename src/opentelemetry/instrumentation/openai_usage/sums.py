@@ -68,6 +68,36 @@ class SummedCounter:
         self._sums = {}
 
 
+# One counter per meter and name, as the SDK keeps one instrument per meter and name: a
+# second `create_observable_counter` gets the first instrument back and its callbacks are
+# dropped, so a counter made for it would never be reported (instrument, uninstrument and
+# instrument again with the same provider). Before an SDK provider is set, every
+# `get_meter` is a new proxy meter that all become one real meter later: one key for them.
+_BY_METER: weakref.WeakKeyDictionary[Any, dict[str, SummedCounter]] = weakref.WeakKeyDictionary()
+_REGISTRY_LOCK = threading.Lock()
+
+
+class _ProxyMeters:
+    """The key under which proxy meters' counters are kept."""
+
+
+_PROXY_METERS = _ProxyMeters()
+
+
+def summed_counter(meter: Meter, name: str, unit: str, description: str) -> SummedCounter:
+    """The meter's counter of this name, made on first use."""
+    key: Any = _PROXY_METERS if type(meter).__name__ == "_ProxyMeter" else meter
+    with _REGISTRY_LOCK:
+        try:
+            counters = _BY_METER.setdefault(key, {})
+        except TypeError:  # a meter that cannot be weakly referenced: not shared
+            return SummedCounter(meter, name, unit, description)
+        counter = counters.get(name)
+        if counter is None:
+            counter = counters[name] = SummedCounter(meter, name, unit, description)
+        return counter
+
+
 def _after_fork_in_child() -> None:
     for counter in list(_ALL):
         counter._forked()

@@ -16,7 +16,7 @@ from opentelemetry.semconv._incubating.metrics import gen_ai_metrics
 from opentelemetry.semconv.attributes import error_attributes, server_attributes
 
 from . import modalities
-from .sums import SummedCounter
+from .sums import SummedCounter, summed_counter
 
 if TYPE_CHECKING:
     from .accumulators import ResponseFacts
@@ -137,10 +137,10 @@ class Instruments:
         )
         # Sums kept by us, read by the SDK at collection: see `sums`.
         self.usage: dict[str, SummedCounter] = {
-            kind: SummedCounter(meter, name, "{token}", _USAGE_DESCRIPTIONS[kind])
+            kind: summed_counter(meter, name, "{token}", _USAGE_DESCRIPTIONS[kind])
             for kind, name in USAGE_METRICS.items()
         }
-        self.cost = SummedCounter(
+        self.cost = summed_counter(
             meter, COST_METRIC, "{USD}", "List-price cost of GenAI operations in USD."
         )
 
