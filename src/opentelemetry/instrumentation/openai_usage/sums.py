@@ -99,6 +99,8 @@ def summed_counter(meter: Meter, name: str, unit: str, description: str) -> Summ
 
 
 def _after_fork_in_child() -> None:
+    global _REGISTRY_LOCK
+    _REGISTRY_LOCK = threading.Lock()  # a parent thread may have held it at the fork
     for counter in list(_ALL):
         counter._forked()
 
