@@ -69,11 +69,10 @@ class Estimator:
             return False
         if facts.usage is not None and self.mode != ESTIMATE_COMPARE:
             return False  # reported usage wins; the common case, decided first
-        if facts.response is None and chunk_count == 0:
-            return False  # nothing was generated that we could see
-        if facts.response is not None and not _has_output(facts.response):
-            return False  # e.g. an error body the SDK parsed into an empty response
-        return self.mode == ESTIMATE_COMPARE or facts.usage is None
+        if facts.response is None:
+            return chunk_count > 0  # a stream: only if it sent anything we could see
+        # Not an error body the SDK parsed into an empty response.
+        return _has_output(facts.response)
 
     def encoding_name(self, facts: ResponseFacts, request_model: str | None) -> str:
         # The served model names the family even when the request named a deployment.

@@ -40,6 +40,10 @@ def _number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
+def _integer(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 # base URL object -> (it, the client's type, its attributes): a client's URL rarely
 # changes, and reading it costs more than the lookup. Holding the URL keeps its id unique.
 _endpoints: dict[int, tuple[Any, type, dict[str, Any]]] = {}
@@ -106,10 +110,6 @@ def _model_and_stream(kwargs: Mapping[str, Any]) -> dict[str, Any]:
     return attributes
 
 
-def _integer(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
 # Chat and legacy completion parameters recorded as they are: name -> (attribute, check).
 _CHAT_NUMBERS: dict[str, tuple[str, Callable[[Any], bool]]] = {
     "temperature": (t.REQUEST_TEMPERATURE, _number),
@@ -173,7 +173,7 @@ def responses_request_attributes(kwargs: Mapping[str, Any]) -> dict[str, Any]:
         if _number(kwargs.get(key)):
             attributes[name] = kwargs[key]
     max_tokens = kwargs.get("max_output_tokens")
-    if isinstance(max_tokens, int) and not isinstance(max_tokens, bool):
+    if _integer(max_tokens):
         attributes[t.REQUEST_MAX_TOKENS] = max_tokens
     tier = kwargs.get("service_tier")
     if isinstance(tier, str) and tier:
@@ -193,7 +193,7 @@ def embeddings_request_attributes(kwargs: Mapping[str, Any]) -> dict[str, Any]:
     if isinstance(encoding_format, str) and encoding_format:
         attributes[t.REQUEST_ENCODING_FORMATS] = [encoding_format]
     dimensions = kwargs.get("dimensions")
-    if isinstance(dimensions, int) and not isinstance(dimensions, bool):
+    if _integer(dimensions):
         attributes[t.EMBEDDINGS_DIMENSION_COUNT] = dimensions
     return attributes
 

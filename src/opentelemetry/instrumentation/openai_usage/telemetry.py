@@ -103,9 +103,6 @@ PROVIDER_AZURE = "azure.ai.openai"
 TOKEN_BUCKETS = [4**i for i in range(14)]  # 1, 4, 16, ... 67108864
 SECONDS_BUCKETS = [0.01 * 2**i for i in range(14)]  # 0.01, 0.02, 0.04, ... 81.92
 
-# Metric attributes are the low-cardinality subset of span attributes.
-METRIC_KEYS = (OPERATION, PROVIDER, REQUEST_MODEL, SERVER_ADDRESS, SERVER_PORT)
-
 
 class Instruments:
     """The conventions' histograms and counters, and the cost counter; once per instrumentor."""

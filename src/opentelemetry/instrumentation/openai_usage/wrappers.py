@@ -125,7 +125,8 @@ def start_call(runtime: Runtime, endpoint: Endpoint, instance: Any, kwargs: dict
     span = runtime.tracer.start_span(
         name, kind=SpanKind.CLIENT, attributes=attributes, start_time=start_ns
     )
-    # The metric keys (`t.METRIC_KEYS`): operation, request model, provider and server.
+    # Metric attributes, the low-cardinality subset of the span's: operation, request
+    # model, provider and server (`t.ERROR_TYPE` and the response model come at the end).
     metric_attributes = server
     metric_attributes[t.OPERATION] = endpoint.operation
     if model:
