@@ -145,23 +145,22 @@ class Telemetry:
         return spans[0]
 
     def points(self, name: str) -> list[Any]:
-        data = self.reader.get_metrics_data()
-        found = []
-        for resource_metrics in data.resource_metrics if data else []:
-            for scope_metrics in resource_metrics.scope_metrics:
-                for metric in scope_metrics.metrics:
-                    if metric.name == name:
-                        found.extend(metric.data.data_points)
-        return found
+        return metric_points(self.reader.get_metrics_data(), name)
 
     def metric(self, name: str) -> Any:
-        data = self.reader.get_metrics_data()
-        for resource_metrics in data.resource_metrics if data else []:
-            for scope_metrics in resource_metrics.scope_metrics:
-                for metric in scope_metrics.metrics:
-                    if metric.name == name:
-                        return metric
-        return None
+        return next((m for m in metrics_in(self.reader.get_metrics_data()) if m.name == name), None)
+
+
+def metrics_in(data: Any) -> Iterator[Any]:
+    """Every metric of a reader's `get_metrics_data()` (None, before any: no metric)."""
+    for resource_metrics in data.resource_metrics if data else []:
+        for scope_metrics in resource_metrics.scope_metrics:
+            yield from scope_metrics.metrics
+
+
+def metric_points(data: Any, name: str) -> list[Any]:
+    """The data points of the metric called `name` in `data`."""
+    return [p for m in metrics_in(data) if m.name == name for p in m.data.data_points]
 
 
 @pytest.fixture

@@ -56,7 +56,7 @@ from opentelemetry.instrumentation.openai_usage.estimator import FINISHER
 from opentelemetry.instrumentation.openai_usage.localserver import LocalOpenAIServer
 from opentelemetry.instrumentation.openai_usage.streams import end_open_streams
 
-from .conftest import MESSAGES, comparable, make_client
+from .conftest import MESSAGES, comparable, make_client, metric_points
 
 OUTPUT = "gen_ai.usage.output_tokens"
 INPUT = "gen_ai.usage.input_tokens"
@@ -396,19 +396,13 @@ class ThreadNames(SpanProcessor):
 
 def output_sum(reader: InMemoryMetricReader) -> int:
     """The sum of `gen_ai.client.token.usage` output points with reported usage."""
-    data = reader.get_metrics_data()
     total = 0
-    for resource_metrics in data.resource_metrics if data else []:
-        for scope_metrics in resource_metrics.scope_metrics:
-            for metric in scope_metrics.metrics:
-                if metric.name != "gen_ai.client.token.usage":
-                    continue
-                for point in metric.data.data_points:
-                    attributes = dict(point.attributes or {})
-                    if attributes.get("gen_ai.token.type") == "output" and (
-                        attributes.get(SOURCE) == "response"
-                    ):
-                        total += int(point.sum)
+    for point in metric_points(reader.get_metrics_data(), "gen_ai.client.token.usage"):
+        attributes = dict(point.attributes or {})
+        if attributes.get("gen_ai.token.type") == "output" and (
+            attributes.get(SOURCE) == "response"
+        ):
+            total += int(point.sum)
     return total
 
 

@@ -27,7 +27,7 @@ from opentelemetry.instrumentation.openai_usage.telemetry import (
     MAX_ATTRIBUTE_LENGTH,
 )
 
-from .conftest import API_KEY, AZURE_KEY, HTTP, Telemetry, collect, make_client
+from .conftest import API_KEY, AZURE_KEY, HTTP, Telemetry, collect, make_client, metrics_in
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -288,14 +288,11 @@ def test_huge_request_parameters_and_content_make_only_bounded_attributes(
     check_bounded(event_attributes, "content event")
     assert len(event_attributes["gen_ai.input.messages"]) == DEFAULT_MAX_CONTENT_LENGTH
 
-    data = telemetry.reader.get_metrics_data()
     points = 0
-    for resource_metrics in data.resource_metrics if data else []:
-        for scope_metrics in resource_metrics.scope_metrics:
-            for metric in scope_metrics.metrics:
-                for point in metric.data.data_points:
-                    check_bounded(dict(point.attributes or {}), metric.name)
-                    points += 1
-                    model = dict(point.attributes or {})["gen_ai.request.model"]
-                    assert model == "m" * MAX_ATTRIBUTE_LENGTH
+    for metric in metrics_in(telemetry.reader.get_metrics_data()):
+        for point in metric.data.data_points:
+            check_bounded(dict(point.attributes or {}), metric.name)
+            points += 1
+            model = dict(point.attributes or {})["gen_ai.request.model"]
+            assert model == "m" * MAX_ATTRIBUTE_LENGTH
     assert points > 0

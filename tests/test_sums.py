@@ -21,7 +21,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.instrumentation.openai_usage import OpenAIUsageInstrumentor, sums
 from opentelemetry.instrumentation.openai_usage.localserver import LocalOpenAIServer
 
-from .conftest import MESSAGES, make_client
+from .conftest import MESSAGES, make_client, metric_points
 
 INPUT = "gen_ai.client.inference.usage.input_tokens"
 COST = "openai_usage.client.cost"
@@ -29,14 +29,7 @@ COST = "openai_usage.client.cost"
 
 def points(reader: InMemoryMetricReader, name: str, data: Any = None) -> list[Any]:
     """The points of one metric in `data`, or in a collection made now."""
-    data = data or reader.get_metrics_data()
-    found: list[Any] = []
-    for resource_metrics in data.resource_metrics if data else []:
-        for scope_metrics in resource_metrics.scope_metrics:
-            for metric in scope_metrics.metrics:
-                if metric.name == name:
-                    found.extend(metric.data.data_points)
-    return found
+    return metric_points(data or reader.get_metrics_data(), name)
 
 
 def totals(reader: InMemoryMetricReader, name: str) -> dict[frozenset[Any], float]:

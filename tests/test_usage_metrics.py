@@ -16,7 +16,7 @@ import pytest
 from opentelemetry.instrumentation.openai_usage import modalities
 from opentelemetry.instrumentation.openai_usage.localserver import LocalOpenAIServer
 
-from .conftest import MESSAGES, Telemetry, make_client, needs_responses
+from .conftest import MESSAGES, Telemetry, make_client, metrics_in, needs_responses
 
 PREFIX = "gen_ai.client.inference.usage."
 INPUT = PREFIX + "input_tokens"
@@ -193,12 +193,10 @@ def test_metric_points_carry_only_bounded_attributes(
     data = telemetry.reader.get_metrics_data()
     assert data is not None
     names = set()
-    for resource_metrics in data.resource_metrics:
-        for scope_metrics in resource_metrics.scope_metrics:
-            for metric in scope_metrics.metrics:
-                names.add(metric.name)
-                for point in metric.data.data_points:
-                    assert set(point.attributes) <= BOUNDED, (metric.name, point.attributes)
+    for metric in metrics_in(data):
+        names.add(metric.name)
+        for point in metric.data.data_points:
+            assert set(point.attributes) <= BOUNDED, (metric.name, point.attributes)
     assert {INPUT, OUTPUT, "gen_ai.client.token.usage", "openai_usage.client.cost"} <= names
 
 
