@@ -126,6 +126,34 @@ async def test_async_chat_call_records_billed_usage_and_request_parameters(
     check_call(telemetry, any_aclient, server, result)
 
 
+def test_sampling_parameters_passed_as_integers_are_recorded_as_doubles(
+    instrumented: Any, telemetry: Telemetry, client: openai.OpenAI
+) -> None:
+    # The conventions type these as doubles: `temperature=0` and `temperature=0.0` must
+    # reach a typed backend (OTLP int_value vs double_value) as the same attribute type.
+    client.chat.completions.create(
+        model="gpt-4o-mini",
+        messages=MESSAGES,
+        temperature=0,
+        top_p=1,
+        frequency_penalty=0,
+        presence_penalty=1,
+        seed=7,
+    )
+    chat = dict(telemetry.span().attributes or {})
+    for name in ("temperature", "top_p", "frequency_penalty", "presence_penalty"):
+        assert type(chat[f"gen_ai.request.{name}"]) is float, name
+    assert (chat["gen_ai.request.temperature"], chat["gen_ai.request.top_p"]) == (0.0, 1.0)
+    assert type(chat["gen_ai.request.seed"]) is int
+    if hasattr(client, "responses"):  # the Responses API reads its own parameters
+        telemetry.exporter.clear()
+        client.responses.create(model="gpt-4o-mini", input="hi", temperature=1, top_p=0)
+        responses = dict(telemetry.span().attributes or {})
+        assert responses["gen_ai.request.temperature"] == 1.0
+        assert type(responses["gen_ai.request.temperature"]) is float
+        assert type(responses["gen_ai.request.top_p"]) is float
+
+
 def test_result_is_identical_to_uninstrumented_call(
     instrument: Any, client: openai.OpenAI, server: LocalOpenAIServer
 ) -> None:

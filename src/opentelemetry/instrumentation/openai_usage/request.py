@@ -36,8 +36,21 @@ def _given(value: Any) -> bool:
     return type(value).__name__ not in ("NotGiven", "Omit")
 
 
-def _number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+def _double(value: Any) -> float | None:
+    """A sampling parameter as the conventions type it, a double, also when passed as `1`:
+    one attribute must not reach a typed backend as an int on some spans, a double on others."""
+    if isinstance(value, float):
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        try:
+            return float(value)
+        except OverflowError:  # an int too large for a double: the server rejects it anyway
+            return None
+    return None
+
+
+def _int_value(value: Any) -> int | None:
+    return value if _integer(value) else None
 
 
 def _integer(value: Any) -> bool:
@@ -111,12 +124,12 @@ def _model_and_stream(kwargs: Mapping[str, Any]) -> dict[str, Any]:
 
 
 # Chat and legacy completion parameters recorded as they are: name -> (attribute, check).
-_CHAT_NUMBERS: dict[str, tuple[str, Callable[[Any], bool]]] = {
-    "temperature": (t.REQUEST_TEMPERATURE, _number),
-    "top_p": (t.REQUEST_TOP_P, _number),
-    "frequency_penalty": (t.REQUEST_FREQUENCY_PENALTY, _number),
-    "presence_penalty": (t.REQUEST_PRESENCE_PENALTY, _number),
-    "seed": (t.REQUEST_SEED, _integer),
+_CHAT_NUMBERS: dict[str, tuple[str, Callable[[Any], float | int | None]]] = {
+    "temperature": (t.REQUEST_TEMPERATURE, _double),
+    "top_p": (t.REQUEST_TOP_P, _double),
+    "frequency_penalty": (t.REQUEST_FREQUENCY_PENALTY, _double),
+    "presence_penalty": (t.REQUEST_PRESENCE_PENALTY, _double),
+    "seed": (t.REQUEST_SEED, _int_value),
 }
 # The parameters read at all: a call names a few of them, so only those are looked at.
 _CHAT_PARAMETERS = frozenset(_CHAT_NUMBERS) | {
@@ -136,9 +149,9 @@ def chat_request_attributes(kwargs: Mapping[str, Any]) -> dict[str, Any]:
     if not passed:
         return attributes
     for key in passed.intersection(_CHAT_NUMBERS):
-        name, check = _CHAT_NUMBERS[key]
-        value = kwargs[key]
-        if check(value):
+        name, convert = _CHAT_NUMBERS[key]
+        value = convert(kwargs[key])
+        if value is not None:
             attributes[name] = value
     for key in ("max_completion_tokens", "max_tokens"):
         value = kwargs.get(key) if key in passed else None
@@ -170,8 +183,9 @@ def responses_request_attributes(kwargs: Mapping[str, Any]) -> dict[str, Any]:
     """Request parameters of `responses.create` / `parse` / `stream`."""
     attributes = _model_and_stream(kwargs)
     for key, name in (("temperature", t.REQUEST_TEMPERATURE), ("top_p", t.REQUEST_TOP_P)):
-        if _number(kwargs.get(key)):
-            attributes[name] = kwargs[key]
+        value = _double(kwargs.get(key))
+        if value is not None:
+            attributes[name] = value
     max_tokens = kwargs.get("max_output_tokens")
     if _integer(max_tokens):
         attributes[t.REQUEST_MAX_TOKENS] = max_tokens
