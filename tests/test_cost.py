@@ -82,6 +82,35 @@ def test_a_model_with_no_known_price_gets_no_cost_not_zero(
     assert telemetry.points(COST_METRIC) == []
 
 
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"x-mock-scenario": "usage_nulls"},  # "completion_tokens": null
+        {"x-mock-scenario": "usage_partial", "x-mock-usage": '{"prompt_tokens": 13}'},
+        {"x-mock-scenario": "usage_partial", "x-mock-usage": '{"completion_tokens": 4}'},
+    ],
+    ids=["output-null", "output-missing", "input-missing"],
+)
+def test_usage_missing_a_priced_count_gets_no_cost_not_a_partial_one(
+    instrumented: Any,
+    telemetry: Telemetry,
+    client: openai.OpenAI,
+    headers: dict[str, str],
+    stream: bool,
+) -> None:
+    result = client.chat.completions.create(
+        model="gpt-4o-mini", messages=MESSAGES, stream=stream, extra_headers=headers
+    )
+    if stream:
+        list(result)
+    attributes = telemetry.span().attributes or {}
+    # The count that was reported is recorded as billed; no cost is made from half of it.
+    assert attributes[SOURCE] == "response"
+    assert COST not in attributes
+    assert telemetry.points(COST_METRIC) == []
+
+
 def test_a_price_file_in_json_extends_the_shipped_table(
     instrument: Any, telemetry: Telemetry, client: openai.OpenAI, tmp_path: Path
 ) -> None:

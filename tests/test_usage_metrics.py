@@ -150,6 +150,8 @@ def test_a_failed_call_adds_zero_under_unknown(
         assert point.value == 0
         assert point.attributes[MODALITY] == "unknown"
         assert point.attributes["error.type"] == "InternalServerError"
+        # No count, so nothing to say where one came from (as the README says).
+        assert "openai_usage.usage.source" not in point.attributes
     assert telemetry.points(CACHE_READ) == []
 
 

@@ -47,8 +47,17 @@ class Price:
     reasoning_output: float | None = None
 
     def cost(self, usage: Usage) -> float | None:
-        """The call's cost, or None when its usage says too little to price it."""
+        """The call's cost, or None when its usage says too little to price it.
+
+        A count that has a price but was not reported (a server that sends the input
+        tokens and `null` output tokens) means no cost at all: a partial cost would look
+        billed and complete to every sum it joins.
+        """
         if usage.input_tokens is None and usage.output_tokens is None:
+            return None
+        if (usage.input_tokens is None and self.input) or (
+            usage.output_tokens is None and self.output
+        ):
             return None
         total = 0.0
         if usage.input_tokens is not None:
