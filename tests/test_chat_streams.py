@@ -141,6 +141,66 @@ def test_manual_next_and_response_attribute_behave_as_the_sdk(
     assert len(telemetry.spans()) == 1
 
 
+def _relay_closed_after_one(stream: Any) -> list[Any]:
+    """What a caller reads from a stream after a `yield from` relay over it was closed."""
+
+    def relay() -> Any:
+        yield from stream
+
+    first = relay()
+    next(first)
+    first.close()  # closes `iter(stream)`, not the stream
+    return [c.choices[0].delta.content for c in stream]
+
+
+def test_closing_an_iterator_of_the_stream_leaves_the_stream_open_as_the_sdk_does(
+    instrument: Any, telemetry: Telemetry, client: openai.OpenAI
+) -> None:
+    headers = {"x-mock-chunks": "3"}
+    plain = _relay_closed_after_one(stream_call(client, extra_headers=headers))
+    instrument()
+    stream = stream_call(client, extra_headers=headers)
+    assert iter(stream) is not iter(stream)  # a new iterator each time, as the SDK's
+    assert _relay_closed_after_one(stream) == plain == ["w1", " w2", " w3", None]
+    assert (telemetry.span().attributes or {})["openai_usage.stream.outcome"] == "completed"
+
+
+async def _async_relay_closed_after_one(stream: Any) -> list[Any]:
+    first = stream.__aiter__()
+    await first.__anext__()
+    await first.aclose()  # closes that iterator, not the stream
+    return [c.choices[0].delta.content async for c in stream]
+
+
+async def test_closing_an_async_iterator_of_the_stream_leaves_the_stream_open(
+    instrument: Any, telemetry: Telemetry, aclient: openai.AsyncOpenAI
+) -> None:
+    headers = {"x-mock-chunks": "3"}
+    plain = await _async_relay_closed_after_one(await astream_call(aclient, extra_headers=headers))
+    instrument()
+    stream = await astream_call(aclient, extra_headers=headers)
+    assert await _async_relay_closed_after_one(stream) == plain == ["w1", " w2", " w3", None]
+    assert (telemetry.span().attributes or {})["openai_usage.stream.outcome"] == "completed"
+
+
+async def test_async_stream_has_aclose_exactly_when_the_sdks_has(
+    instrument: Any, telemetry: Telemetry, aclient: openai.AsyncOpenAI
+) -> None:
+    plain = await astream_call(aclient)
+    sdk_has_aclose = hasattr(plain, "aclose")  # not in older SDK releases
+    await plain.close()
+    instrument()
+    stream = await astream_call(aclient)
+    assert hasattr(stream, "aclose") is sdk_has_aclose
+    if sdk_has_aclose:
+        await stream.aclose()
+    else:
+        with pytest.raises(AttributeError):
+            stream.aclose  # noqa: B018
+        await stream.close()
+    assert (telemetry.span().attributes or {})["openai_usage.stream.outcome"] == "closed"
+
+
 def test_stream_with_several_choices_records_each_finish_reason(
     instrumented: Any, telemetry: Telemetry, client: openai.OpenAI
 ) -> None:

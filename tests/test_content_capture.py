@@ -222,6 +222,26 @@ def test_a_conversation_with_tool_results_is_captured_as_parts(
     ]
 
 
+def test_capture_never_uses_up_an_iterable_the_sdk_still_has_to_send(
+    capture: Any, telemetry: Telemetry, client: Any, server: LocalOpenAIServer
+) -> None:
+    # The SDK accepts any iterable of tool calls; capture runs before the SDK sends it.
+    capture(capture_message_content="span_only")
+    tool_call = {
+        "id": "call_1",
+        "type": "function",
+        "function": {"name": "get_weather", "arguments": "{}"},
+    }
+    messages = [
+        {"role": "user", "content": "Weather?"},
+        {"role": "assistant", "content": None, "tool_calls": iter([tool_call])},
+        {"role": "tool", "tool_call_id": "call_1", "content": "sunny"},
+    ]
+    client.chat.completions.create(model="gpt-4o-mini", messages=messages)
+    assert server.requests[-1].body["messages"][1]["tool_calls"] == [tool_call]
+    assert captured(telemetry)[INPUT][1] == {"role": "assistant", "parts": []}
+
+
 @needs_responses
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("stream", [False, True])

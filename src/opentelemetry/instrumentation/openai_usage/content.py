@@ -110,7 +110,8 @@ def _chat_message(message: Any) -> Message:
     refusal = _text(get(message, "refusal"))
     if refusal:
         parts.append({"type": "refusal", "content": refusal})
-    parts.extend(_tool_call_part(call) for call in get(message, "tool_calls") or ())
+    # `_sequence`: a one-shot iterable here is the SDK's to send, not ours to use up.
+    parts.extend(_tool_call_part(call) for call in _sequence(get(message, "tool_calls")))
     function_call = get(message, "function_call")
     if function_call is not None:
         parts.append(_tool_call_part({"function": function_call}))

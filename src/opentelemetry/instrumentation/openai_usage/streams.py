@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import time
 import weakref
-from collections.abc import AsyncIterator, Awaitable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any, Protocol
 
 import wrapt
@@ -254,6 +254,15 @@ async def _awatch(
     state.finish(OUTCOME_COMPLETED)
 
 
+def _chunks_of(stream: Any) -> Any:
+    """The SDK's one iterator behind its stream: what its own `__next__` reads and each
+    `iter()` / `aiter()` of it walks (every SDK release has it; `iter()` if not)."""
+    chunks = getattr(stream, "_iterator", None)
+    if chunks is None:
+        chunks = stream.__aiter__() if hasattr(stream, "__aiter__") else iter(stream)
+    return chunks
+
+
 class _ProxyBase(wrapt.ObjectProxy):  # type: ignore[misc,type-arg,unused-ignore]
     def __init__(self, wrapped: Any, state: StreamState) -> None:
         super().__init__(wrapped)
@@ -272,11 +281,15 @@ class SyncStreamProxy(_ProxyBase):
 
     def __init__(self, wrapped: Any, state: StreamState) -> None:
         super().__init__(wrapped, state)
-        self._self_chunks = _watch(iter(wrapped), state, self)
+        self._self_chunks = _watch(_chunks_of(wrapped), state, self)
 
     def __iter__(self) -> Iterator[Any]:
-        # Like the SDK's own `__iter__`, a generator; `next()` shares its position.
-        return self._self_chunks
+        # As the SDK's own `__iter__`: a new generator each time, over one shared position
+        # (which `next()` shares too), so that closing one (say, a closed `yield from`
+        # relay) leaves the stream open, as it does without us. Not `yield from`: that
+        # would close the shared one along with this one.
+        for chunk in self._self_chunks:  # noqa: UP028
+            yield chunk
 
     def __next__(self) -> Any:
         return next(self._self_chunks)
@@ -303,10 +316,12 @@ class AsyncStreamProxy(_ProxyBase):
 
     def __init__(self, wrapped: Any, state: StreamState) -> None:
         super().__init__(wrapped, state)
-        self._self_chunks = _awatch(wrapped.__aiter__(), state, self)
+        self._self_chunks = _awatch(_chunks_of(wrapped), state, self)
 
-    def __aiter__(self) -> AsyncIterator[Any]:
-        return self._self_chunks
+    async def __aiter__(self) -> AsyncIterator[Any]:
+        # As the SDK's: a new async generator each time, over one shared position.
+        async for chunk in self._self_chunks:
+            yield chunk
 
     def __anext__(self) -> Awaitable[Any]:
         return self._self_chunks.__anext__()
@@ -327,14 +342,20 @@ class AsyncStreamProxy(_ProxyBase):
         finally:
             self._self_state.finish(OUTCOME_CLOSED)
 
-    async def aclose(self) -> None:
-        # `aclose` exists only on newer SDKs: without it, fail as the SDK would,
-        # before anything is closed or ended.
+    @property
+    def aclose(self) -> Callable[[], Awaitable[None]]:
+        # Only newer SDKs' streams have `aclose`: on the others, reading it raises the
+        # SDK's AttributeError, so `hasattr(stream, "aclose")` is False as without us.
         aclose = self.__wrapped__.aclose
-        try:
-            await aclose()
-        finally:
-            self._self_state.finish(OUTCOME_CLOSED)
+        state = self._self_state
+
+        async def close() -> None:
+            try:
+                await aclose()
+            finally:
+                state.finish(OUTCOME_CLOSED)
+
+        return close
 
 
 def _close_helpers_stream(helper: Any) -> None:
