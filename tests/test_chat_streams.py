@@ -126,6 +126,31 @@ def test_endpoint_rejecting_stream_options_is_retried_once_without_them(
     assert all(s.status.status_code is StatusCode.UNSET for s in spans)
 
 
+def test_messages_given_as_a_generator_survive_the_retry_without_stream_options(
+    instrumented: Any, telemetry: Telemetry, client: openai.OpenAI, server: LocalOpenAIServer
+) -> None:
+    # The SDK takes any iterable of messages: read once for the first request, a generator
+    # would leave the retry with none (a 400 the caller would never get without us).
+    server.clear()
+    headers = {"x-mock-scenario": "reject_stream_options"}
+    chunks = list(stream_call(client, messages=(m for m in MESSAGES), extra_headers=headers))
+    assert chunks and chunks[-1].choices[0].finish_reason == "stop"
+    assert [r.body["messages"] for r in server.requests] == [MESSAGES, MESSAGES]
+    assert telemetry.span().status.status_code is StatusCode.UNSET
+
+
+def test_a_prompt_given_as_a_generator_is_still_estimated(
+    instrumented: Any, telemetry: Telemetry, client: openai.OpenAI
+) -> None:
+    headers = {"x-mock-scenario": "no_usage"}
+    list(stream_call(client, extra_headers=headers))
+    counted = (telemetry.spans()[0].attributes or {})["gen_ai.usage.input_tokens"]
+    list(stream_call(client, messages=iter(MESSAGES), extra_headers=headers))
+    attributes = telemetry.spans()[1].attributes or {}
+    assert attributes["openai_usage.usage.source"] == "estimate"
+    assert attributes["gen_ai.usage.input_tokens"] == counted
+
+
 def test_manual_next_and_response_attribute_behave_as_the_sdk(
     instrumented: Any, telemetry: Telemetry, client: openai.OpenAI
 ) -> None:

@@ -10,7 +10,7 @@ fails, the user's call proceeds exactly as without us.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from opentelemetry.trace import SpanKind, Tracer
@@ -162,6 +162,29 @@ def start_call(runtime: Runtime, endpoint: Endpoint, instance: Any, kwargs: dict
     return Call(invocation, kwargs, user_kwargs, injected, stream, host)
 
 
+# Parameters the SDK types as `Iterable[...]`, so a caller may pass a generator there.
+_ITERABLE_PARAMETERS = frozenset({"messages", "tools", "functions", "input", "prompt"})
+_PLAIN = (list, tuple, str, dict)
+
+
+def replayable(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The call's arguments, any one-shot iterator among them read into a list.
+
+    The SDK reads such an iterator once, as it builds the request; we may send the
+    request twice (again without the `stream_options` a server rejected), and the
+    estimate and captured content read it after. The list sends the same body. An
+    exception the iterator raises is the caller's own, and reaches them, as from the SDK.
+    """
+    copied = None
+    for key in _ITERABLE_PARAMETERS.intersection(kwargs):
+        value = kwargs[key]
+        if type(value) not in _PLAIN and isinstance(value, Iterator):
+            if copied is None:
+                copied = dict(kwargs)
+            copied[key] = list(value)
+    return kwargs if copied is None else copied
+
+
 def _rejected_injection(call: Call, exc: BaseException) -> bool:
     """A 400 that names `stream_options` after we added it: our fault, not the user's."""
     if not call.injected or getattr(exc, "status_code", None) != 400:
@@ -284,6 +307,7 @@ def sync_wrapper(runtime: Runtime, endpoint: Endpoint) -> Wrapper:
     ) -> Any:
         if not runtime.active:
             return wrapped(*args, **kwargs)
+        kwargs = replayable(kwargs)
         call = _safe_start(runtime, endpoint, instance, kwargs)
         if call is None:
             return wrapped(*args, **kwargs)
@@ -313,6 +337,7 @@ def async_wrapper(runtime: Runtime, endpoint: Endpoint) -> Wrapper:
     async def _traced(
         wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Any:
+        kwargs = replayable(kwargs)
         call = _safe_start(runtime, endpoint, instance, kwargs)
         if call is None:
             return await wrapped(*args, **kwargs)
