@@ -145,6 +145,24 @@ async def test_async_uninstrument_stops_spans_also_for_a_raw_response_bound_earl
     await client.close()
 
 
+def test_a_raw_response_helper_bound_while_instrumented_traces_again_after_reinstrumenting(
+    instrument: Any, telemetry: Telemetry, client: openai.OpenAI
+) -> None:
+    # The SDK caches `with_raw_response` per client, with the `create` it found then:
+    # our first wrapper. Instrumenting again must bring that one back too, once.
+    instrumentor = instrument()
+    raw = client.chat.completions.with_raw_response
+    assert raw.create(model="gpt-4o-mini", messages=MESSAGES).parse().choices
+    instrumentor.uninstrument()
+    assert raw.create(model="gpt-4o-mini", messages=MESSAGES).parse().choices
+    assert len(telemetry.spans()) == 1
+    instrument(usage_estimate="off")
+    assert raw.create(model="gpt-4o-mini", messages=MESSAGES).parse().choices
+    chat(client)
+    assert len(telemetry.spans()) == 3  # one per call, not two for the cached helper's
+    assert client.chat.completions.with_raw_response is raw
+
+
 def test_uninstrument_while_a_stream_is_in_flight_lets_it_finish_and_end_its_span(
     instrument: Any, telemetry: Telemetry, client: openai.OpenAI
 ) -> None:

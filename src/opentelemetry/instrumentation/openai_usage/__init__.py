@@ -55,6 +55,8 @@ class OpenAIUsageInstrumentor(BaseInstrumentor):  # type: ignore[misc]
     """
 
     _runtime: Runtime | None = None
+    # The one runtime of this process, kept after uninstrumenting: see `Runtime`.
+    _kept: Runtime | None = None
     _patched: list[Endpoint | HelperClose]
 
     def instrumentation_dependencies(self) -> Collection[str]:
@@ -79,7 +81,13 @@ class OpenAIUsageInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         except Exception as exc:  # a broken meter provider must not cost the traces
             internal_error("creating the metric instruments", exc)
             instruments = Instruments(NoOpMeter(__name__))
-        runtime = Runtime(tracer, instruments, settings, _capture(settings, kwargs))
+        capture = _capture(settings, kwargs)
+        runtime = OpenAIUsageInstrumentor._kept
+        if runtime is None:
+            runtime = Runtime(tracer, instruments, settings, capture)
+            OpenAIUsageInstrumentor._kept = runtime
+        else:
+            runtime.configure(tracer, instruments, settings, capture)
         self._runtime = runtime
         try:
             runtime.estimator.start()  # encodings load in the background, never on a call

@@ -42,11 +42,21 @@ class Runtime:
     """What every wrapper shares; `active` turns them into pass-throughs.
 
     Uninstrumenting restores the SDK's methods, but a method bound earlier
-    (for example by `with_raw_response`) still holds our wrapper: the flag makes
-    that one a no-op too.
+    (for example by `with_raw_response`, which the SDK caches per client) still holds
+    our wrapper: the flag makes that one a no-op too, and instrumenting again
+    `configure`s the same runtime, so that wrapper traces again, with the new settings.
     """
 
     def __init__(
+        self,
+        tracer: Tracer,
+        instruments: t.Instruments,
+        settings: Settings,
+        capture: Capture | None = None,
+    ) -> None:
+        self.configure(tracer, instruments, settings, capture)
+
+    def configure(
         self,
         tracer: Tracer,
         instruments: t.Instruments,
