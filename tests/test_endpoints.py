@@ -4,6 +4,7 @@ deployments and the module-level client. Through the real SDK against the local 
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import openai
@@ -331,6 +332,37 @@ def test_with_raw_response_records_usage_and_parse_returns_the_same_object(
     attributes = dict(telemetry.span().attributes or {})
     assert attributes["gen_ai.usage.input_tokens"] == parsed.usage.prompt_tokens
     assert attributes["openai_usage.usage.source"] == "response"
+
+
+class Number(BaseModel):
+    answer: int
+
+
+@needs_parse
+def test_a_raw_parse_whose_reply_fails_validation_still_records_usage_and_logs_nothing(
+    instrumented: Any, telemetry: Telemetry, client: openai.OpenAI, caplog: Any
+) -> None:
+    # The reply does not fit `response_format`: the caller's own `parse()` raises the
+    # SDK's error (which quotes the reply), so none of it is ours to log.
+    reply = '{"answer": "forty-two, said the secret reply"}'
+    with caplog.at_level(logging.DEBUG):
+        raw = client.chat.completions.with_raw_response.parse(
+            model="gpt-4o-mini",
+            messages=MESSAGES,
+            response_format=Number,
+            extra_headers={"x-mock-reply": reply},
+        )
+        with pytest.raises(Exception) as raised:
+            raw.parse()
+    assert type(raised.value).__name__ == "ValidationError"
+    assert "secret reply" not in caplog.text
+    attributes = dict(telemetry.span().attributes or {})
+    assert (
+        attributes["gen_ai.usage.input_tokens"]
+        == raw.http_response.json()["usage"]["prompt_tokens"]
+    )
+    assert attributes["openai_usage.usage.source"] == "response"
+    assert attributes["gen_ai.response.finish_reasons"] == ("stop",)
 
 
 # -- raw responses read later: with_streaming_response, streamed with_raw_response ------------

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import inspect
 import weakref
+from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
 import wrapt
@@ -110,6 +111,33 @@ class AsyncRawResponseProxy(_RawProxyBase):
             return await self.__wrapped__.close()
         finally:
             self._self_closed()
+
+
+def parsed_or_loose(result: Any) -> Any:
+    """A non-streamed `with_raw_response`'s parsed response, for the span's facts.
+
+    The body is already read and `parse()` caches what it returns, so the caller's own
+    `parse()` later gets this very object. When the SDK's parse fails (a reply that does
+    not validate against the caller's `response_format`), the caller's `parse()` raises
+    that error itself: it is not ours to log (its text quotes the reply), and the usage
+    the server reported is still read, from the JSON body, without validation.
+    """
+    try:
+        return result.parse()
+    except Exception:
+        try:
+            return _loose(result.http_response.json())
+        except Exception:
+            return None
+
+
+def _loose(value: Any) -> Any:
+    """JSON read by attribute, as the facts readers read the SDK's objects."""
+    if isinstance(value, dict):
+        return SimpleNamespace(**{str(k): _loose(v) for k, v in value.items()})
+    if isinstance(value, list):
+        return [_loose(v) for v in value]
+    return value
 
 
 def wrap_raw_response(

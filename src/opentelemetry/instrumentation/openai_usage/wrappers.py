@@ -25,7 +25,7 @@ from .errors import internal_error
 from .estimator import Estimator
 from .invocation import Invocation
 from .patches import Endpoint
-from .raw_responses import wrap_raw_response
+from .raw_responses import parsed_or_loose, wrap_raw_response
 from .request import (
     azure_deployment,
     endpoint_attributes,
@@ -223,9 +223,7 @@ def finish_result(runtime: Runtime, endpoint: Endpoint, call: Call, result: Any)
         invocation.end(None)  # not a stream after all (e.g. a raw response)
         return result
     if mode == "true" and hasattr(result, "parse"):
-        # `with_raw_response`: the body is already read and `parse()` caches what it
-        # returns, so the caller's own `parse()` later gets this very object.
-        invocation.end(endpoint.facts(result.parse()))
+        invocation.end(endpoint.facts(parsed_or_loose(result)))
         return result
     invocation.end(endpoint.facts(result))
     return result
