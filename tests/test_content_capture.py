@@ -411,10 +411,37 @@ def test_secrets_never_appear_in_captured_content(
     assert API_KEY not in everything and "Bearer" not in everything
 
 
-def test_bounded_json_cuts_a_structure_too_big_for_any_text_length() -> None:
-    many = [{"role": "user", "parts": [{"type": "text", "content": "hi"}]}] * 1000
-    assert len(bounded_json(many, 500)) == 500
+def test_bounded_json_leaves_out_the_oldest_items_when_the_structure_alone_is_too_long() -> None:
+    many = [
+        {"role": "user", "parts": [{"type": "text", "content": f"turn {i}: " + "words " * 9}]}
+        for i in range(1000)
+    ]
+    text = bounded_json(many, 500)
+    assert len(text) <= 500
+    kept = json.loads(text)  # valid JSON, never the JSON text cut
+    assert 1 <= len(kept) < 1000
+    assert kept[-1]["parts"][0]["content"].startswith("turn 999")  # the latest turns stay
+    assert all(m["role"] == "user" and m["parts"][0]["type"] == "text" for m in kept)
+    # Rather than cut every message to a stub, fewer messages keep a few words each.
+    assert all(len(m["parts"][0]["content"]) > 16 for m in kept)
+    assert bounded_json(many, 10) == "[]"  # not one message fits
+
+
+def test_bounded_json_cuts_content_never_the_strings_of_the_shape() -> None:
+    # 150 turns at the default limit: the content is cut, never a role or a type.
+    history = [
+        {"role": role, "parts": [{"type": "text", "content": "a reply of some length " * 10}]}
+        for _ in range(75)
+        for role in ("user", "assistant")
+    ]
+    text = bounded_json(history, 16384)
+    assert len(text) <= 16384
+    kept = json.loads(text)
+    assert len(kept) == 150
+    assert {m["role"] for m in kept} == {"user", "assistant"}
+    assert {p["type"] for m in kept for p in m["parts"]} == {"text"}
+    assert all(m["parts"][0]["content"].endswith("…") for m in kept)
     small = {"a": "b"}
     assert bounded_json(small, 500) == '{"a":"b"}'
-    cut = json.loads(bounded_json({"a": "é" * 1000, "b": "short"}, 100))
-    assert cut["b"] == "short" and cut["a"].endswith("…")
+    cut = json.loads(bounded_json({"content": "é" * 1000, "role": "r" * 50}, 100))
+    assert cut["role"] == "r" * 50 and cut["content"].endswith("…")

@@ -276,15 +276,19 @@ def completion_input(request: Mapping[str, Any]) -> list[Message]:
 # ----------------------------------------------------------------- size limit
 
 _ELLIPSIS = "…"
+# Where the conventions' shapes hold content (text, tool arguments and results, data,
+# tool descriptions and schemas): only strings beneath these keys are ever cut. Roles,
+# part types, ids, names and finish reasons are the shape, and "u…" for a role breaks it.
+_CONTENT_KEYS = frozenset({"content", "arguments", "response", "uri", "description", "parameters"})
 
 
-def _cut(value: Any, limit: int) -> Any:
+def _cut(value: Any, limit: int, content: bool = False) -> Any:
     if isinstance(value, str):
-        return value if len(value) <= limit else value[:limit] + _ELLIPSIS
+        return value if not content or len(value) <= limit else value[:limit] + _ELLIPSIS
     if isinstance(value, list):
-        return [_cut(v, limit) for v in value]
+        return [_cut(v, limit, content) for v in value]
     if isinstance(value, dict):
-        return {k: _cut(v, limit) for k, v in value.items()}
+        return {k: _cut(v, limit, content or k in _CONTENT_KEYS) for k, v in value.items()}
     return value
 
 
@@ -292,18 +296,16 @@ def _dumps(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)
 
 
-def bounded_json(value: Any, max_length: int) -> str:
-    """JSON of at most `max_length` characters, still valid JSON whenever possible.
+# Content is not cut shorter than this while leaving out old messages can make room:
+# 300 turns of "…" would say less than the latest 200 with a few words each.
+_SHORTEST_CUT = 16
 
-    Long strings are cut (each to the same, largest length that fits, marked with
-    an ellipsis) rather than the JSON text, so a backend can still parse it. Only when
-    the structure alone is too long is the text itself cut.
-    """
-    text = _dumps(value)
-    if len(text) <= max_length:
-        return text
+
+def _fit(value: Any, max_length: int, shortest: int) -> str | None:
+    """The JSON with its long content strings cut to the longest common length that
+    fits (not below `shortest`), if any does."""
     value = _cut(value, max_length)  # nothing longer can fit: bounds the work below
-    low, high, best = 0, max_length, None
+    low, high, best = shortest, max_length, None
     while low <= high:
         middle = (low + high) // 2
         candidate = _dumps(_cut(value, middle))
@@ -311,4 +313,33 @@ def bounded_json(value: Any, max_length: int) -> str:
             best, low = candidate, middle + 1
         else:
             high = middle - 1
-    return best if best is not None else text[:max_length]
+    return best
+
+
+def bounded_json(value: Any, max_length: int) -> str:
+    """JSON of at most `max_length` characters, valid, in the conventions' shape.
+
+    Long content strings are cut first (each to the same, largest length that fits,
+    marked with an ellipsis), never the JSON text nor the strings of its shape. When
+    that would leave less than `_SHORTEST_CUT` characters of them (a long history),
+    whole items of the list are left out, the first (oldest) ones first, as few as need be.
+    """
+    text = _dumps(value)
+    if len(text) <= max_length:
+        return text
+    fitted = _fit(value, max_length, _SHORTEST_CUT)
+    if fitted is not None:
+        return fitted
+    if not isinstance(value, list) or not value:
+        return _fit(value, max_length, 0) or text[:max_length]  # not a list: no items to leave
+    low, high, keep = 1, len(value) - 1, 0
+    while low <= high:  # the most trailing items that fit with content cut that short
+        middle = (low + high) // 2
+        if len(_dumps(_cut(value[-middle:], _SHORTEST_CUT))) <= max_length:
+            keep, low = middle, middle + 1
+        else:
+            high = middle - 1
+    fitted = _fit(value[-max(keep, 1) :], max_length, _SHORTEST_CUT if keep else 0)
+    if fitted is None:
+        fitted = "[]" if max_length >= 2 else ""  # not even one item fits
+    return fitted
