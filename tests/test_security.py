@@ -215,6 +215,52 @@ def test_no_key_or_credential_header_appears_in_any_span_event_metric_or_log(
         assert any("openai_usage.estimate.input_tokens" in t for t in span_json)
 
 
+# -- content a server's error quotes ------------------------------------------------------------
+
+CARD = "My card number is 4111 1111 1111 1111, please check it carefully"
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["create", "stream"])
+@pytest.mark.parametrize("kind", ["openai", "async"])
+async def test_prompt_quoted_by_a_servers_error_is_scrubbed_unless_content_is_captured(
+    instrument: Any,
+    telemetry: Telemetry,
+    server: LocalOpenAIServer,
+    caplog: pytest.LogCaptureFixture,
+    kind: str,
+    stream: bool,
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    headers = {"x-mock-scenario": "echo_error"}
+    messages = [{"role": "user", "content": CARD}]
+    for capture in ("no_content", "span_only"):
+        instrument(capture_message_content=capture)
+        telemetry.exporter.clear()
+        client = make_client(server, kind)
+        with pytest.raises(openai.BadRequestError) as raised:
+            result = client.chat.completions.create(
+                model="gpt-4o-mini", messages=messages, stream=stream, extra_headers=headers
+            )
+            if kind == "async":
+                await result
+        assert CARD in str(raised.value)  # the caller's exception is the SDK's, unchanged
+        assert CARD[:40] + "..." in str(raised.value)  # and quotes it cut, too
+        span = telemetry.span()
+        text = span.to_json()
+        assert span.attributes["error.type"] == "BadRequestError"
+        if capture == "no_content":
+            assert "4111" not in text and "card number" not in text
+            assert "Invalid value for 'messages[0].content'" in (span.status.description or "")
+            assert "[content]" in text
+        else:  # captured anyway: the error keeps its full text
+            assert CARD in (span.status.description or "")
+        if kind == "async":
+            await client.close()
+        else:
+            client.close()
+    assert "4111" not in log_text(caplog)
+
+
 # -- bounded values ----------------------------------------------------------------------------
 
 HUGE_MODEL = "m" * 10_000

@@ -273,6 +273,38 @@ def completion_input(request: Mapping[str, Any]) -> list[Message]:
     return [{"role": "user", "parts": parts}] if parts else []
 
 
+# ----------------------------------------------------------------- for error texts
+
+# Request parameters that hold content, and, within them, the keys whose values are
+# content (a message's `role` or a part's `type` is not).
+_CONTENT_PARAMETERS = ("messages", "input", "prompt", "instructions", "tools", "functions")
+_TEXT_KEYS = frozenset(
+    {"content", "text", "arguments", "input", "output", "refusal", "description", "parameters"}
+)
+_MAX_DEPTH = 24
+
+
+def request_texts(request: Mapping[str, Any]) -> list[str]:
+    """The request's content strings, for scrubbing from an error text a server may
+    quote them in, when content is not captured. Runs only when a call failed."""
+    found: list[str] = []
+
+    def walk(value: Any, inside: bool, depth: int) -> None:
+        if isinstance(value, str):
+            if inside and value:
+                found.append(value)
+        elif depth < _MAX_DEPTH and isinstance(value, Mapping):
+            for key, item in value.items():
+                walk(item, inside or key in _TEXT_KEYS, depth + 1)
+        elif depth < _MAX_DEPTH and isinstance(value, (list, tuple)):
+            for item in value:
+                walk(item, inside, depth + 1)
+
+    for name in _CONTENT_PARAMETERS:
+        walk(request.get(name), name in ("input", "prompt", "instructions"), 0)
+    return found
+
+
 # ----------------------------------------------------------------- size limit
 
 _ELLIPSIS = "…"

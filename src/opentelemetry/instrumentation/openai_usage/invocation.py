@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from opentelemetry.trace import Span
 
+from . import content
 from . import telemetry as t
 from .errors import error_type, internal_error, record_error
 from .estimator import FINISHER, Estimator
@@ -218,6 +219,16 @@ class Invocation:
             except Exception as exc:
                 internal_error("ending a span", exc)
 
+    def _uncaptured_texts(self) -> list[str]:
+        """The request's content, to scrub from error texts, unless the user captures it."""
+        if self.capture is not None or self.request is None:
+            return []
+        try:
+            return content.request_texts(self.request)
+        except Exception as exc:
+            internal_error("reading the request's content", exc)
+            return []
+
     def _record(
         self,
         facts: ResponseFacts | None,
@@ -232,7 +243,7 @@ class Invocation:
         if extra_attributes:
             span.set_attributes(extra_attributes)
         if error is not None:
-            record_error(span, error, self.secrets())
+            record_error(span, error, self.secrets(), self._uncaptured_texts())
 
         instruments = self.instruments
         instruments.duration.record(max(0.0, end_perf - self.start_perf), metric_attributes)

@@ -18,7 +18,8 @@ the same headers and adds its own scenarios:
 - ``x-mock-scenario``: ``ok`` (default), ``http_error:<status>``, ``fail_first:<k>``,
   ``cut_after:<k>``, ``reset_after:<k>``, ``sse_error_after:<k>``,
   ``malformed_after:<k>``, ``no_usage``, ``reject_stream_options``,
-  ``error_body_200``, ``hang``, ``usage_nulls``, ``usage_partial``, ``slow_headers:<ms>``.
+  ``error_body_200``, ``hang``, ``usage_nulls``, ``usage_partial``, ``slow_headers:<ms>``,
+  ``echo_error`` (a 400 whose message quotes the first message's content, whole and cut).
   ``usage_partial`` (chat, completions, embeddings) sends a usage object holding only
   the top-level counts that ``x-mock-usage`` names (``{}`` without it): the others,
   and the details, are missing rather than null.
@@ -82,6 +83,7 @@ _WITH_ARG |= {"sse_error_after", "malformed_after"}  # the ones taking ":<int>"
 _NO_ARG = {"ok", "no_usage", "reject_stream_options", "error_body_200", "hang", "usage_nulls"}
 _NO_ARG |= {"incomplete", "failed"}  # Responses API only: see localserver_responses
 _NO_ARG.add("usage_partial")  # not for the Responses API
+_NO_ARG.add("echo_error")
 _USAGE_KEYS = {"prompt_tokens", "completion_tokens", "total_tokens", "cached_tokens"}
 _USAGE_KEYS.update(("reasoning_tokens", "audio_input_tokens", "audio_output_tokens"))
 _USAGE_KEYS.add("cache_write_tokens")  # OpenAI-compatible hosts (OpenRouter) report these
@@ -242,6 +244,17 @@ def _parse_scenario(headers: dict[str, str]) -> tuple[str, int]:
         return name, number
     message = f"Unknown or invalid x-mock-scenario: {value!r}."
     raise _HTTPError(400, message, param="x-mock-scenario")
+
+
+def _echo(body: Any) -> str:
+    """A validation error quoting the input, as compatible servers' errors do: the first
+    message's content, whole, and cut ("..." after 40 characters), as pydantic prints it."""
+    messages = body.get("messages") if isinstance(body, dict) else None
+    first = messages[0] if isinstance(messages, list) and messages else {}
+    content = first.get("content") if isinstance(first, dict) else None
+    text = content if isinstance(content, str) else json.dumps(content)
+    cut = text if len(text) <= 40 else text[:40] + "..."
+    return f"Invalid value for 'messages[0].content': {text!r} (input_value={cut!r})."
 
 
 def _status_error(status: int) -> _HTTPError:
@@ -729,6 +742,8 @@ class LocalOpenAIServer:
         scenario, arg = _parse_scenario(request.headers)
         if scenario == "http_error":
             raise _status_error(arg)
+        if scenario == "echo_error":
+            raise _HTTPError(400, _echo(body), param="messages")
         if scenario == "fail_first":
             key = request.headers.get("x-mock-attempt-key", "")
             with self._lock:
