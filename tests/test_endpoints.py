@@ -5,6 +5,7 @@ deployments and the module-level client. Through the real SDK against the local 
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 import openai
@@ -426,6 +427,40 @@ def test_streamed_with_raw_response_parse_gives_a_traced_stream(
     attributes = dict(telemetry.span().attributes or {})
     assert attributes["openai_usage.stream.outcome"] == "completed"
     assert attributes["openai_usage.usage.source"] == "estimate"
+
+
+def test_a_streamed_raw_response_dropped_after_parse_keeps_its_span_open_while_read(
+    instrumented: Any, telemetry: Telemetry, client: openai.OpenAI
+) -> None:
+    # `create(...).parse()`: the raw response is gone at once, the stream is read later.
+    stream = client.chat.completions.with_raw_response.create(
+        model="gpt-4o-mini", messages=MESSAGES, stream=True, extra_headers={"x-mock-chunks": "5"}
+    ).parse()
+    collect()
+    assert telemetry.spans() == []  # still being read: not ended by the raw response
+    chunks = list(stream)
+    read_ns = time.time_ns()
+    span = telemetry.span()
+    assert (span.attributes or {})["openai_usage.stream.outcome"] == "completed"
+    assert (span.attributes or {})["gen_ai.usage.output_tokens"] > 0
+    assert len(chunks) == 7 and span.end_time is not None and span.end_time <= read_ns
+
+
+@pytest.mark.parametrize("helper", ["with_raw_response", "with_streaming_response"])
+def test_a_raw_stream_collected_unread_ends_as_abandoned_when_it_was_returned(
+    instrumented: Any, telemetry: Telemetry, client: openai.OpenAI, helper: str
+) -> None:
+    create = getattr(client.chat.completions, helper).create
+    response = create(model="gpt-4o-mini", messages=MESSAGES, stream=True)
+    if helper == "with_streaming_response":
+        response = response.__enter__()  # entered, never left
+    returned_ns = time.time_ns()
+    time.sleep(0.3)
+    del response
+    collect()
+    span = telemetry.span()
+    assert (span.attributes or {})["openai_usage.stream.outcome"] == "abandoned"
+    assert span.end_time is not None and span.end_time <= returned_ns
 
 
 def test_streamed_raw_response_never_parsed_still_ends_its_span(

@@ -548,6 +548,64 @@ def test_process_exits_promptly_with_an_open_unread_stream_and_reports_it_abando
     assert stdout.count('"name": "chat gpt-4o-mini"') == 1
 
 
+LATE_PROVIDER_SCRIPT = textwrap.dedent(
+    """
+    import sys
+    import weakref
+
+    import openai
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import ConsoleSpanExporter, SimpleSpanProcessor
+
+    from opentelemetry.instrumentation.openai_usage import OpenAIUsageInstrumentor
+    from opentelemetry.instrumentation.openai_usage.localserver import LocalOpenAIServer
+
+    class Early:
+        pass
+
+    early = Early()  # a finalizer made before the provider, as many libraries make one
+    weakref.finalize(early, lambda: None)
+    OpenAIUsageInstrumentor().instrument()  # before the application sets its provider
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(ConsoleSpanExporter()))
+    trace.set_tracer_provider(provider)
+    server = LocalOpenAIServer().start()
+    client = openai.OpenAI(base_url=server.base_url, api_key="sk-test-exit", max_retries=0)
+    request = dict(
+        model="gpt-4o-mini",
+        messages=[{"role": "user", "content": "hi"}],
+        stream=True,
+        extra_headers={"x-mock-chunks": "1000"},
+    )
+    if sys.argv[1] == "raw":  # a raw streamed response, never parsed
+        held = client.chat.completions.with_raw_response.create(**request)
+    else:
+        held = client.chat.completions.create(**request)
+        next(held)
+    print("OPEN AT EXIT", flush=True)
+    """
+)
+
+
+@pytest.mark.parametrize("kind", ["stream", "raw"])
+def test_an_open_stream_at_exit_is_reported_when_the_provider_was_set_after_instrument(
+    kind: str,
+) -> None:
+    # The provider's exit hook is registered after ours then; ours must still run first.
+    done = subprocess.run(
+        [sys.executable, "-c", LATE_PROVIDER_SCRIPT, kind],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "OPEN AT EXIT" in done.stdout
+    assert done.stdout.count('"name": "chat gpt-4o-mini"') == 1, done.stderr
+    assert '"openai_usage.stream.outcome": "abandoned"' in done.stdout
+    assert "already shutdown" not in done.stderr
+
+
 def test_a_call_end_handed_over_by_a_background_job_runs_before_drain_returns() -> None:
     """A collected stream is ended by a job on the finisher thread; if its estimate must
     wait for an encoding, that end is run there and then, not queued behind `drain()`'s

@@ -5,21 +5,23 @@ Nothing is read ahead of the caller (reading the body for usage would change wha
 `iter_lines()` or `.text` sees). The span ends with the facts of what the caller's own
 `parse()` returned: at once for a parsed response, through the usual stream proxy for a
 stream. If `parse()` is never called, the span ends, without usage, when the response is
-closed (leaving the `with` block) or collected.
+closed (leaving the `with` block), or, collected, at the time the call returned it.
 """
 
 from __future__ import annotations
 
 import inspect
+import time
 import weakref
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
 import wrapt
 
+from . import telemetry as t
 from .errors import internal_error
 from .estimator import FINISHER
-from .streams import StreamState, wrap_stream
+from .streams import OUTCOME_ABANDONED, StreamState, track_open, untrack, wrap_stream
 
 if TYPE_CHECKING:
     from .invocation import Invocation
@@ -27,11 +29,41 @@ if TYPE_CHECKING:
     from .tally import CompletionTally
 
 
-def _collected(invocation: Invocation) -> None:
+class RawState:
+    """What a raw response's proxy knows, apart from the proxy: its finalizer and the exit
+    hook (`streams.end_open_streams`) end the span through it.
+
+    Once `parse()` handed a stream to a stream proxy, that proxy owns the span: the raw
+    response may then be dropped (`create(...).parse()`) while the stream is read.
+    """
+
+    __slots__ = ("__weakref__", "handed_over", "invocation", "returned_perf", "stream")
+
+    def __init__(self, invocation: Invocation, stream: bool) -> None:
+        self.invocation = invocation
+        self.stream = stream
+        self.handed_over = False
+        self.returned_perf = time.perf_counter()  # the last thing we saw of it
+
+    def open(self) -> bool:
+        return not self.handed_over and not self.invocation.ended
+
+    def abandon(self) -> None:
+        """Never parsed nor closed: ended at the time the call returned it, as a stream
+        collected unread ends at its last read."""
+        try:
+            if self.open():
+                outcome = {t.STREAM_OUTCOME: OUTCOME_ABANDONED} if self.stream else None
+                self.invocation.end(None, end_perf=self.returned_perf, extra_attributes=outcome)
+        except Exception as exc:
+            internal_error("ending an abandoned raw response", exc)
+
+
+def _collected(raw: RawState) -> None:
     """Collected before the caller read or closed it: end the span on the finisher thread
     (a collection may interrupt a lock that ending a span needs; see `streams._collected`)."""
-    if not invocation.ended:  # most were read or closed: nothing to hand over
-        FINISHER.submit_from_gc(lambda _wait_s: invocation.end(None))
+    if raw.open():  # most were read, closed or handed over: nothing to hand over
+        FINISHER.submit_from_gc(lambda _wait_s: raw.abandon())
 
 
 class _RawProxyBase(wrapt.ObjectProxy):  # type: ignore[misc,type-arg,unused-ignore]
@@ -50,8 +82,12 @@ class _RawProxyBase(wrapt.ObjectProxy):  # type: ignore[misc,type-arg,unused-ign
         self._self_stream = stream
         self._self_result: Any = None
         self._self_state: StreamState | None = None
+        self._self_raw = raw = RawState(invocation, stream)
         FINISHER.ensure_started()
-        weakref.finalize(self, _collected, invocation)
+        # Not at exit: `end_open_streams` ends what is open then, before the providers
+        # shut down (a finalizer's own exit hook may run after them).
+        weakref.finalize(self, _collected, raw).atexit = False
+        track_open(raw)
 
     def __repr__(self) -> str:
         return repr(self.__wrapped__)
@@ -67,9 +103,11 @@ class _RawProxyBase(wrapt.ObjectProxy):  # type: ignore[misc,type-arg,unused-ign
                 accumulator = self._self_endpoint.accumulator(self._self_tally)
                 self._self_state = StreamState(self._self_invocation, accumulator, False)
                 self._self_result = wrap_stream(parsed, self._self_state)
+                self._self_raw.handed_over = self._self_result is not parsed
             else:
                 self._self_invocation.end(self._self_endpoint.facts(parsed))
                 self._self_result = parsed
+            untrack(self._self_raw)
             return self._self_result
         except Exception as exc:
             internal_error("reading a raw response", exc)
@@ -77,6 +115,7 @@ class _RawProxyBase(wrapt.ObjectProxy):  # type: ignore[misc,type-arg,unused-ign
 
     def _self_closed(self) -> None:
         try:
+            untrack(self._self_raw)
             if self._self_state is not None:
                 self._self_state.finish("closed")
             else:

@@ -12,6 +12,7 @@ the caller's own.
 
 from __future__ import annotations
 
+import atexit
 import time
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -147,6 +148,7 @@ class StreamState:
         invocation = self.invocation
         if invocation.ended:
             return
+        untrack(self)
         try:
             facts: ResponseFacts | None = self.accumulator.facts()
         except Exception as exc:
@@ -183,10 +185,29 @@ def _collected(state: StreamState) -> None:
         FINISHER.submit_from_gc(lambda _wait_s: state.abandon())
 
 
-# Streams not ended yet: at interpreter exit they are ended (as abandoned) by
-# `end_open_streams`, which `instrument()` registers with atexit after the
-# application's tracer provider was made, so it runs before that provider shuts down.
-_OPEN: weakref.WeakSet[StreamState] = weakref.WeakSet()
+class Abandonable(Protocol):
+    def abandon(self) -> None: ...
+
+
+# Streams (and raw responses) not ended yet: at interpreter exit they are ended (as
+# abandoned) by `end_open_streams`, registered with atexit after the application's
+# tracer provider was made, so that it runs before that provider shuts down.
+_OPEN: weakref.WeakSet[Abandonable] = weakref.WeakSet()
+
+
+def track_open(item: Abandonable) -> None:
+    """Hold `item` to be ended at exit, and make sure that runs before the providers'
+    shutdown: one set after `instrument()` (`set_tracer_provider` later, say) registered
+    its exit hook after ours, and would run first. Re-registered when the first of a run of
+    open streams starts, which costs about a microsecond."""
+    if not _OPEN:
+        atexit.unregister(end_open_streams)
+        atexit.register(end_open_streams)
+    _OPEN.add(item)
+
+
+def untrack(item: Abandonable) -> None:
+    _OPEN.discard(item)
 
 
 def end_open_streams() -> None:
@@ -270,7 +291,7 @@ class _ProxyBase(wrapt.ObjectProxy):  # type: ignore[misc,type-arg,unused-ignore
         # Not at exit: a stream still open then is ended in place by `end_open_streams`
         # (a finalizer's exit hook would run first and hand it to a thread about to die).
         weakref.finalize(self, _collected, state).atexit = False
-        _OPEN.add(state)
+        track_open(state)
 
     def __repr__(self) -> str:
         return repr(self.__wrapped__)
