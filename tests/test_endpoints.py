@@ -10,6 +10,7 @@ from typing import Any
 
 import openai
 import pytest
+from opentelemetry.trace import StatusCode
 from pydantic import BaseModel
 
 from opentelemetry.instrumentation.openai_usage.localserver import LocalOpenAIServer
@@ -395,6 +396,42 @@ def test_with_streaming_response_read_raw_ends_the_span_on_leaving_the_block(
     span = telemetry.span()
     assert span.end_time is not None
     assert "gen_ai.usage.input_tokens" not in (span.attributes or {})  # never read by us
+
+
+@pytest.mark.parametrize("read", ["iter_lines", "iter_bytes", "read", "text"])
+def test_a_body_read_failing_mid_way_ends_the_span_in_error_with_the_callers_exception(
+    instrumented: Any, telemetry: Telemetry, client: openai.OpenAI, read: str
+) -> None:
+    headers = {"x-mock-scenario": "reset_after:2", "x-mock-chunks": "50"}
+    create = client.chat.completions.with_streaming_response.create
+    request = {"model": "gpt-4o-mini", "messages": MESSAGES, "stream": True}
+    with pytest.raises(Exception) as raised, create(**request, extra_headers=headers) as response:
+        body = getattr(response, read)()
+        if read.startswith("iter_"):
+            list(body)
+    span = telemetry.span()
+    assert span.status.status_code is StatusCode.ERROR
+    assert (span.attributes or {})["error.type"] == type(raised.value).__qualname__
+    assert (span.attributes or {})["openai_usage.stream.outcome"] == "error"
+    assert [e.name for e in span.events] == ["exception"]
+
+
+@pytest.mark.parametrize("read", ["iter_lines", "read"])
+async def test_async_body_read_failing_mid_way_ends_the_span_in_error(
+    instrumented: Any, telemetry: Telemetry, aclient: openai.AsyncOpenAI, read: str
+) -> None:
+    headers = {"x-mock-scenario": "reset_after:2", "x-mock-chunks": "50"}
+    with pytest.raises(Exception) as raised:
+        async with aclient.chat.completions.with_streaming_response.create(
+            model="gpt-4o-mini", messages=MESSAGES, stream=True, extra_headers=headers
+        ) as response:
+            if read == "read":
+                await response.read()
+            else:
+                [line async for line in response.iter_lines()]
+    span = telemetry.span()
+    assert span.status.status_code is StatusCode.ERROR
+    assert (span.attributes or {})["error.type"] == type(raised.value).__qualname__
 
 
 async def test_async_with_streaming_response_stream_parse_records_usage(

@@ -13,6 +13,7 @@ from __future__ import annotations
 import inspect
 import time
 import weakref
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
@@ -21,7 +22,7 @@ import wrapt
 from . import telemetry as t
 from .errors import internal_error
 from .estimator import FINISHER
-from .streams import OUTCOME_ABANDONED, StreamState, track_open, untrack, wrap_stream
+from .streams import OUTCOME_ABANDONED, OUTCOME_ERROR, StreamState, track_open, untrack, wrap_stream
 
 if TYPE_CHECKING:
     from .invocation import Invocation
@@ -113,6 +114,14 @@ class _RawProxyBase(wrapt.ObjectProxy):  # type: ignore[misc,type-arg,unused-ign
             internal_error("reading a raw response", exc)
             return parsed
 
+    def _self_failed(self, exc: BaseException) -> None:
+        try:
+            untrack(self._self_raw)
+            outcome = {t.STREAM_OUTCOME: OUTCOME_ERROR} if self._self_stream else None
+            self._self_invocation.end(None, exc, extra_attributes=outcome)
+        except Exception as internal:
+            internal_error("recording a raw response's read error", internal)
+
     def _self_closed(self) -> None:
         try:
             untrack(self._self_raw)
@@ -150,6 +159,87 @@ class AsyncRawResponseProxy(_RawProxyBase):
             return await self.__wrapped__.close()
         finally:
             self._self_closed()
+
+
+class BodyProxy(RawResponseProxy):
+    """`with_streaming_response`'s `APIResponse`, whose body the caller may read itself:
+    an error while reading it ends the span with that error, as a stream's does."""
+
+    def read(self) -> Any:
+        return self._self_reading(self.__wrapped__.read)
+
+    def text(self) -> Any:
+        return self._self_reading(self.__wrapped__.text)
+
+    def json(self) -> Any:
+        return self._self_reading(self.__wrapped__.json)
+
+    def iter_bytes(self, *args: Any, **kwargs: Any) -> Iterator[Any]:
+        return self._self_iterating(self.__wrapped__.iter_bytes(*args, **kwargs))
+
+    def iter_text(self, *args: Any, **kwargs: Any) -> Iterator[Any]:
+        return self._self_iterating(self.__wrapped__.iter_text(*args, **kwargs))
+
+    def iter_lines(self) -> Iterator[Any]:
+        return self._self_iterating(self.__wrapped__.iter_lines())
+
+    def _self_reading(self, read: Callable[[], Any]) -> Any:
+        try:
+            return read()
+        except BaseException as exc:
+            self._self_failed(exc)
+            raise
+
+    def _self_iterating(self, pieces: Iterator[Any]) -> Iterator[Any]:
+        try:
+            yield from pieces
+        except GeneratorExit:
+            raise
+        except BaseException as exc:
+            self._self_failed(exc)
+            raise
+
+
+class AsyncBodyProxy(AsyncRawResponseProxy):
+    """The async twin of `BodyProxy`, for `AsyncAPIResponse`."""
+
+    async def read(self) -> Any:
+        return await self._self_reading(self.__wrapped__.read())
+
+    async def text(self) -> Any:
+        return await self._self_reading(self.__wrapped__.text())
+
+    async def json(self) -> Any:
+        return await self._self_reading(self.__wrapped__.json())
+
+    def iter_bytes(self, *args: Any, **kwargs: Any) -> AsyncIterator[Any]:
+        return self._self_iterating(self.__wrapped__.iter_bytes(*args, **kwargs))
+
+    def iter_text(self, *args: Any, **kwargs: Any) -> AsyncIterator[Any]:
+        return self._self_iterating(self.__wrapped__.iter_text(*args, **kwargs))
+
+    def iter_lines(self) -> AsyncIterator[Any]:
+        return self._self_iterating(self.__wrapped__.iter_lines())
+
+    async def _self_reading(self, read: Awaitable[Any]) -> Any:
+        try:
+            return await read
+        except BaseException as exc:
+            self._self_failed(exc)
+            raise
+
+    async def _self_iterating(self, pieces: AsyncIterator[Any]) -> AsyncIterator[Any]:
+        try:
+            async for piece in pieces:
+                yield piece
+        except GeneratorExit:
+            aclose = getattr(pieces, "aclose", None)
+            if aclose is not None:
+                await aclose()  # as closing the SDK's own iterator would
+            raise
+        except BaseException as exc:
+            self._self_failed(exc)
+            raise
 
 
 def parsed_or_loose(result: Any) -> Any:
@@ -191,9 +281,14 @@ def wrap_raw_response(
     if parse is None:
         return result
     # `LegacyAPIResponse.parse` is synchronous even for async clients.
-    proxy = AsyncRawResponseProxy if inspect.iscoroutinefunction(parse) else RawResponseProxy
-    if proxy is AsyncRawResponseProxy and not inspect.iscoroutinefunction(
-        getattr(result, "close", None)
-    ):
+    is_async = inspect.iscoroutinefunction(parse)
+    if is_async and not inspect.iscoroutinefunction(getattr(result, "close", None)):
         return result
+    # `APIResponse.text()` is a method, `LegacyAPIResponse.text` a property: only the
+    # first has a body the caller reads through it (the other's is read already).
+    body = callable(getattr(type(result), "text", None))
+    if is_async:
+        proxy: type[_RawProxyBase] = AsyncBodyProxy if body else AsyncRawResponseProxy
+    else:
+        proxy = BodyProxy if body else RawResponseProxy
     return proxy(result, invocation, endpoint, tally, stream)
