@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 import time
 from typing import Any
@@ -208,7 +209,7 @@ async def test_closing_an_async_iterator_of_the_stream_leaves_the_stream_open(
     assert (telemetry.span().attributes or {})["openai_usage.stream.outcome"] == "completed"
 
 
-async def test_async_stream_has_aclose_exactly_when_the_sdks_has(
+async def test_async_stream_aclose_and_anext_are_what_the_sdk_offers(
     instrument: Any, telemetry: Telemetry, aclient: openai.AsyncOpenAI
 ) -> None:
     plain = await astream_call(aclient)
@@ -217,6 +218,9 @@ async def test_async_stream_has_aclose_exactly_when_the_sdks_has(
     instrument()
     stream = await astream_call(aclient)
     assert hasattr(stream, "aclose") is sdk_has_aclose
+    step = stream.__anext__()
+    assert inspect.iscoroutine(step)  # as the SDK's own `__anext__`
+    await step
     if sdk_has_aclose:
         await stream.aclose()
     else:

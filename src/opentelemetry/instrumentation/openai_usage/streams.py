@@ -344,8 +344,9 @@ class AsyncStreamProxy(_ProxyBase):
         async for chunk in self._self_chunks:
             yield chunk
 
-    def __anext__(self) -> Awaitable[Any]:
-        return self._self_chunks.__anext__()
+    async def __anext__(self) -> Any:
+        # A coroutine, as the SDK's (`inspect.iscoroutine(stream.__anext__())` holds).
+        return await self._self_chunks.__anext__()
 
     async def __aenter__(self) -> AsyncStreamProxy:
         await self.__wrapped__.__aenter__()
