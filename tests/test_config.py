@@ -27,6 +27,8 @@ BAD_VALUES = [
     (config.ENV_ENCODINGS, "my-deployment=gpt2_base", "o200k_base", "encodings"),
     (config.ENV_CAPTURE_MESSAGE_CONTENT, "some", "SPAN_ONLY", "capture_message_content"),
     (config.ENV_MAX_CONTENT_LENGTH, "-3", "whole number", "max_content_length"),
+    # `"²".isdigit()` holds, but int() rejects it: it once made instrument() raise.
+    (config.ENV_MAX_CONTENT_LENGTH, "²", "whole number", "max_content_length"),
     (config.ENV_DEFAULT_PRICES, "perhaps", "false", "prices"),
 ]
 
@@ -82,3 +84,40 @@ def test_all_bad_values_at_once_still_trace_calls_with_the_defaults(
     assert attributes["openai_usage.usage.source"] == "response"
     assert "gen_ai.input.messages" not in attributes  # content stays off
     assert "openai_usage.cost.usd" in attributes  # the shipped prices
+
+
+def test_arguments_take_the_values_the_variables_take() -> None:
+    assert load_settings({"capture_message_content": "true"}, {}).capture_message_content == (
+        config.CONTENT_SPAN_AND_EVENT
+    )
+    assert load_settings({"capture_message_content": " False "}, {}).capture_message_content == (
+        config.CONTENT_NONE
+    )
+    assert load_settings({"chunk_timing": " off "}, {}).chunk_timing == "off"
+    assert load_settings({"max_content_length": "¹²"}, {}).max_content_length == (
+        config.DEFAULT_MAX_CONTENT_LENGTH
+    )
+
+
+def test_an_empty_encodings_argument_wins_over_the_variable() -> None:
+    env = {config.ENV_ENCODINGS: "my-deployment=cl100k_base"}
+    assert load_settings({}, env).encodings == (("my-deployment", "cl100k_base"),)
+    assert load_settings({"encodings": {}}, env).encodings == ()
+
+
+def test_settings_that_cannot_be_read_leave_instrument_working_with_the_defaults(
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    instrument: Any,
+    telemetry: Telemetry,
+    client: openai.OpenAI,
+) -> None:
+    def broken(*args: Any, **kwargs: Any) -> Settings:
+        raise RuntimeError("a bug of ours in reading settings")
+
+    monkeypatch.setattr("opentelemetry.instrumentation.openai_usage.load_settings", broken)
+    with caplog.at_level(logging.WARNING):
+        instrument()
+        client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+    assert (telemetry.span().attributes or {})["openai_usage.usage.source"] == "response"
+    assert any("reading the settings" in r.getMessage() for r in _warnings(caplog))

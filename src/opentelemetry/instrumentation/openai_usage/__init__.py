@@ -63,7 +63,11 @@ class OpenAIUsageInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         return _instruments
 
     def _instrument(self, **kwargs: Any) -> None:
-        settings = load_settings(kwargs)
+        try:
+            settings = load_settings(kwargs)
+        except Exception as exc:  # a setting we failed to read must not cost the traces
+            internal_error("reading the settings", exc)
+            settings = Settings()
         tracer = get_tracer(
             __name__,
             __version__,

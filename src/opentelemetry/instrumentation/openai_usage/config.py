@@ -130,8 +130,8 @@ def _choice(
     """One of `choices`: the constructor argument, else the variable, else the default."""
     value = _env_choice(env, name, choices, getattr(Settings(), key))
     given = overrides.get(key)
-    if isinstance(given, str) and given.lower() in choices:
-        return given.lower()
+    if isinstance(given, str) and given.strip().lower() in choices:
+        return given.strip().lower()
     if given is not None:
         _warn_bad(key, repr(given), choices, value)
     return value
@@ -184,8 +184,9 @@ def load_settings(
     if raw_env is not None and raw_env.strip():
         encodings = _encoding_pairs(raw_env, ENV_ENCODINGS) or encodings
     given = overrides.get("encodings")
-    if given is not None:
-        encodings = _encoding_pairs(given, "encodings") or encodings
+    if given is not None:  # an argument wins, even an empty one (no overrides at all)
+        pairs = _encoding_pairs(given, "encodings")
+        encodings = pairs if pairs is not None else encodings
 
     return Settings(
         inject_stream_usage=inject,
@@ -217,8 +218,11 @@ def _content_mode(overrides: Mapping[str, Any], env: Mapping[str, str]) -> str:
     given = overrides.get("capture_message_content")
     if isinstance(given, bool):
         return CONTENT_SPAN_AND_EVENT if given else CONTENT_NONE
-    if isinstance(given, str) and given.strip().lower() in _CONTENT_MODES:
-        return given.strip().lower()
+    if isinstance(given, str):
+        value = given.strip().lower()
+        value = _CONTENT_ALIASES.get(value, value)  # "true" / "false", as the variable takes
+        if value in _CONTENT_MODES:
+            return value
     if given is not None:
         _warn_bad("capture_message_content", repr(given), accepted, mode.upper())
     return mode
@@ -227,7 +231,8 @@ def _content_mode(overrides: Mapping[str, Any], env: Mapping[str, str]) -> str:
 def _positive_int(raw: Any) -> int | None:
     if isinstance(raw, str):
         raw = raw.strip()
-        raw = int(raw) if raw.isdigit() else None
+        # ASCII digits only: `str.isdigit()` also holds for "²", which `int()` rejects.
+        raw = int(raw) if raw.isascii() and raw.isdigit() else None
     if isinstance(raw, int) and not isinstance(raw, bool) and raw > 0:
         return raw
     return None
