@@ -509,12 +509,16 @@ def test_error_body_in_a_200_non_stream_behaves_as_uninstrumented_and_ends_the_s
     assert traced == plain
     span = telemetry.span()
     assert span.end_time is not None
-    if plain[0] == "raised":
-        assert span.status.status_code is StatusCode.ERROR
-    else:  # the SDK hands back the error body as a ChatCompletion: nothing to read from it
+    assert span.status.status_code is StatusCode.ERROR
+    if plain[0] == "returned":
+        # The SDK hands back the error body as a ChatCompletion, raising nothing: the call
+        # failed all the same, with the server's error code as its type.
         attributes = span.attributes or {}
+        assert attributes["error.type"] == "server_error"
         assert "gen_ai.usage.input_tokens" not in attributes
         assert telemetry.points(TOKEN_USAGE) == []
+        (point,) = telemetry.points("gen_ai.client.operation.duration")
+        assert point.attributes["error.type"] == "server_error"
 
 
 # -- retries, timeouts, refused connections ----------------------------------------------------

@@ -219,3 +219,42 @@ async def test_async_response_without_usage_is_estimated_from_its_output(
     assert attributes["openai_usage.usage.source"] == "estimate"
     # "Two." is 2 tokens, plus one for the output item (the Responses rule in estimate.py).
     assert attributes["gen_ai.usage.output_tokens"] == 3
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_failed_response_is_an_error_and_a_failed_stream_counts_what_it_sent(
+    instrumented: Any, telemetry: Telemetry, client: openai.OpenAI, stream: bool
+) -> None:
+    # `response.failed` raises nothing and carries no usage; its deltas were generated.
+    headers = {"x-mock-scenario": "failed", "x-mock-reply": "one two three four five six"}
+    result = client.responses.create(**request(stream=stream), extra_headers=headers)
+    if stream:
+        events = list(result)
+        assert events[-1].type == "response.failed"
+    else:
+        assert result.status == "failed"
+    span = telemetry.span()
+    attributes = dict(span.attributes or {})
+    assert span.status.status_code.name == "ERROR"
+    assert attributes["error.type"] == "server_error"  # the response's error code
+    assert attributes["gen_ai.response.finish_reasons"] == ("error",)
+    (point,) = telemetry.points("gen_ai.client.operation.duration")
+    assert point.attributes["error.type"] == "server_error"
+    if stream:
+        assert attributes["openai_usage.stream.outcome"] == "error"
+        assert attributes["openai_usage.usage.source"] == "estimate"
+        assert attributes["gen_ai.usage.output_tokens"] >= 6  # the six words it sent
+
+
+def test_an_error_event_in_a_response_stream_ends_the_span_in_error(
+    instrumented: Any, telemetry: Telemetry, client: openai.OpenAI
+) -> None:
+    # The SDK hands the `error` event on and raises nothing; the call failed all the same.
+    headers = {"x-mock-scenario": "sse_error_after:4"}
+    events = list(client.responses.create(**request(stream=True), extra_headers=headers))
+    assert events[-1].type == "error"
+    span = telemetry.span()
+    attributes = dict(span.attributes or {})
+    assert span.status.status_code.name == "ERROR"
+    assert attributes["error.type"] == events[-1].code
+    assert attributes["openai_usage.stream.outcome"] == "error"

@@ -341,12 +341,14 @@ def test_bad_estimate_setting_warns_once_and_uses_fallback(
     assert estimated_usage(telemetry)[SOURCE] == "estimate"
 
 
+@pytest.mark.parametrize("served", ["my-deployment", "custom-llm-v2"])
 def test_encoding_override_for_a_deployment_name_is_used(
-    instrument: Any, telemetry: Telemetry, client: openai.OpenAI
+    instrument: Any, telemetry: Telemetry, client: openai.OpenAI, served: str
 ) -> None:
+    # Also when the server answers with a model name we cannot place.
     instrument(encodings={"my-deployment": "cl100k_base"})
     reply = "Bonjour, comment allez-vous aujourd hui?"  # 8 tokens in o200k, 10 in cl100k
-    headers = {**NO_USAGE, "x-mock-reply": reply, "x-mock-response-model": "my-deployment"}
+    headers = {**NO_USAGE, "x-mock-reply": reply, "x-mock-response-model": served}
     list(stream(client, model="my-deployment", extra_headers=headers))
     cl100k = encoding("cl100k_base")
     assert len(cl100k.encode(reply)) != tokens(reply)

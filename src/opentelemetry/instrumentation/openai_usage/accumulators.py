@@ -33,6 +33,9 @@ class ResponseFacts:
     # read from the parsed response only if an estimate is made (`output_tally`).
     tally: CompletionTally | None = None
     response: Any = None
+    # A server's `error` event in a stream that raised nothing (the Responses API's):
+    # (code, message). The call failed all the same.
+    error: tuple[str, str] | None = None
 
     def output_tally(self) -> CompletionTally | None:
         if self.tally is None and self.response is not None:
@@ -62,6 +65,19 @@ def _finish_reasons(choices: Any) -> list[str]:
     return reasons
 
 
+def error_body(response: Any) -> tuple[str, str] | None:
+    """(code, message) of an error body the SDK parsed as a response (an HTTP 200 whose
+    body is `{"error": ...}`: the SDK raises nothing). Read from pydantic's extras, which
+    costs nothing when, as nearly always, there is none."""
+    extra = getattr(response, "__pydantic_extra__", None)
+    error = extra.get("error") if isinstance(extra, dict) else None
+    if not isinstance(error, dict):
+        return None
+    code = _str(error.get("code")) or _str(error.get("type")) or "error"
+    message = error.get("message")
+    return code, message if isinstance(message, str) else ""
+
+
 def facts_from_completion(response: Any) -> ResponseFacts:
     """A non-streamed `ChatCompletion` or legacy `Completion`."""
     return ResponseFacts(
@@ -72,6 +88,7 @@ def facts_from_completion(response: Any) -> ResponseFacts:
         service_tier=_str(getattr(response, "service_tier", None)),
         usage=usage_from(getattr(response, "usage", None)),
         response=response,
+        error=error_body(response),
     )
 
 
@@ -87,6 +104,7 @@ def facts_from_embeddings(response: Any) -> ResponseFacts:
         usage=usage_from(getattr(response, "usage", None)),
         dimension_count=_dimension_count(getattr(response, "data", None)),
         response=response,
+        error=error_body(response),
     )
 
 

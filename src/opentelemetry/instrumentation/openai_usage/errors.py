@@ -135,3 +135,13 @@ def record_error(
             "exception.escaped": True,
         },
     )
+
+
+def record_error_event(
+    span: Span, code: str, message: str, secrets: Iterable[str], texts: Sequence[str] = ()
+) -> None:
+    """A failure the server reported as a stream event, with no exception: status ERROR
+    and `error.type` = the server's error code, which the conventions allow."""
+    description = redact(message, tuple(secrets), texts)
+    span.set_status(Status(StatusCode.ERROR, f"{code}: {description}" if description else code))
+    span.set_attribute(t.ERROR_TYPE, code)

@@ -82,21 +82,35 @@ def _normalise(model: str) -> str:
     return name.rsplit("/", 1)[-1]  # openai/gpt-4o -> gpt-4o
 
 
-def encoding_name_for(model: str | None, overrides: Mapping[str, str] | None = None) -> str:
-    """The tiktoken encoding of a model or Azure deployment; DEFAULT_ENCODING if unknown."""
-    if not isinstance(model, str) or not model:
-        return DEFAULT_ENCODING
+def encoding_name_for(
+    model: str | None, overrides: Mapping[str, str] | None = None, also: str | None = None
+) -> str:
+    """The tiktoken encoding of a model or Azure deployment; DEFAULT_ENCODING if unknown.
+
+    `also`: another name for the same call (the requested model or deployment, when
+    `model` is the one that served it). An override for either wins; then the family of
+    the first one we can place.
+    """
+    names = [n for n in (model, also) if isinstance(n, str) and n]
     if overrides:
-        for key in (model, model.lower(), _normalise(model)):
-            if key in overrides:
-                return overrides[key]
-    name = _normalise(model)
+        for name in names:
+            for key in (name, name.lower(), _normalise(name)):
+                if key in overrides:
+                    return overrides[key]
+    for name in names:
+        family = _family(_normalise(name))
+        if family is not None:
+            return family
+    return DEFAULT_ENCODING
+
+
+def _family(name: str) -> str | None:
     if _O_SERIES.match(name):
         return "o200k_base"
     for prefix, encoding in _ENCODING_PREFIXES:
         if name.startswith(prefix):
             return encoding
-    return DEFAULT_ENCODING
+    return None
 
 
 def is_reasoning_model(model: str | None) -> bool:

@@ -69,14 +69,15 @@ class Estimator:
             return False
         if facts.usage is not None and self.mode != ESTIMATE_COMPARE:
             return False  # reported usage wins; the common case, decided first
-        if facts.response is None:
+        if facts.response is None or facts.tally is not None:
             return chunk_count > 0  # a stream: only if it sent anything we could see
         # Not an error body the SDK parsed into an empty response.
         return _has_output(facts.response)
 
     def encoding_name(self, facts: ResponseFacts, request_model: str | None) -> str:
-        # The served model names the family even when the request named a deployment.
-        return encoding_name_for(facts.model or request_model, self.overrides)
+        # The served model names the family even when the request named a deployment;
+        # an `encodings` entry for the deployment counts even when the served name is odd.
+        return encoding_name_for(facts.model, self.overrides, also=request_model)
 
     def is_loading(self, name: str) -> bool:
         return self.loader.get(name) is None and self.loader.pending(name)

@@ -18,7 +18,7 @@ from opentelemetry.trace import Span
 
 from . import content
 from . import telemetry as t
-from .errors import error_type, internal_error, record_error
+from .errors import error_type, internal_error, record_error, record_error_event
 from .estimator import FINISHER, Estimator
 from .modalities import TEXT, UNKNOWN, input_is_text
 
@@ -244,6 +244,9 @@ class Invocation:
             span.set_attributes(extra_attributes)
         if error is not None:
             record_error(span, error, self.secrets(), self._uncaptured_texts())
+        elif facts is not None and facts.error is not None:
+            code, message = facts.error
+            record_error_event(span, code, message, self.secrets(), self._uncaptured_texts())
 
         instruments = self.instruments
         instruments.duration.record(max(0.0, end_perf - self.start_perf), metric_attributes)
@@ -282,6 +285,8 @@ class Invocation:
             attributes = {**attributes, t.RESPONSE_MODEL: facts.model}
         if error is not None:
             attributes = {**attributes, t.ERROR_TYPE: error_type(error)}
+        elif facts is not None and facts.error is not None:
+            attributes = {**attributes, t.ERROR_TYPE: facts.error[0]}
         return attributes
 
     def _record_chunks(

@@ -46,13 +46,24 @@ def facts_from_response(response: Any) -> ResponseFacts:
         service_tier=_str(get(response, "service_tier")),
         usage=usage_from(get(response, "usage")),
         response=response,  # its output is read only if an estimate is made
+        error=_failure(response),
     )
+
+
+def _failure(response: Any) -> tuple[str, str] | None:
+    """A `failed` response's error, or an error body the SDK parsed as a response,
+    (code, message): the call failed, though nothing raised."""
+    error = get(response, "error")
+    if get(response, "status") != "failed" and error is None:
+        return None
+    message = get(error, "message")
+    return (_str(get(error, "code")) or "failed", message if isinstance(message, str) else "")
 
 
 class ResponsesStreamAccumulator:
     """Responses API events -> ResponseFacts. Per event: one attribute read and a compare."""
 
-    __slots__ = ("calls", "final", "first", "model", "tally")
+    __slots__ = ("calls", "error", "final", "first", "model", "tally")
 
     def __init__(self, tally: CompletionTally | None = None) -> None:
         self.tally = tally
@@ -60,6 +71,7 @@ class ResponsesStreamAccumulator:
         self.first: Any = None
         self.final: Any = None
         self.calls: dict[int, int] = {}  # output_index -> tool call slot in the tally
+        self.error: tuple[str, str] | None = None  # an `error` event: (code, message)
 
     def on_chunk(self, event: Any) -> None:
         kind = getattr(event, "type", None)
@@ -73,6 +85,10 @@ class ResponsesStreamAccumulator:
             self.model = _str(get(self.first, "model"))
         elif kind in _CALL_EVENTS and self.tally is not None:
             self._function_call(self.tally, kind, event)
+        elif kind == "error":  # the SDK hands it on as an event, it raises nothing
+            code = _str(getattr(event, "code", None)) or "error"
+            message = getattr(event, "message", None)
+            self.error = (code, message if isinstance(message, str) else "")
 
     def _function_call(self, tally: CompletionTally, kind: str, event: Any) -> None:
         """A function call streamed: its name when its item is added, then its arguments."""
@@ -92,12 +108,17 @@ class ResponsesStreamAccumulator:
 
     def facts(self) -> ResponseFacts:
         if self.final is not None:
-            return facts_from_response(self.final)
-        # Ended early: what the first event said, and what was received.
-        first = self.first
-        return ResponseFacts(
-            response_id=_str(get(first, "id")),
-            model=_str(get(first, "model")),
-            service_tier=_str(get(first, "service_tier")),
-            tally=self.tally,
-        )
+            facts = facts_from_response(self.final)
+            if facts.usage is None:  # `response.failed` carries none: count what came
+                facts.tally = self.tally
+        else:  # ended early: what the first event said, and what was received
+            first = self.first
+            facts = ResponseFacts(
+                response_id=_str(get(first, "id")),
+                model=_str(get(first, "model")),
+                service_tier=_str(get(first, "service_tier")),
+                tally=self.tally,
+            )
+        if self.error is not None:
+            facts.error = self.error
+        return facts

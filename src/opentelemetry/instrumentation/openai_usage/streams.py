@@ -154,6 +154,8 @@ class StreamState:
         except Exception as exc:
             internal_error("summarising a stream", exc)
             facts = None
+        if outcome == OUTCOME_COMPLETED and facts is not None and facts.error is not None:
+            outcome = OUTCOME_ERROR  # the server's error event ended it, nothing raised
         invocation.end(
             facts,
             error,
