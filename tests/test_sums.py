@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from opentelemetry.sdk.metrics import MeterProvider, ObservableCounter
 from opentelemetry.sdk.metrics.export import AggregationTemporality, InMemoryMetricReader
+from opentelemetry.sdk.metrics.view import View
 from opentelemetry.sdk.trace import TracerProvider
 
 from opentelemetry.instrumentation.openai_usage import OpenAIUsageInstrumentor, sums
@@ -103,13 +104,34 @@ def test_past_the_cardinality_limit_new_sets_are_summed_as_overflow(
     for i in range(6):
         count.add(10 + i, {"model": f"m{i}"})
     count.add(1, {"model": "m0"})  # a set seen before the limit still has its own sum
+    source = "openai_usage.usage.source"
+    count.add(100, {"model": "m9", source: "response"})
+    count.add(200, {"model": "m8", source: "estimate"})
+    count.add(300, {"model": "m7", source: "response"})
     found = totals(reader, "test.count")
+    overflow = ("otel.metric.overflow", True)
     assert found == {
         frozenset({("model", "m0")}): 11,
         frozenset({("model", "m1")}): 11,
         frozenset({("model", "m2")}): 12,
-        frozenset({("otel.metric.overflow", True)}): 13 + 14 + 15,
+        frozenset({overflow}): 13 + 14 + 15,
+        # Even past the limit, billed and estimated tokens are not summed together.
+        frozenset({overflow, (source, "response")}): 400,
+        frozenset({overflow, (source, "estimate")}): 200,
     }
+
+
+def test_the_sdks_cardinality_limit_applies_after_a_view_drops_attributes() -> None:
+    # As with a synchronous counter: 2100 sets that a View folds into one make one point,
+    # not 2000 and an overflow (our own cap is far above the SDK's limit).
+    reader = InMemoryMetricReader()
+    view = View(instrument_name="test.count", attribute_keys={"kind"})
+    provider = MeterProvider(metric_readers=[reader], views=[view])
+    count = sums.SummedCounter(provider.get_meter("test"), "test.count", "1", "")
+    for i in range(2100):
+        count.add(1, {"kind": "input", "model": f"m{i}"})
+    assert totals(reader, "test.count") == {frozenset({("kind", "input")}): 2100}
+    provider.shutdown()
 
 
 def test_adds_from_many_threads_are_all_counted() -> None:

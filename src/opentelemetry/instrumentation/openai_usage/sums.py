@@ -22,12 +22,23 @@ from typing import Any
 
 from opentelemetry.metrics import CallbackOptions, Meter, Observation
 
-# As the metrics SDK does for each instrument: past this many attribute sets, further
-# sets are summed under one `otel.metric.overflow` set, so memory stays bounded.
-CARDINALITY_LIMIT = 2000
-_OVERFLOW_KEY: frozenset[tuple[str, Any]] = frozenset({("otel.metric.overflow", True)})
+# What we report goes through the metrics SDK's Views and cardinality limit (2000 sets
+# per stream by default, configurable) like any instrument's observations, after a View
+# has dropped attributes. This cap only bounds our memory, so it is well above that:
+# past it, further sets are summed under `otel.metric.overflow`, keeping the usage source
+# (billed and estimated tokens are never summed together, even there).
+CARDINALITY_LIMIT = 20_000
+_OVERFLOW = "otel.metric.overflow"
+_KEPT_IN_OVERFLOW = "openai_usage.usage.source"
 
 _ALL: weakref.WeakSet[SummedCounter] = weakref.WeakSet()
+
+
+def _overflow_key(attributes: Mapping[str, Any]) -> frozenset[tuple[str, Any]]:
+    source = attributes.get(_KEPT_IN_OVERFLOW)
+    if source is None:
+        return frozenset({(_OVERFLOW, True)})
+    return frozenset({(_OVERFLOW, True), (_KEPT_IN_OVERFLOW, source)})
 
 
 class SummedCounter:
@@ -50,7 +61,7 @@ class SummedCounter:
             entry = self._sums.get(key)
             if entry is None:
                 if len(self._sums) >= CARDINALITY_LIMIT:
-                    key = _OVERFLOW_KEY
+                    key = _overflow_key(attributes)
                     entry = self._sums.get(key)
                 if entry is None:
                     entry = self._sums[key] = [dict(key), 0]
