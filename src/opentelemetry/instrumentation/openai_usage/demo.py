@@ -1,8 +1,8 @@
 """The main job, runnable with no API key: instrumented OpenAI calls and their token usage.
 
-    python -m opentelemetry.instrumentation.openai_usage.demo [--real] [--quiet]
+    python -m opentelemetry.instrumentation.openai_usage.demo [--local] [--quiet]
 
-Without OPENAI_API_KEY (or without --real) it starts the bundled local
+Without OPENAI_API_KEY (or with --local) it starts the bundled local
 OpenAI-compatible server and talks to it through the real openai SDK, so the
 spans, metrics and token counts are real ones, produced the way production
 produces them. Spans and metrics go to the console, or over OTLP when
