@@ -110,25 +110,26 @@ class StreamState:
         value, two counters, the accumulator and (only when we injected) the
         usage scrub; each part fenced on its own.
         """
+        try:
+            self.accumulator.on_chunk(chunk)
+        except Exception as exc:
+            internal_error("reading a stream chunk", exc)
+        if self.injected:
+            try:
+                if chunk.usage is None:
+                    chunk.__pydantic_fields_set__.discard("usage")
+                elif not chunk.choices:
+                    return False  # ours to hide, and no output chunk: not timed or counted
+            except Exception:  # not a pydantic-v2 chunk: the careful, slower way
+                if not hide_injected_usage(chunk):
+                    return False
         if self.first_perf is None:
             self.first_perf = now
         elif self.per_chunk_attributes is not None:
             self._record_gap(now - self.last_perf)
         self.last_perf = now
         self.count += 1
-        try:
-            self.accumulator.on_chunk(chunk)
-        except Exception as exc:
-            internal_error("reading a stream chunk", exc)
-        if not self.injected:
-            return True
-        try:
-            if chunk.usage is not None:
-                return bool(chunk.choices)
-            chunk.__pydantic_fields_set__.discard("usage")
-            return True
-        except Exception:  # not a pydantic-v2 chunk: the careful, slower way
-            return hide_injected_usage(chunk)
+        return True
 
     def _record_gap(self, gap: float) -> None:
         try:
