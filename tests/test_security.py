@@ -21,6 +21,8 @@ from opentelemetry.sdk._logs import LoggerProvider
 from opentelemetry.sdk._logs.export import InMemoryLogRecordExporter
 
 from opentelemetry.instrumentation.openai_usage.config import DEFAULT_MAX_CONTENT_LENGTH
+from opentelemetry.instrumentation.openai_usage.content import request_texts
+from opentelemetry.instrumentation.openai_usage.errors import without_content
 from opentelemetry.instrumentation.openai_usage.localserver import LocalOpenAIServer
 from opentelemetry.instrumentation.openai_usage.telemetry import (
     MAX_ATTRIBUTE_ITEMS,
@@ -217,7 +219,8 @@ def test_no_key_or_credential_header_appears_in_any_span_event_metric_or_log(
 
 # -- content a server's error quotes ------------------------------------------------------------
 
-CARD = "My card number is 4111 1111 1111 1111, please check it carefully"
+# Quoted by the server through repr(): the line breaks and the quote come back escaped.
+CARD = "Diagnóstico de María:\nMy card number is 4111 1111 1111 1111, it's 'urgent'"
 
 
 @pytest.mark.parametrize("stream", [False, True], ids=["create", "stream"])
@@ -233,7 +236,7 @@ async def test_prompt_quoted_by_a_servers_error_is_scrubbed_unless_content_is_ca
     caplog.set_level(logging.DEBUG)
     headers = {"x-mock-scenario": "echo_error"}
     messages = [{"role": "user", "content": CARD}]
-    for capture in ("no_content", "span_only"):
+    for capture in ("no_content", "event_only", "span_only"):
         instrument(capture_message_content=capture)
         telemetry.exporter.clear()
         client = make_client(server, kind)
@@ -243,22 +246,62 @@ async def test_prompt_quoted_by_a_servers_error_is_scrubbed_unless_content_is_ca
             )
             if kind == "async":
                 await result
-        assert CARD in str(raised.value)  # the caller's exception is the SDK's, unchanged
-        assert CARD[:40] + "..." in str(raised.value)  # and quotes it cut, too
+        quoted = repr(CARD)[1:-1]  # as the server's message quotes it
+        assert quoted in str(raised.value)  # the caller's exception is the SDK's, unchanged
+        assert repr(CARD[:40])[1:-1] in str(raised.value)  # and quotes it cut, too
         span = telemetry.span()
         text = span.to_json()
         assert span.attributes["error.type"] == "BadRequestError"
-        if capture == "no_content":
-            assert "4111" not in text and "card number" not in text
+        if capture != "span_only":  # content in events only is no reason to put it on a span
+            for piece in ("4111", "card number", "Diagn", "urgent"):
+                assert piece not in text, (capture, piece)
             assert "Invalid value for 'messages[0].content'" in (span.status.description or "")
             assert "[content]" in text
-        else:  # captured anyway: the error keeps its full text
-            assert CARD in (span.status.description or "")
+        else:  # captured on the span anyway: the error keeps its full text
+            assert quoted in (span.status.description or "")
         if kind == "async":
             await client.close()
         else:
             client.close()
     assert "4111" not in log_text(caplog)
+
+
+def test_error_scrubbing_takes_content_only_never_the_shape_of_the_request() -> None:
+    request = {
+        "messages": [
+            {"role": "assistant", "content": [{"type": "output_text", "text": "Hello there"}]}
+        ],
+        "input": [{"role": "user", "type": "message", "content": "A question of mine"}],
+        "tools": [
+            {
+                "type": "function",
+                "function": {
+                    "name": "get_weather",
+                    "description": "Weather for a city",
+                    "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
+                },
+            }
+        ],
+    }
+    texts = request_texts(request)
+    assert sorted(texts) == ["A question of mine", "Hello there", "Weather for a city"]
+    message = (
+        "Invalid value: 'output_text' for role assistant: expected an object, but got a"
+        " string instead (get_weather), input 'A question of mine'."
+    )
+    scrubbed = without_content(message, texts)
+    assert scrubbed == (
+        "Invalid value: 'output_text' for role assistant: expected an object, but got a"
+        " string instead (get_weather), input '[content]'."
+    )
+
+
+def test_a_quote_of_the_start_of_a_huge_prompt_is_scrubbed() -> None:
+    # Servers quote the start of what they reject: that part of a 1 MB prompt is looked at.
+    prompt = "".join(f"line {i}: some words of the prompt\n" for i in range(30_000))
+    message = f"Invalid value for 'messages[0].content': {prompt[:200]!r}..."
+    scrubbed = without_content(message, [prompt])
+    assert scrubbed == "Invalid value for 'messages[0].content': '[content]'..."
 
 
 # -- bounded values ----------------------------------------------------------------------------

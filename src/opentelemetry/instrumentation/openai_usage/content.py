@@ -276,11 +276,13 @@ def completion_input(request: Mapping[str, Any]) -> list[Message]:
 # ----------------------------------------------------------------- for error texts
 
 # Request parameters that hold content, and, within them, the keys whose values are
-# content (a message's `role` or a part's `type` is not).
+# content, and those whose values are the shape (a message's `role`, a part's or a JSON
+# schema's `type`, names and ids): never content, even inside content.
 _CONTENT_PARAMETERS = ("messages", "input", "prompt", "instructions", "tools", "functions")
 _TEXT_KEYS = frozenset(
-    {"content", "text", "arguments", "input", "output", "refusal", "description", "parameters"}
+    {"content", "text", "arguments", "input", "output", "refusal", "description"}
 )
+_SHAPE_KEYS = frozenset({"role", "type", "name", "id", "call_id", "tool_call_id", "status"})
 _MAX_DEPTH = 24
 
 
@@ -295,11 +297,14 @@ def request_texts(request: Mapping[str, Any]) -> list[str]:
                 found.append(value)
         elif depth < _MAX_DEPTH and isinstance(value, Mapping):
             for key, item in value.items():
-                walk(item, inside or key in _TEXT_KEYS, depth + 1)
+                if key not in _SHAPE_KEYS:
+                    walk(item, inside or key in _TEXT_KEYS, depth + 1)
         elif depth < _MAX_DEPTH and isinstance(value, (list, tuple)):
             for item in value:
                 walk(item, inside, depth + 1)
 
+    # A string (or list of strings) given as `input`, `prompt` or `instructions` is content;
+    # in a list of messages or items, what their keys say.
     for name in _CONTENT_PARAMETERS:
         walk(request.get(name), name in ("input", "prompt", "instructions"), 0)
     return found

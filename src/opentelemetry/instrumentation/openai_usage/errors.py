@@ -7,6 +7,7 @@ reach the user: it is logged once per place it happened and the call goes on.
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import threading
@@ -51,49 +52,68 @@ def internal_error(where: str, exc: BaseException) -> None:
 
 def redact(text: str, secrets: Iterable[str], texts: Sequence[str] = ()) -> str:
     """An error text without the call's secrets, key-shaped strings, and (given `texts`,
-    the request's content) any run of the request's content it quotes."""
+    the request's content) what it quotes of the request's content."""
     for secret in secrets:
         if secret and len(secret) >= 8:
             text = text.replace(secret, "[REDACTED]")
     text = _SECRET_PATTERNS.sub("[REDACTED]", text)
     text = text if len(text) <= _MAX_TEXT else text[:_MAX_TEXT] + "..."
-    return _without_copies(text, texts) if texts else text
+    return without_content(text, texts) if texts else text
 
 
-# A run of this many characters copied from the request's content is content; shorter
-# content strings are scrubbed where they appear whole (from this length on).
-_RUN = 12
+# Content is found in an error text by anchors: windows of this many characters taken at
+# this stride from each content string, each match then widened as far as the two agree.
+# So every copied run of 2 * _ANCHOR - 1 characters or more is found, at a cost of one
+# lookup per _ANCHOR characters of content; shorter content strings (from _SHORT on) are
+# looked for whole.
+_ANCHOR = 16
 _SHORT = 6
-# Content characters compared per error: the beginning of a huge prompt is what servers
-# quote, and the comparison runs on the caller's (failing) call.
-_MAX_SCANNED = 1 << 18
+# Content characters looked at per error: servers quote the start of what they reject,
+# and this runs on the caller's (failing) call.
+_MAX_SCANNED = 1 << 16
+_MAX_SHORT = 2000
 _CONTENT = "[content]"
 
 
-def _without_copies(text: str, texts: Sequence[str]) -> str:
-    """`text` with every run of `_RUN`+ characters that also occurs in `texts` replaced.
+def _forms(text: str) -> set[str]:
+    """The text as an error message may quote it: as is, escaped by `repr()` or JSON, and
+    escaped once more (the SDK's "Error code: 400 - {body}" is the `repr()` of a dict)."""
+    forms = {text, repr(text)[1:-1]}
+    try:
+        forms.add(json.dumps(text)[1:-1])
+        forms.add(json.dumps(text, ensure_ascii=False)[1:-1])
+    except ValueError:  # a lone surrogate: no JSON form
+        pass
+    return forms | {repr(form)[1:-1] for form in forms}
 
-    Servers' validation errors quote the offending input, whole or cut ("input_value=
-    'My card number is ...'"): matching runs, not whole strings, catches both.
+
+def without_content(text: str, texts: Sequence[str]) -> str:
+    """`text` with what it copies of `texts` (whole, cut, or escaped) as `[content]`.
+
+    Servers' validation errors quote the offending input, whole or cut, usually through
+    `repr()` or JSON ("input_value='My card number is ...'"), so each content string is
+    looked for in those forms too.
     """
-    for short in texts:
-        if _SHORT <= len(short) < _RUN:
-            text = text.replace(short, _CONTENT)
-    if len(text) < _RUN:
-        return text
-    at: dict[str, list[int]] = {}
-    for i in range(len(text) - _RUN + 1):
-        at.setdefault(text[i : i + _RUN], []).append(i)
     covered = bytearray(len(text))
+    short = 0
     scanned = 0
-    for piece in texts:
-        piece = piece[: _MAX_SCANNED - scanned]
-        scanned += len(piece)
-        for i in range(len(piece) - _RUN + 1):
-            for start in at.get(piece[i : i + _RUN], ()):
-                covered[start : start + _RUN] = b"\x01" * _RUN
+    index: dict[str, list[int]] | None = None
+    for content in texts:
         if scanned >= _MAX_SCANNED:
             break
+        content = content[: _MAX_SCANNED - scanned]
+        scanned += len(content)
+        for form in _forms(content):
+            if len(form) < _SHORT:
+                continue
+            if len(form) < 2 * _ANCHOR:  # short: only whole
+                short += 1
+                if short <= _MAX_SHORT:
+                    _cover_whole(text, form, covered)
+                continue
+            if index is None:
+                index = _windows(text)
+            _cover_copies(text, form, index, covered)
     if not any(covered):
         return text
     out, i = [], 0
@@ -106,6 +126,36 @@ def _without_copies(text: str, texts: Sequence[str]) -> str:
             out.append(text[i])
             i += 1
     return "".join(out)
+
+
+def _cover_whole(text: str, form: str, covered: bytearray) -> None:
+    start = text.find(form)
+    while start >= 0:
+        covered[start : start + len(form)] = b"\x01" * len(form)
+        start = text.find(form, start + len(form))
+
+
+def _windows(text: str) -> dict[str, list[int]]:
+    index: dict[str, list[int]] = {}
+    for i in range(len(text) - _ANCHOR + 1):
+        index.setdefault(text[i : i + _ANCHOR], []).append(i)
+    return index
+
+
+def _cover_copies(text: str, form: str, index: dict[str, list[int]], covered: bytearray) -> None:
+    done = 0  # how far into `form` the runs found so far reach: later anchors there are in them
+    for j in range(0, len(form) - _ANCHOR + 1, _ANCHOR):
+        if j + _ANCHOR <= done:
+            continue
+        for i in index.get(form[j : j + _ANCHOR], ()):
+            a, b = i, j
+            while a > 0 and b > 0 and text[a - 1] == form[b - 1]:
+                a, b = a - 1, b - 1
+            e, f = i + _ANCHOR, j + _ANCHOR
+            while e < len(text) and f < len(form) and text[e] == form[f]:
+                e, f = e + 1, f + 1
+            covered[a:e] = b"\x01" * (e - a)
+            done = max(done, f)
 
 
 def error_type(exc: BaseException) -> str:
@@ -122,16 +172,19 @@ def record_error(
     quotes of it is scrubbed too, or it would reach telemetry through the error.
     """
     secrets = tuple(secrets)
-    message = redact(str(exc), secrets, texts)
+    raw = str(exc)
+    message = redact(raw, secrets, texts)
     span.set_status(Status(StatusCode.ERROR, f"{error_type(exc)}: {message}"))
     span.set_attribute(t.ERROR_TYPE, error_type(exc))
     stack = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    if texts and raw:  # the message again, scrubbed once: the rest is code and file names
+        stack = stack.replace(raw, message)
     span.add_event(
         "exception",
         {
             "exception.type": f"{type(exc).__module__}.{type(exc).__qualname__}",
             "exception.message": message,
-            "exception.stacktrace": redact(stack, secrets, texts),
+            "exception.stacktrace": redact(stack, secrets),
             "exception.escaped": True,
         },
     )

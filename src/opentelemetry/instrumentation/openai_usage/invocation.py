@@ -220,8 +220,9 @@ class Invocation:
                 internal_error("ending a span", exc)
 
     def _uncaptured_texts(self) -> list[str]:
-        """The request's content, to scrub from error texts, unless the user captures it."""
-        if self.capture is not None or self.request is None:
+        """The request's content, to scrub from error texts, unless the user captures it on
+        spans (content in events only is no reason for it to reach a span)."""
+        if (self.capture is not None and self.capture.on_span) or self.request is None:
             return []
         try:
             return content.request_texts(self.request)
