@@ -140,6 +140,20 @@ def test_messages_given_as_a_generator_survive_the_retry_without_stream_options(
     assert telemetry.span().status.status_code is StatusCode.UNSET
 
 
+def test_a_generator_of_messages_that_raises_fails_the_call_with_its_span(
+    instrumented: Any, telemetry: Telemetry, client: openai.OpenAI
+) -> None:
+    def messages() -> Any:
+        yield MESSAGES[0]
+        raise ValueError("the caller's generator broke")
+
+    with pytest.raises(ValueError, match="generator broke"):
+        client.chat.completions.create(model="gpt-4o-mini", messages=messages())
+    span = telemetry.span()
+    assert span.status.status_code is StatusCode.ERROR
+    assert (span.attributes or {})["error.type"] == "ValueError"
+
+
 def test_a_prompt_given_as_a_generator_is_still_estimated(
     instrumented: Any, telemetry: Telemetry, client: openai.OpenAI
 ) -> None:

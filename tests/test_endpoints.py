@@ -416,6 +416,39 @@ def test_a_body_read_failing_mid_way_ends_the_span_in_error_with_the_callers_exc
     assert [e.name for e in span.events] == ["exception"]
 
 
+def test_a_streaming_response_parse_failing_to_read_ends_the_span_in_error(
+    instrumented: Any, telemetry: Telemetry, client: openai.OpenAI
+) -> None:
+    # Not streamed: `parse()` reads the body itself, and the connection breaks under it.
+    headers = {"x-mock-scenario": "reset_after:20"}
+    create = client.chat.completions.with_streaming_response.create
+    request = {"model": "gpt-4o-mini", "messages": MESSAGES}
+    with pytest.raises(Exception) as raised, create(**request, extra_headers=headers) as response:
+        response.parse()
+    assert telemetry.span().status.status_code is StatusCode.ERROR
+    assert (telemetry.span().attributes or {})["error.type"] == type(raised.value).__qualname__
+
+
+@needs_parse
+def test_a_streaming_response_parse_failing_validation_keeps_the_reported_usage(
+    instrumented: Any, telemetry: Telemetry, client: openai.OpenAI
+) -> None:
+    reply = '{"answer": "not a number"}'
+    with client.chat.completions.with_streaming_response.parse(
+        model="gpt-4o-mini",
+        messages=MESSAGES,
+        response_format=Number,
+        extra_headers={"x-mock-reply": reply},
+    ) as response:
+        with pytest.raises(Exception) as raised:
+            response.parse()
+        body = response.http_response.json()
+    assert type(raised.value).__name__ == "ValidationError"
+    attributes = dict(telemetry.span().attributes or {})
+    assert attributes["gen_ai.usage.input_tokens"] == body["usage"]["prompt_tokens"]
+    assert attributes["openai_usage.usage.source"] == "response"
+
+
 @pytest.mark.parametrize("read", ["iter_lines", "read"])
 async def test_async_body_read_failing_mid_way_ends_the_span_in_error(
     instrumented: Any, telemetry: Telemetry, aclient: openai.AsyncOpenAI, read: str

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import socket
 import uuid
+from types import SimpleNamespace
 from typing import Any
 
 import openai
@@ -18,6 +19,7 @@ import pytest
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import StatusCode
 
+from opentelemetry.instrumentation.openai_usage.accumulators import error_body
 from opentelemetry.instrumentation.openai_usage.localserver import LocalOpenAIServer
 
 from .conftest import (
@@ -643,3 +645,10 @@ async def test_async_connection_refused_raises_api_connection_error(
         await achat(client)
     assert_error_span(telemetry, "APIConnectionError")
     await client.close()
+
+
+def test_an_error_body_is_found_on_pydantic_v1_objects_too() -> None:
+    # Under pydantic v1 (which openai 1.x supports) extra fields are plain attributes.
+    v1_like = SimpleNamespace(id=None, error={"code": "server_error", "message": "boom"})
+    assert error_body(v1_like) == ("server_error", "boom")
+    assert error_body(SimpleNamespace(id="x")) is None

@@ -70,7 +70,8 @@ def error_body(response: Any) -> tuple[str, str] | None:
     body is `{"error": ...}`: the SDK raises nothing). Read from pydantic's extras, which
     costs nothing when, as nearly always, there is none."""
     extra = getattr(response, "__pydantic_extra__", None)
-    error = extra.get("error") if isinstance(extra, dict) else None
+    # Under pydantic v1 (openai 1.x supports it) extra fields are plain attributes.
+    error = extra.get("error") if isinstance(extra, dict) else getattr(response, "error", None)
     if not isinstance(error, dict):
         return None
     code = _str(error.get("code")) or _str(error.get("type")) or "error"

@@ -114,6 +114,22 @@ class _RawProxyBase(wrapt.ObjectProxy):  # type: ignore[misc,type-arg,unused-ign
             internal_error("reading a raw response", exc)
             return parsed
 
+    def _self_parse_failed(self, exc: BaseException) -> None:
+        """The caller's `parse()` failed: reading the body (the call failed), or validating
+        a body that was read (a reply not fitting `response_format`: the caller's error;
+        the span keeps the usage the server reported, as for `with_raw_response`)."""
+        try:
+            body = self.__wrapped__.http_response.json()  # raises if the body was not read
+        except Exception:
+            self._self_failed(exc)
+            return
+        try:
+            if not self._self_stream:
+                untrack(self._self_raw)
+                self._self_invocation.end(self._self_endpoint.facts(_loose(body)))
+        except Exception as internal:
+            internal_error("reading a raw response", internal)
+
     def _self_failed(self, exc: BaseException) -> None:
         try:
             untrack(self._self_raw)
@@ -165,6 +181,14 @@ class BodyProxy(RawResponseProxy):
     """`with_streaming_response`'s `APIResponse`, whose body the caller may read itself:
     an error while reading it ends the span with that error, as a stream's does."""
 
+    def parse(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            parsed = self.__wrapped__.parse(*args, **kwargs)
+        except BaseException as exc:
+            self._self_parse_failed(exc)
+            raise
+        return self._self_take(parsed, bool(args or kwargs))
+
     def read(self) -> Any:
         return self._self_reading(self.__wrapped__.read)
 
@@ -202,6 +226,14 @@ class BodyProxy(RawResponseProxy):
 
 class AsyncBodyProxy(AsyncRawResponseProxy):
     """The async twin of `BodyProxy`, for `AsyncAPIResponse`."""
+
+    async def parse(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            parsed = await self.__wrapped__.parse(*args, **kwargs)
+        except BaseException as exc:
+            self._self_parse_failed(exc)
+            raise
+        return self._self_take(parsed, bool(args or kwargs))
 
     async def read(self) -> Any:
         return await self._self_reading(self.__wrapped__.read())

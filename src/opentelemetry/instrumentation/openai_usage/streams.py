@@ -236,15 +236,13 @@ def wrap_stream(stream: Any, state: StreamState) -> Any:
     return stream
 
 
-def _watch(chunks: Iterator[Any], state: StreamState, owner: object) -> Iterator[Any]:
+def _watch(chunks: Iterator[Any], state: StreamState) -> Iterator[Any]:
     """The chunks the caller sees: the SDK's, minus any we must hide.
 
-    A generator, so that a `for` loop over the proxy resumes it directly, with
-    no proxy method call per chunk (only `state.see`). It holds its `owner`,
-    the proxy, alive while a loop holds only the generator
-    (`for c in client...create(stream=True)`);
-    that makes a reference cycle, as the SDK's own Stream already has, so an
-    abandoned stream is found by the cycle collector, and ends at its last read.
+    One generator per stream, over the SDK's own iterator; `iter()` of the proxy walks it
+    (as the SDK's `__iter__` walks its `_iterator`), and `next()` reads it directly. It
+    holds no reference to the proxy: an abandoned stream's proxy is freed when the caller
+    drops it, and its span ends, at its last read, without waiting for the cycle collector.
     """
     clock = time.perf_counter
     see = state.see
@@ -260,9 +258,7 @@ def _watch(chunks: Iterator[Any], state: StreamState, owner: object) -> Iterator
     state.finish(OUTCOME_COMPLETED)
 
 
-async def _awatch(
-    chunks: AsyncIterator[Any], state: StreamState, owner: object
-) -> AsyncIterator[Any]:
+async def _awatch(chunks: AsyncIterator[Any], state: StreamState) -> AsyncIterator[Any]:
     """The async twin of `_watch`."""
     clock = time.perf_counter
     see = state.see
@@ -305,7 +301,7 @@ class SyncStreamProxy(_ProxyBase):
 
     def __init__(self, wrapped: Any, state: StreamState) -> None:
         super().__init__(wrapped, state)
-        self._self_chunks = _watch(_chunks_of(wrapped), state, self)
+        self._self_chunks = _watch(_chunks_of(wrapped), state)
 
     def __iter__(self) -> Iterator[Any]:
         # As the SDK's own `__iter__`: a new generator each time, over one shared position
@@ -340,7 +336,7 @@ class AsyncStreamProxy(_ProxyBase):
 
     def __init__(self, wrapped: Any, state: StreamState) -> None:
         super().__init__(wrapped, state)
-        self._self_chunks = _awatch(_chunks_of(wrapped), state, self)
+        self._self_chunks = _awatch(_chunks_of(wrapped), state)
 
     async def __aiter__(self) -> AsyncIterator[Any]:
         # As the SDK's: a new async generator each time, over one shared position.

@@ -195,6 +195,20 @@ def replayable(kwargs: dict[str, Any]) -> dict[str, Any]:
     return kwargs if copied is None else copied
 
 
+def _replayable_or_ended(
+    runtime: Runtime, endpoint: Endpoint, instance: Any, kwargs: dict[str, Any]
+) -> dict[str, Any]:
+    """`replayable(kwargs)`; when the caller's iterator raises, the call failed with it, as
+    it would in the SDK: it still gets its span, in error, and the exception goes on."""
+    try:
+        return replayable(kwargs)
+    except BaseException as exc:
+        call = _safe_start(runtime, endpoint, instance, kwargs)
+        if call is not None:
+            call.invocation.end(None, exc)
+        raise
+
+
 def _rejected_injection(call: Call, exc: BaseException) -> bool:
     """A 400 that names `stream_options` after we added it: our fault, not the user's."""
     if not call.injected or getattr(exc, "status_code", None) != 400:
@@ -315,7 +329,7 @@ def sync_wrapper(runtime: Runtime, endpoint: Endpoint) -> Wrapper:
     ) -> Any:
         if not runtime.active:
             return wrapped(*args, **kwargs)
-        kwargs = replayable(kwargs)
+        kwargs = _replayable_or_ended(runtime, endpoint, instance, kwargs)
         call = _safe_start(runtime, endpoint, instance, kwargs)
         if call is None:
             return wrapped(*args, **kwargs)
@@ -345,7 +359,7 @@ def async_wrapper(runtime: Runtime, endpoint: Endpoint) -> Wrapper:
     async def _traced(
         wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Any:
-        kwargs = replayable(kwargs)
+        kwargs = _replayable_or_ended(runtime, endpoint, instance, kwargs)
         call = _safe_start(runtime, endpoint, instance, kwargs)
         if call is None:
             return await wrapped(*args, **kwargs)
