@@ -217,6 +217,34 @@ def test_no_key_or_credential_header_appears_in_any_span_event_metric_or_log(
         assert any("openai_usage.estimate.input_tokens" in t for t in span_json)
 
 
+PROVIDED_TOKEN = "eyJhbGciOiJSUzI1NiJ9.PROVIDED-SECRET-token.sig"
+
+
+def test_a_token_from_an_azure_ad_token_provider_is_scrubbed_from_error_texts(
+    instrument: Any, telemetry: Telemetry, server: LocalOpenAIServer
+) -> None:
+    # The SDK asks the provider for each request and keeps the token nowhere on the client:
+    # it is known only from the request the SDK sent, which the error holds.
+    instrument()
+    client = openai.AzureOpenAI(
+        azure_endpoint=server.azure_endpoint,
+        api_version="2024-10-21",
+        azure_ad_token_provider=lambda: PROVIDED_TOKEN,
+        max_retries=0,
+        http_client=HTTP.Client(transport=HTTP.MockTransport(echo_handler)),
+    )
+    for stream in (False, True):
+        with pytest.raises(openai.AuthenticationError) as raised:
+            client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, stream=stream)
+        assert PROVIDED_TOKEN in str(raised.value)  # the caller's own exception is unchanged
+    spans = telemetry.spans()
+    assert len(spans) == 2
+    for span in spans:
+        assert PROVIDED_TOKEN not in span.to_json() and MARKER not in span.to_json()
+        assert "[REDACTED]" in (span.status.description or "")
+    client.close()
+
+
 # -- content a server's error quotes ------------------------------------------------------------
 
 # Quoted by the server through repr(): the line breaks and the quote come back escaped.

@@ -13,6 +13,7 @@ import re
 import threading
 import traceback
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 from opentelemetry.trace import Span, Status, StatusCode
 
@@ -158,6 +159,33 @@ def _cover_copies(text: str, form: str, index: dict[str, list[int]], covered: by
             done = max(done, f)
 
 
+_CREDENTIAL_HEADERS = ("authorization", "api-key")
+
+
+def credentials_in(headers: Any) -> list[str]:
+    """The `Authorization` / `api-key` values among some headers, and a bearer's token."""
+    values: list[str] = []
+    try:
+        items = headers.items() if headers else ()
+    except Exception:
+        return values
+    for name, value in items:
+        if isinstance(value, str) and str(name).lower() in _CREDENTIAL_HEADERS:
+            values.append(value)
+            scheme, _, token = value.partition(" ")
+            if token and scheme.lower() == "bearer":
+                values.append(token.strip())
+    return values
+
+
+def _sent_credentials(exc: BaseException) -> list[str]:
+    """The credentials of the request the SDK really sent, as the error holds it."""
+    request = getattr(exc, "request", None)
+    if request is None:
+        request = getattr(getattr(exc, "response", None), "request", None)
+    return credentials_in(getattr(request, "headers", None))
+
+
 def error_type(exc: BaseException) -> str:
     """The exception's class name: low-cardinality, what the conventions ask for."""
     return type(exc).__qualname__
@@ -171,7 +199,7 @@ def record_error(
     `texts`: the request's content, when it is not captured: what a server's error
     quotes of it is scrubbed too, or it would reach telemetry through the error.
     """
-    secrets = tuple(secrets)
+    secrets = (*secrets, *_sent_credentials(exc))
     raw = str(exc)
     message = redact(raw, secrets, texts)
     span.set_status(Status(StatusCode.ERROR, f"{error_type(exc)}: {message}"))

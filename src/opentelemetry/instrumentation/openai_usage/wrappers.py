@@ -10,7 +10,7 @@ fails, the user's call proceeds exactly as without us.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from opentelemetry.trace import SpanKind, Tracer
@@ -21,7 +21,7 @@ from opentelemetry import trace
 from . import telemetry as t
 from .capture import Capture
 from .config import Settings
-from .errors import internal_error
+from .errors import credentials_in, internal_error
 from .estimator import Estimator
 from .invocation import Invocation
 from .patches import Endpoint
@@ -95,23 +95,15 @@ class Call:
         self.host = host
 
 
-_CREDENTIAL_HEADERS = ("authorization", "api-key")
-
-
 def _secrets(client: Any, kwargs: dict[str, Any]) -> tuple[str, ...]:
     """The call's credentials, to scrub from any error text we record: the client's, and
     any `Authorization` / `api-key` header set on the client or for this request (an
-    error body may echo them bare, where no key-shaped pattern would catch them)."""
+    error body may echo them bare, where no key-shaped pattern would catch them). What
+    the SDK sent (a token an `azure_ad_token_provider` made for this request) is read
+    from the error itself, in `record_error`."""
     values = [getattr(client, name, None) for name in ("api_key", "_azure_ad_token")]
     for headers in (getattr(client, "_custom_headers", None), kwargs.get("extra_headers")):
-        if not headers or not isinstance(headers, Mapping):
-            continue
-        for name, value in headers.items():
-            if isinstance(value, str) and str(name).lower() in _CREDENTIAL_HEADERS:
-                values.append(value)
-                scheme, _, token = value.partition(" ")
-                if token and scheme.lower() == "bearer":
-                    values.append(token.strip())
+        values.extend(credentials_in(headers))
     return tuple(v for v in values if isinstance(v, str) and v)
 
 
