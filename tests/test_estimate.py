@@ -19,13 +19,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from openai.types.chat import ChatCompletionChunk
 from openai.types.chat.chat_completion_chunk import (
+    Choice,
     ChoiceDelta,
     ChoiceDeltaToolCall,
     ChoiceDeltaToolCallFunction,
 )
 
 from opentelemetry.instrumentation.openai_usage import encodings
+from opentelemetry.instrumentation.openai_usage.accumulators import ChatStreamAccumulator
 from opentelemetry.instrumentation.openai_usage.encodings import EncodingLoader
 from opentelemetry.instrumentation.openai_usage.estimate import (
     Encoder,
@@ -392,6 +395,26 @@ def test_text_beyond_the_cap_is_dropped_and_makes_a_lower_bound(o200k: Encoder) 
     assert tally.chars == 10 and tally.truncated
     assert "".join(tally.choice(0).content) == "abcdabcdab"
     assert estimate_usage("chat", {}, tally, "gpt-4o", o200k).lower_bound
+
+
+def test_a_stream_of_huge_pieces_holds_little_beyond_the_cap() -> None:
+    # A server's pieces of any size: once the cap is reached, nothing more is kept.
+    tally = CompletionTally(max_chars=100_000)
+    accumulator = ChatStreamAccumulator(tally)
+    held = 0
+    for _ in range(500):
+        chunk = ChatCompletionChunk.construct(
+            id="chatcmpl-1",
+            object="chat.completion.chunk",
+            created=0,
+            model="gpt-4o",
+            choices=[Choice.construct(index=0, delta=ChoiceDelta(content="x" * 20_000))],
+        )
+        accumulator.on_chunk(chunk)
+        held = max(held, sum(map(len, accumulator.text or ())))
+    assert tally.truncated and tally.chars == 100_000
+    assert accumulator.text is None  # stopped keeping at the cap
+    assert held <= 64 * 20_000  # at most one batch of pieces waits to be handed over
 
 
 # ---------------------------------------------------------------- offline loading

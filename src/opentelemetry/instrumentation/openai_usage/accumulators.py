@@ -94,8 +94,9 @@ def facts_from_completion(response: Any) -> ResponseFacts:
 
 
 # Choice 0's content pieces are kept in a plain list and handed to the tally in
-# batches this long: one `list.append` per chunk, not a chain of calls.
-_TEXT_BATCH = 1024
+# batches this long: one `list.append` per chunk, not a chain of calls. Short, so that
+# what is held beyond the tally's cap stays small even for a server's huge pieces.
+_TEXT_BATCH = 64
 
 
 def facts_from_embeddings(response: Any) -> ResponseFacts:
@@ -198,6 +199,8 @@ class ChatStreamAccumulator:
         try:
             self.tally.add_first_content("".join(self.text))
             self.text.clear()
+            if self.tally.truncated:  # at the cap: nothing more is counted, none is kept
+                self.text = None
         except Exception as exc:  # the estimate is lost, never the rest of the facts
             internal_error("collecting output text", exc)
             self.text, self.tally = None, None
