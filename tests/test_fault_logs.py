@@ -267,8 +267,11 @@ def assert_quiet(caplog: pytest.LogCaptureFixture, calls: int) -> None:
     assert len(warnings_of(records)) <= PER_CALL * calls, warnings_of(records)
 
 
-def assert_spans(telemetry: Telemetry, outcome: Outcome, calls: int) -> list[ReadableSpan]:
-    """One ended span per user call; in ERROR with the SDK's exception when it raised."""
+def assert_spans(
+    telemetry: Telemetry, outcome: Outcome, calls: int, server_error: str | None = None
+) -> list[ReadableSpan]:
+    """One ended span per user call; in ERROR with the SDK's exception when it raised, or
+    with `server_error` as its type when the server said it failed and nothing raised."""
     spans = telemetry.spans()
     assert len(spans) == calls
     for span in spans:
@@ -278,11 +281,19 @@ def assert_spans(telemetry: Telemetry, outcome: Outcome, calls: int) -> list[Rea
             assert span.status.status_code is StatusCode.ERROR
             assert attributes["error.type"] == outcome[1].__qualname__
             assert [e.name for e in span.events].count("exception") == 1
+        elif server_error is not None:  # an error body in a 200: the SDK raises nothing
+            assert span.status.status_code is StatusCode.ERROR
+            assert attributes["error.type"] == server_error
+            assert [e.name for e in span.events].count("exception") == 0
         else:
             assert span.status.status_code is StatusCode.UNSET
             assert "error.type" not in attributes
     assert sum(p.count for p in telemetry.points(DURATION)) == calls
     return spans
+
+
+def _server_error(fault: Fault) -> str | None:
+    return "server_error" if fault.scenario == "error_body_200" else None
 
 
 def assert_the_sdks_outcome(fault: Fault, outcome: Outcome) -> None:
@@ -331,7 +342,7 @@ def test_repeated_server_faults_log_nothing_of_ours_and_no_flood(
     assert_quiet(log, REPEAT)
     assert ours_in(caught) == []
     assert len(caught) <= PER_CALL * REPEAT, [str(w.message) for w in caught]
-    assert_spans(telemetry, plain, REPEAT)
+    assert_spans(telemetry, plain, REPEAT, _server_error(fault))
     # Retries stay the SDK's: as many requests, and its own log of them, as without us.
     assert plain_retries == fault.attempts - 1
     assert retry_logs(log.records) == (fault.attempts - 1) * REPEAT
@@ -366,7 +377,7 @@ async def test_async_repeated_server_faults_log_nothing_of_ours_and_no_flood(
     assert_quiet(log, REPEAT)
     assert ours_in(caught) == []
     assert len(caught) <= PER_CALL * REPEAT, [str(w.message) for w in caught]
-    assert_spans(telemetry, plain, REPEAT)
+    assert_spans(telemetry, plain, REPEAT, _server_error(fault))
     assert retry_logs(log.records) == (fault.attempts - 1) * REPEAT
     if fault.attempts > 1:
         assert attempts_of(server, fault) == fault.attempts * REPEAT

@@ -251,6 +251,12 @@ def test_a_token_from_an_azure_ad_token_provider_is_scrubbed_from_error_texts(
 CARD = "Diagnóstico de María:\nMy card number is 4111 1111 1111 1111, it's 'urgent'"
 
 
+def quotes(error_text: str, text: str) -> bool:
+    once = repr(text)[1:-1]
+    twice = once.replace("\\", "\\\\").replace("'", "\\'")  # in a dict's repr()
+    return once in error_text or twice in error_text
+
+
 @pytest.mark.parametrize("stream", [False, True], ids=["create", "stream"])
 @pytest.mark.parametrize("kind", ["openai", "async"])
 async def test_prompt_quoted_by_a_servers_error_is_scrubbed_unless_content_is_captured(
@@ -274,19 +280,22 @@ async def test_prompt_quoted_by_a_servers_error_is_scrubbed_unless_content_is_ca
             )
             if kind == "async":
                 await result
-        quoted = repr(CARD)[1:-1]  # as the server's message quotes it
-        assert quoted in str(raised.value)  # the caller's exception is the SDK's, unchanged
-        assert repr(CARD[:40])[1:-1] in str(raised.value)  # and quotes it cut, too
+        # The server quotes it through repr(); older SDKs show the error body as a dict's
+        # repr(), which escapes it once more.
+        error_text = str(raised.value)
+        assert quotes(error_text, CARD)  # the caller's exception is the SDK's, unchanged
+        assert quotes(error_text, CARD[:40])  # and quotes it cut, too
         span = telemetry.span()
         text = span.to_json()
         assert span.attributes["error.type"] == "BadRequestError"
         if capture != "span_only":  # content in events only is no reason to put it on a span
             for piece in ("4111", "card number", "Diagn", "urgent"):
                 assert piece not in text, (capture, piece)
-            assert "Invalid value for 'messages[0].content'" in (span.status.description or "")
+            assert "Invalid value for " in (span.status.description or "")  # the server's words
+            assert "messages[0].content" in (span.status.description or "")
             assert "[content]" in text
         else:  # captured on the span anyway: the error keeps its full text
-            assert quoted in (span.status.description or "")
+            assert quotes(span.status.description or "", CARD)
         if kind == "async":
             await client.close()
         else:

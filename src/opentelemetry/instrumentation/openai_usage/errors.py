@@ -85,7 +85,13 @@ def _forms(text: str) -> set[str]:
         forms.add(json.dumps(text, ensure_ascii=False)[1:-1])
     except ValueError:  # a lone surrogate: no JSON form
         pass
-    return forms | {repr(form)[1:-1] for form in forms}
+    again = set()
+    for form in forms:  # as repr() escapes it inside a string quoted either way
+        again.add(repr(form)[1:-1])
+        escaped = form.replace("\\", "\\\\")
+        again.add(escaped.replace("'", "\\'"))
+        again.add(escaped.replace('"', '\\"'))
+    return forms | again
 
 
 def without_content(text: str, texts: Sequence[str]) -> str:
