@@ -119,14 +119,14 @@ class _RawProxyBase(wrapt.ObjectProxy):  # type: ignore[misc,type-arg,unused-ign
         a body that was read (a reply not fitting `response_format`: the caller's error;
         the span keeps the usage the server reported, as for `with_raw_response`)."""
         try:
-            body = self.__wrapped__.http_response.json()  # raises if the body was not read
+            body = loose_body(self.__wrapped__)
         except Exception:
             self._self_failed(exc)
             return
         try:
             if not self._self_stream:
                 untrack(self._self_raw)
-                self._self_invocation.end(self._self_endpoint.facts(_loose(body)))
+                self._self_invocation.end(self._self_endpoint.facts(body))
         except Exception as internal:
             internal_error("reading a raw response", internal)
 
@@ -287,9 +287,15 @@ def parsed_or_loose(result: Any) -> Any:
         return result.parse()
     except Exception:
         try:
-            return _loose(result.http_response.json())
+            return loose_body(result)
         except Exception:
             return None
+
+
+def loose_body(response: Any) -> Any:
+    """A raw response's JSON body, read by attribute and not validated; raises when the
+    body was not read (a streaming response's, before the caller read it) or is not JSON."""
+    return _loose(response.http_response.json())
 
 
 def _loose(value: Any) -> Any:
