@@ -20,8 +20,11 @@ declare -A MATRIX=(
   [v1]="openai>=1.26,<2"
   [v2]="openai>=2,<3"
   [latest]="openai>=3,<4"
+  # The oldest OpenTelemetry, wrapt and tiktoken we declare (pyproject.toml), with the newest
+  # SDK: the semantic-conventions constants we use first appeared in 0.63b0.
+  [floor]="openai>=3,<4 opentelemetry-api==1.42.0 opentelemetry-sdk==1.42.0 opentelemetry-instrumentation==0.63b0 opentelemetry-semantic-conventions==0.63b0 wrapt==1.14.0 tiktoken==0.7.0"
 )
-ORDER=(latest oldest v1 v2)
+ORDER=(latest oldest v1 v2 floor)
 if [[ -n "${OPENAI_MATRIX:-}" ]]; then read -r -a ORDER <<<"${OPENAI_MATRIX}"; fi
 
 export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INPUT=1

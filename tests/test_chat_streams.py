@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import inspect
 import json
 import time
@@ -15,7 +16,7 @@ from opentelemetry.trace import StatusCode
 from opentelemetry import trace
 from opentelemetry.instrumentation.openai_usage.localserver import LocalOpenAIServer
 
-from .conftest import MESSAGES, Telemetry, collect, comparable, is_azure
+from .conftest import API_KEY, HTTP, MESSAGES, Telemetry, collect, comparable, is_azure
 
 USAGE_HEADERS = {"x-mock-usage": json.dumps({"prompt_tokens": 21, "completion_tokens": 5})}
 
@@ -321,6 +322,27 @@ def test_abandoned_stream_ends_at_its_last_read_when_collected(
     assert span.end_time <= last_read_ns + 50_000_000  # not the collection time, 0.3 s later
 
 
+def test_a_stream_the_caller_drops_unfinished_is_ended_by_the_time_its_provider_flushes(
+    instrumented: Any, telemetry: Telemetry, any_client: Any
+) -> None:
+    # A handler that reads one chunk and returns, then a `force_flush()` or `shutdown()`
+    # (a Lambda handler's end, a CLI's `finally`): no collection, no waiting in between.
+    def first_chunk_only() -> Any:
+        stream = stream_call(any_client, extra_headers={"x-mock-chunks": "50"})
+        return next(stream)
+
+    gc.disable()  # the drop alone must do it, not a collection
+    try:
+        first_chunk_only()
+        last_read_ns = time.time_ns()
+        spans = telemetry.spans()
+    finally:
+        gc.enable()
+    assert len(spans) == 1
+    assert (spans[0].attributes or {})["openai_usage.stream.outcome"] == "abandoned"
+    assert spans[0].end_time is not None and spans[0].end_time <= last_read_ns
+
+
 def test_a_loop_holding_only_the_iterator_keeps_the_stream_alive_through_collections(
     instrumented: Any, telemetry: Telemetry, client: openai.OpenAI
 ) -> None:
@@ -446,3 +468,46 @@ async def test_async_span_is_never_current_between_reads(
         async for _ in stream:
             assert trace.get_current_span() is caller
     assert len(telemetry.spans()) == 2
+
+
+def _usage_beside_choices(request: Any) -> Any:
+    """A compatible server that, asked for usage, puts it on the last chunk with choices
+    (no usage-only chunk), and sends nothing of it otherwise."""
+    asked = b'"include_usage":true' in request.content.replace(b" ", b"")
+    usage = {"prompt_tokens": 9, "completion_tokens": 2, "total_tokens": 11}
+    base = {"id": "chatcmpl-beside", "object": "chat.completion.chunk", "created": 1,
+            "model": "gpt-4o-mini"}  # fmt: skip
+    chunks = [
+        {**base, "choices": [{"index": 0, "delta": {"role": "assistant", "content": "Hi"}}]},
+        {**base, "choices": [{"index": 0, "delta": {"content": "!"}, "finish_reason": "stop"}]},
+    ]
+    if asked:
+        chunks[-1]["usage"] = usage
+    events = [f"data: {json.dumps(chunk)}\n\n".encode() for chunk in chunks]
+    events.append(b"data: [DONE]\n\n")
+    return HTTP.Response(200, headers={"content-type": "text/event-stream"}, content=events)
+
+
+def test_injected_usage_sent_beside_choices_is_read_and_hidden_from_the_caller(
+    instrument: Any, telemetry: Telemetry
+) -> None:
+    from openai.resources.chat.completions import Completions
+
+    plain_create = Completions.create
+    instrument()
+    client = openai.OpenAI(
+        base_url="http://compatible.invalid/v1",
+        api_key=API_KEY,
+        max_retries=0,
+        http_client=HTTP.Client(transport=HTTP.MockTransport(_usage_beside_choices)),
+    )
+    request: dict[str, Any] = {"model": "gpt-4o-mini", "messages": MESSAGES, "stream": True}
+    plain = [c.to_dict() for c in plain_create(client.chat.completions, **request)]
+    traced = list(client.chat.completions.create(**request))
+    assert [c.to_dict() for c in traced] == plain
+    assert traced[-1].usage is None
+    attributes = telemetry.span().attributes or {}
+    assert attributes["gen_ai.usage.input_tokens"] == 9
+    assert attributes["gen_ai.usage.output_tokens"] == 2
+    assert attributes["openai_usage.usage.source"] == "response"
+    client.close()

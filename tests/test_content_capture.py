@@ -445,3 +445,76 @@ def test_bounded_json_cuts_content_never_the_strings_of_the_shape() -> None:
     assert bounded_json(small, 500) == '{"a":"b"}'
     cut = json.loads(bounded_json({"content": "é" * 1000, "role": "r" * 50}, 100))
     assert cut["role"] == "r" * 50 and cut["content"].endswith("…")
+
+
+def _two_choices(script: list[list[dict[str, Any]]]) -> Any:
+    """A transport answering n=2 streams with the given choices, one list per chunk."""
+    from .conftest import HTTP
+
+    def handler(request: Any) -> Any:
+        base = {"id": "chatcmpl-n2", "object": "chat.completion.chunk", "created": 1,
+                "model": "gpt-4o-mini"}  # fmt: skip
+        events = [f"data: {json.dumps({**base, 'choices': c})}\n\n".encode() for c in script]
+        events.append(b"data: [DONE]\n\n")
+        return HTTP.Response(200, headers={"content-type": "text/event-stream"}, content=events)
+
+    return HTTP.MockTransport(handler)
+
+
+def _choice(index: int, content: str | None, finish: str | None = None) -> dict[str, Any]:
+    delta = {} if content is None else {"content": content}
+    return {"index": index, "delta": delta, "finish_reason": finish}
+
+
+@pytest.mark.parametrize(
+    ("script", "read", "expected"),
+    [
+        (  # choice 1 finished first, the stream was closed before choice 0 did
+            [[_choice(0, "Zero ")], [_choice(1, "One")], [_choice(1, None, "stop")],
+             [_choice(0, "more")], [_choice(0, None, "length")]],
+            3,
+            [("Zero ", "unknown"), ("One", "stop")],
+        ),
+        (  # choice 0 said nothing and finished; choice 1 said "Hi"
+            [[_choice(0, "")], [_choice(1, "Hi")], [_choice(0, None, "length")],
+             [_choice(1, None, "stop")]],
+            None,
+            [("", "length"), ("Hi", "stop")],
+        ),
+    ],
+)  # fmt: skip
+def test_captured_stream_output_pairs_each_choice_with_its_own_finish_reason(
+    capture: Any,
+    telemetry: Telemetry,
+    script: list[list[dict[str, Any]]],
+    read: int | None,
+    expected: list[tuple[str, str]],
+) -> None:
+    import openai
+
+    from .conftest import HTTP
+
+    capture(capture_message_content="SPAN_ONLY")
+    client = openai.OpenAI(
+        base_url="http://n2.invalid/v1",
+        api_key=API_KEY,
+        max_retries=0,
+        http_client=HTTP.Client(transport=_two_choices(script)),
+    )
+    stream = client.chat.completions.create(
+        model="gpt-4o-mini", messages=MESSAGES, n=2, stream=True
+    )
+    for position, _ in enumerate(stream, 1):
+        if position == read:
+            break
+    stream.close()
+    messages = json.loads((telemetry.span().attributes or {})[OUTPUT])
+    got = [
+        (
+            "".join(p.get("content", "") for p in m["parts"] if p["type"] == "text"),
+            m["finish_reason"],
+        )
+        for m in messages
+    ]
+    assert got == expected
+    client.close()

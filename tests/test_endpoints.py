@@ -4,6 +4,7 @@ deployments and the module-level client. Through the real SDK against the local 
 
 from __future__ import annotations
 
+import gc
 import logging
 import time
 from typing import Any
@@ -166,6 +167,95 @@ async def test_async_chat_parse_is_traced_with_usage(
     assert isinstance(result.choices[0].message.parsed, Answer)
     attributes = dict(telemetry.span().attributes or {})
     assert attributes["gen_ai.usage.output_tokens"] == result.usage.completion_tokens
+
+
+def _cut_off(request: Any) -> Any:
+    """A reply that hit `max_tokens`: billed in full, but `parse()` cannot use it."""
+    body = {
+        "id": "chatcmpl-cut", "object": "chat.completion", "created": 1, "model": "gpt-4o-mini",
+        "choices": [{"index": 0, "finish_reason": "length", "logprobs": None,
+                     "message": {"role": "assistant", "content": '{"answer": "tw'}}],
+        "usage": {"prompt_tokens": 40, "completion_tokens": 100, "total_tokens": 140},
+    }  # fmt: skip
+    return HTTP.Response(200, json=body)
+
+
+@needs_parse
+@pytest.mark.parametrize("kind", ["sync", "async"])
+async def test_a_parse_the_sdk_fails_after_the_reply_keeps_the_billed_usage(
+    instrumented: Any, telemetry: Telemetry, kind: str
+) -> None:
+    request: dict[str, Any] = {"model": "gpt-4o-mini", "messages": MESSAGES}
+    request["response_format"] = Answer
+    options: dict[str, Any] = {"base_url": "http://cut.invalid/v1", "api_key": API_KEY}
+    options["max_retries"] = 0
+    if kind == "sync":
+        client: Any = openai.OpenAI(
+            http_client=HTTP.Client(transport=HTTP.MockTransport(_cut_off)), **options
+        )
+        with pytest.raises(openai.LengthFinishReasonError) as raised:
+            client.chat.completions.parse(**request)
+    else:
+        client = openai.AsyncOpenAI(
+            http_client=HTTP.AsyncClient(transport=HTTP.MockTransport(_cut_off)), **options
+        )
+        with pytest.raises(openai.LengthFinishReasonError) as raised:
+            await client.chat.completions.parse(**request)
+    assert raised.value.completion.usage.completion_tokens == 100  # the SDK's own exception
+    span = telemetry.span()
+    attributes = dict(span.attributes or {})
+    assert span.status.status_code is StatusCode.ERROR
+    assert attributes["error.type"] == "LengthFinishReasonError"
+    assert attributes["gen_ai.usage.input_tokens"] == 40
+    assert attributes["gen_ai.usage.output_tokens"] == 100
+    assert attributes["gen_ai.response.finish_reasons"] == ("length",)
+    assert attributes["openai_usage.usage.source"] == "response"
+    points = telemetry.points("gen_ai.client.token.usage")
+    assert sorted(p.sum for p in points) == [40, 100]
+
+
+needs_beta_parse = pytest.mark.skipif(
+    not hasattr(openai.resources.beta, "chat"),
+    reason="beta.chat.completions.parse is in openai 1.40 to 1.91 only",
+)
+
+
+@needs_beta_parse
+def test_beta_chat_parse_of_older_sdks_is_traced_with_usage(
+    instrumented: Any, telemetry: Telemetry, client: openai.OpenAI
+) -> None:
+    result = client.beta.chat.completions.parse(  # type: ignore[attr-defined,unused-ignore]
+        model="gpt-4o-mini", messages=MESSAGES, response_format=Answer, extra_headers=JSON_REPLY
+    )
+    attributes = dict(telemetry.span().attributes or {})
+    assert attributes["gen_ai.usage.input_tokens"] == result.usage.prompt_tokens
+    assert attributes["openai_usage.usage.source"] == "response"
+
+
+needs_beta_responses = pytest.mark.skipif(
+    not hasattr(getattr(openai.resources, "beta", None), "responses"),
+    reason="beta.responses arrived in openai 3",
+)
+
+
+@needs_beta_responses
+@pytest.mark.parametrize("stream", [False, True])
+def test_beta_responses_create_is_traced_with_usage(
+    instrumented: Any, telemetry: Telemetry, client: openai.OpenAI, stream: bool
+) -> None:
+    result = client.beta.responses.create(  # type: ignore[attr-defined,unused-ignore]
+        model="gpt-4o-mini", input="hi", stream=stream
+    )
+    if stream:
+        events = list(result)
+        usage = events[-1].response.usage
+    else:
+        usage = result.usage
+    attributes = dict(telemetry.span().attributes or {})
+    assert attributes["gen_ai.operation.name"] == "chat"
+    assert attributes["gen_ai.usage.input_tokens"] == usage.input_tokens
+    assert attributes["gen_ai.usage.output_tokens"] == usage.output_tokens
+    assert attributes["openai_usage.usage.source"] == "response"
 
 
 # -- Azure deployments and the module-level client ------------------------------------------
@@ -534,6 +624,21 @@ def test_a_raw_stream_collected_unread_ends_as_abandoned_when_it_was_returned(
     span = telemetry.span()
     assert (span.attributes or {})["openai_usage.stream.outcome"] == "abandoned"
     assert span.end_time is not None and span.end_time <= returned_ns
+
+
+def test_a_raw_stream_the_caller_drops_is_ended_without_waiting_for_a_collection(
+    instrumented: Any, telemetry: Telemetry, client: openai.OpenAI
+) -> None:
+    gc.disable()
+    try:
+        client.chat.completions.with_raw_response.create(
+            model="gpt-4o-mini", messages=MESSAGES, stream=True
+        )  # dropped at once
+        spans = telemetry.spans()
+    finally:
+        gc.enable()
+    assert len(spans) == 1
+    assert (spans[0].attributes or {})["openai_usage.stream.outcome"] == "abandoned"
 
 
 def test_streamed_raw_response_never_parsed_still_ends_its_span(

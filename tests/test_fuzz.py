@@ -30,6 +30,7 @@ from openai.resources.chat.completions import Completions
 from opentelemetry.exporter.otlp.proto.common.metrics_encoder import encode_metrics
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 
+from opentelemetry.instrumentation.openai_usage import streams
 from opentelemetry.instrumentation.openai_usage.accumulators import ChatStreamAccumulator
 from opentelemetry.instrumentation.openai_usage.tally import CompletionTally
 from opentelemetry.instrumentation.openai_usage.telemetry import usage_attributes
@@ -262,6 +263,81 @@ def test_the_chat_accumulator_takes_any_chunks_and_reports_only_valid_usage(
     if not last_usage:
         assert facts.usage is None
     assert facts.model is None or len(facts.model) <= 256
+
+
+# The chunk nearly every chat stream is made of, the one the watcher's fast path takes.
+common_chunks = st.fixed_dictionaries(
+    {
+        "id": st.just("chatcmpl-fuzz"),
+        "object": st.just("chat.completion.chunk"),
+        "created": st.just(1_747_000_000),
+        "model": st.just("gpt-4o-mini-2024-07-18"),
+        "choices": st.lists(
+            fields(
+                {"index": st.sampled_from([0, 0, 0, 1]), "delta": fields({"content": texts}, {})},
+                {
+                    "finish_reason": st.one_of(st.none(), st.just("stop")),
+                    "logprobs": st.none(),
+                },
+            ),
+            min_size=1,
+            max_size=2,
+        ),
+    },
+    optional={"usage": st.one_of(st.none(), usage_dicts)},
+)
+
+
+def sdk_chunk(raw: Any) -> Any:
+    """A chunk as the SDK's stream makes it from the server's JSON (not validated)."""
+    from openai._models import construct_type
+    from openai.types.chat import ChatCompletionChunk
+
+    return construct_type(type_=ChatCompletionChunk, value=raw)
+
+
+def watched(raw_chunks: list[Any], fast: bool, injected: bool, estimating: bool) -> Any:
+    """What `_watch` hands on and leaves behind, with or without its fast path."""
+    ended: list[dict[str, Any]] = []
+    invocation = SimpleNamespace(
+        settings=SimpleNamespace(chunk_timing="per_stream"),
+        ended=False,
+        end=lambda facts, error, **kw: ended.append({"facts": facts, "error": error, **kw}),
+    )
+    accumulator = ChatStreamAccumulator(CompletionTally() if estimating else None)
+    state = streams.StreamState(invocation, accumulator, injected)  # type: ignore[arg-type]
+    assert state.fast
+    state.fast = fast
+    if injected:  # as the server answers a request with include_usage
+        raw_chunks = [
+            {"usage": None, **raw} if isinstance(raw, dict) else raw for raw in raw_chunks
+        ]
+    objects = [sdk_chunk(raw) for raw in raw_chunks]
+    seen = list(streams._watch(iter(objects), state))
+    (end,) = ended
+    facts = end["facts"]
+    tally = facts.tally
+    return {
+        "seen": [objects.index(chunk) for chunk in seen],
+        "dumps": [chunk.model_dump(exclude_unset=True, warnings=False) for chunk in seen],
+        "facts": (facts.response_id, facts.model, facts.finish_reasons, facts.usage),
+        "tally": None if tally is None else repr(tally.choices),
+        "chunks": end["chunk_count"],
+        "timed": end["first_chunk_perf"] is not None,
+    }
+
+
+@FAST
+@given(
+    stream=st.lists(st.one_of(common_chunks, common_chunks, common_chunks, chunks), max_size=8),
+    injected=st.booleans(),
+    estimating=st.booleans(),
+)
+def test_the_watchers_fast_path_has_the_effect_of_the_careful_one(
+    stream: list[Any], injected: bool, estimating: bool
+) -> None:
+    careful = watched(stream, fast=False, injected=injected, estimating=estimating)
+    assert watched(stream, fast=True, injected=injected, estimating=estimating) == careful
 
 
 # -- (b) through the SDK's stream -------------------------------------------------------------

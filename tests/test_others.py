@@ -32,13 +32,8 @@ def test_no_other_instrumentation_no_warning(
     assert warnings_about_others(caplog) == []
 
 
-def test_another_instrumentation_registered_for_auto_instrumentation_is_named(
-    instrument: Any,
-    caplog: pytest.LogCaptureFixture,
-    monkeypatch: pytest.MonkeyPatch,
-    tmp_path: Path,
-) -> None:
-    # An installed distribution, as pip leaves it, registering the entry point `openai`.
+def _install_other(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An installed distribution, as pip leaves it, registering the entry point `openai`."""
     dist_info = tmp_path / "opentelemetry_instrumentation_openai_v2-2.1b0.dist-info"
     dist_info.mkdir()
     (dist_info / "METADATA").write_text(
@@ -48,12 +43,38 @@ def test_another_instrumentation_registered_for_auto_instrumentation_is_named(
         "[opentelemetry_instrumentor]\nopenai = opentelemetry.instrumentation.openai_v2:X\n"
     )
     monkeypatch.syspath_prepend(str(tmp_path))
+
+
+def test_another_instrumentation_registered_for_auto_instrumentation_is_named(
+    instrument: Any,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    _install_other(tmp_path, monkeypatch)
+    monkeypatch.delenv("OTEL_PYTHON_DISABLED_INSTRUMENTATIONS", raising=False)
     with caplog.at_level(logging.WARNING, logger=LOGGER):
         instrument()
     (warning,) = warnings_about_others(caplog)
     assert "opentelemetry-instrumentation-openai-v2" in warning
     assert "OTEL_PYTHON_DISABLED_INSTRUMENTATIONS=openai" in warning
     assert "openai_usage" in warning
+    assert "Run under opentelemetry-instrument" in warning  # installed is not active
+
+
+@pytest.mark.parametrize("disabled", ["openai", " openai_usage_other , openai "])
+def test_no_warning_once_the_other_is_disabled_as_the_warning_advises(
+    instrument: Any,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    disabled: str,
+) -> None:
+    _install_other(tmp_path, monkeypatch)
+    monkeypatch.setenv("OTEL_PYTHON_DISABLED_INSTRUMENTATIONS", disabled)
+    with caplog.at_level(logging.WARNING, logger=LOGGER):
+        instrument()
+    assert warnings_about_others(caplog) == []
 
 
 def _other_wrapper(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:

@@ -86,13 +86,16 @@ def test_wheel_metadata_names_license_classifiers_urls_and_the_version(dist: Pat
     assert any(n.endswith("LICENSE") for n in licenses)
 
 
-def test_sdist_holds_sources_tests_and_docs_but_no_local_state(dist: Path) -> None:
+def test_sdist_holds_sources_tests_and_what_they_read_but_no_local_state(dist: Path) -> None:
     (sdist,) = dist.glob("*.tar.gz")
     with tarfile.open(sdist) as archive:
         names = [n.split("/", 1)[1] for n in archive.getnames() if "/" in n]
     for needed in ("pyproject.toml", "README.md", "CHANGELOG.md", "LICENSE",
                    f"src/{PACKAGE}/__init__.py", f"src/{PACKAGE}/py.typed",
-                   "tests/conftest.py"):  # fmt: skip
+                   "tests/conftest.py",
+                   # read by tests (test_examples, test_bytecodes_benchmark) and the README
+                   "examples/demo.sh", "examples/app.py", "benchmarks/bytecodes.py",
+                   "benchmarks/overhead.py"):  # fmt: skip
         assert needed in names, needed
     assert not [n for n in names if n.startswith((".venv", ".git/", "dist/"))]
     assert not [n for n in names if n.endswith(".pyc") or "__pycache__" in n]

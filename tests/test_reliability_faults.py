@@ -447,7 +447,11 @@ def worker_main(
         extra_headers={"x-mock-chunks": str(ABANDONED_CHUNKS)},
     )
     abandoned_id = next(stream).id
-    del stream
+    # Kept in a reference cycle, so that only the collector frees it: the stream is then
+    # ended on the worker's own finisher thread (one dropped plainly is ended in place).
+    cycle: list[Any] = [stream]
+    cycle.append(cycle)
+    del stream, cycle
     gc.collect()
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline and len(exporter.get_finished_spans()) < len(seen) + 1:

@@ -245,6 +245,60 @@ def test_a_token_from_an_azure_ad_token_provider_is_scrubbed_from_error_texts(
     client.close()
 
 
+def echo_everything_handler(request: Any) -> Any:
+    """A gateway that refuses the call and echoes its URL and every header, bare."""
+    headers = ", ".join(f"{name}={value}" for name, value in request.headers.items())
+    message = f"Refused {request.url} with headers {headers}"
+    body = {"error": {"message": message, "type": "invalid_request_error", "code": "refused"}}
+    return HTTP.Response(400, json=body)
+
+
+GATEWAY_SECRETS = {
+    "query key": "qkey-SECRET-1122334455",
+    "query sig": "qsig-SECRET-5544332211",
+    "subscription key": "apim-SECRET-6677889900",
+    "x-api-key": "xkey-SECRET-0099887766",
+    "per-request token": "tok-SECRET-1357924680",
+}
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_gateway_credentials_in_query_parameters_and_key_headers_are_scrubbed(
+    instrument: Any, telemetry: Telemetry, stream: bool
+) -> None:
+    # Azure API Management's `Ocp-Apim-Subscription-Key`, a gateway's `?key=` or `?sig=`:
+    # the call's credentials as much as an `Authorization` header, echoed bare by an error.
+    instrument()
+    secret = GATEWAY_SECRETS
+    client = openai.OpenAI(
+        base_url="http://gateway.invalid/v1",
+        api_key=API_KEY,
+        max_retries=0,
+        default_query={"key": secret["query key"]},
+        default_headers={
+            "Ocp-Apim-Subscription-Key": secret["subscription key"],
+            "x-api-key": secret["x-api-key"],
+        },
+        http_client=HTTP.Client(transport=HTTP.MockTransport(echo_everything_handler)),
+    )
+    with pytest.raises(openai.BadRequestError) as raised:
+        client.chat.completions.create(
+            model="gpt-4o-mini",
+            messages=MESSAGES,
+            stream=stream,
+            extra_query={"sig": secret["query sig"]},
+            extra_headers={"x-custom-token": secret["per-request token"]},
+        )
+    for value in secret.values():
+        assert value in str(raised.value)  # the caller's own exception is unchanged
+    text = telemetry.span().to_json()
+    assert "Refused" in text and "[REDACTED]" in text
+    for value in secret.values():
+        assert value not in text
+    assert MARKER not in text
+    client.close()
+
+
 # -- content a server's error quotes ------------------------------------------------------------
 
 # Quoted by the server through repr(): the line breaks and the quote come back escaped.

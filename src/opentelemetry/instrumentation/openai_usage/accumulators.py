@@ -24,6 +24,9 @@ class ResponseFacts:
     response_id: str | None = None
     model: str | None = None
     finish_reasons: list[str] = field(default_factory=list)
+    # A stream's finish reasons by choice index (choices may finish in any order, and
+    # some never do before it ends); None when not known by index.
+    finish_by_choice: dict[int, str] | None = None
     system_fingerprint: str | None = None
     service_tier: str | None = None
     usage: Usage | None = None
@@ -96,7 +99,7 @@ def facts_from_completion(response: Any) -> ResponseFacts:
 # Choice 0's content pieces are kept in a plain list and handed to the tally in
 # batches this long: one `list.append` per chunk, not a chain of calls. Short, so that
 # what is held beyond the tally's cap stays small even for a server's huge pieces.
-_TEXT_BATCH = 64
+TEXT_BATCH = 64
 
 
 def facts_from_embeddings(response: Any) -> ResponseFacts:
@@ -175,8 +178,8 @@ class ChatStreamAccumulator:
                     content = delta.content
                     if content and not choice.index and not delta.tool_calls:
                         text.append(content)
-                        if len(text) >= _TEXT_BATCH:
-                            self._hand_over_text()
+                        if len(text) >= TEXT_BATCH:
+                            self.hand_over_text()
                     elif (
                         choice.index
                         or delta.tool_calls
@@ -193,7 +196,7 @@ class ChatStreamAccumulator:
         index = choice.index
         self.finish_reasons[index if isinstance(index, int) else 0] = _reason(choice.finish_reason)
 
-    def _hand_over_text(self) -> None:
+    def hand_over_text(self) -> None:
         if self.tally is None or not self.text:
             return
         try:
@@ -208,7 +211,7 @@ class ChatStreamAccumulator:
     def _collect(self, choice: Any) -> None:
         """A chunk off the common path: other choices, tool calls, refusals."""
         if self.tally is not None:
-            self._hand_over_text()  # keep choice 0's text in order
+            self.hand_over_text()  # keep choice 0's text in order
             self.tally.add_chat_delta(getattr(choice, "index", 0), getattr(choice, "delta", None))
 
     def _odd_choice(self, choice: Any) -> None:
@@ -230,11 +233,12 @@ class ChatStreamAccumulator:
             self.service_tier = _str(getattr(chunk, "service_tier", None))
 
     def facts(self) -> ResponseFacts:
-        self._hand_over_text()
+        self.hand_over_text()
         return ResponseFacts(
             response_id=self.response_id,
             model=self.model,
             finish_reasons=[self.finish_reasons[i] for i in sorted(self.finish_reasons)],
+            finish_by_choice=dict(self.finish_reasons),
             system_fingerprint=self.system_fingerprint,
             service_tier=self.service_tier,
             usage=usage_from(self.raw_usage),

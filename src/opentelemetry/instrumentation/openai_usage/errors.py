@@ -165,31 +165,48 @@ def _cover_copies(text: str, form: str, index: dict[str, list[int]], covered: by
             done = max(done, f)
 
 
-_CREDENTIAL_HEADERS = ("authorization", "api-key")
+# Header or query parameter names whose values are credentials: `Authorization`,
+# `api-key`, and the other usual ones (`x-api-key`, `Ocp-Apim-Subscription-Key` of Azure API
+# Management, a `key`/`token`/`sig` query parameter of a gateway...). Matched loosely:
+# scrubbing a value that was no secret costs nothing.
+_CREDENTIAL_NAMES = frozenset({"authorization", "code", "key", "sig", "signature", "token"})
+_CREDENTIAL_PARTS = ("auth", "key", "token", "secret", "password", "credential", "signature")
 
 
-def credentials_in(headers: Any) -> list[str]:
-    """The `Authorization` / `api-key` values among some headers, and a bearer's token."""
+def _is_credential(name: Any) -> bool:
+    lowered = str(name).lower()
+    return lowered in _CREDENTIAL_NAMES or any(part in lowered for part in _CREDENTIAL_PARTS)
+
+
+def credentials_in(pairs: Any) -> list[str]:
+    """The credential values among some headers or query parameters (a mapping or
+    `httpx` headers / query params), and a bearer's token."""
     values: list[str] = []
     try:
-        items = headers.items() if headers else ()
+        items = pairs.multi_items() if hasattr(pairs, "multi_items") else pairs.items()
     except Exception:
         return values
-    for name, value in items:
-        if isinstance(value, str) and str(name).lower() in _CREDENTIAL_HEADERS:
-            values.append(value)
-            scheme, _, token = value.partition(" ")
-            if token and scheme.lower() == "bearer":
-                values.append(token.strip())
+    try:
+        for name, value in items:
+            if isinstance(value, str) and _is_credential(name):
+                values.append(value)
+                scheme, _, token = value.partition(" ")
+                if token and scheme.lower() == "bearer":
+                    values.append(token.strip())
+    except Exception:  # an odd mapping: what was found so far
+        pass
     return values
 
 
 def _sent_credentials(exc: BaseException) -> list[str]:
-    """The credentials of the request the SDK really sent, as the error holds it."""
+    """The credentials of the request the SDK really sent, as the error holds it: its
+    headers and its URL's query parameters."""
     request = getattr(exc, "request", None)
     if request is None:
         request = getattr(getattr(exc, "response", None), "request", None)
-    return credentials_in(getattr(request, "headers", None))
+    values = credentials_in(getattr(request, "headers", None))
+    values.extend(credentials_in(getattr(getattr(request, "url", None), "params", None)))
+    return values
 
 
 def error_type(exc: BaseException) -> str:

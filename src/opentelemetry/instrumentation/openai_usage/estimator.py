@@ -10,6 +10,7 @@ for it: the caller never waits, and the span still ends at its own end time.
 
 from __future__ import annotations
 
+import gc
 import os
 import queue
 import threading
@@ -124,6 +125,10 @@ class _Finisher:
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self.exiting = False
+        # Between a garbage collection's start and stop (`gc.callbacks`): finalizers run
+        # then may have interrupted any code, holding any lock.
+        self.collecting = False
+        self._watching_gc = False
 
     def after_fork_in_child(self) -> None:
         """A forked child starts afresh: its first stream starts a thread of its own.
@@ -148,20 +153,30 @@ class _Finisher:
             return
         self._queue.put(job)
 
-    def submit_from_gc(self, job: Callable[[float], None]) -> None:
-        """From a garbage-collection callback: queue only; no lock, no thread start.
+    def submit_from_finalizer(self, job: Callable[[float], None]) -> None:
+        """From a finalizer (a stream proxy freed unfinished): in place, unless inside a
+        garbage collection; there, queue only: no lock, no thread start.
 
-        If no thread runs yet (a forked child before its first call), the job waits for
-        the next `ensure_started()` or for `drain()` at exit.
+        A proxy freed because the caller dropped it (a function returned, `del`) is
+        ended right there, like a `close()`, so a `force_flush()` or `shutdown()` of the
+        caller's provider right after exports it. Only one freed by the cycle collector
+        is handed to the thread. If no thread runs yet (a forked child before its first
+        call), the job waits for the next `ensure_started()` or for `drain()` at exit.
         """
-        if self.exiting:
-            _run_job(job, EXIT_WAIT_S)  # the exit hook, not a collection: safe in place
+        if self.exiting or not self.collecting:
+            _run_job(job, EXIT_WAIT_S)  # the exit hook, or an ordinary drop: safe in place
             return
         self._queue.put(job)
 
     def ensure_started(self) -> None:
         """Called on ordinary code paths (instrument, each stream) so the thread runs."""
+        if not self._watching_gc:
+            self._watching_gc = True
+            gc.callbacks.append(self._gc_phase)
         self._started()
+
+    def _gc_phase(self, phase: str, info: dict[str, int]) -> None:
+        self.collecting = phase == "start"
 
     def _started(self) -> bool:
         with self._lock:

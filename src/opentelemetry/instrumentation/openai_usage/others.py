@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
 from importlib import metadata
 from typing import Any
 
@@ -46,11 +47,19 @@ def _wrapped_by() -> str | None:
     return None if origin.startswith("opentelemetry.instrumentation.openai_usage") else origin
 
 
+def _disabled() -> set[str]:
+    """Entry point names `opentelemetry-instrument` skips (its own variable, as it reads it)."""
+    value = os.environ.get("OTEL_PYTHON_DISABLED_INSTRUMENTATIONS", "")
+    return {name.strip() for name in value.split(",") if name.strip()}
+
+
 def _registered() -> list[str]:
-    """Other installed distributions registering an OpenAI auto-instrumentation."""
+    """Other installed distributions registering an OpenAI auto-instrumentation that
+    `opentelemetry-instrument` would load (not one the user disabled there)."""
     found = []
+    disabled = _disabled()
     for entry_point in metadata.entry_points(group=GROUP):
-        if entry_point.name in OTHER_NAMES:
+        if entry_point.name in OTHER_NAMES and entry_point.name not in disabled:
             dist = getattr(entry_point, "dist", None)
             name = getattr(dist, "name", None) or entry_point.value
             found.append(f"{name} (entry point '{entry_point.name}')")
@@ -59,21 +68,25 @@ def _registered() -> list[str]:
 
 def warn_about_others() -> str | None:
     """Log one warning naming any other active or registered OpenAI instrumentation."""
-    parts = []
     active = _wrapped_by()
-    if active:
-        parts.append(f"the OpenAI SDK is already instrumented by {active}")
     registered = _registered()
-    if registered:
-        parts.append("installed for auto-instrumentation: " + ", ".join(registered))
-    if not parts:
+    if active:
+        message = (
+            f"Another OpenAI instrumentation is active: the OpenAI SDK is already "
+            f"instrumented by {active}. Both record every call and count its tokens twice. "
+            "Keep one: with opentelemetry-instrument, set "
+            "OTEL_PYTHON_DISABLED_INSTRUMENTATIONS=openai "
+            f"(or ={OUR_NAME} to disable this one); in code, uninstrument() one of them."
+        )
+    elif registered:
+        message = (
+            "Another OpenAI instrumentation is installed for auto-instrumentation: "
+            + ", ".join(registered)
+            + ". Run under opentelemetry-instrument, both would record every call and count "
+            "its tokens twice: set OTEL_PYTHON_DISABLED_INSTRUMENTATIONS=openai (or "
+            f"={OUR_NAME} to disable this one)."
+        )
+    else:
         return None
-    message = (
-        "Another OpenAI instrumentation is present ("
-        + "; ".join(parts)
-        + "). Both would record every call and count its tokens twice. Keep one: with "
-        "opentelemetry-instrument, set OTEL_PYTHON_DISABLED_INSTRUMENTATIONS=openai "
-        f"(or ={OUR_NAME} to disable this one); in code, uninstrument() one of them."
-    )
     logger.warning(message)
     return message

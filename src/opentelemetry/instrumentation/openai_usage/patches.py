@@ -53,7 +53,7 @@ _SYNC_AND_ASYNC = (("Completions", False), ("AsyncCompletions", True))
 ENDPOINTS: tuple[Endpoint, ...] = (
     tuple(
         Endpoint(
-            module=_CHAT_MODULE,
+            module=module,
             method=f"{cls}.{method}",
             is_async=is_async,
             operation="chat",
@@ -63,8 +63,13 @@ ENDPOINTS: tuple[Endpoint, ...] = (
             accumulator=ChatStreamAccumulator,
             injects_usage=method == "create",
         )
-        # `parse` posts by itself (it does not call `create`) and never streams.
-        for method in ("create", "parse")
+        # `parse` posts by itself (it does not call `create`) and never streams. Before
+        # openai 1.92 it was `beta.chat.completions.parse`, posting by itself too.
+        for module, method in (
+            (_CHAT_MODULE, "create"),
+            (_CHAT_MODULE, "parse"),
+            ("openai.resources.beta.chat.completions", "parse"),
+        )
         for cls, is_async in _SYNC_AND_ASYNC
     )
     + tuple(
@@ -97,7 +102,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
     )
 ) + tuple(
     Endpoint(  # `stream()` calls `create`; `parse` posts by itself
-        module="openai.resources.responses.responses",
+        module=module,
         method=f"{cls}.{method}",
         is_async=is_async,
         operation="chat",
@@ -108,7 +113,12 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         injects_usage=False,  # a Responses stream always ends with its usage
         estimate_as="responses",
     )
-    for method in ("create", "parse")
+    # openai 3.x's `beta.responses.create` is a class of its own, posting by itself.
+    for module, method in (
+        ("openai.resources.responses.responses", "create"),
+        ("openai.resources.responses.responses", "parse"),
+        ("openai.resources.beta.responses.responses", "create"),
+    )
     for cls, is_async in (("Responses", False), ("AsyncResponses", True))
 )
 

@@ -61,10 +61,10 @@ class RawState:
 
 
 def _collected(raw: RawState) -> None:
-    """Collected before the caller read or closed it: end the span on the finisher thread
-    (a collection may interrupt a lock that ending a span needs; see `streams._collected`)."""
+    """Freed before the caller read or closed it: end the span, in place or, inside a
+    garbage collection, on the finisher thread (see `streams._collected`)."""
     if raw.open():  # most were read, closed or handed over: nothing to hand over
-        FINISHER.submit_from_gc(lambda _wait_s: raw.abandon())
+        FINISHER.submit_from_finalizer(lambda _wait_s: raw.abandon())
 
 
 class _RawProxyBase(wrapt.ObjectProxy):  # type: ignore[misc,type-arg,unused-ignore]

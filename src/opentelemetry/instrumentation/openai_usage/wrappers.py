@@ -19,6 +19,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 
 from . import telemetry as t
+from .accumulators import ResponseFacts
 from .capture import Capture
 from .config import Settings
 from .errors import credentials_in, internal_error
@@ -97,13 +98,20 @@ class Call:
 
 def _secrets(client: Any, kwargs: dict[str, Any]) -> tuple[str, ...]:
     """The call's credentials, to scrub from any error text we record: the client's, and
-    any `Authorization` / `api-key` header set on the client or for this request (an
-    error body may echo them bare, where no key-shaped pattern would catch them). What
+    any credential header or query parameter (`Authorization`, `api-key`, a gateway's
+    `key=`...) set on the client or for this request (an error body may echo them bare,
+    where no key-shaped pattern would catch them). What
     the SDK sent (a token an `azure_ad_token_provider` made for this request) is read
     from the error itself, in `record_error`."""
     values = [getattr(client, name, None) for name in ("api_key", "_azure_ad_token")]
-    for headers in (getattr(client, "_custom_headers", None), kwargs.get("extra_headers")):
-        values.extend(credentials_in(headers))
+    for pairs in (
+        getattr(client, "_custom_headers", None),
+        kwargs.get("extra_headers"),
+        getattr(client, "_custom_query", None),
+        kwargs.get("extra_query"),
+    ):
+        if pairs:
+            values.extend(credentials_in(pairs))
     return tuple(v for v in values if isinstance(v, str) and v)
 
 
@@ -269,12 +277,30 @@ def _attach(call: Call) -> object | None:
         return None
 
 
-def _detach(token: object | None) -> None:
-    if token is not None:
-        try:
+def _error_facts(endpoint: Endpoint, exc: BaseException) -> ResponseFacts | None:
+    """What a call that raised after its reply arrived still tells: `parse()`'s
+    `LengthFinishReasonError` and `ContentFilterFinishReasonError` hold the completion,
+    usage and all, that the server billed."""
+    completion = getattr(exc, "completion", None)
+    if completion is None:
+        return None
+    try:
+        return endpoint.facts(completion)
+    except Exception as internal:
+        internal_error("reading a failed call's completion", internal)
+        return None
+
+
+def _detach(token: object | None, previous: otel_context.Context) -> None:
+    try:
+        if token is not None:
             otel_context.detach(token)  # type: ignore[arg-type]
-        except Exception as exc:
-            internal_error("deactivating a span", exc)
+        elif otel_context.get_current() is not previous:
+            # An interrupt (Ctrl-C, a signal handler's exit) landed between attaching and
+            # our receiving the token: put the caller's context back all the same.
+            otel_context.attach(previous)
+    except Exception as exc:
+        internal_error("deactivating a span", exc)
 
 
 def _retry_without_injection(runtime: Runtime, call: Call, exc: BaseException) -> bool:
@@ -325,15 +351,20 @@ def sync_wrapper(runtime: Runtime, endpoint: Endpoint) -> Wrapper:
         call = _safe_start(runtime, endpoint, instance, kwargs)
         if call is None:
             return wrapped(*args, **kwargs)
-        token = _attach(call)
-        try:
+        previous, token = otel_context.get_current(), None
+        try:  # attached inside: an interrupt just after attaching still detaches
+            token = _attach(call)
             result = _send(runtime, call, wrapped, args)
         except BaseException as exc:
-            call.invocation.end(None, exc)
+            call.invocation.end(_error_facts(endpoint, exc), exc)
             raise
         finally:
-            _detach(token)
-        return _safe_finish(runtime, endpoint, call, result)
+            _detach(token, previous)
+        try:
+            return _safe_finish(runtime, endpoint, call, result)
+        except BaseException as exc:  # KeyboardInterrupt, SystemExit: what ends the call
+            call.invocation.end(None, exc)
+            raise
 
     return wrapper
 
@@ -355,14 +386,19 @@ def async_wrapper(runtime: Runtime, endpoint: Endpoint) -> Wrapper:
         call = _safe_start(runtime, endpoint, instance, kwargs)
         if call is None:
             return await wrapped(*args, **kwargs)
-        token = _attach(call)
-        try:
+        previous, token = otel_context.get_current(), None
+        try:  # attached inside: an interrupt just after attaching still detaches
+            token = _attach(call)
             result = await _asend(runtime, call, wrapped, args)
         except BaseException as exc:
-            call.invocation.end(None, exc)
+            call.invocation.end(_error_facts(endpoint, exc), exc)
             raise
         finally:
-            _detach(token)
-        return _safe_finish(runtime, endpoint, call, result)
+            _detach(token, previous)
+        try:
+            return _safe_finish(runtime, endpoint, call, result)
+        except BaseException as exc:  # KeyboardInterrupt, SystemExit: what ends the call
+            call.invocation.end(None, exc)
+            raise
 
     return wrapper
