@@ -688,3 +688,34 @@ def test_an_interrupt_around_the_sdk_call_ends_the_span_and_restores_the_callers
     assert span.end_time is not None
     assert span.status.status_code is StatusCode.ERROR
     assert (span.attributes or {})["error.type"] == "KeyboardInterrupt"
+
+
+class _Odd(BaseException):
+    """An exception whose `completion` cannot even be read (a BaseException: the SDK lets
+    it through from its transport, as it would a KeyboardInterrupt)."""
+
+    @property
+    def completion(self) -> Any:
+        raise RuntimeError("not this one")
+
+
+def test_an_exception_with_an_unreadable_completion_reaches_the_caller_unchanged(
+    instrument: Any, telemetry: Telemetry
+) -> None:
+    odd = _Odd("the caller's own")
+
+    def handler(request: Any) -> Any:
+        raise odd
+
+    instrument()
+    client = openai.OpenAI(
+        base_url="http://odd.invalid/v1",
+        api_key=API_KEY,
+        max_retries=0,
+        http_client=HTTP.Client(transport=HTTP.MockTransport(handler)),
+    )
+    with pytest.raises(_Odd) as raised:
+        client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+    assert raised.value is odd
+    assert (telemetry.span().attributes or {})["error.type"] == "_Odd"
+    client.close()

@@ -281,11 +281,9 @@ def _error_facts(endpoint: Endpoint, exc: BaseException) -> ResponseFacts | None
     """What a call that raised after its reply arrived still tells: `parse()`'s
     `LengthFinishReasonError` and `ContentFilterFinishReasonError` hold the completion,
     usage and all, that the server billed."""
-    completion = getattr(exc, "completion", None)
-    if completion is None:
-        return None
-    try:
-        return endpoint.facts(completion)
+    try:  # any exception reaches here: a property of its own may raise
+        completion = getattr(exc, "completion", None)
+        return None if completion is None else endpoint.facts(completion)
     except Exception as internal:
         internal_error("reading a failed call's completion", internal)
         return None
