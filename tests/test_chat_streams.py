@@ -224,6 +224,52 @@ async def test_closing_an_async_iterator_of_the_stream_leaves_the_stream_open(
     assert (telemetry.span().attributes or {})["openai_usage.stream.outcome"] == "completed"
 
 
+class _Signal(Exception):
+    """Thrown by a consumer into its relay: the relay's business, not the stream's."""
+
+
+def _relay_thrown_into_after_one(stream: Any) -> list[Any]:
+    def relay() -> Any:
+        yield from stream
+
+    first = relay()
+    next(first)
+    with pytest.raises(_Signal):
+        first.throw(_Signal())
+    return [c.choices[0].delta.content for c in stream]
+
+
+def test_an_exception_thrown_into_an_iterator_of_the_stream_leaves_the_stream_going(
+    instrument: Any, telemetry: Telemetry, client: openai.OpenAI
+) -> None:
+    headers = {"x-mock-chunks": "3"}
+    plain = _relay_thrown_into_after_one(stream_call(client, extra_headers=headers))
+    instrument()
+    stream = stream_call(client, extra_headers=headers)
+    assert _relay_thrown_into_after_one(stream) == plain == ["w1", " w2", " w3", None]
+    attributes = telemetry.span().attributes or {}
+    assert attributes["openai_usage.stream.outcome"] == "completed"
+    assert attributes["openai_usage.usage.source"] == "response"
+
+
+async def test_an_exception_thrown_into_an_async_iterator_leaves_the_stream_going(
+    instrument: Any, telemetry: Telemetry, aclient: openai.AsyncOpenAI
+) -> None:
+    async def read(stream: Any) -> list[Any]:
+        first = stream.__aiter__()
+        await first.__anext__()
+        with pytest.raises(_Signal):
+            await first.athrow(_Signal())
+        return [c.choices[0].delta.content async for c in stream]
+
+    headers = {"x-mock-chunks": "3"}
+    plain = await read(await astream_call(aclient, extra_headers=headers))
+    instrument()
+    assert await read(await astream_call(aclient, extra_headers=headers)) == plain
+    attributes = telemetry.span().attributes or {}
+    assert attributes["openai_usage.stream.outcome"] == "completed"
+
+
 async def test_async_stream_aclose_and_anext_are_what_the_sdk_offers(
     instrument: Any, telemetry: Telemetry, aclient: openai.AsyncOpenAI
 ) -> None:

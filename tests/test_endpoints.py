@@ -232,6 +232,22 @@ def test_beta_chat_parse_of_older_sdks_is_traced_with_usage(
     assert attributes["openai_usage.usage.source"] == "response"
 
 
+def test_a_beta_method_that_calls_create_is_not_patched_over_it() -> None:
+    # openai 1.40 to 1.49's `beta.chat.completions.parse` calls `chat.completions.create`
+    # (traced already): patching it too would make two spans and count the tokens twice.
+    from opentelemetry.instrumentation.openai_usage import _posts
+
+    class Resource:
+        def posts(self) -> Any:
+            return self._post("/chat/completions")  # type: ignore[attr-defined]
+
+        def delegates(self) -> Any:
+            return self._client.chat.completions.create()  # type: ignore[attr-defined]
+
+    assert _posts(Resource.posts)
+    assert not _posts(Resource.delegates)
+
+
 needs_beta_responses = pytest.mark.skipif(
     not hasattr(getattr(openai.resources, "beta", None), "responses"),
     reason="beta.responses arrived in openai 3",

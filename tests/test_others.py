@@ -62,7 +62,7 @@ def test_another_instrumentation_registered_for_auto_instrumentation_is_named(
     assert "Run under opentelemetry-instrument" in warning  # installed is not active
 
 
-@pytest.mark.parametrize("disabled", ["openai", " openai_usage_other , openai "])
+@pytest.mark.parametrize("disabled", ["openai", " openai_usage_other , openai ", "*"])
 def test_no_warning_once_the_other_is_disabled_as_the_warning_advises(
     instrument: Any,
     caplog: pytest.LogCaptureFixture,

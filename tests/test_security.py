@@ -259,6 +259,7 @@ GATEWAY_SECRETS = {
     "subscription key": "apim-SECRET-6677889900",
     "x-api-key": "xkey-SECRET-0099887766",
     "per-request token": "tok-SECRET-1357924680",
+    "session cookie": "sess-SECRET-2468013579",
 }
 
 
@@ -278,6 +279,7 @@ def test_gateway_credentials_in_query_parameters_and_key_headers_are_scrubbed(
         default_headers={
             "Ocp-Apim-Subscription-Key": secret["subscription key"],
             "x-api-key": secret["x-api-key"],
+            "Cookie": f"theme=dark; session={secret['session cookie']}",
         },
         http_client=HTTP.Client(transport=HTTP.MockTransport(echo_everything_handler)),
     )

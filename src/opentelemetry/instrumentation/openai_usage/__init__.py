@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import atexit
 import importlib
+import inspect
 from collections.abc import Collection
 from typing import Any
 
@@ -121,8 +122,11 @@ class OpenAIUsageInstrumentor(BaseInstrumentor):  # type: ignore[misc]
                 module = importlib.import_module(target.module)
             except ModuleNotFoundError:
                 return  # e.g. the Responses API before openai 1.66
-            if not hasattr(getattr(module, cls_name, None), method):
+            function = getattr(getattr(module, cls_name, None), method, None)
+            if function is None:
                 return  # e.g. chat `parse` before 1.92
+            if getattr(target, "only_if_it_posts", False) and not _posts(function):
+                return  # it calls a method we patch: one span, not two
             wrapt.wrap_function_wrapper(target.module, target.method, wrapper)
             self._patched.append(target)
         except Exception as exc:
@@ -140,6 +144,12 @@ class OpenAIUsageInstrumentor(BaseInstrumentor):  # type: ignore[misc]
             except Exception as exc:
                 internal_error(f"unpatching {endpoint.module}.{endpoint.method}", exc)
         self._patched = []
+
+
+def _posts(function: Any) -> bool:
+    """Whether an SDK method sends its request itself (reads `self._post`)."""
+    code = getattr(inspect.unwrap(function), "__code__", None)
+    return code is not None and "_post" in code.co_names
 
 
 def _capture(settings: Settings, kwargs: dict[str, Any]) -> Capture | None:

@@ -170,7 +170,9 @@ def _cover_copies(text: str, form: str, index: dict[str, list[int]], covered: by
 # Management, a `key`/`token`/`sig` query parameter of a gateway...). Matched loosely:
 # scrubbing a value that was no secret costs nothing.
 _CREDENTIAL_NAMES = frozenset({"authorization", "code", "key", "sig", "signature", "token"})
-_CREDENTIAL_PARTS = ("auth", "key", "token", "secret", "password", "credential", "signature")
+_CREDENTIAL_PARTS = (
+    "auth", "key", "token", "secret", "password", "credential", "signature", "cookie", "session",
+)  # fmt: skip
 
 
 def _is_credential(name: Any) -> bool:
@@ -193,6 +195,9 @@ def credentials_in(pairs: Any) -> list[str]:
                 scheme, _, token = value.partition(" ")
                 if token and scheme.lower() == "bearer":
                     values.append(token.strip())
+                if "cookie" in str(name).lower():  # each cookie's value, as echoed alone
+                    for cookie in value.split(";"):
+                        values.append(cookie.partition("=")[2].strip())
     except Exception:  # an odd mapping: what was found so far
         pass
     return values

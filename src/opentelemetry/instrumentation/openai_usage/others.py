@@ -48,7 +48,8 @@ def _wrapped_by() -> str | None:
 
 
 def _disabled() -> set[str]:
-    """Entry point names `opentelemetry-instrument` skips (its own variable, as it reads it)."""
+    """Entry point names `opentelemetry-instrument` skips (its own variable, as it reads it;
+    `*` skips them all)."""
     value = os.environ.get("OTEL_PYTHON_DISABLED_INSTRUMENTATIONS", "")
     return {name.strip() for name in value.split(",") if name.strip()}
 
@@ -59,7 +60,7 @@ def _registered() -> list[str]:
     found = []
     disabled = _disabled()
     for entry_point in metadata.entry_points(group=GROUP):
-        if entry_point.name in OTHER_NAMES and entry_point.name not in disabled:
+        if entry_point.name in OTHER_NAMES and not disabled & {entry_point.name, "*"}:
             dist = getattr(entry_point, "dist", None)
             name = getattr(dist, "name", None) or entry_point.value
             found.append(f"{name} (entry point '{entry_point.name}')")

@@ -42,6 +42,9 @@ class Endpoint:
     injects_usage: bool
     # The counting rules an estimate uses, when not the operation's own.
     estimate_as: str = ""
+    # Patched only where the method sends its request itself (`self._post`): where it
+    # calls another patched method instead, that one's span is the call's only span.
+    only_if_it_posts: bool = False
 
 
 # The chat resource moved from `resources/chat/completions.py` (openai < 1.55)
@@ -62,9 +65,11 @@ ENDPOINTS: tuple[Endpoint, ...] = (
             facts=facts_from_completion,
             accumulator=ChatStreamAccumulator,
             injects_usage=method == "create",
+            only_if_it_posts="beta" in module,
         )
         # `parse` posts by itself (it does not call `create`) and never streams. Before
-        # openai 1.92 it was `beta.chat.completions.parse`, posting by itself too.
+        # openai 1.92 it was `beta.chat.completions.parse`, which posts by itself from
+        # 1.50 on; in 1.40 to 1.49 it calls `create` (traced already).
         for module, method in (
             (_CHAT_MODULE, "create"),
             (_CHAT_MODULE, "parse"),

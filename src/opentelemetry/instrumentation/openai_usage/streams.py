@@ -278,6 +278,13 @@ def common_chunk(chunk: Any, accumulator: Any, injected: bool) -> bool:
     return True
 
 
+def _read_elsewhere(exc: BaseException) -> bool:
+    """The SDK's iterator was being read by another thread (or task) when we asked it."""
+    if isinstance(exc, ValueError):
+        return "already executing" in str(exc)  # a generator
+    return isinstance(exc, RuntimeError) and "already running" in str(exc)  # an async one
+
+
 def _has_first_facts(accumulator: Any) -> bool:
     return getattr(accumulator, "response_id", None) is not None
 
@@ -300,21 +307,27 @@ def _watch(chunks: Iterator[Any], state: StreamState, owner: object = None) -> I
     accumulator = state.accumulator
     fast = state.fast
     injected = state.injected
-    warm = False
+    warm = yielding = False
     try:
         for chunk in chunks:
             now = clock()
             if warm and common_chunk(chunk, accumulator, injected):
                 state.last_perf = now
                 state.count += 1
-                yield chunk
             elif see(chunk, now):
                 warm = fast and state.first_perf is not None and _has_first_facts(accumulator)
-                yield chunk
+            else:
+                continue
+            yielding = True
+            yield chunk
+            yielding = False
     except GeneratorExit:  # this generator is being closed or collected, not the stream
         raise
     except BaseException as exc:
-        state.finish(OUTCOME_ERROR, exc)
+        # Thrown in at our `yield` (`throw()` into a relay), or another thread reading the
+        # same stream: this iterator's end, as with the SDK's own, not the stream's.
+        if not yielding and not _read_elsewhere(exc):
+            state.finish(OUTCOME_ERROR, exc)
         raise
     state.finish(OUTCOME_COMPLETED)
     del owner  # only now: freed unfinished, the proxy would end the span as abandoned
@@ -329,21 +342,27 @@ async def _awatch(
     accumulator = state.accumulator
     fast = state.fast
     injected = state.injected
-    warm = False
+    warm = yielding = False
     try:
         async for chunk in chunks:
             now = clock()
             if warm and common_chunk(chunk, accumulator, injected):
                 state.last_perf = now
                 state.count += 1
-                yield chunk
             elif see(chunk, now):
                 warm = fast and state.first_perf is not None and _has_first_facts(accumulator)
-                yield chunk
+            else:
+                continue
+            yielding = True
+            yield chunk
+            yielding = False
     except GeneratorExit:
         raise
     except BaseException as exc:
-        state.finish(OUTCOME_ERROR, exc)
+        # Thrown in at our `yield` (`throw()` into a relay), or another thread reading the
+        # same stream: this iterator's end, as with the SDK's own, not the stream's.
+        if not yielding and not _read_elsewhere(exc):
+            state.finish(OUTCOME_ERROR, exc)
         raise
     state.finish(OUTCOME_COMPLETED)
     del owner  # only now: freed unfinished, the proxy would end the span as abandoned
