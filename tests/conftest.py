@@ -253,6 +253,20 @@ async def any_aclient(request: pytest.FixtureRequest, server: LocalOpenAIServer)
 OPENAI_MAJOR = int(openai.__version__.split(".")[0])
 # The SDK's HTTP library: httpx2 from openai 3.x on, httpx before.
 HTTP = importlib.import_module("httpx2" if OPENAI_MAJOR >= 3 else "httpx")
+
+
+def served_by(handler: Any, **options: Any) -> openai.OpenAI:
+    """A real `OpenAI` client whose requests an in-process handler answers: for replies the
+    bundled server does not give (a gateway echoing credentials, an odd compatible server)."""
+    return openai.OpenAI(
+        base_url="http://served.invalid/v1",
+        api_key=API_KEY,
+        max_retries=0,
+        http_client=HTTP.Client(transport=HTTP.MockTransport(handler)),
+        **options,
+    )
+
+
 # A connection broken mid-stream: openai 3.x raises APIConnectionError, older
 # releases let the HTTP library's own error through.
 MID_STREAM_CONNECTION_ERRORS: tuple[type[BaseException], ...] = (

@@ -16,7 +16,7 @@ from opentelemetry.trace import StatusCode
 from opentelemetry import trace
 from opentelemetry.instrumentation.openai_usage.localserver import LocalOpenAIServer
 
-from .conftest import API_KEY, HTTP, MESSAGES, Telemetry, collect, comparable, is_azure
+from .conftest import HTTP, MESSAGES, Telemetry, collect, comparable, is_azure, served_by
 
 USAGE_HEADERS = {"x-mock-usage": json.dumps({"prompt_tokens": 21, "completion_tokens": 5})}
 
@@ -182,15 +182,24 @@ def test_manual_next_and_response_attribute_behave_as_the_sdk(
     assert len(telemetry.spans()) == 1
 
 
-def _relay_closed_after_one(stream: Any) -> list[Any]:
-    """What a caller reads from a stream after a `yield from` relay over it was closed."""
+class _Signal(Exception):
+    """Thrown by a consumer into its relay: the relay's business, not the stream's."""
+
+
+def _relay_closed_after_one(stream: Any, throw: bool = False) -> list[Any]:
+    """What a caller reads from a stream after a `yield from` relay over it was closed (or
+    had an exception thrown into it)."""
 
     def relay() -> Any:
         yield from stream
 
     first = relay()
     next(first)
-    first.close()  # closes `iter(stream)`, not the stream
+    if throw:
+        with pytest.raises(_Signal):
+            first.throw(_Signal())
+    else:
+        first.close()  # closes `iter(stream)`, not the stream
     return [c.choices[0].delta.content for c in stream]
 
 
@@ -224,29 +233,14 @@ async def test_closing_an_async_iterator_of_the_stream_leaves_the_stream_open(
     assert (telemetry.span().attributes or {})["openai_usage.stream.outcome"] == "completed"
 
 
-class _Signal(Exception):
-    """Thrown by a consumer into its relay: the relay's business, not the stream's."""
-
-
-def _relay_thrown_into_after_one(stream: Any) -> list[Any]:
-    def relay() -> Any:
-        yield from stream
-
-    first = relay()
-    next(first)
-    with pytest.raises(_Signal):
-        first.throw(_Signal())
-    return [c.choices[0].delta.content for c in stream]
-
-
 def test_an_exception_thrown_into_an_iterator_of_the_stream_leaves_the_stream_going(
     instrument: Any, telemetry: Telemetry, client: openai.OpenAI
 ) -> None:
     headers = {"x-mock-chunks": "3"}
-    plain = _relay_thrown_into_after_one(stream_call(client, extra_headers=headers))
+    plain = _relay_closed_after_one(stream_call(client, extra_headers=headers), throw=True)
     instrument()
     stream = stream_call(client, extra_headers=headers)
-    assert _relay_thrown_into_after_one(stream) == plain == ["w1", " w2", " w3", None]
+    assert _relay_closed_after_one(stream, throw=True) == plain == ["w1", " w2", " w3", None]
     attributes = telemetry.span().attributes or {}
     assert attributes["openai_usage.stream.outcome"] == "completed"
     assert attributes["openai_usage.usage.source"] == "response"
@@ -541,12 +535,7 @@ def test_injected_usage_sent_beside_choices_is_read_and_hidden_from_the_caller(
 
     plain_create = Completions.create
     instrument()
-    client = openai.OpenAI(
-        base_url="http://compatible.invalid/v1",
-        api_key=API_KEY,
-        max_retries=0,
-        http_client=HTTP.Client(transport=HTTP.MockTransport(_usage_beside_choices)),
-    )
+    client = served_by(_usage_beside_choices)
     request: dict[str, Any] = {"model": "gpt-4o-mini", "messages": MESSAGES, "stream": True}
     plain = [c.to_dict() for c in plain_create(client.chat.completions, **request)]
     traced = list(client.chat.completions.create(**request))

@@ -35,6 +35,7 @@ from .conftest import (
     comparable,
     is_azure,
     make_client,
+    served_by,
 )
 
 pytestmark = pytest.mark.timeout(30)
@@ -708,12 +709,7 @@ def test_an_exception_with_an_unreadable_completion_reaches_the_caller_unchanged
         raise odd
 
     instrument()
-    client = openai.OpenAI(
-        base_url="http://odd.invalid/v1",
-        api_key=API_KEY,
-        max_retries=0,
-        http_client=HTTP.Client(transport=HTTP.MockTransport(handler)),
-    )
+    client = served_by(handler)
     with pytest.raises(_Odd) as raised:
         client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
     assert raised.value is odd

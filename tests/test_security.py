@@ -29,7 +29,16 @@ from opentelemetry.instrumentation.openai_usage.telemetry import (
     MAX_ATTRIBUTE_LENGTH,
 )
 
-from .conftest import API_KEY, AZURE_KEY, HTTP, Telemetry, collect, make_client, metrics_in
+from .conftest import (
+    API_KEY,
+    AZURE_KEY,
+    HTTP,
+    Telemetry,
+    collect,
+    make_client,
+    metrics_in,
+    served_by,
+)
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -271,17 +280,14 @@ def test_gateway_credentials_in_query_parameters_and_key_headers_are_scrubbed(
     # the call's credentials as much as an `Authorization` header, echoed bare by an error.
     instrument()
     secret = GATEWAY_SECRETS
-    client = openai.OpenAI(
-        base_url="http://gateway.invalid/v1",
-        api_key=API_KEY,
-        max_retries=0,
+    client = served_by(
+        echo_everything_handler,
         default_query={"key": secret["query key"]},
         default_headers={
             "Ocp-Apim-Subscription-Key": secret["subscription key"],
             "x-api-key": secret["x-api-key"],
             "Cookie": f"theme=dark; session={secret['session cookie']}",
         },
-        http_client=HTTP.Client(transport=HTTP.MockTransport(echo_everything_handler)),
     )
     with pytest.raises(openai.BadRequestError) as raised:
         client.chat.completions.create(
