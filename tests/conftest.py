@@ -9,6 +9,7 @@ from __future__ import annotations
 import gc
 import importlib
 import ipaddress
+import json
 import os
 import socket
 import tempfile
@@ -253,6 +254,13 @@ async def any_aclient(request: pytest.FixtureRequest, server: LocalOpenAIServer)
 OPENAI_MAJOR = int(openai.__version__.split(".")[0])
 # The SDK's HTTP library: httpx2 from openai 3.x on, httpx before.
 HTTP = importlib.import_module("httpx2" if OPENAI_MAJOR >= 3 else "httpx")
+
+
+def sse_reply(chunks: list[dict[str, Any]]) -> Any:
+    """A 200 streaming the given chunks as the service does (SSE, then `[DONE]`)."""
+    events = [f"data: {json.dumps(chunk)}\n\n".encode() for chunk in chunks]
+    events.append(b"data: [DONE]\n\n")
+    return HTTP.Response(200, headers={"content-type": "text/event-stream"}, content=events)
 
 
 def served_by(handler: Any, **options: Any) -> openai.OpenAI:

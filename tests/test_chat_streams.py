@@ -16,7 +16,15 @@ from opentelemetry.trace import StatusCode
 from opentelemetry import trace
 from opentelemetry.instrumentation.openai_usage.localserver import LocalOpenAIServer
 
-from .conftest import HTTP, MESSAGES, Telemetry, collect, comparable, is_azure, served_by
+from .conftest import (
+    MESSAGES,
+    Telemetry,
+    collect,
+    comparable,
+    is_azure,
+    served_by,
+    sse_reply,
+)
 
 USAGE_HEADERS = {"x-mock-usage": json.dumps({"prompt_tokens": 21, "completion_tokens": 5})}
 
@@ -523,9 +531,7 @@ def _usage_beside_choices(request: Any) -> Any:
     ]
     if asked:
         chunks[-1]["usage"] = usage
-    events = [f"data: {json.dumps(chunk)}\n\n".encode() for chunk in chunks]
-    events.append(b"data: [DONE]\n\n")
-    return HTTP.Response(200, headers={"content-type": "text/event-stream"}, content=events)
+    return sse_reply(chunks)
 
 
 def test_injected_usage_sent_beside_choices_is_read_and_hidden_from_the_caller(

@@ -22,7 +22,7 @@ from opentelemetry.instrumentation.openai_usage.localserver import (
     LocalOpenAIServer,
 )
 
-from .conftest import API_KEY, Telemetry, make_client, needs_responses
+from .conftest import API_KEY, Telemetry, make_client, needs_responses, served_by, sse_reply
 
 INPUT = "gen_ai.input.messages"
 OUTPUT = "gen_ai.output.messages"
@@ -448,17 +448,14 @@ def test_bounded_json_cuts_content_never_the_strings_of_the_shape() -> None:
 
 
 def _two_choices(script: list[list[dict[str, Any]]]) -> Any:
-    """A transport answering n=2 streams with the given choices, one list per chunk."""
-    from .conftest import HTTP
+    """A handler answering n=2 streams with the given choices, one list per chunk."""
 
     def handler(request: Any) -> Any:
         base = {"id": "chatcmpl-n2", "object": "chat.completion.chunk", "created": 1,
                 "model": "gpt-4o-mini"}  # fmt: skip
-        events = [f"data: {json.dumps({**base, 'choices': c})}\n\n".encode() for c in script]
-        events.append(b"data: [DONE]\n\n")
-        return HTTP.Response(200, headers={"content-type": "text/event-stream"}, content=events)
+        return sse_reply([{**base, "choices": choices} for choices in script])
 
-    return HTTP.MockTransport(handler)
+    return handler
 
 
 def _choice(index: int, content: str | None, finish: str | None = None) -> dict[str, Any]:
@@ -490,17 +487,8 @@ def test_captured_stream_output_pairs_each_choice_with_its_own_finish_reason(
     read: int | None,
     expected: list[tuple[str, str]],
 ) -> None:
-    import openai
-
-    from .conftest import HTTP
-
     capture(capture_message_content="SPAN_ONLY")
-    client = openai.OpenAI(
-        base_url="http://n2.invalid/v1",
-        api_key=API_KEY,
-        max_retries=0,
-        http_client=HTTP.Client(transport=_two_choices(script)),
-    )
+    client = served_by(_two_choices(script))
     stream = client.chat.completions.create(
         model="gpt-4o-mini", messages=MESSAGES, n=2, stream=True
     )

@@ -55,12 +55,11 @@ class NoAccumulator:
 def hide_injected_usage(chunk: Any) -> bool:
     """The caller did not ask for usage, we did: hide what that added; False = drop.
 
-    The usage-only chunk (no choices, usage set) is dropped; on every other
-    chunk the `"usage": null` (or the usage, beside choices) the server added is
-    forgotten, so `to_dict()` and `model_dump(exclude_unset=True)` show what they would
-    without us. Kept apart
-    from the accumulator, so that a failure there never shows the caller a chunk
-    it did not ask for. (The stream loop inlines the common pydantic-v2 case.)
+    The usage-only chunk (no choices, usage set) is dropped; on every other chunk the
+    `"usage": null` (or the usage, beside choices) the server added is forgotten, so
+    `to_dict()` and `model_dump(exclude_unset=True)` show what they would without us.
+    Kept apart from the accumulator, so that a failure there never shows the caller a
+    chunk it did not ask for. (`see` and `common_chunk` inline the common pydantic-v2 case.)
     """
     try:
         if getattr(chunk, "usage", None) is not None:
