@@ -89,6 +89,14 @@ class ResponsesStreamAccumulator:
             code = _str(getattr(event, "code", None)) or "error"
             message = getattr(event, "message", None)
             self.error = (code, message if isinstance(message, str) else "")
+        elif kind is None and getattr(event, "event", None) == "error":
+            # openai 1.x hands an `event: error` on as `{"data": {...}, "event": "error"}`,
+            # built into whichever event model accepts it (`type` None): still the error.
+            data = getattr(event, "data", None)
+            data = data if isinstance(data, dict) else {}
+            code = _str(data.get("code")) or "error"
+            message = data.get("message")
+            self.error = (code, message if isinstance(message, str) else "")
 
     def _function_call(self, tally: CompletionTally, kind: str, event: Any) -> None:
         """A function call streamed: its name when its item is added, then its arguments."""
