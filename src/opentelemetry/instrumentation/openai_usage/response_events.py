@@ -85,17 +85,13 @@ class ResponsesStreamAccumulator:
             self.model = _str(get(self.first, "model"))
         elif kind in _CALL_EVENTS and self.tally is not None:
             self._function_call(self.tally, kind, event)
-        elif kind == "error":  # the SDK hands it on as an event, it raises nothing
-            code = _str(getattr(event, "code", None)) or "error"
-            message = getattr(event, "message", None)
-            self.error = (code, message if isinstance(message, str) else "")
-        elif kind is None and getattr(event, "event", None) == "error":
-            # openai 1.x hands an `event: error` on as `{"data": {...}, "event": "error"}`,
-            # built into whichever event model accepts it (`type` None): still the error.
-            data = getattr(event, "data", None)
-            data = data if isinstance(data, dict) else {}
-            code = _str(data.get("code")) or "error"
-            message = data.get("message")
+        elif kind == "error" or (kind is None and getattr(event, "event", None) == "error"):
+            # The SDK hands it on, it raises nothing. 2.x models the event; 1.x hands it on
+            # as `{"data": {...}, "event": "error"}`, built into whichever event model
+            # accepts it (`type` None), the error's fields in `data`.
+            fields = event if kind == "error" else getattr(event, "data", None)
+            code = _str(get(fields, "code")) or "error"
+            message = get(fields, "message")
             self.error = (code, message if isinstance(message, str) else "")
 
     def _function_call(self, tally: CompletionTally, kind: str, event: Any) -> None:
