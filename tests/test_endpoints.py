@@ -721,6 +721,8 @@ async def test_async_azure_deployment_client_reports_deployment_and_served_model
         ("api.groq.com", "groq"),
         ("api.deepseek.com", "deepseek"),
         ("my-resource.openai.azure.com", "azure.ai.openai"),
+        ("my-resource.openai.azure.us", "azure.ai.openai"),
+        ("my-resource.cognitiveservices.azure.cn", "azure.ai.openai"),
         ("llm.internal.example", "openai"),
     ],
 )

@@ -18,6 +18,10 @@ _HOST_PROVIDERS = (
     (".openai.azure.com", t.PROVIDER_AZURE),
     (".cognitiveservices.azure.com", t.PROVIDER_AZURE),
     (".services.ai.azure.com", t.PROVIDER_AZURE),
+    (".openai.azure.us", t.PROVIDER_AZURE),  # Azure Government
+    (".cognitiveservices.azure.us", t.PROVIDER_AZURE),
+    (".openai.azure.cn", t.PROVIDER_AZURE),  # Azure operated by 21Vianet
+    (".cognitiveservices.azure.cn", t.PROVIDER_AZURE),
     ("api.groq.com", "groq"),
     ("api.deepseek.com", "deepseek"),
     ("api.x.ai", "x_ai"),

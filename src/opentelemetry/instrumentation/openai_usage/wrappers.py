@@ -10,7 +10,7 @@ fails, the user's call proceeds exactly as without us.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from opentelemetry.trace import SpanKind, Tracer
@@ -70,14 +70,15 @@ class Runtime:
         self.settings = settings
         self.estimator = Estimator(settings)
         self.active = True
-        # Hosts that answered "400 ... stream_options": never inject there again.
-        self.rejects_stream_options: set[str] = set()
+        # Endpoints (host and Azure API version) that refused the `stream_options` we
+        # added with a 400, and took the request without it: never inject there again.
+        self.rejects_stream_options: set[tuple[str, str]] = set()
 
 
 class Call:
     """One call in flight: its invocation and the arguments actually sent."""
 
-    __slots__ = ("host", "injected", "invocation", "kwargs", "stream", "user_kwargs")
+    __slots__ = ("endpoint_key", "injected", "invocation", "kwargs", "stream", "user_kwargs")
 
     def __init__(
         self,
@@ -86,14 +87,25 @@ class Call:
         user_kwargs: dict[str, Any],
         injected: bool,
         stream: bool,
-        host: str,
+        endpoint_key: tuple[str, str],
     ) -> None:
         self.invocation = invocation
         self.kwargs = kwargs
         self.user_kwargs = user_kwargs
         self.injected = injected
         self.stream = stream
-        self.host = host
+        self.endpoint_key = endpoint_key
+
+
+def _api_version(client: Any, kwargs: dict[str, Any]) -> str:
+    """The `api-version` the request is sent with: Azure accepts `stream_options` from
+    2024-09-01-preview on, so one resource takes it from one client and refuses it from
+    another on an older version. The call's `extra_query` wins over the client's default,
+    as in the SDK."""
+    for query in (kwargs.get("extra_query"), getattr(client, "_custom_query", None)):
+        if isinstance(query, Mapping) and "api-version" in query:
+            return str(query["api-version"])
+    return ""
 
 
 def _secrets(client: Any, kwargs: dict[str, Any]) -> tuple[str, ...]:
@@ -157,19 +169,20 @@ def start_call(runtime: Runtime, endpoint: Endpoint, instance: Any, kwargs: dict
     if runtime.capture is not None:
         runtime.capture.started(span, invocation.operation, kwargs)
     stream = kwargs.get("stream") is True
-    host = str(attributes.get(t.SERVER_ADDRESS, ""))
+    endpoint_key = ("", "")
     injected = False
     user_kwargs = kwargs
     if (
         stream
         and endpoint.injects_usage
         and runtime.settings.inject_stream_usage
-        and host not in runtime.rejects_stream_options
         and not is_raw_response_call(kwargs)
     ):
-        kwargs = dict(kwargs)
-        injected = with_usage_requested(kwargs)
-    return Call(invocation, kwargs, user_kwargs, injected, stream, host)
+        endpoint_key = (str(attributes.get(t.SERVER_ADDRESS, "")), _api_version(client, kwargs))
+        if endpoint_key not in runtime.rejects_stream_options:
+            kwargs = dict(kwargs)
+            injected = with_usage_requested(kwargs)
+    return Call(invocation, kwargs, user_kwargs, injected, stream, endpoint_key)
 
 
 # Parameters the SDK types as `Iterable[...]`, so a caller may pass a generator there.
@@ -304,18 +317,25 @@ def _detach(token: object | None, previous: otel_context.Context) -> None:
 def _retry_without_injection(runtime: Runtime, call: Call, exc: BaseException) -> bool:
     """When the server refused the `stream_options` we added, send the user's request as is.
 
-    The host is remembered, so later calls to it are not injected at all.
+    Once that retry is taken, `_remember_rejection` keeps later calls to the same
+    endpoint from being injected at all.
     """
     try:
         if not _rejected_injection(call, exc):
             return False
-        runtime.rejects_stream_options.add(call.host)
         call.kwargs = call.user_kwargs
         call.injected = False
         return True
     except Exception as internal:
         internal_error("checking a rejected request", internal)
         return False
+
+
+def _remember_rejection(runtime: Runtime, call: Call) -> None:
+    """Only once the request went through without our `stream_options`: a 400 that
+    merely quotes the option (a bad one of the user's own) fails the retry too, and
+    must not turn the injection off for the endpoint's other calls."""
+    runtime.rejects_stream_options.add(call.endpoint_key)
 
 
 def _send(runtime: Runtime, call: Call, wrapped: Callable[..., Any], args: tuple[Any, ...]) -> Any:
@@ -325,7 +345,9 @@ def _send(runtime: Runtime, call: Call, wrapped: Callable[..., Any], args: tuple
         if not _retry_without_injection(runtime, call, exc):
             raise
     # Outside the `except`: the retry's own error must not carry ours as context.
-    return wrapped(*args, **call.kwargs)
+    result = wrapped(*args, **call.kwargs)
+    _remember_rejection(runtime, call)
+    return result
 
 
 async def _asend(
@@ -336,7 +358,9 @@ async def _asend(
     except Exception as exc:
         if not _retry_without_injection(runtime, call, exc):
             raise
-    return await wrapped(*args, **call.kwargs)
+    result = await wrapped(*args, **call.kwargs)
+    _remember_rejection(runtime, call)
+    return result
 
 
 def sync_wrapper(runtime: Runtime, endpoint: Endpoint) -> Wrapper:
