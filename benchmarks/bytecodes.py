@@ -5,7 +5,8 @@
 `overhead.py` measures what users pay, CPU time, but on a shared 2-core VM its medians
 move by tens of microseconds a call and by about a millisecond a stream between runs,
 which hides any change smaller than that. This script counts instead: the bytecodes
-the interpreter executes for one call, with `sys.settrace` opcode events, attributed
+the interpreter executes for one call, with `sys.settrace` opcode events (`sys.monitoring`
+instruction events where those are missing, as on Python 3.12.0-3.12.1), attributed
 by the file they run in. The count is the same on every run, so a change to our code
 shows as what it is. It is a proxy, not a time: C functions (dict building, the SDK's
 parsing in pydantic-core) cost time without bytecodes, and code that runs once between
@@ -20,9 +21,10 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import threading
 from collections import Counter
 from collections.abc import Callable, Sequence
-from types import FrameType
+from types import CodeType, FrameType
 from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -49,14 +51,24 @@ def count(call: Callable[[], Any]) -> tuple[Counter[str], Counter[str]]:
     owners: Counter[str] = Counter()
     functions: Counter[str] = Counter()
 
+    def seen(code: CodeType) -> None:
+        owner = _owner(code.co_filename)
+        owners[owner] += 1
+        if owner == "ours":
+            functions[f"{os.path.basename(code.co_filename)}:{code.co_name}"] += 1
+
+    if _OPCODE_EVENTS:
+        _count_traced(call, seen)
+    else:
+        _count_monitored(call, seen)
+    return owners, functions
+
+
+def _count_traced(call: Callable[[], Any], seen: Callable[[CodeType], None]) -> None:
     def trace(frame: FrameType, event: str, arg: Any) -> Any:
         frame.f_trace_opcodes = True
         if event == "opcode":
-            code = frame.f_code
-            owner = _owner(code.co_filename)
-            owners[owner] += 1
-            if owner == "ours":
-                functions[f"{os.path.basename(code.co_filename)}:{code.co_name}"] += 1
+            seen(frame.f_code)
         return trace
 
     sys.settrace(trace)
@@ -64,7 +76,51 @@ def count(call: Callable[[], Any]) -> tuple[Counter[str], Counter[str]]:
         call()
     finally:
         sys.settrace(None)
-    return owners, functions
+
+
+def _count_monitored(call: Callable[[], Any], seen: Callable[[CodeType], None]) -> None:
+    """`sys.monitoring`'s instruction events (3.12+), for the Pythons whose `settrace`
+    sends no opcode events (3.12.0 and 3.12.1). They fire in every thread: only the
+    caller's counts, as with `settrace`."""
+    monitoring = sys.monitoring  # type: ignore[attr-defined,unused-ignore]
+    caller = threading.get_ident()
+
+    def instruction(code: CodeType, offset: int) -> None:
+        if threading.get_ident() == caller:
+            seen(code)
+
+    tool = monitoring.PROFILER_ID
+    monitoring.use_tool_id(tool, "bytecodes.py")
+    monitoring.register_callback(tool, monitoring.events.INSTRUCTION, instruction)
+    monitoring.set_events(tool, monitoring.events.INSTRUCTION)
+    try:
+        call()
+    finally:
+        monitoring.set_events(tool, 0)
+        monitoring.register_callback(tool, monitoring.events.INSTRUCTION, None)
+        monitoring.free_tool_id(tool)
+
+
+def _sends_opcode_events() -> bool:
+    events: list[str] = []
+
+    def trace(frame: FrameType, event: str, arg: Any) -> Any:
+        frame.f_trace_opcodes = True
+        events.append(event)
+        return trace
+
+    def probe() -> int:
+        return len(events)
+
+    sys.settrace(trace)
+    try:
+        probe()
+    finally:
+        sys.settrace(None)
+    return "opcode" in events
+
+
+_OPCODE_EVENTS = _sends_opcode_events() or not hasattr(sys, "monitoring")
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:

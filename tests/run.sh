@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, from nothing: lint and type checks, then the full pytest
-# suite once per supported openai release line, each in its own virtualenv.
+# suite once per supported openai release line, and with the newest SDK once per other
+# supported Python, each in its own virtualenv.
 #
 #   bash tests/run.sh                 # everything (what CI runs)
 #   OPENAI_MATRIX="latest" bash tests/run.sh   # only the newest SDK, for quick local runs
@@ -24,17 +25,33 @@ declare -A MATRIX=(
   # SDK: the semantic-conventions constants we use first appeared in 0.63b0.
   [floor]="openai>=3,<4 opentelemetry-api==1.42.0 opentelemetry-sdk==1.42.0 opentelemetry-instrumentation==0.63b0 opentelemetry-semantic-conventions==0.63b0 wrapt==1.14.0 tiktoken==0.7.0"
 )
-ORDER=(latest oldest v1 v2 floor)
+# The newest SDK on the other Pythons we declare (pyproject.toml's classifiers); the lines
+# above run on $PYTHON. A line whose Python this machine lacks is reported and skipped.
+declare -A LINE_PYTHON=([py3.10]=3.10 [py3.12]=3.12 [py3.13]=3.13)
+for name in "${!LINE_PYTHON[@]}"; do MATRIX[$name]="openai>=3,<4"; done
+ORDER=(latest oldest v1 v2 floor py3.10 py3.12 py3.13)
 if [[ -n "${OPENAI_MATRIX:-}" ]]; then read -r -a ORDER <<<"${OPENAI_MATRIX}"; fi
 
 export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INPUT=1
 export PYTHONDONTWRITEBYTECODE=1
 
-venv_for() {  # venv_for NAME REQUIREMENTS... -> prints the venv path, installed
-  local name="$1"; shift
+python_for() {  # python_for NAME -> prints the interpreter for that line, or nothing
+  local version="${LINE_PYTHON[$1]:-}"
+  if [[ -z "$version" ]]; then echo "$PYTHON"; return; fi
+  local found
+  # On PATH (a pyenv shim there fails unless that version is selected), else pyenv's builds.
+  for found in "$(command -v "python${version}" || true)" \
+    $(ls -d "${PYENV_ROOT:-$HOME/.pyenv}/versions/${version}".*/bin/python 2>/dev/null | sort -rV); do
+    if [[ -n "$found" ]] && "$found" -c "" 2>/dev/null; then echo "$found"; return 0; fi
+  done
+  return 0
+}
+
+venv_for() {  # venv_for NAME INTERPRETER REQUIREMENTS... -> prints the venv path, installed
+  local name="$1" interpreter="$2"; shift 2
   local venv=".venv-test-${name}"
   if [[ ! -x "${venv}/bin/python" ]]; then
-    "$PYTHON" -m venv "$venv"
+    "$interpreter" -m venv "$venv"
   fi
   "${venv}/bin/python" -m pip install -q --upgrade pip >/dev/null
   "${venv}/bin/python" -m pip install -q -e ".[dev]" "$@" >/dev/null
@@ -57,10 +74,15 @@ fi
 failed=()
 for name in "${ORDER[@]}"; do
   read -r -a reqs <<<"${MATRIX[$name]}"
+  interpreter="$(python_for "$name")"
+  if [[ -z "$interpreter" ]]; then
+    echo "=== openai ${name}: SKIPPED, no python${LINE_PYTHON[$name]} on this machine"
+    continue
+  fi
   echo "=== openai ${name}: installing ${MATRIX[$name]}"
-  venv="$(venv_for "$name" "${reqs[@]}")"
+  venv="$(venv_for "$name" "$interpreter" "${reqs[@]}")"
   py="${venv}/bin/python"
-  echo "=== openai ${name}: $("$py" -c 'import openai; print("openai", openai.__version__)')"
+  echo "=== openai ${name}: $("$py" -c 'import openai, sys; print("openai", openai.__version__, "on Python", sys.version.split()[0])')"
   if [[ "$name" == "latest" ]]; then
     echo "=== ruff"
     "$py" -m ruff check src tests benchmarks examples || failed+=("ruff")

@@ -96,6 +96,18 @@ def test_injection_keeps_the_users_other_stream_options(
     }
 
 
+def test_an_explicit_include_usage_false_is_injected_and_the_chunk_still_hidden(
+    instrumented: Any, telemetry: Telemetry, client: openai.OpenAI, server: LocalOpenAIServer
+) -> None:
+    # `False` asks for no usage chunk, and the caller gets none; the call bills the same.
+    chunks = list(stream_call(client, stream_options={"include_usage": False}))
+    assert server.requests[-1].body["stream_options"] == {"include_usage": True}
+    assert all(chunk.choices and chunk.usage is None for chunk in chunks)
+    attributes = telemetry.span().attributes or {}
+    assert attributes["openai_usage.usage.source"] == "response"
+    assert attributes["openai_usage.stream.include_usage_injected"] is True
+
+
 @pytest.mark.parametrize("how", ["constructor", "environment"])
 def test_injection_can_be_turned_off(
     instrument: Any,

@@ -343,18 +343,25 @@ def test_module_level_client_is_traced(
 
 # -- stream helpers: their close() bypasses the proxy, and still ends the span -------------
 
-needs_chat_helper = pytest.mark.skipif(
-    not hasattr(openai.resources.chat.completions.Completions, "stream"),
-    reason="chat.completions.stream() arrived after openai 1.26",
-)
 LONG = {"x-mock-reply": "one two three four five six seven eight"}
 
 
-@needs_chat_helper
+def chat_stream_helper(client: Any, where: str) -> Any:
+    """`chat.completions.stream`, or `beta.chat.completions.stream` (openai 1.40 to 1.x):
+    the same helper, over `create` of its own resource, skipped where the SDK lacks it."""
+    owner = client.beta if where == "beta" else client
+    helper = getattr(getattr(getattr(owner, "chat", None), "completions", None), "stream", None)
+    if helper is None:
+        prefix = "beta." if where == "beta" else ""
+        pytest.skip(f"this openai release has no {prefix}chat.completions.stream()")
+    return helper
+
+
+@pytest.mark.parametrize("where", ["chat", "beta"])
 def test_chat_stream_helper_read_to_the_end_records_usage(
-    instrumented: Any, telemetry: Telemetry, client: openai.OpenAI
+    instrumented: Any, telemetry: Telemetry, client: openai.OpenAI, where: str
 ) -> None:
-    with client.chat.completions.stream(
+    with chat_stream_helper(client, where)(
         model="gpt-4o-mini", messages=MESSAGES, extra_headers=LONG
     ) as stream:
         for _ in stream:
@@ -368,11 +375,11 @@ def test_chat_stream_helper_read_to_the_end_records_usage(
     assert attributes["openai_usage.stream.outcome"] == "completed"
 
 
-@needs_chat_helper
+@pytest.mark.parametrize("where", ["chat", "beta"])
 def test_chat_stream_helper_left_early_ends_the_span_with_what_was_read(
-    instrumented: Any, telemetry: Telemetry, client: openai.OpenAI
+    instrumented: Any, telemetry: Telemetry, client: openai.OpenAI, where: str
 ) -> None:
-    with client.chat.completions.stream(
+    with chat_stream_helper(client, where)(
         model="gpt-4o-mini", messages=MESSAGES, extra_headers=LONG
     ) as stream:
         for event in stream:
@@ -386,11 +393,11 @@ def test_chat_stream_helper_left_early_ends_the_span_with_what_was_read(
     assert attributes["gen_ai.usage.output_tokens"] >= 1
 
 
-@needs_chat_helper
+@pytest.mark.parametrize("where", ["chat", "beta"])
 async def test_async_chat_stream_helper_left_early_ends_the_span(
-    instrumented: Any, telemetry: Telemetry, aclient: openai.AsyncOpenAI
+    instrumented: Any, telemetry: Telemetry, aclient: openai.AsyncOpenAI, where: str
 ) -> None:
-    async with aclient.chat.completions.stream(
+    async with chat_stream_helper(aclient, where)(
         model="gpt-4o-mini", messages=MESSAGES, extra_headers=LONG
     ) as stream:
         async for event in stream:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import signal
 import subprocess
 import sys
 import textwrap
@@ -599,7 +600,11 @@ def test_an_open_stream_at_exit_is_reported_when_the_provider_was_set_after_inst
         text=True,
         timeout=30,
     )
-    assert done.returncode == 0, done.stderr
+    # CPython 3.13.0 itself crashes in its exit-time collection, closing the SDK's
+    # generator of a stream left open: a script of the SDK alone, with no OpenTelemetry
+    # imported, does the same. By then the span is out, which is what is checked here.
+    sdk_crash = sys.version_info[:3] == (3, 13, 0) and done.returncode == -signal.SIGSEGV
+    assert done.returncode == 0 or sdk_crash, done.stderr
     assert "OPEN AT EXIT" in done.stdout
     assert done.stdout.count('"name": "chat gpt-4o-mini"') == 1, done.stderr
     assert '"openai_usage.stream.outcome": "abandoned"' in done.stdout
