@@ -72,6 +72,7 @@ def check_call(telemetry: Telemetry, client: Any, server: LocalOpenAIServer, res
     metric_attributes = {
         **expected_common(client, server),
         "gen_ai.response.model": "gpt-4o-mini-2024-07-18",
+        "openai.response.service_tier": "default",
     }
     tokens = {
         p.attributes["gen_ai.token.type"]: p for p in telemetry.points("gen_ai.client.token.usage")

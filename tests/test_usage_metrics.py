@@ -40,6 +40,7 @@ BOUNDED = {
     "gen_ai.provider.name",
     "gen_ai.request.model",
     "gen_ai.response.model",
+    "openai.response.service_tier",
     "server.address",
     "server.port",
     "error.type",
@@ -200,6 +201,31 @@ def test_metric_points_carry_only_bounded_attributes(
         for point in metric.data.data_points:
             assert set(point.attributes) <= BOUNDED, (metric.name, point.attributes)
     assert {INPUT, OUTPUT, "gen_ai.client.token.usage", "openai_usage.client.cost"} <= names
+
+
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize("chunk_timing", ["per_stream", "per_chunk"])
+def test_metric_points_carry_the_service_tier_that_served_the_call(
+    instrument: Any, telemetry: Telemetry, client: openai.OpenAI, stream: bool, chunk_timing: str
+) -> None:
+    # A `flex` call is billed and timed apart from a `default` one: the points say which.
+    instrument(chunk_timing=chunk_timing)
+    reply = client.chat.completions.create(
+        model="gpt-4o-mini", messages=MESSAGES, extra_body={"service_tier": "flex"}, stream=stream
+    )
+    if stream:
+        list(reply)
+    data = telemetry.reader.get_metrics_data()
+    assert data is not None
+    tiers = {
+        metric.name: {point.attributes.get("openai.response.service_tier") for point in points}
+        for metric in metrics_in(data)
+        if (points := list(metric.data.data_points))
+    }
+    assert tiers["gen_ai.client.token.usage"] == {"flex"}
+    assert tiers["gen_ai.client.operation.duration"] == {"flex"}
+    if stream:
+        assert tiers["gen_ai.client.operation.time_per_output_chunk"] == {"flex"}
 
 
 @pytest.mark.parametrize(

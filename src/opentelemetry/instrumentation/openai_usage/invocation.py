@@ -280,10 +280,14 @@ class Invocation:
     def final_metric_attributes(
         self, facts: ResponseFacts | None, error: BaseException | None = None
     ) -> dict[str, Any]:
-        """Metric attributes once the response model (and any error) is known."""
+        """Metric attributes once the response model, the service tier that served the
+        call (as the conventions recommend: a `flex` or `priority` call is billed and
+        timed apart) and any error are known."""
         attributes = self.metric_attributes
-        if facts is not None and facts.model:
-            attributes = {**attributes, t.RESPONSE_MODEL: facts.model}
+        if facts is not None:
+            response = t.response_metric_attributes(facts.model, facts.service_tier)
+            if response:
+                attributes = {**attributes, **response}
         if error is not None:
             attributes = {**attributes, t.ERROR_TYPE: error_type(error)}
         elif facts is not None and facts.error is not None:

@@ -144,9 +144,13 @@ class StreamState:
         try:
             attributes = self.per_chunk_attributes
             if not attributes:
-                attributes = dict(self.invocation.metric_attributes)
-                if self.accumulator.model:
-                    attributes[t.RESPONSE_MODEL] = self.accumulator.model
+                accumulator = self.accumulator
+                attributes = {
+                    **self.invocation.metric_attributes,
+                    **t.response_metric_attributes(
+                        accumulator.model, getattr(accumulator, "service_tier", None)
+                    ),
+                }
                 self.per_chunk_attributes = attributes
             self.invocation.instruments.time_per_output_chunk.record(gap, attributes)
         except Exception as exc:

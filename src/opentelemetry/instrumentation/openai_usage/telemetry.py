@@ -195,6 +195,17 @@ def response_attributes(facts: ResponseFacts) -> dict[str, Any]:
     return attributes
 
 
+def response_metric_attributes(model: str | None, service_tier: str | None) -> dict[str, Any]:
+    """What the response adds to the metric points: both have few values per application
+    (unlike the response id or fingerprint, which stay on the span)."""
+    attributes: dict[str, Any] = {}
+    if model:
+        attributes[RESPONSE_MODEL] = model
+    if service_tier:
+        attributes[OPENAI_RESPONSE_SERVICE_TIER] = service_tier
+    return attributes
+
+
 def usage_attributes(usage: Usage) -> dict[str, Any]:
     attributes: dict[str, Any] = {}
     if usage.input_tokens is not None:
