@@ -221,7 +221,7 @@ def make_client(server: LocalOpenAIServer, kind: str, **kwargs: Any) -> Any:
     azure = {
         "azure_endpoint": server.azure_endpoint,
         "api_key": AZURE_KEY,
-        "api_version": AZURE_API_VERSION,
+        "api_version": kwargs.pop("api_version", AZURE_API_VERSION),
     }
     if kind == "azure":
         return openai.AzureOpenAI(**azure, **kwargs)

@@ -148,38 +148,6 @@ def test_endpoint_rejecting_stream_options_is_retried_once_without_them(
     assert all(s.status.status_code is StatusCode.UNSET for s in spans)
 
 
-def test_azure_api_version_rejecting_stream_options_keeps_injection_for_newer_versions(
-    instrumented: Any, telemetry: Telemetry, server: LocalOpenAIServer
-) -> None:
-    # Azure takes `stream_options` from API version 2024-09-01-preview on: a client on an
-    # older version is refused, and another client of the same resource is not.
-    def azure(api_version: str, **kwargs: Any) -> openai.AzureOpenAI:
-        return openai.AzureOpenAI(
-            azure_endpoint=server.azure_endpoint,
-            api_key="azure-key",
-            api_version=api_version,
-            max_retries=0,
-            **kwargs,
-        )
-
-    old = azure("2024-02-01", default_headers={"x-mock-scenario": "reject_stream_options"})
-    new = azure("2024-10-21")
-    server.clear()
-    list(stream_call(old))
-    list(stream_call(old))
-    list(stream_call(new))
-    sent = [("stream_options" in r.body) for r in server.requests]
-    assert sent == [True, False, False, True]  # old: refused, retried, then not tried again
-    attributes = telemetry.spans()[-1].attributes or {}
-    assert attributes["openai_usage.usage.source"] == "response"
-    assert (attributes["gen_ai.usage.input_tokens"], attributes["gen_ai.usage.output_tokens"]) == (
-        21,
-        5,
-    )
-    old.close()
-    new.close()
-
-
 def test_a_400_for_the_users_own_stream_options_does_not_turn_injection_off(
     instrumented: Any, telemetry: Telemetry, client: openai.OpenAI, server: LocalOpenAIServer
 ) -> None:

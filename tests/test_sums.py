@@ -150,6 +150,9 @@ def test_adds_from_many_threads_are_all_counted() -> None:
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="no os.fork on this platform")
+# Python 3.12+ warns on any fork of a process with threads (the suite's servers, and ours:
+# see the README's limits); the child is what is checked here.
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
 def test_a_forked_child_reports_only_its_own_adds(tmp_path: Path) -> None:
     count, reader = counter()
     count.add(5, {"a": "x"})
