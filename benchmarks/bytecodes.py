@@ -102,22 +102,9 @@ def _count_monitored(call: Callable[[], Any], seen: Callable[[CodeType], None]) 
 
 
 def _sends_opcode_events() -> bool:
-    events: list[str] = []
-
-    def trace(frame: FrameType, event: str, arg: Any) -> Any:
-        frame.f_trace_opcodes = True
-        events.append(event)
-        return trace
-
-    def probe() -> int:
-        return len(events)
-
-    sys.settrace(trace)
-    try:
-        probe()
-    finally:
-        sys.settrace(None)
-    return "opcode" in events
+    codes: list[CodeType] = []
+    _count_traced(lambda: None, codes.append)
+    return bool(codes)
 
 
 _OPCODE_EVENTS = _sends_opcode_events() or not hasattr(sys, "monitoring")
