@@ -18,7 +18,7 @@ from opentelemetry.trace import StatusCode
 
 from opentelemetry.instrumentation.openai_usage.localserver import LocalOpenAIServer
 
-from .conftest import HTTP, MESSAGES, Telemetry, make_client
+from .conftest import HTTP, MESSAGES, Telemetry, make_client, needs_responses
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -305,3 +305,56 @@ def test_with_options_api_version_is_its_own_rejection_key(
     sent = [(r.query.get("api-version"), "stream_options" in r.body) for r in server.requests]
     assert sent == [("2024-02-01", True), ("2024-02-01", False), ("2024-10-21", True)]
     client.close()
+
+
+# -- 4. a stream's error event echoing the token the SDK sent -----------------------------
+
+
+def failing_response_stream(seen: list[Any]) -> Any:
+    """A Responses stream that starts, then fails with an `error` event quoting the bearer
+    token of the request it answers: one a token provider made for this request only."""
+
+    def handler(request: Any) -> Any:
+        seen.append(request)
+        token = request.headers.get("authorization", "").partition(" ")[2]
+        events = [
+                {"type": "response.output_text.delta", "delta": "Two", "item_id": "msg_1",
+                 "output_index": 0, "content_index": 0, "sequence_number": 1},
+                {"type": "error", "code": "server_error", "param": None, "sequence_number": 2,
+                 "message": f"Upstream refused the token {token}; please retry."},
+        ]  # fmt: skip
+        body = b"".join(f"data: {json.dumps(event)}\n\n".encode() for event in events)
+        return HTTP.Response(200, headers={"content-type": "text/event-stream"}, content=body)
+
+    return handler
+
+
+@needs_responses
+@pytest.mark.parametrize(("kind", "raw"), [("azure", False), ("async_azure", False),
+                                           ("azure", True)])  # fmt: skip
+async def test_a_stream_error_event_echoing_a_provider_token_keeps_it_out_of_telemetry(
+    instrument: Any, telemetry: Telemetry, caplog: pytest.LogCaptureFixture, kind: str, raw: bool
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    instrument()
+    seen: list[Any] = []
+    # Made per request, so no setting of the client holds it: only the request sent does.
+    client = azure_client(
+        kind, failing_response_stream(seen), azure_ad_token_provider=lambda: AD_TOKEN
+    )
+    request = {"model": "gpt-4o-mini", "input": "Hi", "stream": True}
+    if raw:  # the body read through `with_raw_response`'s `parse()`
+        stream = client.responses.with_raw_response.create(**request).parse()
+    else:
+        stream = client.responses.create(**request)
+    events = [event async for event in await stream] if kind == "async_azure" else list(stream)
+    assert seen[0].headers["authorization"] == f"Bearer {AD_TOKEN}"
+    assert AD_TOKEN in str(events[-1].message)  # the caller's events are untouched
+
+    span = telemetry.span()
+    assert span.status.status_code is StatusCode.ERROR
+    assert (span.attributes or {})["error.type"] == "server_error"
+    assert "[REDACTED]" in (span.status.description or "")
+    assert AD_TOKEN not in everything(telemetry, caplog)
+    assert AD_TOKEN[-12:] not in everything(telemetry, caplog)
+    await close(client)

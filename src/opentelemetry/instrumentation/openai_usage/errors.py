@@ -203,12 +203,23 @@ def credentials_in(pairs: Any) -> list[str]:
     return values
 
 
-def _sent_credentials(exc: BaseException) -> list[str]:
-    """The credentials of the request the SDK really sent, as the error holds it: its
-    headers and its URL's query parameters."""
-    request = getattr(exc, "request", None)
-    if request is None:
-        request = getattr(getattr(exc, "response", None), "request", None)
+def sent_request(holder: Any) -> Any:
+    """The request the SDK really sent, as an error, a stream or a raw response holds it
+    (`request`, `response.request`, `http_request`): None if it holds none."""
+    try:
+        request = getattr(holder, "request", None)
+        if request is None:
+            request = getattr(getattr(holder, "response", None), "request", None)
+        if request is None:
+            request = getattr(holder, "http_request", None)
+        return request
+    except Exception:  # a property of an odd object raising: no request to read
+        return None
+
+
+def sent_credentials(request: Any) -> list[str]:
+    """The credentials of a request the SDK really sent: its headers and its URL's query
+    parameters (among them a token an `azure_ad_token_provider` made for it alone)."""
     values = credentials_in(getattr(request, "headers", None))
     values.extend(credentials_in(getattr(getattr(request, "url", None), "params", None)))
     return values
@@ -227,7 +238,7 @@ def record_error(
     `texts`: the request's content, when it is not captured: what a server's error
     quotes of it is scrubbed too, or it would reach telemetry through the error.
     """
-    secrets = (*secrets, *_sent_credentials(exc))
+    secrets = (*secrets, *sent_credentials(sent_request(exc)))
     raw = str(exc)
     message = redact(raw, secrets, texts)
     span.set_status(Status(StatusCode.ERROR, f"{error_type(exc)}: {message}"))

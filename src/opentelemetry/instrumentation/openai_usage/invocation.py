@@ -18,7 +18,13 @@ from opentelemetry.trace import Span
 
 from . import content
 from . import telemetry as t
-from .errors import error_type, internal_error, record_error, record_error_event
+from .errors import (
+    error_type,
+    internal_error,
+    record_error,
+    record_error_event,
+    sent_credentials,
+)
 from .estimator import FINISHER, Estimator
 from .modalities import TEXT, UNKNOWN, input_is_text
 
@@ -59,6 +65,7 @@ class Invocation:
         "pid",
         "request",
         "secrets",
+        "sent",
         "settings",
         "span",
         "start_ns",
@@ -89,6 +96,9 @@ class Invocation:
         self.settings = settings
         self.metric_attributes = metric_attributes
         self.secrets = secrets  # asked only when an error is recorded: most calls never do
+        # The request the SDK sent, once a stream or raw response shows it: an error event
+        # read from its body may echo a credential made for that request alone.
+        self.sent: Any = None
         self.start_ns = start_ns
         self.start_perf = start_perf
         self._ended = False
@@ -247,7 +257,8 @@ class Invocation:
             record_error(span, error, self.secrets(), self._uncaptured_texts())
         elif facts is not None and facts.error is not None:
             code, message = facts.error
-            record_error_event(span, code, message, self.secrets(), self._uncaptured_texts())
+            secrets = (*self.secrets(), *sent_credentials(self.sent))
+            record_error_event(span, code, message, secrets, self._uncaptured_texts())
 
         instruments = self.instruments
         instruments.duration.record(max(0.0, end_perf - self.start_perf), metric_attributes)

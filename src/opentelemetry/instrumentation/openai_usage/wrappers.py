@@ -22,7 +22,7 @@ from . import telemetry as t
 from .accumulators import ResponseFacts
 from .capture import Capture
 from .config import Settings
-from .errors import credentials_in, internal_error
+from .errors import credentials_in, internal_error, sent_request
 from .estimator import Estimator
 from .invocation import Invocation
 from .patches import Endpoint
@@ -233,6 +233,8 @@ def finish_result(runtime: Runtime, endpoint: Endpoint, call: Call, result: Any)
     """End the span for a parsed response, or return a proxy that will."""
     invocation = call.invocation
     mode = raw_response_mode(call.user_kwargs)
+    if call.stream or mode is not None:  # its body may hold an error event (echoing a token)
+        invocation.sent = sent_request(result)
     if mode == "stream" or (mode == "true" and call.stream):
         # The body is read later, by the caller: follow its `parse()` and `close()`.
         tally = runtime.estimator.new_tally()
