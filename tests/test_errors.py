@@ -8,6 +8,7 @@ rather than a guess of what the SDK raises.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
 import sys
@@ -614,6 +615,48 @@ async def test_async_read_timeout_raises_api_timeout_error(
         await achat(client, stream=stream, extra_headers=scenario("hang"))
     assert_error_span(telemetry, "APITimeoutError")
     await client.close()
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["create", "stream"])
+async def test_a_task_cancelled_while_waiting_for_the_reply_ends_its_span_and_stays_cancelled(
+    instrumented: Any, telemetry: Telemetry, aclient: openai.AsyncOpenAI, stream: bool
+) -> None:
+    # `asyncio.wait_for`, `asyncio.timeout` and a closing web request all cancel the task.
+    task = asyncio.ensure_future(achat(aclient, stream=stream, extra_headers=scenario("hang")))
+    await asyncio.sleep(0.3)
+    assert not task.done()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert task.cancelled()  # the cancellation reached the caller as itself
+    assert_error_span(telemetry, "CancelledError")
+    assert trace.get_current_span() is trace.INVALID_SPAN
+
+
+async def test_a_stream_whose_task_is_cancelled_mid_read_ends_its_span_with_an_estimate(
+    instrumented: Any, telemetry: Telemetry, aclient: openai.AsyncOpenAI
+) -> None:
+    received: list[Any] = []
+
+    async def read() -> None:
+        headers = {"x-mock-chunks": "40", "x-mock-chunk-delay-ms": "50"}
+        async for chunk in await achat(aclient, stream=True, extra_headers=headers):
+            received.append(chunk)
+
+    task = asyncio.ensure_future(read())
+    while len(received) < 4:
+        await asyncio.sleep(0.01)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    span = assert_error_span(telemetry, "CancelledError", estimated=True)
+    attributes = span.attributes or {}
+    assert attributes["openai_usage.stream.outcome"] == "error"
+    text = "".join(c.choices[0].delta.content or "" for c in received if c.choices)
+    assert text.split() == [f"w{i}" for i in range(1, len(text.split()) + 1)]
+    # What arrived was generated and billed: each "wN" word is at least one token.
+    assert attributes["gen_ai.usage.output_tokens"] >= len(text.split()) >= 3
+    assert len(received) < 40  # it really stopped mid-way
 
 
 @pytest.mark.parametrize("stream", [False, True], ids=["create", "stream"])
