@@ -358,3 +358,36 @@ async def test_a_stream_error_event_echoing_a_provider_token_keeps_it_out_of_tel
     assert AD_TOKEN not in everything(telemetry, caplog)
     assert AD_TOKEN[-12:] not in everything(telemetry, caplog)
     await close(client)
+
+
+@needs_responses
+@pytest.mark.parametrize("kind", ["azure", "async_azure"])
+async def test_a_failed_response_echoing_a_provider_token_keeps_it_out_of_telemetry(
+    instrument: Any, telemetry: Telemetry, caplog: pytest.LogCaptureFixture, kind: str
+) -> None:
+    # Not streamed: the parsed response holds no request to read the token from, so only
+    # its shape (a JWT, as Entra ID tokens are) can tell it.
+    caplog.set_level(logging.DEBUG)
+    instrument()
+
+    def handler(request: Any) -> Any:
+        token = request.headers.get("authorization", "").partition(" ")[2]
+        failed = {
+            "id": "resp_1", "object": "response", "created_at": 1764000000, "status": "failed",
+            "model": "gpt-4o-mini", "output": [], "usage": None,
+            "error": {"code": "server_error", "message": f"Token {token} was refused."},
+        }  # fmt: skip
+        return HTTP.Response(200, json=failed)
+
+    client = azure_client(kind, handler, azure_ad_token_provider=lambda: AD_TOKEN)
+    response = client.responses.create(model="gpt-4o-mini", input="Hi")
+    if kind == "async_azure":
+        response = await response
+    assert response.status == "failed"
+    assert AD_TOKEN in response.error.message  # the caller's response is untouched
+
+    span = telemetry.span()
+    assert (span.attributes or {})["error.type"] == "server_error"
+    assert span.status.description == "server_error: Token [REDACTED] was refused."
+    assert AD_TOKEN[-12:] not in everything(telemetry, caplog)
+    await close(client)

@@ -22,7 +22,7 @@ from opentelemetry.sdk._logs.export import InMemoryLogRecordExporter
 
 from opentelemetry.instrumentation.openai_usage.config import DEFAULT_MAX_CONTENT_LENGTH
 from opentelemetry.instrumentation.openai_usage.content import request_texts
-from opentelemetry.instrumentation.openai_usage.errors import without_content
+from opentelemetry.instrumentation.openai_usage.errors import redact, without_content
 from opentelemetry.instrumentation.openai_usage.localserver import LocalOpenAIServer
 from opentelemetry.instrumentation.openai_usage.telemetry import (
     MAX_ATTRIBUTE_ITEMS,
@@ -393,6 +393,24 @@ def test_error_scrubbing_takes_content_only_never_the_shape_of_the_request() -> 
         "Invalid value: 'output_text' for role assistant: expected an object, but got a"
         " string instead (get_weather), input '[content]'."
     )
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("Token eyJ0eXAiOiJKV1QifQ.eyJhdWQiOiJjb2duaXRpdmUifQ.c2ln-_x refused",
+         "Token [REDACTED] refused"),
+        ("unsigned eyJhbGciOiJub25lIn0.eyJzdWIiOiIxIn0. ok", "unsigned [REDACTED] ok"),
+        # Not JWTs: a word starting "eyJ", one segment, a payload that is no JSON object.
+        ("eyJ is odd. eyJhbGc.notjwt and eyJhbGc.abc.def", None),
+    ],
+)  # fmt: skip
+def test_a_jwt_echoed_bare_is_redacted_by_its_shape_and_other_text_is_kept(
+    text: str, expected: str | None
+) -> None:
+    # An Entra ID token an `azure_ad_token_provider` made for one request is known to no
+    # setting; an error that echoes it with no request at hand is caught by its shape.
+    assert redact(text, ()) == (text if expected is None else expected)
 
 
 def test_a_quote_of_the_start_of_a_huge_prompt_is_scrubbed() -> None:

@@ -24,10 +24,14 @@ logger = logging.getLogger("opentelemetry.instrumentation.openai_usage")
 _logged: set[str] = set()
 _logged_lock = threading.Lock()
 
-# Key-shaped strings: OpenAI keys (sk-..., sk-proj-...), bearer tokens, and
-# the Azure `api-key` header when an error text echoes headers.
+# Key-shaped strings: OpenAI keys (sk-..., sk-proj-...), bearer tokens, the Azure
+# `api-key` header when an error text echoes headers, and JWTs (Microsoft Entra ID tokens,
+# as an `azure_ad_token_provider` makes them per request): their header and payload are
+# base64 of JSON objects, so both start "eyJ". A JWT echoed bare, with no request at hand
+# to read it from (a non-streamed failed response), is caught by its shape alone.
 _SECRET_PATTERNS = re.compile(
-    r"(sk-[A-Za-z0-9_\-*]{3,}|[Bb]earer\s+[A-Za-z0-9._\-~+/=*]+|api-key['\"]?\s*[:=]\s*['\"]?[^\s'\",}]+)"
+    r"(sk-[A-Za-z0-9_\-*]{3,}|[Bb]earer\s+[A-Za-z0-9._\-~+/=*]+|api-key['\"]?\s*[:=]\s*['\"]?[^\s'\",}]+"
+    r"|eyJ[A-Za-z0-9_\-]+\.eyJ[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]*)"
 )
 _MAX_TEXT = 4096
 
