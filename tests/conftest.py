@@ -265,10 +265,13 @@ HTTP = importlib.import_module("httpx2" if OPENAI_MAJOR >= 3 else "httpx")
 
 
 def sse_reply(chunks: list[dict[str, Any]]) -> Any:
-    """A 200 streaming the given chunks as the service does (SSE, then `[DONE]`)."""
+    """A 200 streaming the given chunks as the service does (SSE, then `[DONE]`); one body
+    of bytes, which sync and async clients alike can read."""
     events = [f"data: {json.dumps(chunk)}\n\n".encode() for chunk in chunks]
     events.append(b"data: [DONE]\n\n")
-    return HTTP.Response(200, headers={"content-type": "text/event-stream"}, content=events)
+    return HTTP.Response(
+        200, headers={"content-type": "text/event-stream"}, content=b"".join(events)
+    )
 
 
 def served_by(handler: Any, **options: Any) -> openai.OpenAI:

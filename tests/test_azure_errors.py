@@ -18,7 +18,7 @@ from opentelemetry.trace import StatusCode
 
 from opentelemetry.instrumentation.openai_usage.localserver import LocalOpenAIServer
 
-from .conftest import HTTP, MESSAGES, Telemetry, make_client, needs_responses
+from .conftest import HTTP, MESSAGES, Telemetry, make_client, needs_responses, sse_reply
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -318,13 +318,12 @@ def failing_response_stream(seen: list[Any]) -> Any:
         seen.append(request)
         token = request.headers.get("authorization", "").partition(" ")[2]
         events = [
-                {"type": "response.output_text.delta", "delta": "Two", "item_id": "msg_1",
-                 "output_index": 0, "content_index": 0, "sequence_number": 1},
-                {"type": "error", "code": "server_error", "param": None, "sequence_number": 2,
-                 "message": f"Upstream refused the token {token}; please retry."},
+            {"type": "response.output_text.delta", "delta": "Two", "item_id": "msg_1",
+             "output_index": 0, "content_index": 0, "sequence_number": 1},
+            {"type": "error", "code": "server_error", "param": None, "sequence_number": 2,
+             "message": f"Upstream refused the token {token}; please retry."},
         ]  # fmt: skip
-        body = b"".join(f"data: {json.dumps(event)}\n\n".encode() for event in events)
-        return HTTP.Response(200, headers={"content-type": "text/event-stream"}, content=body)
+        return sse_reply(events)
 
     return handler
 
