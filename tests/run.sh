@@ -27,9 +27,11 @@ declare -A MATRIX=(
 )
 # The newest SDK on the other Pythons we declare (pyproject.toml's classifiers); the lines
 # above run on $PYTHON. A line whose Python this machine lacks is reported and skipped.
+# py3.12 lies between the bounds and is left out of the default run (CI has 90 minutes);
+# `OPENAI_MATRIX=py3.12` runs it.
 declare -A LINE_PYTHON=([py3.10]=3.10 [py3.12]=3.12 [py3.13]=3.13)
 for name in "${!LINE_PYTHON[@]}"; do MATRIX[$name]="openai>=3,<4"; done
-ORDER=(latest oldest v1 v2 floor py3.10 py3.12 py3.13)
+ORDER=(latest oldest v1 v2 floor py3.10 py3.13)
 if [[ -n "${OPENAI_MATRIX:-}" ]]; then read -r -a ORDER <<<"${OPENAI_MATRIX}"; fi
 
 export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INPUT=1

@@ -226,30 +226,41 @@ def test_no_key_or_credential_header_appears_in_any_span_event_metric_or_log(
         assert any("openai_usage.estimate.input_tokens" in t for t in span_json)
 
 
-PROVIDED_TOKEN = "eyJhbGciOiJSUzI1NiJ9.PROVIDED-SECRET-token.sig"
+# An Entra ID token is a JWT: its header and its payload are base64 of JSON objects.
+JWT_TOKEN = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJQUk9WSURFRC1TRUNSRVQifQ.c2lnbmF0dXJl"
+# A provider's token of no known shape, which only the request that sent it can tell.
+OPAQUE_TOKEN = "opaque-PROVIDED-SECRET-token"
 
 
+@pytest.mark.parametrize("token", [JWT_TOKEN, OPAQUE_TOKEN], ids=["jwt", "opaque"])
 def test_a_token_from_an_azure_ad_token_provider_is_scrubbed_from_error_texts(
-    instrument: Any, telemetry: Telemetry, server: LocalOpenAIServer
+    instrument: Any, telemetry: Telemetry, server: LocalOpenAIServer, token: str
 ) -> None:
     # The SDK asks the provider for each request and keeps the token nowhere on the client:
-    # it is known only from the request the SDK sent, which the error holds.
+    # it is known only from the request the SDK sent, where the error holds that request
+    # with its headers, and from its shape.
     instrument()
     client = openai.AzureOpenAI(
         azure_endpoint=server.azure_endpoint,
         api_version="2024-10-21",
-        azure_ad_token_provider=lambda: PROVIDED_TOKEN,
+        azure_ad_token_provider=lambda: token,
         max_retries=0,
         http_client=HTTP.Client(transport=HTTP.MockTransport(echo_handler)),
     )
+    held_by_error = []
     for stream in (False, True):
         with pytest.raises(openai.AuthenticationError) as raised:
             client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, stream=stream)
-        assert PROVIDED_TOKEN in str(raised.value)  # the caller's own exception is unchanged
+        assert token in str(raised.value)  # the caller's own exception is unchanged
+        held_by_error.append(raised.value.response.request.headers.get("authorization"))
+    if token is OPAQUE_TOKEN and not any(held_by_error):
+        # openai 3.63 keeps in the error a request without the headers it sent: a token
+        # of no known shape can be told by nothing (README, Limits).
+        pytest.skip("this SDK's errors do not hold the credentials they were sent with")
     spans = telemetry.spans()
     assert len(spans) == 2
     for span in spans:
-        assert PROVIDED_TOKEN not in span.to_json() and MARKER not in span.to_json()
+        assert token not in span.to_json() and MARKER not in span.to_json()
         assert "[REDACTED]" in (span.status.description or "")
     client.close()
 
