@@ -60,3 +60,27 @@ def test_compose_files_wire_otlp_jaeger_and_prometheus() -> None:
     assert "collector:8889" in (EXAMPLES / "collector" / "prometheus.yml").read_text()
     dockerfile = (EXAMPLES / "Dockerfile").read_text()
     assert "opentelemetry-instrument" in dockerfile and "[offline]" in dockerfile
+
+
+def run_demo(*args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "AZURE_OPENAI_"))}
+    env.pop("OTEL_EXPORTER_OTLP_ENDPOINT", None)
+    module = "opentelemetry.instrumentation.openai_usage.demo"
+    done = subprocess.run(
+        [sys.executable, "-m", module, "--local", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=100,
+    )
+    assert done.returncode == 0, done.stderr
+    return done
+
+
+def test_the_quiet_demo_prints_only_the_token_table() -> None:
+    loud = run_demo()
+    assert "[demo] call 1/" in loud.stderr
+    quiet = run_demo("--quiet")
+    assert "[demo]" not in quiet.stderr
+    assert "Token usage per call (from the spans):" in quiet.stdout
+    assert '"name": "chat gpt-4o-mini"' not in quiet.stdout  # no console spans either

@@ -53,6 +53,17 @@ def _say(text: str) -> None:
     print(f"[demo] {text}", file=sys.stderr, flush=True)
 
 
+class _Progress:
+    """What the demo is doing, on stderr; `--quiet` leaves only the table (and problems)."""
+
+    quiet = False
+
+
+def _progress(text: str) -> None:
+    if not _Progress.quiet:
+        _say(text)
+
+
 def _otlp_exporters() -> tuple[SpanExporter, MetricExporter] | None:
     """OTLP/gRPC when OTEL_EXPORTER_OTLP_PROTOCOL is `grpc`, else OTLP/HTTP (the SDK's
     default); None, after one line saying what to install, when the exporter package is
@@ -69,7 +80,7 @@ def _otlp_exporters() -> tuple[SpanExporter, MetricExporter] | None:
         _say(f"OTLP export needs {package}, which is missing: pip install {package}")
         return None
     endpoint = os.environ["OTEL_EXPORTER_OTLP_ENDPOINT"]
-    _say(f"exporting over OTLP/{'gRPC' if grpc else 'HTTP'} to {endpoint}")
+    _progress(f"exporting over OTLP/{'gRPC' if grpc else 'HTTP'} to {endpoint}")
     span_exporter: SpanExporter = traces.OTLPSpanExporter()
     metric_exporter: MetricExporter = metrics.OTLPMetricExporter()
     return span_exporter, metric_exporter
@@ -89,12 +100,12 @@ def _exporters(quiet: bool) -> tuple[SpanExporter | None, MetricExporter | None]
 def _target(real: bool) -> Iterator[dict[str, Any]]:
     """Client arguments for the real service, or for a local server started here."""
     if real:
-        _say("calling the real OpenAI service (OPENAI_API_KEY is set)")
+        _progress("calling the real OpenAI service (OPENAI_API_KEY is set)")
         yield {}
         return
-    _say("no OPENAI_API_KEY (or --local): starting the bundled local OpenAI-compatible server")
+    _progress("no OPENAI_API_KEY (or --local): starting the bundled local OpenAI-compatible server")
     with LocalOpenAIServer() as server:
-        _say(f"local server listening on {server.base_url}")
+        _progress(f"local server listening on {server.base_url}")
         yield {"base_url": server.base_url, "api_key": "sk-local-demo"}
 
 
@@ -192,6 +203,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--local", action="store_true", help="use the local server even with a key")
     parser.add_argument("--quiet", action="store_true", help="print only the token table")
     args = parser.parse_args(argv)
+    _Progress.quiet = args.quiet
     real = bool(os.environ.get("OPENAI_API_KEY")) and not args.local
 
     resource = Resource.create({"service.name": "openai-usage-demo"})
@@ -213,12 +225,12 @@ def main(argv: list[str] | None = None) -> int:
             aclient = openai.AsyncOpenAI(**client_args)
             calls = _calls(client, aclient)
             for i, (label, call) in enumerate(calls, 1):
-                _say(f"call {i}/{len(calls)}: {label}")
+                _progress(f"call {i}/{len(calls)}: {label}")
                 call()
             client.close()
     finally:
         instrumentor.uninstrument()
-        _say("flushing spans and metrics")
+        _progress("flushing spans and metrics")
         FINISHER.drain(30)  # calls that ended while a token encoding was still loading
         tracer_provider.shutdown()
         meter_provider.shutdown()
