@@ -33,6 +33,12 @@ _SECRET_PATTERNS = re.compile(
     r"(sk-[A-Za-z0-9_\-*]{3,}|[Bb]earer\s+[A-Za-z0-9._\-~+/=*]+|api-key['\"]?\s*[:=]\s*['\"]?[^\s'\",}]+"
     r"|eyJ[A-Za-z0-9_\-]+\.eyJ[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]*)"
 )
+# A credential the text itself shows as one (a header echoed as `Bearer <token>` or
+# `api-key: <key>`): wherever else the text quotes that value bare, it is scrubbed too.
+# So is a token made for one request that the SDK's error no longer holds (openai 3.63).
+_ECHOED_CREDENTIALS = re.compile(
+    r"[Bb]earer\s+([A-Za-z0-9._\-~+/=*]+)|api-key['\"]?\s*[:=]\s*['\"]?([^\s'\",}]+)"
+)
 _MAX_TEXT = 4096
 
 
@@ -58,7 +64,8 @@ def internal_error(where: str, exc: BaseException) -> None:
 def redact(text: str, secrets: Iterable[str], texts: Sequence[str] = ()) -> str:
     """An error text without the call's secrets, key-shaped strings, and (given `texts`,
     the request's content) what it quotes of the request's content."""
-    for secret in secrets:
+    echoed = [value for match in _ECHOED_CREDENTIALS.findall(text) for value in match]
+    for secret in (*secrets, *echoed):
         if secret and len(secret) >= 8:
             text = text.replace(secret, "[REDACTED]")
     text = _SECRET_PATTERNS.sub("[REDACTED]", text)
