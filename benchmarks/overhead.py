@@ -114,6 +114,10 @@ from opentelemetry.instrumentation.openai_usage import OpenAIUsageInstrumentor
 # --------------------------------------------------------------------------- payloads
 
 CHUNKS = 200  # chunks the caller sees per stream: role chunk, 198 content chunks, finish chunk
+# A short stream (role chunk, one content chunk, finish chunk): nearly all of what it adds
+# is the per-stream part (span, metric points, the call's own code), so the difference
+# from the 200-chunk stream is what the chunks themselves cost.
+SHORT_CHUNKS = 3
 TARGET_CALL_MS = 0.15  # added per non-streamed call
 TARGET_STREAM_MS = 0.5  # added per 200-chunk stream, default settings
 
@@ -238,6 +242,7 @@ def http_module() -> ModuleType:
 
 _IS_STREAM = re.compile(rb'"stream"\s*:\s*true')
 _WANTS_USAGE = re.compile(rb'"include_usage"\s*:\s*true')
+_SHORT = re.compile(rb'"max_completion_tokens"\s*:\s*%d\b' % SHORT_CHUNKS)
 
 
 class MockOpenAI:
@@ -248,6 +253,9 @@ class MockOpenAI:
         self.completion = completion_body()
         self.plain_events = stream_events(chunks, include_usage=False)
         self.usage_events = stream_events(chunks, include_usage=True)
+        self.short_events = {
+            wants: stream_events(SHORT_CHUNKS, include_usage=wants) for wants in (False, True)
+        }
         common = {
             "openai-organization": "bench-org",
             "openai-processing-ms": "321",
@@ -264,6 +272,8 @@ class MockOpenAI:
         if not _IS_STREAM.search(body):
             return None
         self.last_wanted_usage = wants_usage = _WANTS_USAGE.search(body) is not None
+        if _SHORT.search(body):
+            return self.short_events[wants_usage]
         return self.usage_events if wants_usage else self.plain_events
 
     def sync_handler(self, request: Any) -> Any:
@@ -443,10 +453,12 @@ def _sync_timer(call: Callable[[], int]) -> Timer:
     return timed
 
 
-def sync_paths(client: Any, stream: bool, user_usage: bool = False) -> Paths:
+def sync_paths(client: Any, stream: bool, user_usage: bool = False, short: bool = False) -> Paths:
     """`client.chat.completions.create` as users call it, and the SDK's function directly."""
     completions = client.chat.completions
     request = {**REQUEST, "stream": True} if stream else REQUEST
+    if short:  # the mock answers this limit with a short stream
+        request = {**request, "max_completion_tokens": SHORT_CHUNKS}
     if user_usage:
         request = {**request, "stream_options": {"include_usage": True}}
 
@@ -710,7 +722,7 @@ def summarise(
         "per_process": processes,
         "per_round_ns": [list(pair) for pair in rounds],
     }
-    if meta["chunks"] and not meta["control"]:
+    if meta["chunks"] and not meta["control"] and meta["case"] != "stream_short":
         chunks = meta["chunks"]
         result["added_per_chunk_ns"] = added / chunks
         result["added_per_chunk_q1_ns"] = q1 / chunks
@@ -772,6 +784,17 @@ def table(results: list[dict[str, Any]], ablated: bool = False, processes: int =
                 f"| {_us(res['added_per_chunk_q1_ns'])} … {_us(res['added_per_chunk_q3_ns'])} "
                 f"|{by_process} — |"
             )
+    by_key = {res["case"]: res for res in results}
+    if "stream" in by_key and "stream_short" in by_key:
+        # What a chunk costs beyond the per-stream part the short stream shows.
+        extra = by_key["stream"]["chunks"] - by_key["stream_short"]["chunks"]
+        each = (by_key["stream"]["added_ns"] - by_key["stream_short"]["added_ns"]) / extra
+        lines.append(
+            f"| ↳ per chunk beyond the per-stream part ((stream {CHUNKS} - stream"
+            f" {SHORT_CHUNKS}) / {extra}, medians) | | | {_us(each)} | |"
+            + (" |" if spread else "")
+            + " — |"
+        )
     return "\n".join(lines)
 
 
@@ -912,7 +935,15 @@ def describe(args: argparse.Namespace, stream_batch: int) -> str:
     )
 
 
-CASE_KEYS = ("call", "stream", "stream_user_usage", "stream_no_inject", "async_stream", "null")
+CASE_KEYS = (
+    "call",
+    "stream",
+    "stream_short",
+    "stream_user_usage",
+    "stream_no_inject",
+    "async_stream",
+    "null",
+)
 
 
 def build_cases(
@@ -939,6 +970,20 @@ def build_cases(
             (
                 Case("stream", title, k_stream, CHUNKS, TARGET_STREAM_MS, True),
                 sync_paths(client, stream=True),
+            )
+        )
+    if "stream_short" in args.cases:
+        default.append(
+            (
+                Case(
+                    "stream_short",
+                    f"stream {SHORT_CHUNKS} chunks",
+                    k_stream,
+                    SHORT_CHUNKS,
+                    None,
+                    True,
+                ),
+                sync_paths(client, stream=True, short=True),
             )
         )
     if "stream_user_usage" in args.cases:
