@@ -42,6 +42,7 @@ def test_azure_example_reports_the_deployment_and_azure_provider() -> None:
     out = run_example("azure_openai.py")
     assert '"gen_ai.provider.name": "azure.ai.openai"' in out
     assert '"gen_ai.request.model": "my-gpt-4o-mini"' in out
+    assert '"gen_ai.response.model": "gpt-4o-mini-2024-07-18"' in out  # what it served
     assert '"openai_usage.usage.source": "response"' in out
 
 

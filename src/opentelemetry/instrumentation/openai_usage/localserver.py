@@ -66,6 +66,18 @@ DATED_MODELS: dict[str, str] = {
     "gpt-5": "gpt-5-2025-08-07",
     "gpt-5-mini": "gpt-5-mini-2025-08-07",
 }
+
+
+def _deployed_model(name: str) -> str:
+    """The model an Azure deployment serves, as Azure names it in responses: the dated
+    model whose family the deployment's name holds ("my-gpt-4o-mini" serves
+    gpt-4o-mini-2024-07-18), else gpt-4o-mini's; never the deployment's own name."""
+    for family in sorted(DATED_MODELS, key=len, reverse=True):
+        if family in name:
+            return DATED_MODELS[family]
+    return DATED_MODELS["gpt-4o-mini"]
+
+
 # The tool-call arguments, and the pieces a stream delivers them in.
 TOOL_ARGUMENT_PIECES = ('{"', "location", '":', ' "', "Paris", '"}')
 TOOL_ARGUMENTS = "".join(TOOL_ARGUMENT_PIECES)
@@ -332,7 +344,9 @@ def _plan(
     model = body.get("model") or deployment  # Azure: the deployment names the model
     if not isinstance(model, str):
         raise _HTTPError(400, "Missing required parameter: 'model'.", param="model")
-    model = headers.get("x-mock-response-model") or DATED_MODELS.get(model, model)
+    model = headers.get("x-mock-response-model") or (
+        _deployed_model(model) if deployment is not None else DATED_MODELS.get(model, model)
+    )
     n = 1 if body.get("n") is None else body["n"]
     if type(n) is not int or not 1 <= n <= 128:
         raise _HTTPError(400, f"Invalid value for 'n': {n!r}.", param="n")
