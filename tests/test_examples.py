@@ -18,15 +18,21 @@ pytestmark = pytest.mark.timeout(120)
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 
-def run_example(name: str, **extra_env: str) -> str:
+def run_keyless(*args: str, **extra_env: str) -> subprocess.CompletedProcess[str]:
+    """Python with `args`, without any API key or OTLP endpoint of the caller's: the
+    bundled local server answers, and the console shows the telemetry."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "AZURE_OPENAI_"))}
     env.pop("OTEL_EXPORTER_OTLP_ENDPOINT", None)
     env.update(extra_env)
     done = subprocess.run(
-        [sys.executable, str(EXAMPLES / name)], capture_output=True, text=True, env=env, timeout=100
+        [sys.executable, *args], capture_output=True, text=True, env=env, timeout=100
     )
     assert done.returncode == 0, done.stderr
-    return done.stdout
+    return done
+
+
+def run_example(name: str, **extra_env: str) -> str:
+    return run_keyless(str(EXAMPLES / name), **extra_env).stdout
 
 
 def test_plain_setup_example_traces_calls_under_the_callers_span() -> None:
@@ -64,18 +70,7 @@ def test_compose_files_wire_otlp_jaeger_and_prometheus() -> None:
 
 
 def run_demo(*args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "AZURE_OPENAI_"))}
-    env.pop("OTEL_EXPORTER_OTLP_ENDPOINT", None)
-    module = "opentelemetry.instrumentation.openai_usage.demo"
-    done = subprocess.run(
-        [sys.executable, "-m", module, "--local", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=100,
-    )
-    assert done.returncode == 0, done.stderr
-    return done
+    return run_keyless("-m", "opentelemetry.instrumentation.openai_usage.demo", "--local", *args)
 
 
 def test_the_quiet_demo_prints_only_the_token_table() -> None:

@@ -228,7 +228,8 @@ def test_no_key_or_credential_header_appears_in_any_span_event_metric_or_log(
 
 # An Entra ID token is a JWT: its header and its payload are base64 of JSON objects.
 JWT_TOKEN = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJQUk9WSURFRC1TRUNSRVQifQ.c2lnbmF0dXJl"
-# A provider's token of no known shape, which only the request that sent it can tell.
+# A provider's token of no known shape: only the request that sent it, or a text that echoes
+# it as a header, can tell it.
 OPAQUE_TOKEN = "opaque-PROVIDED-SECRET-token"
 
 
@@ -427,7 +428,7 @@ def test_a_jwt_echoed_bare_is_redacted_by_its_shape_and_other_text_is_kept(
          "Key [REDACTED] refused; you sent 'Bearer [REDACTED]'"),
         ("headers {'api-key': 'k3y-of-the-gateway'} and then k3y-of-the-gateway again",
          "headers {'[REDACTED]'} and then [REDACTED] again"),
-        # A value shown as a credential only once elsewhere, or too short to look for, stays.
+        # A value never shown as a credential, or one too short to look for, stays.
         ("Key opaque-token-123 refused", None),
         ("Bearer short, short", "[REDACTED], short"),
     ],

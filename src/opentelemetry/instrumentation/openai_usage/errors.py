@@ -29,16 +29,18 @@ _logged_lock = threading.Lock()
 # as an `azure_ad_token_provider` makes them per request): their header and payload are
 # base64 of JSON objects, so both start "eyJ". A JWT echoed bare, with no request at hand
 # to read it from (a non-streamed failed response), is caught by its shape alone.
-_SECRET_PATTERNS = re.compile(
-    r"(sk-[A-Za-z0-9_\-*]{3,}|[Bb]earer\s+[A-Za-z0-9._\-~+/=*]+|api-key['\"]?\s*[:=]\s*['\"]?[^\s'\",}]+"
-    r"|eyJ[A-Za-z0-9_\-]+\.eyJ[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]*)"
-)
 # A credential the text itself shows as one (a header echoed as `Bearer <token>` or
-# `api-key: <key>`): wherever else the text quotes that value bare, it is scrubbed too.
-# So is a token made for one request that the SDK's error no longer holds (openai 3.63).
-_ECHOED_CREDENTIALS = re.compile(
+# `api-key: <key>`), the value captured: wherever else the text quotes that value bare, it
+# is scrubbed too. So is a token made for one request that the SDK's error no longer holds
+# (openai 3.63).
+_ECHOED_CREDENTIALS = (
     r"[Bb]earer\s+([A-Za-z0-9._\-~+/=*]+)|api-key['\"]?\s*[:=]\s*['\"]?([^\s'\",}]+)"
 )
+_SECRET_PATTERNS = re.compile(
+    rf"sk-[A-Za-z0-9_\-*]{{3,}}|{_ECHOED_CREDENTIALS}"
+    r"|eyJ[A-Za-z0-9_\-]+\.eyJ[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]*"
+)
+_ECHOED = re.compile(_ECHOED_CREDENTIALS)
 _MAX_TEXT = 4096
 
 
@@ -64,7 +66,7 @@ def internal_error(where: str, exc: BaseException) -> None:
 def redact(text: str, secrets: Iterable[str], texts: Sequence[str] = ()) -> str:
     """An error text without the call's secrets, key-shaped strings, and (given `texts`,
     the request's content) what it quotes of the request's content."""
-    echoed = [value for match in _ECHOED_CREDENTIALS.findall(text) for value in match]
+    echoed = [value for match in _ECHOED.findall(text) for value in match]
     for secret in (*secrets, *echoed):
         if secret and len(secret) >= 8:
             text = text.replace(secret, "[REDACTED]")
