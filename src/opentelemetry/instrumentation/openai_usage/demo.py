@@ -54,7 +54,8 @@ def _say(text: str) -> None:
 
 
 class _Progress:
-    """What the demo is doing, on stderr; `--quiet` leaves only the table (and problems)."""
+    """What the demo is doing, on stderr; `--quiet` leaves only the table, where OTLP
+    export goes, and problems."""
 
     quiet = False
 
@@ -80,7 +81,8 @@ def _otlp_exporters() -> tuple[SpanExporter, MetricExporter] | None:
         _say(f"OTLP export needs {package}, which is missing: pip install {package}")
         return None
     endpoint = os.environ["OTEL_EXPORTER_OTLP_ENDPOINT"]
-    _progress(f"exporting over OTLP/{'gRPC' if grpc else 'HTTP'} to {endpoint}")
+    # Said even with --quiet: where the telemetry goes, like a problem, is not progress.
+    _say(f"exporting over OTLP/{'gRPC' if grpc else 'HTTP'} to {endpoint}")
     span_exporter: SpanExporter = traces.OTLPSpanExporter()
     metric_exporter: MetricExporter = metrics.OTLPMetricExporter()
     return span_exporter, metric_exporter
