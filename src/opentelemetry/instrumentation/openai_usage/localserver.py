@@ -68,11 +68,15 @@ DATED_MODELS: dict[str, str] = {
 }
 
 
+# Longest first, so that "gpt-4o-mini" is found before "gpt-4o" in a deployment's name.
+_FAMILIES = sorted(DATED_MODELS, key=len, reverse=True)
+
+
 def _deployed_model(name: str) -> str:
     """The model an Azure deployment serves, as Azure names it in responses: the dated
     model whose family the deployment's name holds ("my-gpt-4o-mini" serves
     gpt-4o-mini-2024-07-18), else gpt-4o-mini's; never the deployment's own name."""
-    for family in sorted(DATED_MODELS, key=len, reverse=True):
+    for family in _FAMILIES:
         if family in name:
             return DATED_MODELS[family]
     return DATED_MODELS["gpt-4o-mini"]
