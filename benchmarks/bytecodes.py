@@ -29,7 +29,6 @@ from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import openai
 import overhead
 
 from opentelemetry.instrumentation.openai_usage import OpenAIUsageInstrumentor
@@ -119,13 +118,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     http = overhead.http_module()
-    mock = overhead.MockOpenAI(http, overhead.CHUNKS)
-    client = openai.OpenAI(
-        http_client=http.Client(transport=http.MockTransport(mock.sync_handler)),
-        api_key="sk-bench",
-        base_url="http://bench.local/v1",
-        max_retries=0,
-    )
+    client = overhead.sync_client(http, overhead.MockOpenAI(http, overhead.CHUNKS))
     telemetry = overhead.Telemetry.create("batch", "none")
     instrumentor = OpenAIUsageInstrumentor()
     instrumentor.instrument(

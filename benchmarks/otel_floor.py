@@ -32,7 +32,6 @@ from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import openai
 import overhead
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import HistogramDataPoint, InMemoryMetricReader
@@ -63,13 +62,7 @@ class Recorded:
 def record_one(stream: bool) -> Recorded:
     """One instrumented call through the real SDK, and what it recorded."""
     http = overhead.http_module()
-    mock = overhead.MockOpenAI(http, overhead.CHUNKS)
-    client = openai.OpenAI(
-        http_client=http.Client(transport=http.MockTransport(mock.sync_handler)),
-        api_key="sk-bench",
-        base_url="http://bench.local/v1",
-        max_retries=0,
-    )
+    client = overhead.sync_client(http, overhead.MockOpenAI(http, overhead.CHUNKS))
     exporter = InMemorySpanExporter()
     tracer_provider = TracerProvider()
     tracer_provider.add_span_processor(SimpleSpanProcessor(exporter))

@@ -312,6 +312,21 @@ class _AsyncEvents:
 # --------------------------------------------------------------------------- telemetry
 
 
+CLIENT_OPTIONS: dict[str, Any] = {
+    "api_key": "sk-bench",
+    "base_url": "http://bench.local/v1",
+    "max_retries": 0,
+}
+
+
+def sync_client(http: ModuleType, mock: MockOpenAI) -> openai.OpenAI:
+    """The real SDK's client, talking to `mock` through the in-process transport."""
+    return openai.OpenAI(
+        http_client=http.Client(transport=http.MockTransport(mock.sync_handler)),
+        **CLIENT_OPTIONS,
+    )
+
+
 class DroppingExporter(SpanExporter):
     """Discards spans; keeps a count and the last one for the sanity checks."""
 
@@ -1050,17 +1065,10 @@ def measure_here(args: argparse.Namespace) -> dict[str, Any]:
     """Run every selected case in this process: its report (one entry of what `pool` takes)."""
     http = http_module()
     mock = MockOpenAI(http, CHUNKS)
-    options: dict[str, Any] = {
-        "api_key": "sk-bench",
-        "base_url": "http://bench.local/v1",
-        "max_retries": 0,
-    }
-    client = openai.OpenAI(
-        http_client=http.Client(transport=http.MockTransport(mock.sync_handler)), **options
-    )
+    client = sync_client(http, mock)
     aclient = openai.AsyncOpenAI(
         http_client=http.AsyncClient(transport=http.MockTransport(mock.async_handler)),
-        **options,
+        **CLIENT_OPTIONS,
     )
     loop = asyncio.new_event_loop()
     instrumentor = OpenAIUsageInstrumentor()

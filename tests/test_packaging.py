@@ -93,7 +93,7 @@ def test_sdist_holds_sources_tests_and_what_they_read_but_no_local_state(dist: P
     for needed in ("pyproject.toml", "README.md", "CHANGELOG.md", "LICENSE",
                    f"src/{PACKAGE}/__init__.py", f"src/{PACKAGE}/py.typed",
                    "tests/conftest.py",
-                   # read by tests (test_examples, the benchmark tests) and the README
+                   # read by tests (test_examples, test_benchmark_scripts) and the README
                    "examples/demo.sh", "examples/app.py", "benchmarks/bytecodes.py",
                    "benchmarks/overhead.py", "benchmarks/otel_floor.py"):  # fmt: skip
         assert needed in names, needed
