@@ -309,9 +309,6 @@ class _AsyncEvents:
             raise StopAsyncIteration from None
 
 
-# --------------------------------------------------------------------------- telemetry
-
-
 CLIENT_OPTIONS: dict[str, Any] = {
     "api_key": "sk-bench",
     "base_url": "http://bench.local/v1",
@@ -325,6 +322,9 @@ def sync_client(http: ModuleType, mock: MockOpenAI) -> openai.OpenAI:
         http_client=http.Client(transport=http.MockTransport(mock.sync_handler)),
         **CLIENT_OPTIONS,
     )
+
+
+# --------------------------------------------------------------------------- telemetry
 
 
 class DroppingExporter(SpanExporter):
