@@ -35,6 +35,10 @@ def run_example(name: str, **extra_env: str) -> str:
     return run_keyless(str(EXAMPLES / name), **extra_env).stdout
 
 
+def run_demo(*args: str) -> subprocess.CompletedProcess[str]:
+    return run_keyless("-m", "opentelemetry.instrumentation.openai_usage.demo", "--local", *args)
+
+
 def test_plain_setup_example_traces_calls_under_the_callers_span() -> None:
     out = run_example("plain_setup.py")
     assert "reply: " in out and "streamed: " in out
@@ -67,10 +71,6 @@ def test_compose_files_wire_otlp_jaeger_and_prometheus() -> None:
     assert "collector:8889" in (EXAMPLES / "collector" / "prometheus.yml").read_text()
     dockerfile = (EXAMPLES / "Dockerfile").read_text()
     assert "opentelemetry-instrument" in dockerfile and "[offline]" in dockerfile
-
-
-def run_demo(*args: str) -> subprocess.CompletedProcess[str]:
-    return run_keyless("-m", "opentelemetry.instrumentation.openai_usage.demo", "--local", *args)
 
 
 def test_the_quiet_demo_prints_only_the_token_table() -> None:
