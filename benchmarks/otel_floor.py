@@ -98,7 +98,9 @@ def record_one(stream: bool) -> Recorded:
     return Recorded(span, tuple(points))
 
 
-def replayer(recorded: Recorded, spans: bool, points: bool) -> tuple[Callable[[], None], Any]:
+def replayer(
+    recorded: Recorded, spans: bool, points: bool
+) -> tuple[Callable[[], None], tuple[TracerProvider, MeterProvider]]:
     """A function doing the recorded span and/or points once, and what to shut down after."""
     tracer_provider = TracerProvider()
     tracer_provider.add_span_processor(BatchSpanProcessor(overhead.DroppingExporter()))
