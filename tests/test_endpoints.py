@@ -615,6 +615,28 @@ def test_streamed_with_raw_response_parse_gives_a_traced_stream(
     assert attributes["openai_usage.usage.source"] == "estimate"
 
 
+def test_a_streamed_raw_response_has_a_close_only_if_the_sdks_has_one(
+    instrumented: Any, telemetry: Telemetry, client: openai.OpenAI
+) -> None:
+    # `with_raw_response` gives a `LegacyAPIResponse`, which has no `close()`: a caller's
+    # duck-typed cleanup must skip it, as without us, and leave the stream to be read.
+    raw = client.chat.completions.with_raw_response.create(
+        model="gpt-4o-mini", messages=MESSAGES, stream=True, extra_headers={"x-mock-chunks": "5"}
+    )
+    assert hasattr(raw, "close") is hasattr(raw.__wrapped__, "close") is False
+    assert len(list(raw.parse())) == 7
+    attributes = dict(telemetry.span().attributes or {})
+    assert attributes["openai_usage.stream.outcome"] == "completed"
+    assert attributes["gen_ai.usage.output_tokens"] > 0
+    # `with_streaming_response` gives an `APIResponse`, which has one: ours ends the span.
+    streaming = client.chat.completions.with_streaming_response.create(
+        model="gpt-4o-mini", messages=MESSAGES, stream=True
+    ).__enter__()
+    streaming.close()
+    assert streaming.http_response.is_closed
+    assert len(telemetry.spans()) == 2
+
+
 def test_a_streamed_raw_response_dropped_after_parse_keeps_its_span_open_while_read(
     instrumented: Any, telemetry: Telemetry, client: openai.OpenAI
 ) -> None:

@@ -156,11 +156,21 @@ class RawResponseProxy(_RawProxyBase):
         parsed = self.__wrapped__.parse(*args, **kwargs)
         return self._self_take(parsed, bool(args or kwargs))
 
-    def close(self) -> Any:
-        try:
-            return self.__wrapped__.close()
-        finally:
-            self._self_closed()
+    @property
+    def close(self) -> Callable[[], Any]:
+        # `LegacyAPIResponse` (what `with_raw_response` returns) has no `close`: reading
+        # it raises the SDK's AttributeError, so `hasattr(raw, "close")` is False as
+        # without us, and a caller's duck-typed cleanup neither fails nor ends the span.
+        close = self.__wrapped__.close
+        closed = self._self_closed
+
+        def close_and_end() -> Any:
+            try:
+                return close()
+            finally:
+                closed()
+
+        return close_and_end
 
 
 class AsyncRawResponseProxy(_RawProxyBase):
