@@ -532,6 +532,28 @@ async def test_async_abandoned_stream_ends_at_its_last_read_when_collected(
     assert span.end_time is not None and span.end_time <= last_read_ns + 50_000_000
 
 
+async def test_async_stream_left_by_break_and_dropped_ends_once_the_loop_closes_its_iterator(
+    instrumented: Any, telemetry: Telemetry, aclient: openai.AsyncOpenAI
+) -> None:
+    # `async for` left by `break` drops an unfinished async generator: asyncio closes it
+    # (ours, and the SDK's inside it) at the loop's next turns; then the span ends, at the
+    # last read, as the README says.
+    async def read_one() -> int:
+        stream = await astream_call(aclient, extra_headers={"x-mock-chunks": "50"})
+        async for _ in stream:
+            break
+        return time.time_ns()
+
+    last_read_ns = await read_one()
+    for _ in range(10):
+        if telemetry.spans():
+            break
+        await asyncio.sleep(0)
+    span = telemetry.span()
+    assert (span.attributes or {})["openai_usage.stream.outcome"] == "abandoned"
+    assert span.end_time is not None and span.end_time <= last_read_ns
+
+
 async def test_async_span_is_never_current_between_reads(
     instrumented: Any, telemetry: Telemetry, aclient: openai.AsyncOpenAI
 ) -> None:
