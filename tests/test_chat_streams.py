@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import collections.abc
+import contextlib
 import gc
 import inspect
 import json
@@ -317,6 +319,56 @@ async def test_async_stream_aclose_and_anext_are_what_the_sdk_offers(
             stream.aclose  # noqa: B018
         await stream.close()
     assert (telemetry.span().attributes or {})["openai_usage.stream.outcome"] == "closed"
+
+
+# The protocols a dispatcher may test: wrapt's proxy defines them all, the SDK's objects not.
+PROTOCOLS = (
+    collections.abc.Iterable,
+    collections.abc.Iterator,
+    collections.abc.AsyncIterable,
+    collections.abc.AsyncIterator,
+    collections.abc.Sized,
+    collections.abc.Container,
+    collections.abc.Collection,
+    collections.abc.Reversible,
+    contextlib.AbstractContextManager,
+    contextlib.AbstractAsyncContextManager,
+)
+
+
+def protocols(obj: Any) -> dict[str, bool]:
+    return {abc.__name__: isinstance(obj, abc) for abc in PROTOCOLS}
+
+
+async def test_streams_and_raw_responses_follow_the_same_protocols_as_the_sdks(
+    instrumented: Any, client: openai.OpenAI, aclient: openai.AsyncOpenAI
+) -> None:
+    sync_stream = stream_call(client)
+    async_stream = await astream_call(aclient)
+    raw = client.chat.completions.with_raw_response.create(
+        model="gpt-4o-mini", messages=MESSAGES, stream=True
+    )
+    async with aclient.chat.completions.with_streaming_response.create(
+        model="gpt-4o-mini", messages=MESSAGES, stream=True
+    ) as async_body:
+        with client.chat.completions.with_streaming_response.create(
+            model="gpt-4o-mini", messages=MESSAGES, stream=True
+        ) as body:
+            for proxy in (sync_stream, async_stream, raw, body, async_body):
+                expected = protocols(proxy.__wrapped__)
+                if proxy is sync_stream:  # `in` reads a Stream: wrapt's `__contains__` does
+                    expected["Container"] = True
+                assert protocols(proxy) == expected, type(proxy.__wrapped__).__name__
+    # A sync/async dispatcher takes the async way for an async stream, as without us.
+    assert not isinstance(async_stream, collections.abc.Iterable)
+    assert [chunk async for chunk in async_stream]
+    with pytest.raises(TypeError), async_stream:  # type: ignore[attr-defined]
+        pass
+    with pytest.raises(TypeError):
+        async with sync_stream:
+            pass
+    sync_stream.close()
+    assert list(raw.parse())
 
 
 def test_stream_with_several_choices_records_each_finish_reason(

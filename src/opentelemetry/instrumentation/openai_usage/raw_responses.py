@@ -68,6 +68,12 @@ def _collected(raw: RawState) -> None:
 
 
 class _RawProxyBase(wrapt.ObjectProxy):  # type: ignore[misc,type-arg,unused-ignore]
+    # The SDK's raw responses are no iterables, containers or context managers (their
+    # `with` is the SDK's manager around them): wrapt's protocols marked not available,
+    # as on the stream proxies.
+    __iter__ = __enter__ = __exit__ = __aenter__ = __aexit__ = None  # type: ignore[assignment,unused-ignore]
+    __len__ = __reversed__ = __contains__ = None  # type: ignore[assignment,unused-ignore]
+
     def __init__(
         self,
         wrapped: Any,

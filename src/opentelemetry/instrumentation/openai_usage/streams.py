@@ -396,6 +396,12 @@ class _ProxyBase(wrapt.ObjectProxy):  # type: ignore[misc,type-arg,unused-ignore
 class SyncStreamProxy(_ProxyBase):
     """Proxy for `openai.Stream`."""
 
+    # wrapt's proxy defines every protocol, the SDK's `Stream` only iteration and `with`.
+    # None is the data model's "not available": `isinstance(stream, Sized)` or
+    # `AbstractAsyncContextManager` is False and `async with stream` a TypeError, as
+    # without us. (`in` stays wrapt's: a Stream answers it by reading itself.)
+    __aenter__ = __aexit__ = __len__ = __reversed__ = None  # type: ignore[assignment,unused-ignore]
+
     def __init__(self, wrapped: Any, state: StreamState) -> None:
         super().__init__(wrapped, state)
         self._self_source = _chunks_of(wrapped)
@@ -432,6 +438,10 @@ class SyncStreamProxy(_ProxyBase):
 
 class AsyncStreamProxy(_ProxyBase):
     """Proxy for `openai.AsyncStream`."""
+
+    # As above: an `AsyncStream` is neither `Iterable` nor a sync context manager, so a
+    # caller that tells sync from async streams by `isinstance` picks the right way.
+    __iter__ = __enter__ = __exit__ = __len__ = __reversed__ = __contains__ = None  # type: ignore[assignment,unused-ignore]
 
     def __init__(self, wrapped: Any, state: StreamState) -> None:
         super().__init__(wrapped, state)
