@@ -407,6 +407,67 @@ async def test_async_chat_stream_helper_left_early_ends_the_span(
     assert attributes["openai_usage.stream.outcome"] == "closed"
 
 
+# A JSON reply cut short by the token limit, as `max_tokens` cuts one.
+CUT_JSON = {"x-mock-reply": '{"answer": "one two', "x-mock-finish": "length"}
+
+
+@pytest.mark.parametrize("where", ["chat", "beta"])
+def test_a_parsed_stream_cut_by_the_token_limit_ends_its_span_with_the_helpers_error(
+    instrumented: Any, telemetry: Telemetry, client: openai.OpenAI, where: str
+) -> None:
+    helper = chat_stream_helper(client, where)
+    # The helper raises it while it is read, above the stream we watch: the call failed.
+    with (
+        pytest.raises(openai.LengthFinishReasonError) as raised,
+        helper(
+            model="gpt-4o-mini", messages=MESSAGES, response_format=Answer, extra_headers=CUT_JSON
+        ) as stream,
+    ):
+        for _ in stream:
+            pass
+    span = telemetry.span()
+    attributes = dict(span.attributes or {})
+    assert span.status.status_code is StatusCode.ERROR
+    assert attributes["error.type"] == "LengthFinishReasonError"
+    assert attributes["openai_usage.stream.outcome"] == "error"
+    assert attributes["gen_ai.response.finish_reasons"] == ("length",)
+    # The helper raised at the last choice chunk, before the usage chunk was read.
+    assert attributes["openai_usage.usage.source"] == "estimate"
+    assert [event.name for event in span.events] == ["exception"]
+    assert raised.value.completion.choices[0].finish_reason == "length"  # the SDK's own
+
+
+async def test_an_async_parsed_stream_cut_by_the_token_limit_ends_its_span_with_the_error(
+    instrumented: Any, telemetry: Telemetry, aclient: openai.AsyncOpenAI
+) -> None:
+    helper = chat_stream_helper(aclient, "chat")
+    with pytest.raises(openai.LengthFinishReasonError):
+        async with helper(
+            model="gpt-4o-mini", messages=MESSAGES, response_format=Answer, extra_headers=CUT_JSON
+        ) as stream:
+            async for _ in stream:
+                pass
+    span = telemetry.span()
+    assert span.status.status_code is StatusCode.ERROR
+    assert (span.attributes or {})["error.type"] == "LengthFinishReasonError"
+
+
+def test_an_error_of_the_callers_own_in_a_stream_helpers_block_is_not_the_calls(
+    instrumented: Any, telemetry: Telemetry, client: openai.OpenAI
+) -> None:
+    with (
+        pytest.raises(KeyError),
+        chat_stream_helper(client, "chat")(
+            model="gpt-4o-mini", messages=MESSAGES, extra_headers=LONG
+        ) as stream,
+    ):
+        for _ in stream:
+            raise KeyError("the caller's")
+    span = telemetry.span()
+    assert span.status.status_code is StatusCode.UNSET
+    assert (span.attributes or {})["openai_usage.stream.outcome"] == "closed"
+
+
 @needs_responses
 def test_responses_stream_helper_left_early_ends_the_span(
     instrumented: Any, telemetry: Telemetry, client: openai.OpenAI

@@ -310,6 +310,27 @@ def test_stream_tool_call(client: openai.OpenAI) -> None:
     assert chunks[-1].usage is not None
 
 
+def test_finish_header_ends_the_reply_with_that_finish_reason(client: openai.OpenAI) -> None:
+    headers = {"x-mock-reply": "cut short", "x-mock-finish": "length"}
+    reply = client.chat.completions.create(model="gpt-4o", messages=MESSAGES, extra_headers=headers)
+    assert reply.choices[0].finish_reason == "length"
+    assert reply.choices[0].message.content == "cut short"
+    chunks = list(
+        client.chat.completions.create(
+            model="gpt-4o",
+            messages=MESSAGES,
+            stream=True,
+            extra_headers={**headers, "x-mock-finish": "content_filter"},
+        )
+    )
+    assert [c.choices[0].finish_reason for c in chunks][-2:] == [None, "content_filter"]
+    with pytest.raises(openai.BadRequestError) as info:
+        client.chat.completions.create(
+            model="gpt-4o", messages=MESSAGES, extra_headers={"x-mock-finish": "stop!"}
+        )
+    assert "x-mock-finish" in info.value.message
+
+
 def test_stream_many_chunks_and_delay(client: openai.OpenAI) -> None:
     stream = client.chat.completions.create(
         model="gpt-4o",

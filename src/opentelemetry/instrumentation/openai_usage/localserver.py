@@ -14,7 +14,9 @@ the same headers and adds its own scenarios:
   ``x-mock-tool-call: <function name>``, ``x-mock-response-model: <model>``,
   ``x-mock-usage: <JSON of prompt/completion/total/cached/reasoning_tokens,
   audio_input/audio_output_tokens, cache_write_tokens>``,
-  ``x-mock-chunk-delay-ms: <ms>``, ``x-mock-attempt-key: <key>`` (fail_first);
+  ``x-mock-chunk-delay-ms: <ms>``, ``x-mock-attempt-key: <key>`` (fail_first),
+  ``x-mock-finish: length|content_filter`` (chat and completions: the reply, as it is,
+  ends with that finish reason, as one cut by ``max_tokens`` or a filter does);
 - ``x-mock-scenario``: ``ok`` (default), ``http_error:<status>``, ``fail_first:<k>``,
   ``cut_after:<k>``, ``reset_after:<k>``, ``sse_error_after:<k>``,
   ``malformed_after:<k>``, ``no_usage``, ``reject_stream_options``,
@@ -200,6 +202,11 @@ class _Call:
     body: dict[str, Any]
     id: str
     created: int
+    finish_reason: str | None = None  # x-mock-finish; else "stop" (or "tool_calls")
+
+    @property
+    def finish(self) -> str:
+        return self.finish_reason or ("tool_calls" if self.tool else "stop")
 
     def pieces(self) -> Iterator[str]:
         """The content pieces, generated lazily for huge ``x-mock-chunks`` counts."""
@@ -368,6 +375,9 @@ def _plan(
         words = re.findall(r"\s*\S+(?:\s+\Z)?", reply)
         count = len(words)
     tool = headers.get("x-mock-tool-call") if kind == "chat/completions" else None
+    finish = headers.get("x-mock-finish")
+    if finish not in (None, "length", "content_filter"):
+        raise _HTTPError(400, f"Unknown x-mock-finish: {finish!r}.")
     if kind == "chat/completions":
         messages = body.get("messages")
         if not isinstance(messages, list) or not messages:
@@ -399,7 +409,7 @@ def _plan(
     prefix = {"chat/completions": "chatcmpl-", "completions": "cmpl-"}.get(kind, "")
     azure = deployment is not None
     return _Call(kind, azure, stream, include_usage, model, n, words, count, tool,
-                 usage, body, _new_id(prefix), int(time.time()))  # fmt: skip
+                 usage, body, _new_id(prefix), int(time.time()), finish)  # fmt: skip
 
 
 def _response_body(call: _Call) -> dict[str, Any]:
@@ -416,7 +426,7 @@ def _response_body(call: _Call) -> dict[str, Any]:
         ]
         return {"object": "list", "data": data, "model": call.model, "usage": call.usage}
     text = None if call.tool else "".join(call.pieces())
-    finish = "tool_calls" if call.tool else "stop"
+    finish = call.finish
     choices: list[dict[str, Any]] = []
     for i in range(call.n):
         choice: dict[str, Any]
@@ -486,9 +496,8 @@ def _chunks(call: _Call) -> Iterator[dict[str, Any]]:
         for piece in call.pieces():
             for i in range(call.n):
                 yield chunk([choice(i, {"content": piece} if chat else piece)])
-    finish = "tool_calls" if call.tool else "stop"
     for i in range(call.n):
-        yield chunk([choice(i, {} if chat else "", finish)])
+        yield chunk([choice(i, {} if chat else "", call.finish)])
     if call.include_usage:
         yield {**chunk([]), "usage": call.usage}
 

@@ -13,6 +13,7 @@ the caller's own.
 from __future__ import annotations
 
 import atexit
+import sys
 import time
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -491,12 +492,30 @@ class AsyncStreamProxy(_ProxyBase):
         return close
 
 
-def _close_helpers_stream(helper: Any) -> None:
-    """End the span of the proxy a stream helper holds, if it holds one of ours."""
+def _raised_by_helper(helper: Any, exc: BaseException | None) -> bool:
+    """Whether `exc` came out of the helper's own reading of the stream (its `__stream__`,
+    say the `LengthFinishReasonError` of a parsed stream cut by `max_tokens`): the call's
+    error, though the HTTP stream we watch was fine. An error of the caller's own code in
+    the helper's `with` block is not (nor is one of the stream, already recorded)."""
+    traceback = exc.__traceback__ if exc is not None else None
+    while traceback is not None:
+        frame = traceback.tb_frame
+        if frame.f_code.co_name == "__stream__" and frame.f_locals.get("self") is helper:
+            return True
+        traceback = traceback.tb_next
+    return False
+
+
+def _close_helpers_stream(helper: Any, in_flight: BaseException | None) -> None:
+    """End the span of the proxy a stream helper holds, if it holds one of ours: closed, or
+    with the error the helper raised while reading, if that is why it is being closed."""
     try:
         raw = getattr(helper, "_raw_stream", None)
         if isinstance(raw, _ProxyBase):
-            raw._self_state.finish(OUTCOME_CLOSED)
+            if in_flight is not None and _raised_by_helper(helper, in_flight):
+                raw._self_state.finish(OUTCOME_ERROR, in_flight)
+            else:
+                raw._self_state.finish(OUTCOME_CLOSED)
     except Exception as exc:
         internal_error("closing a stream helper", exc)
 
@@ -504,20 +523,24 @@ def _close_helpers_stream(helper: Any) -> None:
 def helper_close_wrapper(
     wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> Any:
-    """For `ChatCompletionStream.close` and the like: theirs first, then our span."""
+    """For `ChatCompletionStream.close` and the like: theirs first, then our span. An
+    exception being handled (the helper's `with` left by it) may be the call's error."""
+    in_flight = sys.exc_info()[1]
     try:
         return wrapped(*args, **kwargs)
     finally:
-        _close_helpers_stream(instance)
+        _close_helpers_stream(instance, in_flight)
 
 
 def async_helper_close_wrapper(
     wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> Any:
+    in_flight = sys.exc_info()[1]
+
     async def close() -> Any:
         try:
             return await wrapped(*args, **kwargs)
         finally:
-            _close_helpers_stream(instance)
+            _close_helpers_stream(instance, in_flight)
 
     return close()
