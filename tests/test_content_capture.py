@@ -14,7 +14,7 @@ from opentelemetry.sdk._logs import LoggerProvider
 from opentelemetry.sdk._logs.export import InMemoryLogRecordExporter
 
 from opentelemetry.instrumentation.openai_usage.config import Settings
-from opentelemetry.instrumentation.openai_usage.content import bounded_json
+from opentelemetry.instrumentation.openai_usage.content import bounded_json, bounded_value
 from opentelemetry.instrumentation.openai_usage.estimator import Estimator
 from opentelemetry.instrumentation.openai_usage.localserver import (
     DEFAULT_REPLY,
@@ -326,8 +326,9 @@ async def test_event_only_emits_one_event_with_the_exchange_in_the_span_context(
     attributes = dict(record.attributes or {})
     assert attributes["gen_ai.operation.name"] == "chat"
     assert attributes["gen_ai.request.model"] == "gpt-4o-mini"
-    assert json.loads(attributes[INPUT])[1]["parts"][0]["content"] == "What's 1+1?"
-    assert json.loads(attributes[OUTPUT])[0]["parts"][0]["content"] == DEFAULT_REPLY
+    # On an event, content is structured, as the conventions require (on spans: JSON text).
+    assert attributes[INPUT][1]["parts"][0] == {"type": "text", "content": "What's 1+1?"}
+    assert attributes[OUTPUT][0]["parts"][0] == {"type": "text", "content": DEFAULT_REPLY}
 
 
 def test_span_and_event_records_both(
@@ -445,6 +446,18 @@ def test_bounded_json_cuts_content_never_the_strings_of_the_shape() -> None:
     assert bounded_json(small, 500) == '{"a":"b"}'
     cut = json.loads(bounded_json({"content": "é" * 1000, "role": "r" * 50}, 100))
     assert cut["role"] == "r" * 50 and cut["content"].endswith("…")
+
+
+def test_bounded_value_is_what_bounded_json_says_as_a_structure() -> None:
+    history = [{"role": "user", "parts": [{"type": "text", "content": "x" * 1000}]}]
+    value = bounded_value(history, 200)
+    assert json.dumps(value, ensure_ascii=False, separators=(",", ":")) == bounded_json(
+        history, 200
+    )
+    assert value[0]["parts"][0]["content"].endswith("…")
+    # A shape longer than the cap, cut as text by `bounded_json`: that text, as is.
+    shape = {"role": "r" * 300}
+    assert bounded_value(shape, 100) == bounded_json(shape, 100) == '{"role":"' + "r" * 91
 
 
 def _two_choices(script: list[list[dict[str, Any]]]) -> Any:

@@ -65,7 +65,15 @@ class Capture:
         self.logger = logger
 
     def _bounded(self, values: Mapping[str, Any]) -> dict[str, str]:
+        """For spans: JSON text (span attributes hold no maps), cut to the cap."""
         return {name: content.bounded_json(v, self.max_length) for name, v in values.items()}
+
+    def _structured(self, values: Mapping[str, Any]) -> dict[str, Any]:
+        """For the event: the same content, as the structured values the conventions
+        require on events (log records hold maps and lists), cut as on spans."""
+        return {
+            name: content.bounded_value(value, self.max_length) for name, value in values.items()
+        }
 
     def started(self, span: Span, operation: str, request: Mapping[str, Any]) -> None:
         if self.on_span:
@@ -91,7 +99,7 @@ class Capture:
                 captured = input_content(operation, request or {})
                 if output:
                     captured[t.OUTPUT_MESSAGES] = output
-                self._emit(span, {**attributes, **self._bounded(captured)})
+                self._emit(span, {**attributes, **self._structured(captured)})
         except Exception as exc:
             internal_error("capturing output content", exc)
 

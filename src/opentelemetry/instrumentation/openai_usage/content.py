@@ -382,3 +382,13 @@ def bounded_json(value: Any, max_length: int) -> str:
     if fitted is None:
         fitted = "[]" if max_length >= 2 else ""  # not even one item fits
     return fitted
+
+
+def bounded_value(value: Any, max_length: int) -> Any:
+    """`value` cut as `bounded_json` cuts it, as a value: its JSON fits in `max_length`.
+    (The JSON text itself, where no cut of the content makes it fit: a shape that long.)"""
+    text = bounded_json(value, max_length)
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
