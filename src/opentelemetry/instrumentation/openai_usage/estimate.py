@@ -138,6 +138,10 @@ class Encoder(Protocol):
     def encode_ordinary(self, text: str) -> list[int]: ...
 
 
+class EncodingFailed(Exception):
+    """The encoder failed on a text: this call gets no estimate."""
+
+
 class _Counter:
     """Counts text with one encoding, and remembers whether something was uncountable."""
 
@@ -145,8 +149,19 @@ class _Counter:
         self.encoding, self.rules, self.partial = encoding, rules, False
 
     def text(self, value: Any) -> int:
-        # encode_ordinary: "<|endoftext|>" in user text is text, never an error.
-        return len(self.encoding.encode_ordinary(value)) if isinstance(value, str) else 0
+        if not isinstance(value, str):
+            return 0
+        try:
+            # encode_ordinary: "<|endoftext|>" in user text is text, never an error.
+            return len(self.encoding.encode_ordinary(value))
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException as exc:
+            # tiktoken's native code panics on some texts (a run of about a million spaces
+            # overflows its regex's stack), and pyo3 raises a panic as a BaseException,
+            # which no `except Exception` of ours (or the caller's) would stop.
+            message = f"{type(exc).__name__} on a text of {len(value)} characters"
+            raise EncodingFailed(message) from None
 
     def content(self, content: Any) -> int:
         """A message content: a string, or parts whose text is counted as one string.
@@ -363,8 +378,8 @@ def estimate_usage(
     """Estimated usage of one call ("chat", "text_completion", "embeddings", "responses").
 
     The prompt is counted once whatever `n` is; the output of every choice is summed.
-    Never raises: what cannot be read is not counted, and the result is then marked
-    `lower_bound`, as it is for reasoning models and truncated output.
+    Raises only `EncodingFailed`: what cannot be read is not counted, and the result is
+    then marked `lower_bound`, as it is for reasoning models and truncated output.
     """
     counter = _Counter(encoding, rules_for(model))
     request = request if isinstance(request, Mapping) else {}
@@ -385,6 +400,8 @@ def estimate_usage(
             return Usage(source=SOURCE_ESTIMATE)
         responses = operation == "responses"
         output = _completion(tally, request, counter, responses) if tally is not None else 0
+    except EncodingFailed:
+        raise  # the estimator reports it
     except Exception:  # odd shapes: a guess is worse than nothing
         return Usage(source=SOURCE_ESTIMATE)
     lower = is_reasoning_model(model) or counter.partial or bool(tally and tally.truncated)

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from .config import ESTIMATE_COMPARE, ESTIMATE_OFF, Settings
 from .encodings import DEFAULT_NAMES, EncodingLoader
 from .errors import internal_error
-from .estimate import Encoder, encoding_name_for, estimate_usage
+from .estimate import Encoder, EncodingFailed, encoding_name_for, estimate_usage
 from .tally import CompletionTally
 
 if TYPE_CHECKING:
@@ -97,7 +97,11 @@ class Estimator:
         if encoding is None:
             return None
         model = facts.model or request_model
-        return estimate_usage(operation, request, facts.output_tally(), model, encoding)
+        try:
+            return estimate_usage(operation, request, facts.output_tally(), model, encoding)
+        except EncodingFailed as exc:
+            internal_error("counting tokens with tiktoken (no estimate for that call)", exc)
+            return None
 
 
 def _has_output(response: Any) -> bool:
