@@ -9,7 +9,7 @@ from typing import Any
 import openai
 import pytest
 import wrapt
-from openai.resources.chat.completions import Completions
+from openai.resources.chat.completions import AsyncCompletions, Completions
 
 from .conftest import MESSAGES, Telemetry
 
@@ -102,3 +102,123 @@ def test_another_instrumentation_already_wrapping_the_sdk_is_named_and_calls_sti
         if instrumentor is not None:
             instrumentor.uninstrument()  # takes ours off, leaving theirs
         Completions.create = original  # type: ignore[method-assign]
+
+
+# -- another wrapper over ours, or under it ------------------------------------------------
+
+
+@pytest.fixture
+def restore_create() -> Any:
+    """Whatever a test stacks on the SDK's `create`s is taken off after it."""
+    originals = {cls: cls.__dict__["create"] for cls in (Completions, AsyncCompletions)}
+    yield
+    for cls, original in originals.items():
+        cls.create = original  # type: ignore[method-assign]
+
+
+def test_uninstrument_leaves_a_wrapper_put_over_ours_and_reinstrumenting_stacks_none(
+    instrument: Any, telemetry: Telemetry, client: openai.OpenAI, restore_create: Any
+) -> None:
+    theirs: list[int] = []
+
+    def other(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+        theirs.append(1)
+        return wrapped(*args, **kwargs)
+
+    instrumentor = instrument()
+    wrapt.wrap_function_wrapper(Completions, "create", other)  # over ours
+    instrumentor.uninstrument()
+    assert Completions.__dict__["create"]._self_wrapper is other  # theirs is not taken off
+    client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+    assert (len(theirs), len(telemetry.spans())) == (1, 0)  # theirs works, ours passes by
+    instrument()
+    client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+    assert (len(theirs), len(telemetry.spans())) == (2, 1)  # ours again, once: not stacked
+    instrumentor.uninstrument()
+    assert Completions.__dict__["create"]._self_wrapper is other
+
+
+def _read_by_another(chunks: Any) -> Any:
+    """Another instrumentation's stream: its own generator over the SDK's stream."""
+    yield from chunks
+
+
+async def _aread_by_another(chunks: Any) -> Any:
+    async for chunk in chunks:
+        yield chunk
+
+
+def _stream_wrapper(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+    result = wrapped(*args, **kwargs)
+    return _read_by_another(result) if kwargs.get("stream") else result
+
+
+async def _async_stream_wrapper(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+    result = await wrapped(*args, **kwargs)
+    return _aread_by_another(result) if kwargs.get("stream") else result
+
+
+def test_a_stream_another_wrapper_under_ours_makes_its_own_still_hides_our_usage_chunk(
+    instrument: Any, telemetry: Telemetry, client: openai.OpenAI, restore_create: Any
+) -> None:
+    wrapt.wrap_function_wrapper(Completions, "create", _stream_wrapper)  # under ours
+    request: dict[str, Any] = {"model": "gpt-4o-mini", "messages": MESSAGES, "stream": True}
+
+    def comparable(chunks: Any) -> list[dict[str, Any]]:  # ids and times differ by call
+        return [{**c.to_dict(), "id": "", "created": 0} for c in chunks]
+
+    plain = comparable(client.chat.completions.create(**request))
+    instrument()
+    assert comparable(client.chat.completions.create(**request)) == plain
+    attributes = dict(telemetry.span().attributes or {})
+    assert attributes["openai_usage.usage.source"] == "response"  # the usage we asked for
+    assert attributes["openai_usage.stream.outcome"] == "completed"
+
+
+async def test_an_async_stream_another_wrapper_under_ours_makes_still_hides_our_chunk(
+    instrument: Any, telemetry: Telemetry, aclient: openai.AsyncOpenAI, restore_create: Any
+) -> None:
+    wrapt.wrap_function_wrapper(AsyncCompletions, "create", _async_stream_wrapper)
+    instrument()
+    stream = await aclient.chat.completions.create(
+        model="gpt-4o-mini", messages=MESSAGES, stream=True
+    )
+    chunks = [c async for c in stream]
+    assert chunks and all(c.choices for c in chunks)  # no usage-only chunk
+    attributes = dict(telemetry.span().attributes or {})
+    assert attributes["openai_usage.usage.source"] == "response"
+
+
+class CountingStream(wrapt.ObjectProxy):  # type: ignore[misc,type-arg,unused-ignore]
+    """Another instrumentation's proxy of the SDK's stream, which watches what it relays."""
+
+    def __init__(self, wrapped: Any) -> None:
+        super().__init__(wrapped)
+        self._self_count = 0
+
+    def __iter__(self) -> Any:
+        return self
+
+    def __next__(self) -> Any:
+        chunk = next(self.__wrapped__)
+        self._self_count += 1
+        return chunk
+
+
+def test_another_proxy_of_the_stream_under_ours_still_sees_every_chunk(
+    instrument: Any, telemetry: Telemetry, client: openai.OpenAI, restore_create: Any
+) -> None:
+    proxies: list[CountingStream] = []
+
+    def other(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+        proxies.append(CountingStream(wrapped(*args, **kwargs)))
+        return proxies[-1]
+
+    wrapt.wrap_function_wrapper(Completions, "create", other)
+    instrument()
+    stream = client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, stream=True)
+    assert isinstance(stream, openai.Stream)
+    chunks = list(stream)
+    # Read through its own iteration, not around it: it saw ours too (the usage chunk).
+    assert proxies[0]._self_count == len(chunks) + 1
+    assert (telemetry.span().attributes or {})["openai_usage.usage.source"] == "response"

@@ -32,7 +32,7 @@ from opentelemetry.trace import get_tracer
 from .capture import Capture
 from .config import Settings, load_settings
 from .errors import internal_error
-from .others import warn_about_others
+from .others import is_ours, ours_within, warn_about_others
 from .package import _instruments
 from .patches import ENDPOINTS, HELPER_CLOSES, Endpoint, HelperClose
 from .streams import async_helper_close_wrapper, end_open_streams, helper_close_wrapper
@@ -127,7 +127,8 @@ class OpenAIUsageInstrumentor(BaseInstrumentor):  # type: ignore[misc]
                 return  # e.g. chat `parse` before 1.92
             if getattr(target, "only_if_it_posts", False) and not _posts(function):
                 return  # it calls a method we patch: one span, not two
-            wrapt.wrap_function_wrapper(target.module, target.method, wrapper)
+            if not ours_within(function):  # else ours is there, under another's: active again
+                wrapt.wrap_function_wrapper(target.module, target.method, wrapper)
             self._patched.append(target)
         except Exception as exc:
             internal_error(f"patching {target.module}.{target.method}", exc)
@@ -139,8 +140,12 @@ class OpenAIUsageInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         for endpoint in getattr(self, "_patched", []):
             cls_name, method = endpoint.method.rsplit(".", 1)
             try:
-                module = importlib.import_module(endpoint.module)
-                unwrap(getattr(module, cls_name), method)
+                cls = getattr(importlib.import_module(endpoint.module), cls_name)
+                # Only ours: with another's wrapper put over ours, unwrapping would take
+                # theirs off. Ours then stays under it, a pass-through while the runtime is
+                # inactive, and `instrument()` makes it trace again rather than add another.
+                if is_ours(cls.__dict__.get(method)):
+                    unwrap(cls, method)
             except Exception as exc:
                 internal_error(f"unpatching {endpoint.module}.{endpoint.method}", exc)
         self._patched = []

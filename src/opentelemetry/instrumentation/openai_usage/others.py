@@ -30,6 +30,32 @@ _PROXY: type = getattr(wrapt, "BaseObjectProxy", wrapt.ObjectProxy)
 _PROBE = ("openai.resources.chat.completions", "Completions", "create")
 
 
+_OUR_PACKAGE = "opentelemetry.instrumentation.openai_usage"
+
+
+def _origin(function: Any) -> str:
+    """The module of a wrapt wrapper's wrapper function (or of the function itself)."""
+    wrapper = getattr(function, "_self_wrapper", None) or function
+    return getattr(wrapper, "__module__", None) or type(wrapper).__module__
+
+
+def is_ours(function: Any) -> bool:
+    """Whether `function` is one of our wrappers (a wrapt wrapper made by this package)."""
+    return isinstance(function, _PROXY) and _origin(function).startswith(_OUR_PACKAGE)
+
+
+def ours_within(function: Any) -> bool:
+    """Whether one of our wrappers is in the chain of wrappers around a method: there, left
+    under another's wrapper by `uninstrument()`, it is ours to use again, not to stack."""
+    for _ in range(32):  # a chain of wrappers, never a cycle; bounded all the same
+        if function is None:
+            return False
+        if is_ours(function):
+            return True
+        function = getattr(function, "__wrapped__", None)
+    return False
+
+
 def _wrapped_by() -> str | None:
     """The module of whatever already wraps `Completions.create`, if anything does."""
     module_name, cls_name, method = _PROBE
@@ -42,9 +68,7 @@ def _wrapped_by() -> str | None:
     # decorators leave a `__wrapped__` too, so that alone would mean nothing.
     if not isinstance(current, _PROXY):
         return None
-    wrapper = getattr(current, "_self_wrapper", None) or current
-    origin = getattr(wrapper, "__module__", None) or type(wrapper).__module__
-    return None if origin.startswith("opentelemetry.instrumentation.openai_usage") else origin
+    return None if is_ours(current) else _origin(current)
 
 
 def _disabled() -> set[str]:

@@ -16,7 +16,7 @@ import atexit
 import sys
 import time
 import weakref
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from typing import Any, Protocol
 
 import wrapt
@@ -238,14 +238,22 @@ def end_open_streams() -> None:
         internal_error("ending open streams at exit", exc)
 
 
-def wrap_stream(stream: Any, state: StreamState) -> Any:
-    """The proxy for an SDK stream, or the stream itself if it is neither kind."""
+def wrap_stream(stream: Any, state: StreamState, is_async: bool = False) -> Any:
+    """The proxy for an SDK stream, or for what another wrapper under ours made of one (its
+    own stream class, a generator: what we injected must be hidden there too); the object
+    itself if it is not iterable at all. `is_async`: the call was (for a class that is both)."""
     import openai  # the SDK is loaded: it just returned this stream
 
     FINISHER.ensure_started()  # collected streams are ended on its thread
     if isinstance(stream, openai.AsyncStream):
         return AsyncStreamProxy(stream, state)
     if isinstance(stream, openai.Stream):
+        return SyncStreamProxy(stream, state)
+    kind = type(stream)
+    iterable = hasattr(kind, "__iter__") and not isinstance(stream, (str, bytes, Mapping))
+    if hasattr(kind, "__aiter__") and (is_async or not iterable):
+        return AsyncStreamProxy(stream, state)
+    if iterable:
         return SyncStreamProxy(stream, state)
     return stream
 
@@ -374,11 +382,16 @@ async def _awatch(
 
 def _chunks_of(stream: Any) -> Any:
     """The SDK's one iterator behind its stream: what its own `__next__` reads and each
-    `iter()` / `aiter()` of it walks (every SDK release has it; `iter()` if not)."""
-    chunks = getattr(stream, "_iterator", None)
-    if chunks is None:
-        chunks = stream.__aiter__() if hasattr(stream, "__aiter__") else iter(stream)
-    return chunks
+    `iter()` / `aiter()` of it walks (every SDK release has it). Anything else, such as
+    another instrumentation's proxy of the SDK's stream, is read through its own iteration
+    (its `_iterator`, forwarded by such a proxy, would pass the other one by)."""
+    import openai
+
+    if issubclass(type(stream), (openai.Stream, openai.AsyncStream)):
+        chunks = getattr(stream, "_iterator", None)
+        if chunks is not None:
+            return chunks
+    return aiter(stream) if hasattr(type(stream), "__aiter__") else iter(stream)
 
 
 class _ProxyBase(wrapt.ObjectProxy):  # type: ignore[misc,type-arg,unused-ignore]

@@ -246,7 +246,7 @@ def finish_result(runtime: Runtime, endpoint: Endpoint, call: Call, result: Any)
     if call.stream:
         accumulator = endpoint.accumulator(runtime.estimator.new_tally())
         state = StreamState(invocation, accumulator, call.injected)
-        wrapped = wrap_stream(result, state)
+        wrapped = wrap_stream(result, state, endpoint.is_async)
         if wrapped is not result:
             return wrapped
         invocation.end(None)  # not a stream after all (e.g. a raw response)
