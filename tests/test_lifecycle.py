@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import json
 import logging
 import signal
@@ -568,9 +569,6 @@ LATE_PROVIDER_SCRIPT = textwrap.dedent(
     early = Early()  # a finalizer made before the provider, as many libraries make one
     weakref.finalize(early, lambda: None)
     OpenAIUsageInstrumentor().instrument()  # before the application sets its provider
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(ConsoleSpanExporter()))
-    trace.set_tracer_provider(provider)
     server = LocalOpenAIServer().start()
     client = openai.OpenAI(base_url=server.base_url, api_key="sk-test-exit", max_retries=0)
     request = dict(
@@ -579,6 +577,12 @@ LATE_PROVIDER_SCRIPT = textwrap.dedent(
         stream=True,
         extra_headers={"x-mock-chunks": "1000"},
     )
+    if sys.argv[1] == "early":  # one already open when the provider is set (no span of it)
+        before = client.chat.completions.create(**request)
+        next(before)
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(ConsoleSpanExporter()))
+    trace.set_tracer_provider(provider)
     if sys.argv[1] == "raw":  # a raw streamed response, never parsed
         held = client.chat.completions.with_raw_response.create(**request)
     else:
@@ -589,7 +593,7 @@ LATE_PROVIDER_SCRIPT = textwrap.dedent(
 )
 
 
-@pytest.mark.parametrize("kind", ["stream", "raw"])
+@pytest.mark.parametrize("kind", ["stream", "raw", "early"])
 def test_an_open_stream_at_exit_is_reported_when_the_provider_was_set_after_instrument(
     kind: str,
 ) -> None:
@@ -609,6 +613,26 @@ def test_an_open_stream_at_exit_is_reported_when_the_provider_was_set_after_inst
     assert done.stdout.count('"name": "chat gpt-4o-mini"') == 1, done.stderr
     assert '"openai_usage.stream.outcome": "abandoned"' in done.stdout
     assert "already shutdown" not in done.stderr
+
+
+@pytest.mark.skipif(not hasattr(atexit, "_ncallbacks"), reason="CPython's atexit table")
+def test_streams_one_after_another_leave_no_trace_in_the_exit_hooks(
+    instrumented: Any, telemetry: Telemetry, client: openai.OpenAI
+) -> None:
+    # atexit never frees an unregistered slot: re-registering our exit hook per stream grew
+    # its table for good (and each stream's re-registration scanned it, 60 µs per stream
+    # after 100,000 of them). Only a change of providers re-registers it now.
+    list(client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, stream=True))
+    slots = atexit._ncallbacks()  # type: ignore[attr-defined]
+    for _ in range(20):
+        stream = client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, stream=True)
+        list(stream)
+    raw = client.chat.completions.with_raw_response.create(
+        model="gpt-4o-mini", messages=MESSAGES, stream=True
+    )
+    list(raw.parse())
+    assert atexit._ncallbacks() == slots  # type: ignore[attr-defined]
+    assert len(telemetry.spans()) == 22
 
 
 def test_a_call_end_handed_over_by_a_background_job_runs_before_drain_returns() -> None:

@@ -17,7 +17,6 @@ or with no code change: ``opentelemetry-instrument python app.py``.
 
 from __future__ import annotations
 
-import atexit
 import importlib
 import inspect
 from collections.abc import Collection
@@ -35,7 +34,7 @@ from .errors import internal_error
 from .others import is_ours, ours_within, warn_about_others
 from .package import _instruments
 from .patches import ENDPOINTS, HELPER_CLOSES, Endpoint, HelperClose
-from .streams import async_helper_close_wrapper, end_open_streams, helper_close_wrapper
+from .streams import async_helper_close_wrapper, helper_close_wrapper, keep_exit_hook_last
 from .telemetry import Instruments
 from .version import __version__
 from .wrappers import Runtime, async_wrapper, sync_wrapper
@@ -98,8 +97,7 @@ class OpenAIUsageInstrumentor(BaseInstrumentor):  # type: ignore[misc]
             runtime.estimator.start()  # encodings load in the background, never on a call
             # (Re-)registered now, so that at exit it runs before the shutdown of any
             # tracer provider made before this call: open streams still get their spans out.
-            atexit.unregister(end_open_streams)
-            atexit.register(end_open_streams)
+            keep_exit_hook_last(force=True)
         except Exception as exc:
             internal_error("starting up", exc)
         try:

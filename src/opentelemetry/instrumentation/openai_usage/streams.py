@@ -21,6 +21,8 @@ from typing import Any, Protocol
 
 import wrapt
 
+from opentelemetry import metrics, trace
+
 from . import telemetry as t
 from .accumulators import TEXT_BATCH, ChatStreamAccumulator, ResponseFacts
 from .errors import internal_error
@@ -214,13 +216,27 @@ _OPEN: weakref.WeakSet[Abandonable] = weakref.WeakSet()
 
 def track_open(item: Abandonable) -> None:
     """Hold `item` to be ended at exit, and make sure that runs before the providers'
-    shutdown: one set after `instrument()` (`set_tracer_provider` later, say) registered
-    its exit hook after ours, and would run first. Re-registered when the first of a run of
-    open streams starts, which costs about a microsecond."""
-    if not _OPEN:
+    shutdown (see `keep_exit_hook_last`)."""
+    keep_exit_hook_last()
+    _OPEN.add(item)
+
+
+# The global providers when `end_open_streams` was last registered with atexit.
+_REGISTERED_WITH: list[object] = []
+
+
+def keep_exit_hook_last(force: bool = False) -> None:
+    """(Re-)register `end_open_streams` with atexit when the global providers changed since
+    it last was: a provider made and set after that (`set_tracer_provider` after
+    `instrument()`, say) registered its own shutdown later, which would run first and lose
+    the spans of streams still open at exit. Only on a change, not per stream: atexit never
+    frees an unregistered slot, so every re-registration grows its table for the process's
+    life, and makes each later one scan it (60 µs per stream after 100,000 of them)."""
+    providers: list[object] = [trace.get_tracer_provider(), metrics.get_meter_provider()]
+    if force or providers != _REGISTERED_WITH:
         atexit.unregister(end_open_streams)
         atexit.register(end_open_streams)
-    _OPEN.add(item)
+        _REGISTERED_WITH[:] = providers
 
 
 def untrack(item: Abandonable) -> None:
