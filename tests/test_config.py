@@ -121,3 +121,40 @@ def test_settings_that_cannot_be_read_leave_instrument_working_with_the_defaults
         client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
     assert (telemetry.span().attributes or {})["openai_usage.usage.source"] == "response"
     assert any("reading the settings" in r.getMessage() for r in _warnings(caplog))
+
+
+class BrokenMeterProvider:
+    def get_meter(self, *args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("meter backend unavailable")
+
+
+def test_a_provider_that_is_not_one_or_is_broken_warns_and_instrument_goes_on(
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    telemetry: Telemetry,
+    client: openai.OpenAI,
+) -> None:
+    from opentelemetry.instrumentation.openai_usage import OpenAIUsageInstrumentor, errors
+
+    monkeypatch.setattr(errors, "_logged", set())
+    instrumentor = OpenAIUsageInstrumentor()
+    with caplog.at_level(logging.WARNING):
+        # A broken meter provider: traces go on, to the provider given.
+        instrumentor.instrument(
+            tracer_provider=telemetry.tracer_provider, meter_provider=BrokenMeterProvider()
+        )
+        try:
+            client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+            assert len(telemetry.spans()) == 1
+        finally:
+            instrumentor.uninstrument()
+        # Not a provider at all: the global one is used (the API's no-op one here).
+        instrumentor.instrument(tracer_provider="oops", meter_provider=telemetry.meter_provider)
+        try:
+            client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+            assert telemetry.points("gen_ai.client.token.usage")  # metrics still recorded
+        finally:
+            instrumentor.uninstrument()
+    messages = [r.getMessage() for r in _warnings(caplog)]
+    assert any("meter backend unavailable" in m for m in messages)
+    assert any("tracer_provider" in m and "global" in m for m in messages)

@@ -68,22 +68,26 @@ class OpenAIUsageInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         except Exception as exc:  # a setting we failed to read must not cost the traces
             internal_error("reading the settings", exc)
             settings = Settings()
-        tracer = get_tracer(
-            __name__,
-            __version__,
-            tracer_provider=kwargs.get("tracer_provider"),
-            schema_url=_SCHEMA_URL,
-        )
-        meter = get_meter(
-            __name__,
-            __version__,
-            meter_provider=kwargs.get("meter_provider"),
-            schema_url=_SCHEMA_URL,
-        )
         try:
+            tracer = get_tracer(
+                __name__,
+                __version__,
+                tracer_provider=kwargs.get("tracer_provider"),
+                schema_url=_SCHEMA_URL,
+            )
+        except Exception as exc:  # not a provider, or a broken one: the global one then
+            internal_error("getting a tracer from tracer_provider (the global one is used)", exc)
+            tracer = get_tracer(__name__, __version__, schema_url=_SCHEMA_URL)
+        try:
+            meter = get_meter(
+                __name__,
+                __version__,
+                meter_provider=kwargs.get("meter_provider"),
+                schema_url=_SCHEMA_URL,
+            )
             instruments = Instruments(meter)
         except Exception as exc:  # a broken meter provider must not cost the traces
-            internal_error("creating the metric instruments", exc)
+            internal_error("creating the metric instruments (no metrics are recorded)", exc)
             instruments = Instruments(NoOpMeter(__name__))
         capture = _capture(settings, kwargs)
         runtime = OpenAIUsageInstrumentor._kept
