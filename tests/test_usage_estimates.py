@@ -355,6 +355,54 @@ def test_an_encoder_panic_costs_the_estimate_never_the_call_nor_its_span(
     assert len(failures) == 1  # reported once
 
 
+PARTS = [{"type": "text", "text": "Hello "}, {"type": "text", "text": "world"}]
+
+
+@pytest.mark.parametrize(
+    ("api", "as_list", "as_tuple"),
+    [
+        ("chat", [{"role": "user", "content": PARTS}], [{"role": "user", "content": tuple(PARTS)}]),
+        ("completions", ["Say this", "is a test"], ("Say this", "is a test")),
+        ("completions", [1, 2, 3], (1, 2, 3)),
+        ("embeddings", ["a b", "c d"], ("a b", "c d")),
+        ("embeddings", [[1, 2, 3], [4, 5]], [(1, 2, 3), (4, 5)]),
+    ],
+)
+def test_tuples_are_counted_as_the_lists_the_sdk_sends_for_them(
+    instrument: Any,
+    telemetry: Telemetry,
+    client: openai.OpenAI,
+    api: str,
+    as_list: Any,
+    as_tuple: Any,
+) -> None:
+    instrument(usage_estimate="compare")
+    for value in (as_list, as_tuple):
+        if api == "chat":
+            client.chat.completions.create(model="gpt-4o-mini", messages=value)
+        elif api == "completions":
+            client.completions.create(model="gpt-3.5-turbo-instruct", prompt=value)
+        else:
+            client.embeddings.create(model="text-embedding-3-small", input=value)
+    listed, tupled = (dict(span.attributes or {}) for span in telemetry.spans())
+    assert listed["openai_usage.estimate.input_tokens"] > 0
+    assert (
+        tupled["openai_usage.estimate.input_tokens"] == listed["openai_usage.estimate.input_tokens"]
+    )
+
+
+def test_content_parts_given_as_a_generator_are_not_seen_and_the_estimate_says_so(
+    instrument: Any, telemetry: Telemetry, client: openai.OpenAI
+) -> None:
+    instrument()
+    # The SDK reads the parts once, building the request: we cannot count them after.
+    messages = [{"role": "user", "content": (part for part in PARTS)}]
+    list(stream(client, messages=messages, extra_headers=NO_USAGE))
+    attributes = dict(telemetry.span().attributes or {})
+    assert attributes[SOURCE] == "estimate"
+    assert attributes[LOWER_BOUND] is True
+
+
 def test_off_mode_records_no_estimate(
     instrument: Any, telemetry: Telemetry, client: openai.OpenAI, monkeypatch: pytest.MonkeyPatch
 ) -> None:

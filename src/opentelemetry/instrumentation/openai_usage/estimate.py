@@ -172,7 +172,9 @@ class _Counter:
         if content is None or isinstance(content, str):
             return self.text(content)
         texts = []
-        for part in content if isinstance(content, list) else ():
+        if not isinstance(content, (list, tuple)):  # parts the SDK read once (a generator)
+            self.partial = True
+        for part in content if isinstance(content, (list, tuple)) else ():
             kind = _get(part, "type")
             if kind in ("text", "input_text", "output_text", "refusal", None):
                 text = _get(part, "refusal" if kind == "refusal" else "text")
@@ -307,13 +309,16 @@ def _chat_prompt(request: Mapping[str, Any], counter: _Counter) -> int:
 
 
 def _plain_inputs(value: Any, counter: _Counter) -> int:
-    """A legacy prompt or embeddings input: string, token ids, or a list of either."""
+    """A legacy prompt or embeddings input: string, token ids, or a list (or tuple) of
+    either. Another iterable (one the SDK read once, nested in a list) is not seen."""
     if isinstance(value, str):
         return counter.text(value)
-    if isinstance(value, list):
+    if isinstance(value, (list, tuple)):
         if all(isinstance(item, int) for item in value):
             return len(value)  # one input given as token ids
         return sum(_plain_inputs(item, counter) for item in value)
+    if value is not None:
+        counter.partial = True
     return 0
 
 
