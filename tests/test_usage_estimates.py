@@ -14,6 +14,7 @@ from typing import Any
 
 import openai
 import pytest
+from pydantic import BaseModel
 
 from opentelemetry.instrumentation.openai_usage import encodings, estimator
 from opentelemetry.instrumentation.openai_usage.encodings import EncodingLoader
@@ -22,7 +23,13 @@ from opentelemetry.instrumentation.openai_usage.estimator import FINISHER, LOADE
 from opentelemetry.instrumentation.openai_usage.localserver import LocalOpenAIServer
 from opentelemetry.instrumentation.openai_usage.tally import CompletionTally
 
-from .conftest import MESSAGES, MID_STREAM_CONNECTION_ERRORS, Telemetry, collect
+from .conftest import (
+    MESSAGES,
+    MID_STREAM_CONNECTION_ERRORS,
+    Telemetry,
+    collect,
+    needs_responses,
+)
 
 TOKEN_USAGE = "gen_ai.client.token.usage"
 SOURCE = "openai_usage.usage.source"
@@ -389,6 +396,56 @@ def test_tuples_are_counted_as_the_lists_the_sdk_sends_for_them(
     assert (
         tupled["openai_usage.estimate.input_tokens"] == listed["openai_usage.estimate.input_tokens"]
     )
+
+
+class Answer(BaseModel):
+    answer: str
+
+
+def test_a_parse_schema_given_as_a_class_counts_as_the_schema_the_sdk_sends(
+    instrument: Any, telemetry: Telemetry, client: openai.OpenAI
+) -> None:
+    if not hasattr(client.chat.completions, "parse"):
+        pytest.skip("this openai release has no chat.completions.parse()")
+    from openai.lib._parsing._completions import type_to_response_format_param
+
+    instrument(usage_estimate="compare")
+    reply = {"x-mock-reply": '{"answer": "2"}'}
+    sent = type_to_response_format_param(Answer)
+    client.chat.completions.create(
+        model="gpt-4o-mini", messages=MESSAGES, response_format=sent, extra_headers=reply
+    )
+    client.chat.completions.parse(
+        model="gpt-4o-mini", messages=MESSAGES, response_format=Answer, extra_headers=reply
+    )
+    as_dict, as_class = (dict(span.attributes or {}) for span in telemetry.spans())
+    schema = as_dict["openai_usage.estimate.input_tokens"]
+    assert schema > EXAMPLE_PROMPT_TOKENS  # the schema is counted
+    assert as_class["openai_usage.estimate.input_tokens"] == schema
+
+
+@needs_responses
+def test_a_responses_text_format_schema_is_counted_given_as_a_class_or_as_json(
+    instrument: Any, telemetry: Telemetry, client: openai.OpenAI
+) -> None:
+    if not hasattr(client.responses, "parse"):
+        pytest.skip("this openai release has no responses.parse()")
+    from openai.lib._parsing._responses import type_to_text_format_param
+
+    instrument(usage_estimate="compare")
+    reply = {"x-mock-reply": '{"answer": "2"}'}
+    request: dict[str, Any] = {"model": "gpt-4o-mini", "input": "What's 1+1?"}
+    client.responses.create(**request, extra_headers=reply)
+    client.responses.create(
+        **request, text={"format": type_to_text_format_param(Answer)}, extra_headers=reply
+    )
+    client.responses.parse(**request, text_format=Answer, extra_headers=reply)
+    plain, as_json, as_class = (
+        dict(span.attributes or {})["openai_usage.estimate.input_tokens"]
+        for span in telemetry.spans()
+    )
+    assert as_json > plain + 10  # the schema, as for chat
+    assert as_class == as_json
 
 
 def test_content_parts_given_as_a_generator_are_not_seen_and_the_estimate_says_so(

@@ -9,6 +9,7 @@ reasoning model's hidden reasoning; the estimate is then a lower bound (`lower_b
 
 from __future__ import annotations
 
+import importlib
 import json
 import re
 from collections.abc import Mapping
@@ -301,11 +302,32 @@ def _chat_prompt(request: Mapping[str, Any], counter: _Counter) -> int:
         strict = sum(1 for function in functions if function.get("strict"))
         total += counter.text(render_functions(functions)) + rules.strict_tool * strict
         total += rules.tools_in_system if has_system else rules.tools_alone
-    response_format = request.get("response_format")
+    response_format = _as_sent(request.get("response_format"), "response_format", counter)
     schema = _get(_get(response_format, "json_schema"), "schema")
     if _get(response_format, "type") == "json_schema" and isinstance(schema, Mapping):
         total += counter.text(json.dumps(schema, separators=(",", ":"))) + rules.schema
     return total
+
+
+# `parse()` takes a pydantic model class where `create()` takes a JSON schema, and the SDK
+# sends the class's strict schema: the SDK's own converters make the same one here.
+_CONVERTERS = {
+    "response_format": ("openai.lib._parsing._completions", "type_to_response_format_param"),
+    "text_format": ("openai.lib._parsing._responses", "type_to_text_format_param"),
+}
+
+
+def _as_sent(value: Any, parameter: str, counter: _Counter | None) -> Any:
+    """A `response_format` (or Responses `text_format`) as the SDK sends it."""
+    if not isinstance(value, type):
+        return value
+    try:
+        module, name = _CONVERTERS[parameter]
+        return getattr(importlib.import_module(module), name)(value)
+    except Exception:  # an SDK without the converter, or a class it cannot convert
+        if counter is not None:
+            counter.partial = True
+        return None
 
 
 def _plain_inputs(value: Any, counter: _Counter) -> int:
@@ -350,7 +372,9 @@ def _completion(
     return total
 
 
-def responses_as_chat(request: Mapping[str, Any]) -> dict[str, Any]:
+def responses_as_chat(
+    request: Mapping[str, Any], counter: _Counter | None = None
+) -> dict[str, Any]:
     """A Responses API request as the chat request it is rendered like."""
     messages: list[dict[str, Any]] = []
     if isinstance(request.get("instructions"), str) and request["instructions"]:
@@ -370,7 +394,14 @@ def responses_as_chat(request: Mapping[str, Any]) -> dict[str, Any]:
             messages.append({"role": "tool", "content": _get(item, "output")})
         else:  # reasoning items, file search results, ...: not visible as text
             messages.append({"role": "user", "content": [{"type": kind}]})
-    return {"messages": messages, "tools": request.get("tools") or []}
+    chat: dict[str, Any] = {"messages": messages, "tools": request.get("tools") or []}
+    text_format = _get(request.get("text"), "format")
+    if text_format is None:  # `responses.parse(text_format=<class>)`
+        text_format = _as_sent(request.get("text_format"), "text_format", counter)
+    if _get(text_format, "type") == "json_schema":  # chat's `response_format` for it
+        schema = {"schema": _get(text_format, "schema")}
+        chat["response_format"] = {"type": "json_schema", "json_schema": schema}
+    return chat
 
 
 def estimate_usage(
@@ -397,7 +428,7 @@ def estimate_usage(
             best_of, n = request.get("best_of"), request.get("n") or 1
             counter.partial |= isinstance(best_of, int) and best_of > n  # unseen candidates
         elif operation == "responses":
-            prompt = _chat_prompt(responses_as_chat(request), counter)
+            prompt = _chat_prompt(responses_as_chat(request, counter), counter)
         elif operation == "embeddings":
             prompt = _plain_inputs(request.get("input"), counter)
             return Usage(prompt, None, prompt, source=SOURCE_ESTIMATE, lower_bound=counter.partial)
