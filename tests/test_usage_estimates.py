@@ -295,6 +295,16 @@ def test_reasoning_model_estimate_is_marked_as_a_lower_bound(
     assert attributes[LOWER_BOUND] is True
 
 
+@pytest.mark.parametrize("modalities", [["text"], ["text", "audio"]])
+def test_an_estimate_of_a_call_asking_for_audio_output_is_a_lower_bound(
+    instrumented: Any, telemetry: Telemetry, client: openai.OpenAI, modalities: list[str]
+) -> None:
+    list(stream(client, modalities=modalities, extra_headers=NO_USAGE))
+    attributes = estimated_usage(telemetry)
+    # Audio tokens are billed, and no chunk's text shows them.
+    assert attributes.get(LOWER_BOUND, False) is ("audio" in modalities)
+
+
 # -- modes ---------------------------------------------------------------------------------
 
 

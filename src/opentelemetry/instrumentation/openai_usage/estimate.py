@@ -330,6 +330,10 @@ def _as_sent(value: Any, parameter: str, counter: _Counter | None) -> Any:
         return None
 
 
+def _strings(value: Any) -> tuple[str, ...]:
+    return tuple(v for v in value if isinstance(v, str)) if isinstance(value, (list, tuple)) else ()
+
+
 def _plain_inputs(value: Any, counter: _Counter) -> int:
     """A legacy prompt or embeddings input: string, token ids, or a list (or tuple) of
     either. Another iterable (one the SDK read once, nested in a list) is not seen."""
@@ -422,6 +426,8 @@ def estimate_usage(
     try:
         if operation == "chat":
             prompt = _chat_prompt(request, counter)
+            # Audio output is billed in audio tokens that no chunk's text shows.
+            counter.partial |= "audio" in _strings(request.get("modalities"))
         elif operation == "text_completion":
             prompt = _plain_inputs(request.get("prompt"), counter)
             prompt += _plain_inputs(request.get("suffix"), counter)
