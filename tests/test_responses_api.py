@@ -259,3 +259,18 @@ def test_an_error_event_in_a_response_stream_ends_the_span_in_error(
     assert span.status.status_code.name == "ERROR"
     assert attributes["error.type"] == code == "server_error"
     assert attributes["openai_usage.stream.outcome"] == "error"
+
+
+def test_per_chunk_gaps_of_a_responses_stream_carry_the_calls_metric_attributes(
+    instrument: Any, telemetry: Telemetry, client: openai.OpenAI
+) -> None:
+    # The tier that served the call is known at the end (`response.completed`): the gaps,
+    # recorded then, are in the same series as the call's duration.
+    instrument(chunk_timing="per_chunk")
+    with client.responses.create(**request(stream=True)) as stream:
+        events = list(stream)
+    (duration,) = telemetry.points("gen_ai.client.operation.duration")
+    (gaps,) = telemetry.points("gen_ai.client.operation.time_per_output_chunk")
+    assert dict(gaps.attributes) == dict(duration.attributes)
+    assert "openai.response.service_tier" in dict(duration.attributes)
+    assert gaps.count == len(events) - 1

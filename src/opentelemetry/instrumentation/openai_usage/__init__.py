@@ -87,7 +87,7 @@ class OpenAIUsageInstrumentor(BaseInstrumentor):  # type: ignore[misc]
             )
             instruments = Instruments(meter)
         except Exception as exc:  # a broken meter provider must not cost the traces
-            internal_error("creating the metric instruments (no metrics are recorded)", exc)
+            internal_error("creating the metric instruments", exc)
             instruments = Instruments(NoOpMeter(__name__))
         capture = _capture(settings, kwargs)
         runtime = OpenAIUsageInstrumentor._kept

@@ -29,7 +29,7 @@ from .estimator import FINISHER, Estimator
 from .modalities import TEXT, UNKNOWN, input_is_text
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping
+    from collections.abc import Callable, Mapping, Sequence
 
     from .accumulators import ResponseFacts
     from .capture import Capture
@@ -130,6 +130,7 @@ class Invocation:
         first_chunk_perf: float | None = None,
         last_chunk_perf: float | None = None,
         chunk_count: int = 0,
+        chunk_gaps: Sequence[float] = (),
         extra_attributes: dict[str, Any] | None = None,
     ) -> None:
         """Record everything about the finished call and end the span, once.
@@ -141,7 +142,7 @@ class Invocation:
             return
         if end_perf is None:
             end_perf = time.perf_counter()
-        timing = (end_perf, first_chunk_perf, last_chunk_perf, chunk_count)
+        timing = (end_perf, first_chunk_perf, last_chunk_perf, chunk_count, chunk_gaps)
         try:
             name = self._estimate_encoding(facts, chunk_count)
             if name is not None and facts is not None and self.estimator is not None:
@@ -190,7 +191,7 @@ class Invocation:
         name: str,
         facts: ResponseFacts,
         error: BaseException | None,
-        timing: tuple[float, float | None, float | None, int],
+        timing: tuple[float, float | None, float | None, int, Sequence[float]],
         extra_attributes: dict[str, Any] | None,
         wait_s: float,
     ) -> None:
@@ -211,6 +212,7 @@ class Invocation:
         first_chunk_perf: float | None,
         last_chunk_perf: float | None,
         chunk_count: int,
+        chunk_gaps: Sequence[float],
         extra_attributes: dict[str, Any] | None,
     ) -> None:
         try:
@@ -218,7 +220,7 @@ class Invocation:
             self._record(facts, error, end_perf, extra_attributes, metric_attributes)
             if first_chunk_perf is not None:
                 self._record_chunks(
-                    first_chunk_perf, last_chunk_perf, chunk_count, metric_attributes
+                    first_chunk_perf, last_chunk_perf, chunk_count, chunk_gaps, metric_attributes
                 )
         except Exception as exc:  # our bug: keep the user's call and the span alive
             internal_error("recording the end of a call", exc)
@@ -310,9 +312,11 @@ class Invocation:
         first_chunk_perf: float,
         last_chunk_perf: float | None,
         chunk_count: int,
+        chunk_gaps: Sequence[float],
         attributes: dict[str, Any],
     ) -> None:
-        """Streaming timings: time to first chunk, and (per stream) the mean gap."""
+        """Streaming timings: time to first chunk, and the mean gap (per stream) or each gap
+        (`per_chunk`, gathered while the stream was read)."""
         to_first = max(0.0, first_chunk_perf - self.start_perf)
         self.span.set_attribute(t.RESPONSE_TIME_TO_FIRST_CHUNK, to_first)
         self.instruments.time_to_first_chunk.record(to_first, attributes)
@@ -323,3 +327,10 @@ class Invocation:
         ):
             mean_gap = (last_chunk_perf - first_chunk_perf) / (chunk_count - 1)
             self.instruments.time_per_output_chunk.record(max(0.0, mean_gap), attributes)
+        if chunk_gaps:
+            try:
+                record = self.instruments.time_per_output_chunk.record
+                for gap in chunk_gaps:
+                    record(max(0.0, gap), attributes)
+            except Exception as exc:  # the stream's other points are in already
+                internal_error("recording a chunk gap", exc)

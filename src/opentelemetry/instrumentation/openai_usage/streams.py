@@ -16,6 +16,7 @@ import atexit
 import sys
 import time
 import weakref
+from array import array
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from typing import Any, Protocol
 
@@ -94,10 +95,10 @@ class StreamState:
         "count",
         "fast",
         "first_perf",
+        "gaps",
         "injected",
         "invocation",
         "last_perf",
-        "per_chunk_attributes",
     )
 
     def __init__(self, invocation: Invocation, accumulator: StreamAccumulator, injected: bool):
@@ -109,7 +110,9 @@ class StreamState:
         self.last_perf = time.perf_counter()
         self.count = 0
         per_chunk = invocation.settings.chunk_timing == "per_chunk"
-        self.per_chunk_attributes: dict[str, Any] | None = {} if per_chunk else None
+        # `per_chunk`: each gap between chunks, recorded at the end with the attributes the
+        # stream's other points get (its served tier and any error are known only then).
+        self.gaps: array[float] | None = array("d") if per_chunk else None
         # The watcher may take a chat chunk's common case itself (`common_chunk`).
         self.fast = type(accumulator) is ChatStreamAccumulator and not per_chunk
 
@@ -137,27 +140,11 @@ class StreamState:
                     return False
         if self.first_perf is None:
             self.first_perf = now
-        elif self.per_chunk_attributes is not None:
-            self._record_gap(now - self.last_perf)
+        elif self.gaps is not None:
+            self.gaps.append(now - self.last_perf)
         self.last_perf = now
         self.count += 1
         return True
-
-    def _record_gap(self, gap: float) -> None:
-        try:
-            attributes = self.per_chunk_attributes
-            if not attributes:
-                accumulator = self.accumulator
-                attributes = {
-                    **self.invocation.metric_attributes,
-                    **t.response_metric_attributes(
-                        accumulator.model, getattr(accumulator, "service_tier", None)
-                    ),
-                }
-                self.per_chunk_attributes = attributes
-            self.invocation.instruments.time_per_output_chunk.record(gap, attributes)
-        except Exception as exc:
-            internal_error("recording a chunk gap", exc)
 
     def finish(
         self, outcome: str, error: BaseException | None = None, at_last_read: bool = False
@@ -180,6 +167,7 @@ class StreamState:
             first_chunk_perf=self.first_perf,
             last_chunk_perf=self.last_perf,
             chunk_count=self.count,
+            chunk_gaps=self.gaps or (),
             extra_attributes={t.STREAM_OUTCOME: outcome, t.STREAM_USAGE_INJECTED: self.injected},
         )
 
