@@ -412,7 +412,7 @@ class _ProxyBase(wrapt.ObjectProxy):  # type: ignore[misc,type-arg,unused-ignore
 
 
 class SyncStreamProxy(_ProxyBase):
-    """Proxy for `openai.Stream`."""
+    """Proxy for `openai.Stream` (or for another wrapper's sync stream made of one)."""
 
     # wrapt's proxy defines every protocol, the SDK's `Stream` only iteration and `with`.
     # None is the data model's "not available": `isinstance(stream, Sized)` or
@@ -455,7 +455,7 @@ class SyncStreamProxy(_ProxyBase):
 
 
 class AsyncStreamProxy(_ProxyBase):
-    """Proxy for `openai.AsyncStream`."""
+    """Proxy for `openai.AsyncStream` (or for another wrapper's async stream made of one)."""
 
     # As above: an `AsyncStream` is neither `Iterable` nor a sync context manager, so a
     # caller that tells sync from async streams by `isinstance` picks the right way.
