@@ -110,6 +110,21 @@ def test_an_explicit_include_usage_false_is_injected_and_the_chunk_still_hidden(
     assert attributes["openai_usage.stream.include_usage_injected"] is True
 
 
+@pytest.mark.parametrize("value", [1, "true"])
+def test_an_include_usage_of_another_truthy_value_is_sent_as_written_for_the_server_to_judge(
+    instrumented: Any,
+    telemetry: Telemetry,
+    client: openai.OpenAI,
+    server: LocalOpenAIServer,
+    value: Any,
+) -> None:
+    # Not ours to read as yes or no: the server answers it as it would without us.
+    list(stream_call(client, stream_options={"include_usage": value}))
+    assert server.requests[-1].body["stream_options"] == {"include_usage": value}
+    attributes = telemetry.span().attributes or {}
+    assert attributes["openai_usage.stream.include_usage_injected"] is False
+
+
 @pytest.mark.parametrize("how", ["constructor", "environment"])
 def test_injection_can_be_turned_off(
     instrument: Any,

@@ -24,6 +24,7 @@ from opentelemetry.instrumentation.openai_usage import (
     errors,
     estimator,
     invocation,
+    streams,
     sums,
     tally,
     wrappers,
@@ -47,6 +48,7 @@ GAP = "recording a chunk gap"
 SPAN_END = "ending a span"
 ESTIMATE = "estimating usage"
 TEXT = "collecting output text"
+WATCH = "watching a stream"
 
 MODES = ["sync", "sync_stream", "async", "async_stream"]
 STREAM_MODES = ["sync_stream", "async_stream"]
@@ -122,6 +124,11 @@ FAULTS = {
     for f in (
         Fault("request.endpoint_attributes", (START,), (START,), span=False),
         Fault("wrappers.start_call", (START,), (START,), span=False),
+        # Past the span's start (only streams ask for usage): the span is ended all the same.
+        Fault("wrappers.with_usage_requested", (), (START,), span=True, modes=tuple(STREAM_MODES)),
+        # The per-chunk work itself, beyond its own fences.
+        Fault("StreamState.see", (), (WATCH,), span=True, modes=tuple(STREAM_MODES)),
+        Fault("streams.common_chunk", (), (WATCH,), span=True, modes=tuple(STREAM_MODES)),
         Fault("tracer.start_span", (START,), (START,), span=False),
         Fault("wrappers.finish_result", (FINISH,), (FINISH,), span=True),
         Fault("endpoint.facts", (FINISH,), (), span=True, modes=tuple(PLAIN_MODES)),
@@ -159,6 +166,12 @@ def arm(fault: str, monkeypatch: pytest.MonkeyPatch, tel: Telemetry) -> dict[str
         monkeypatch.setattr(wrappers, "endpoint_attributes", boom)
     elif fault == "wrappers.start_call":
         monkeypatch.setattr(wrappers, "start_call", boom)
+    elif fault == "wrappers.with_usage_requested":
+        monkeypatch.setattr(wrappers, "with_usage_requested", boom)
+    elif fault == "StreamState.see":
+        monkeypatch.setattr(streams.StreamState, "see", boom)
+    elif fault == "streams.common_chunk":
+        monkeypatch.setattr(streams, "common_chunk", boom)
     elif fault == "tracer.start_span":
         kwargs["tracer_provider"] = BrokenTracerProvider()
     elif fault == "wrappers.finish_result":

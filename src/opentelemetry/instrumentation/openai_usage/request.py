@@ -277,15 +277,16 @@ def with_usage_requested(kwargs: dict[str, Any]) -> bool:
     """Ask a chat stream for its usage chunk; return True when we added the request.
 
     The caller's other `stream_options` are kept. When the caller already asked
-    for usage, or set `stream_options` through `extra_body` (which wins on the
-    wire), nothing is changed.
+    for usage (with `True`, or any value but `False` and `None`: one for the server
+    to judge, as it would without us), or set `stream_options` through `extra_body`
+    (which wins on the wire), nothing is changed.
     """
     extra_body = kwargs.get("extra_body")
     if isinstance(extra_body, Mapping) and "stream_options" in extra_body:
         return False
     options = kwargs.get("stream_options")
     if isinstance(options, Mapping):
-        if options.get("include_usage") is True:
+        if options.get("include_usage") not in (None, False):
             return False
         kwargs["stream_options"] = {**options, "include_usage": True}
         return True

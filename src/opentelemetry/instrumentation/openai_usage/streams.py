@@ -152,8 +152,8 @@ class StreamState:
         invocation = self.invocation
         if invocation.ended:
             return
-        untrack(self)
         try:
+            untrack(self)
             facts: ResponseFacts | None = self.accumulator.facts()
         except Exception as exc:
             internal_error("summarising a stream", exc)
@@ -327,13 +327,18 @@ def _watch(chunks: Iterator[Any], state: StreamState, owner: object = None) -> I
     try:
         for chunk in chunks:
             now = clock()
-            if warm and common_chunk(chunk, accumulator, injected):
-                state.last_perf = now
-                state.count += 1
-            elif see(chunk, now):
-                warm = fast and state.first_perf is not None and _has_first_facts(accumulator)
-            else:
-                continue
+            try:
+                if warm and common_chunk(chunk, accumulator, injected):
+                    state.last_perf = now
+                    state.count += 1
+                elif see(chunk, now):
+                    warm = fast and state.first_perf is not None and _has_first_facts(accumulator)
+                else:
+                    continue
+            except Exception as exc:  # a bug of ours: the chunk still goes to the caller
+                internal_error("watching a stream", exc)
+                if injected and not hide_injected_usage(chunk):
+                    continue  # ours to hide all the same
             yielding = True
             yield chunk
             yielding = False
@@ -362,13 +367,18 @@ async def _awatch(
     try:
         async for chunk in chunks:
             now = clock()
-            if warm and common_chunk(chunk, accumulator, injected):
-                state.last_perf = now
-                state.count += 1
-            elif see(chunk, now):
-                warm = fast and state.first_perf is not None and _has_first_facts(accumulator)
-            else:
-                continue
+            try:
+                if warm and common_chunk(chunk, accumulator, injected):
+                    state.last_perf = now
+                    state.count += 1
+                elif see(chunk, now):
+                    warm = fast and state.first_perf is not None and _has_first_facts(accumulator)
+                else:
+                    continue
+            except Exception as exc:  # a bug of ours: the chunk still goes to the caller
+                internal_error("watching a stream", exc)
+                if injected and not hide_injected_usage(chunk):
+                    continue  # ours to hide all the same
             yielding = True
             yield chunk
             yielding = False

@@ -9,6 +9,7 @@ fails, the user's call proceeds exactly as without us.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
@@ -147,42 +148,49 @@ def start_call(runtime: Runtime, endpoint: Endpoint, instance: Any, kwargs: dict
     span = runtime.tracer.start_span(
         name, kind=SpanKind.CLIENT, attributes=attributes, start_time=start_ns
     )
-    # Metric attributes, the low-cardinality subset of the span's: operation, request
-    # model, provider and server (`t.ERROR_TYPE` and the response model come at the end).
-    metric_attributes = server
-    metric_attributes[t.OPERATION] = endpoint.operation
-    if model:
-        metric_attributes[t.REQUEST_MODEL] = model
-    invocation = Invocation(
-        span,
-        runtime.instruments,
-        runtime.settings,
-        metric_attributes,
-        lambda: _secrets(client, kwargs),
-        start_ns,
-        start_perf,
-        runtime.estimator,
-        endpoint.estimate_as or endpoint.operation,
-        kwargs,
-        runtime.capture,
-    )
-    if runtime.capture is not None:
-        runtime.capture.started(span, invocation.operation, kwargs)
-    stream = kwargs.get("stream") is True
-    endpoint_key = ("", "")
-    injected = False
-    user_kwargs = kwargs
-    if (
-        stream
-        and endpoint.injects_usage
-        and runtime.settings.inject_stream_usage
-        and not is_raw_response_call(kwargs)
-    ):
-        endpoint_key = (str(attributes.get(t.SERVER_ADDRESS, "")), _api_version(client, kwargs))
-        if endpoint_key not in runtime.rejects_stream_options:
-            kwargs = dict(kwargs)
-            injected = with_usage_requested(kwargs)
-    return Call(invocation, kwargs, user_kwargs, injected, stream, endpoint_key)
+    try:
+        # Metric attributes, the low-cardinality subset of the span's: operation, request
+        # model, provider and server (`t.ERROR_TYPE` and the response model come at the end).
+        metric_attributes = server
+        metric_attributes[t.OPERATION] = endpoint.operation
+        if model:
+            metric_attributes[t.REQUEST_MODEL] = model
+        invocation = Invocation(
+            span,
+            runtime.instruments,
+            runtime.settings,
+            metric_attributes,
+            lambda: _secrets(client, kwargs),
+            start_ns,
+            start_perf,
+            runtime.estimator,
+            endpoint.estimate_as or endpoint.operation,
+            kwargs,
+            runtime.capture,
+        )
+        if runtime.capture is not None:
+            runtime.capture.started(span, invocation.operation, kwargs)
+        stream = kwargs.get("stream") is True
+        endpoint_key = ("", "")
+        injected = False
+        user_kwargs = kwargs
+        if (
+            stream
+            and endpoint.injects_usage
+            and runtime.settings.inject_stream_usage
+            and not is_raw_response_call(kwargs)
+        ):
+            endpoint_key = (str(attributes.get(t.SERVER_ADDRESS, "")), _api_version(client, kwargs))
+            if endpoint_key not in runtime.rejects_stream_options:
+                kwargs = dict(kwargs)
+                injected = with_usage_requested(kwargs)
+        return Call(invocation, kwargs, user_kwargs, injected, stream, endpoint_key)
+    except BaseException:
+        # A bug of ours past this point sends the call on untraced (`_safe_start`): the
+        # span it began is ended, not left open, so the call still has one.
+        with contextlib.suppress(Exception):
+            span.end()
+        raise
 
 
 # Parameters the SDK types as `Iterable[...]`, so a caller may pass a generator there.
