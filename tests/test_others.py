@@ -222,3 +222,21 @@ def test_another_proxy_of_the_stream_under_ours_still_sees_every_chunk(
     # Read through its own iteration, not around it: it saw ours too (the usage chunk).
     assert proxies[0]._self_count == len(chunks) + 1
     assert (telemetry.span().attributes or {})["openai_usage.usage.source"] == "response"
+
+
+def test_a_list_another_wrapper_under_ours_hands_back_for_a_stream_is_left_as_it_is(
+    instrument: Any, telemetry: Telemetry, client: openai.OpenAI, restore_create: Any
+) -> None:
+    # A cache, say, that replays a stream as a list: a list is read as often as one likes
+    # and has a length, which a stream's proxy would not allow. It is handed back as is.
+    lists: list[list[Any]] = []
+
+    def replayed(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+        lists.append(list(wrapped(*args, **kwargs)))
+        return lists[-1]
+
+    wrapt.wrap_function_wrapper(Completions, "create", replayed)
+    instrument(inject_stream_usage=False)
+    result = client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, stream=True)
+    assert result is lists[0] and len(result) == len(list(result)) > 0
+    assert len(telemetry.spans()) == 1

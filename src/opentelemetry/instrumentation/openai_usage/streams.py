@@ -17,7 +17,7 @@ import sys
 import time
 import weakref
 from array import array
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any, Protocol
 
 import wrapt
@@ -244,8 +244,10 @@ def end_open_streams() -> None:
 
 def wrap_stream(stream: Any, state: StreamState, is_async: bool = False) -> Any:
     """The proxy for an SDK stream, or for what another wrapper under ours made of one (its
-    own stream class, a generator: what we injected must be hidden there too); the object
-    itself if it is not iterable at all. `is_async`: the call was (for a class that is both)."""
+    own stream class, a generator: an iterator, as the SDK's stream is; what we injected
+    must be hidden there too); the object itself otherwise (a list is read as often as its
+    caller likes, which a stream's proxy would not allow). `is_async`: the call was (for a
+    class that is both)."""
     import openai  # the SDK is loaded: it just returned this stream
 
     FINISHER.ensure_started()  # collected streams are ended on its thread
@@ -254,10 +256,10 @@ def wrap_stream(stream: Any, state: StreamState, is_async: bool = False) -> Any:
     if isinstance(stream, openai.Stream):
         return SyncStreamProxy(stream, state)
     kind = type(stream)
-    iterable = hasattr(kind, "__iter__") and not isinstance(stream, (str, bytes, Mapping))
-    if hasattr(kind, "__aiter__") and (is_async or not iterable):
+    iterator = hasattr(kind, "__next__") and hasattr(kind, "__iter__")
+    if hasattr(kind, "__anext__") and hasattr(kind, "__aiter__") and (is_async or not iterator):
         return AsyncStreamProxy(stream, state)
-    if iterable:
+    if iterator:
         return SyncStreamProxy(stream, state)
     return stream
 
