@@ -8,6 +8,7 @@ own copy of the output (tools, n > 1).
 
 from __future__ import annotations
 
+import inspect
 import logging
 import threading
 from typing import Any
@@ -299,6 +300,8 @@ def test_reasoning_model_estimate_is_marked_as_a_lower_bound(
 def test_an_estimate_of_a_call_asking_for_audio_output_is_a_lower_bound(
     instrumented: Any, telemetry: Telemetry, client: openai.OpenAI, modalities: list[str]
 ) -> None:
+    if "modalities" not in inspect.signature(client.chat.completions.create).parameters:
+        pytest.skip("this openai release has no `modalities` parameter")
     list(stream(client, modalities=modalities, extra_headers=NO_USAGE))
     attributes = estimated_usage(telemetry)
     # Audio tokens are billed, and no chunk's text shows them.
