@@ -321,7 +321,7 @@ _CONVERTERS = {
 }
 
 
-def _as_sent(value: Any, parameter: str, counter: _Counter | None) -> Any:
+def _as_sent(value: Any, parameter: str, counter: _Counter) -> Any:
     """A `response_format` (or Responses `text_format`) as the SDK sends it."""
     if not isinstance(value, type):
         return value
@@ -329,8 +329,7 @@ def _as_sent(value: Any, parameter: str, counter: _Counter | None) -> Any:
         module, name = _CONVERTERS[parameter]
         return getattr(importlib.import_module(module), name)(value)
     except Exception:  # an SDK without the converter, or a class it cannot convert
-        if counter is not None:
-            counter.partial = True
+        counter.partial = True
         return None
 
 
@@ -380,9 +379,7 @@ def _completion(
     return total
 
 
-def responses_as_chat(
-    request: Mapping[str, Any], counter: _Counter | None = None
-) -> dict[str, Any]:
+def responses_as_chat(request: Mapping[str, Any], counter: _Counter) -> dict[str, Any]:
     """A Responses API request as the chat request it is rendered like."""
     messages: list[dict[str, Any]] = []
     if isinstance(request.get("instructions"), str) and request["instructions"]:
