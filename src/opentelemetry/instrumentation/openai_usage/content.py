@@ -386,7 +386,9 @@ def bounded_json(value: Any, max_length: int) -> str:
 
 def bounded_value(value: Any, max_length: int) -> Any:
     """`value` cut as `bounded_json` cuts it, as a value: its JSON fits in `max_length`.
-    (The JSON text itself, where no cut of the content makes it fit: a shape that long.)"""
+    Parsed back from that JSON, not cut in place: only JSON types (no SDK objects, bytes)
+    reach a log record's attributes, which would drop anything else. (The JSON text
+    itself, where no cut of the content makes it fit: a shape that long.)"""
     text = bounded_json(value, max_length)
     try:
         return json.loads(text)
