@@ -681,3 +681,20 @@ def test_injected_usage_sent_beside_choices_is_read_and_hidden_from_the_caller(
     assert attributes["gen_ai.usage.output_tokens"] == 2
     assert attributes["openai_usage.usage.source"] == "response"
     client.close()
+
+
+def test_a_rejection_is_remembered_for_that_server_only_not_every_port_of_its_host(
+    instrumented: Any, telemetry: Telemetry, client: openai.OpenAI, server: LocalOpenAIServer
+) -> None:
+    # Two servers on one host (a local gateway on one port, a model server on another):
+    # the one refusing `stream_options` must not cost the other its billed usage.
+    with LocalOpenAIServer() as other:
+        other_client = openai.OpenAI(base_url=other.base_url, api_key="local", max_retries=0)
+        refused = {**USAGE_HEADERS, "x-mock-scenario": "reject_stream_options"}
+        list(stream_call(other_client, extra_headers=refused))
+        assert [("stream_options" in r.body) for r in other.requests] == [True, False]
+        other_client.close()
+    server.clear()
+    list(stream_call(client))
+    assert server.requests[-1].body["stream_options"] == {"include_usage": True}
+    assert (telemetry.spans()[-1].attributes or {})["openai_usage.usage.source"] == "response"

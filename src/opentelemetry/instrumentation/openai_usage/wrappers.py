@@ -38,6 +38,8 @@ from .request import (
 from .streams import NoAccumulator, StreamState, wrap_stream
 
 Wrapper = Callable[[Callable[..., Any], Any, tuple[Any, ...], dict[str, Any]], Any]
+# Where a request goes, as far as accepting `stream_options` goes: see `_endpoint_key`.
+EndpointKey = tuple[str, int, str, str]
 
 
 class Runtime:
@@ -71,9 +73,10 @@ class Runtime:
         self.settings = settings
         self.estimator = Estimator(settings)
         self.active = True
-        # Endpoints (host and Azure API version) that refused the `stream_options` we
-        # added with a 400, and took the request without it: never inject there again.
-        self.rejects_stream_options: set[tuple[str, str]] = set()
+        # Endpoints (`_endpoint_key`: server, port, base path and Azure API version) that
+        # refused the `stream_options` we added with a 400, and took the request without
+        # it: never inject there again.
+        self.rejects_stream_options: set[EndpointKey] = set()
 
 
 class Call:
@@ -88,7 +91,7 @@ class Call:
         user_kwargs: dict[str, Any],
         injected: bool,
         stream: bool,
-        endpoint_key: tuple[str, str],
+        endpoint_key: EndpointKey,
     ) -> None:
         self.invocation = invocation
         self.kwargs = kwargs
@@ -107,6 +110,21 @@ def _api_version(client: Any, kwargs: dict[str, Any]) -> str:
         if isinstance(query, Mapping) and "api-version" in query:
             return str(query["api-version"])
     return ""
+
+
+def _endpoint_key(client: Any, server: Mapping[str, Any], kwargs: dict[str, Any]) -> EndpointKey:
+    """The server a refusal of `stream_options` is remembered for: its host, port and base
+    path, and the Azure `api-version`. One host often fronts several servers (a gateway
+    routing `/groq/...` and `/openai/...`, a model server and a proxy on two ports of
+    localhost): the one refusing must not cost the others their billed usage."""
+    port = server.get(t.SERVER_PORT)
+    path = getattr(getattr(client, "base_url", None), "path", "")
+    return (
+        str(server.get(t.SERVER_ADDRESS, "")),
+        port if isinstance(port, int) else 0,
+        path if isinstance(path, str) else "",
+        _api_version(client, kwargs),
+    )
 
 
 def _secrets(client: Any, kwargs: dict[str, Any]) -> tuple[str, ...]:
@@ -171,7 +189,7 @@ def start_call(runtime: Runtime, endpoint: Endpoint, instance: Any, kwargs: dict
         if runtime.capture is not None:
             runtime.capture.started(span, invocation.operation, kwargs)
         stream = kwargs.get("stream") is True
-        endpoint_key = ("", "")
+        endpoint_key: EndpointKey = ("", 0, "", "")
         injected = False
         user_kwargs = kwargs
         if (
@@ -180,7 +198,7 @@ def start_call(runtime: Runtime, endpoint: Endpoint, instance: Any, kwargs: dict
             and runtime.settings.inject_stream_usage
             and not is_raw_response_call(kwargs)
         ):
-            endpoint_key = (str(attributes.get(t.SERVER_ADDRESS, "")), _api_version(client, kwargs))
+            endpoint_key = _endpoint_key(client, attributes, kwargs)
             if endpoint_key not in runtime.rejects_stream_options:
                 kwargs = dict(kwargs)
                 injected = with_usage_requested(kwargs)
