@@ -127,3 +127,32 @@ def test_ten_thousand_abandoned_streams_all_end_abandoned_and_leave_nothing_aliv
     assert sources == {"estimate"}
     # Each span ended at its last read, moments after its start, not at collection time.
     assert max((s.end_time or 0) - (s.start_time or 0) for s in spans) < 1e9
+
+
+def test_endpoints_refusing_stream_options_are_remembered_within_a_bound(
+    instrument: Any, telemetry: Telemetry
+) -> None:
+    # A service making a client per tenant's resource: every host refuses `stream_options`
+    # once and is remembered, but the memory of them must not grow with the hosts.
+    def handler(request: Any) -> Any:
+        if b"stream_options" in request.content:
+            message = "Unrecognized request argument supplied: stream_options"
+            return HTTP.Response(400, json={"error": {"message": message}})
+        return HTTP.Response(
+            200, content=b"".join(sse(False)), headers={"content-type": "text/event-stream"}
+        )
+
+    instrumentor = instrument()
+    client = openai.OpenAI(
+        api_key=API_KEY,
+        max_retries=0,
+        http_client=HTTP.Client(transport=HTTP.MockTransport(handler)),
+    )
+    for tenant in range(600):
+        tenant_client = client.with_options(base_url=f"https://tenant-{tenant}.example/v1")
+        stream = tenant_client.chat.completions.create(
+            model="gpt-4o-mini", messages=MESSAGES, stream=True
+        )
+        assert len(list(stream)) == 7
+    assert len(telemetry.spans()) == 600
+    assert 0 < len(instrumentor._runtime.rejects_stream_options) <= 256

@@ -40,6 +40,10 @@ from .streams import NoAccumulator, StreamState, wrap_stream
 Wrapper = Callable[[Callable[..., Any], Any, tuple[Any, ...], dict[str, Any]], Any]
 # Where a request goes, as far as accepting `stream_options` goes: see `_endpoint_key`.
 EndpointKey = tuple[str, int, str, str]
+# Refusing endpoints remembered at most: a process making clients for ever new hosts
+# (one per tenant's resource) or `api-version`s must not grow without bound. The oldest
+# forgotten costs one more refused request, then is remembered again.
+_MAX_REJECTING_ENDPOINTS = 256
 
 
 class Runtime:
@@ -75,8 +79,8 @@ class Runtime:
         self.active = True
         # Endpoints (`_endpoint_key`: server, port, base path and Azure API version) that
         # refused the `stream_options` we added with a 400, and took the request without
-        # it: never inject there again.
-        self.rejects_stream_options: set[EndpointKey] = set()
+        # it: never inject there again. Insertion-ordered, so the oldest goes first.
+        self.rejects_stream_options: dict[EndpointKey, None] = {}
 
 
 class Call:
@@ -363,7 +367,14 @@ def _remember_rejection(runtime: Runtime, call: Call) -> None:
     """Only once the request went through without our `stream_options`: a 400 that
     merely quotes the option (a bad one of the user's own) fails the retry too, and
     must not turn the injection off for the endpoint's other calls."""
-    runtime.rejects_stream_options.add(call.endpoint_key)
+    try:  # the retry's result is the caller's: nothing of ours may lose it
+        rejecting = runtime.rejects_stream_options
+        if call.endpoint_key not in rejecting and len(rejecting) >= _MAX_REJECTING_ENDPOINTS:
+            with contextlib.suppress(StopIteration, KeyError, RuntimeError):  # another thread's
+                del rejecting[next(iter(rejecting))]
+        rejecting[call.endpoint_key] = None
+    except Exception as internal:
+        internal_error("remembering a rejected request", internal)
 
 
 def _send(runtime: Runtime, call: Call, wrapped: Callable[..., Any], args: tuple[Any, ...]) -> Any:
