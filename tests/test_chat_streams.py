@@ -19,6 +19,7 @@ from opentelemetry import trace
 from opentelemetry.instrumentation.openai_usage.localserver import LocalOpenAIServer
 
 from .conftest import (
+    HTTP,
     MESSAGES,
     Telemetry,
     collect,
@@ -698,3 +699,65 @@ def test_a_rejection_is_remembered_for_that_server_only_not_every_port_of_its_ho
     list(stream_call(client))
     assert server.requests[-1].body["stream_options"] == {"include_usage": True}
     assert (telemetry.spans()[-1].attributes or {})["openai_usage.usage.source"] == "response"
+
+
+# How servers refuse an unknown `stream_options`: Mistral's API (a 422, its message a
+# pydantic error list), a FastAPI server (`detail`), an axum one (TGI: plain text). openai
+# 3.x puts only a string `error.message` in the exception's text: the rest is in its body.
+REFUSALS = {
+    "mistral_422": (
+        422,
+        {
+            "object": "error",
+            "type": "invalid_request_error",
+            "param": None,
+            "code": None,
+            "message": {
+                "detail": [
+                    {
+                        "type": "extra_forbidden",
+                        "msg": "Extra inputs are not permitted",
+                        "loc": ["body", "stream_options", "include_usage"],
+                    }
+                ]
+            },
+        },
+    ),
+    "fastapi_400": (400, {"detail": "Unrecognized request argument supplied: stream_options"}),
+    "axum_422": (422, "Failed to deserialize the JSON body: unknown field `stream_options`"),
+}
+
+
+@pytest.mark.parametrize("refusal", list(REFUSALS))
+def test_a_refusal_naming_stream_options_in_any_shape_is_retried_without_them(
+    instrumented: Any, telemetry: Telemetry, refusal: str
+) -> None:
+    # Without the retry, every stream to such a server fails with our `stream_options`.
+    status, reply = REFUSALS[refusal]
+    bodies: list[dict[str, Any]] = []
+
+    def handler(request: Any) -> Any:
+        body = json.loads(request.content)
+        bodies.append(body)
+        if "stream_options" in body:
+            if isinstance(reply, str):
+                return HTTP.Response(status, text=reply)
+            return HTTP.Response(status, json=reply)
+        chunk = {"id": "cmpl-1", "object": "chat.completion.chunk", "created": 1,
+                 "model": "mistral-small-latest"}  # fmt: skip
+        delta = {"index": 0, "delta": {"role": "assistant", "content": "Hi"}}
+        usage = {"prompt_tokens": 7, "completion_tokens": 1, "total_tokens": 8}
+        last = {"index": 0, "delta": {"content": ""}, "finish_reason": "stop"}
+        return sse_reply(
+            [{**chunk, "choices": [delta]}, {**chunk, "choices": [last], "usage": usage}]
+        )
+
+    client = served_by(handler)
+    for _ in range(2):
+        chunks = list(stream_call(client, model="mistral-small-latest", extra_headers={}))
+        assert chunks[-1].choices[0].finish_reason == "stop"
+    assert [("stream_options" in b) for b in bodies] == [True, False, False]
+    spans = telemetry.spans()
+    assert len(spans) == 2
+    assert all(s.status.status_code is StatusCode.UNSET for s in spans)
+    assert (spans[-1].attributes or {})["gen_ai.usage.input_tokens"] == 7

@@ -252,11 +252,25 @@ def _replayable_or_ended(
         raise
 
 
+# How servers refuse a field they do not know: a 400 (OpenAI, Azure, vLLM), or a 422
+# (Mistral's API, and FastAPI / axum servers whose request model forbids extra fields).
+_REFUSAL_STATUSES = frozenset({400, 422})
+# Characters of an error body looked at: refusals name the field near the start.
+_REFUSAL_TEXT = 4096
+
+
 def _rejected_injection(call: Call, exc: BaseException) -> bool:
-    """A 400 that names `stream_options` after we added it: our fault, not the user's."""
-    if not call.injected or getattr(exc, "status_code", None) != 400:
+    """A 400 or 422 that names `stream_options` after we added it: our fault, not the user's.
+
+    Looked for in the error's body too: openai 3.x puts only a string `error.message` in
+    the exception's text, so a pydantic error list (Mistral's `message.detail`), a
+    FastAPI `detail` or a plain-text body names the field only there."""
+    if not call.injected or getattr(exc, "status_code", None) not in _REFUSAL_STATUSES:
         return False
-    return "stream_options" in str(getattr(exc, "message", "") or exc)
+    if "stream_options" in str(getattr(exc, "message", "") or exc):
+        return True
+    body = getattr(exc, "body", None)
+    return body is not None and "stream_options" in str(body)[:_REFUSAL_TEXT]
 
 
 def finish_result(runtime: Runtime, endpoint: Endpoint, call: Call, result: Any) -> Any:
