@@ -814,6 +814,15 @@ async def test_async_azure_deployment_client_reports_deployment_and_served_model
         ("my-resource.openai.azure.us", "azure.ai.openai"),
         ("my-resource.cognitiveservices.azure.cn", "azure.ai.openai"),
         ("llm.internal.example", "openai"),
+        # The other providers the conventions name that serve the OpenAI protocol.
+        ("api.anthropic.com", "anthropic"),
+        ("api.cohere.ai", "cohere"),
+        ("us-central1-aiplatform.googleapis.com", "gcp.vertex_ai"),
+        ("bedrock-runtime.us-west-2.amazonaws.com", "aws.bedrock"),
+        ("bedrock-mantle.us-east-1.api.aws", "aws.bedrock"),
+        ("bedrock-runtime.cn-north-1.amazonaws.com.cn", "aws.bedrock"),
+        ("bedrock-runtime-fips.us-east-1.amazonaws.com", "aws.bedrock"),
+        ("mistral-large-abc.eastus2.models.ai.azure.com", "azure.ai.inference"),
     ],
 )
 def test_provider_comes_from_the_host_of_an_openai_compatible_server(

@@ -28,7 +28,22 @@ _HOST_PROVIDERS = (
     ("api.mistral.ai", "mistral_ai"),
     ("api.perplexity.ai", "perplexity"),
     ("generativelanguage.googleapis.com", "gcp.gemini"),
+    # Their OpenAI-compatible endpoints: Vertex AI's `.../endpoints/openapi` on
+    # `{region}-aiplatform.googleapis.com`, Anthropic's `/v1/`, Cohere's `/compatibility/v1`.
+    ("aiplatform.googleapis.com", "gcp.vertex_ai"),
+    ("api.anthropic.com", "anthropic"),
+    ("api.cohere.ai", "cohere"),
+    ("api.cohere.com", "cohere"),
+    (".models.ai.azure.com", "azure.ai.inference"),  # Azure AI serverless model endpoints
 )
+# Hosts named by their first label, a region and the AWS partition's domain after it: Amazon
+# Bedrock's OpenAI-compatible endpoints (`bedrock-runtime.{region}.amazonaws.com/openai/v1`,
+# `.amazonaws.com.cn` in China, `bedrock-mantle.{region}.api.aws`).
+_FIRST_LABEL_PROVIDERS = {
+    "bedrock-runtime": "aws.bedrock",
+    "bedrock-runtime-fips": "aws.bedrock",
+    "bedrock-mantle": "aws.bedrock",
+}
 _DEFAULT_PORTS = {"https": 443, "http": 80}
 
 
@@ -93,14 +108,22 @@ def _endpoint_attributes(client: Any, url: Any) -> dict[str, Any]:
             port = _DEFAULT_PORTS.get(str(getattr(url, "scheme", "")))
         if port is not None:
             attributes[t.SERVER_PORT] = port
-        for suffix, name in _HOST_PROVIDERS:
-            if host.endswith(suffix):
-                provider = name
-                break
+        provider = _host_provider(host)
     if _is_azure_client(client):
         provider = t.PROVIDER_AZURE
     attributes[t.PROVIDER] = provider
     return attributes
+
+
+def _host_provider(host: str) -> str:
+    """The provider the conventions name for a host, else `openai`."""
+    for suffix, name in _HOST_PROVIDERS:
+        if host.endswith(suffix):
+            return name
+    first, dot, rest = host.partition(".")
+    if dot and "." in rest:
+        return _FIRST_LABEL_PROVIDERS.get(first, t.PROVIDER_OPENAI)
+    return t.PROVIDER_OPENAI
 
 
 _azure_client_types: dict[type, bool] = {}
