@@ -116,7 +116,10 @@ def _endpoint_attributes(client: Any, url: Any) -> dict[str, Any]:
 
 
 def _host_provider(host: str) -> str:
-    """The provider the conventions name for a host, else `openai`."""
+    """The provider the conventions name for a host, else `openai`. Matched case-blind and
+    without a DNS root's trailing dot (`api.groq.com.` is `api.groq.com`), which the SDK's
+    URL keeps as written."""
+    host = host.rstrip(".").lower()
     for suffix, name in _HOST_PROVIDERS:
         if host.endswith(suffix):
             return name
