@@ -847,6 +847,42 @@ def test_provider_comes_from_the_host_of_an_openai_compatible_server(
     assert attributes["server.port"] == 443
 
 
+@pytest.mark.skipif(not hasattr(openai, "BedrockOpenAI"), reason="openai 3.x's providers only")
+def test_a_client_made_for_bedrock_or_vertex_reports_that_provider_through_any_host(
+    instrumented: Any, telemetry: Telemetry
+) -> None:
+    # As an Azure client is Azure's on any host: a Bedrock or Vertex client reached through a
+    # proxy or a VPC endpoint still calls that provider.
+    from openai import providers
+
+    transport = HTTP.MockTransport(lambda request: HTTP.Response(503, json={"error": {}}))
+    options: dict[str, Any] = {"max_retries": 0, "http_client": HTTP.Client(transport=transport)}
+    clients = [
+        openai.BedrockOpenAI(
+            api_key=API_KEY, aws_region="us-east-1", base_url="https://llm-proxy.corp.example/v1",
+            **options,
+        ),
+        openai.OpenAI(
+            provider=providers.bedrock(
+                api_key=API_KEY, region="eu-west-1", endpoint="runtime",
+                base_url="https://vpce-01.bedrock-runtime.eu-west-1.vpce.amazonaws.com/openai/v1",
+            ),
+            **options,
+        ),
+        openai.OpenAI(
+            provider=providers.vertex(
+                base_url="https://llm-proxy.corp.example/v1", token_provider=lambda: API_KEY
+            ),
+            **options,
+        ),
+    ]  # fmt: skip
+    for client in clients:
+        with pytest.raises(openai.InternalServerError):
+            client.responses.create(model="some-model", input="Hi")
+    found = [(s.attributes or {})["gen_ai.provider.name"] for s in telemetry.spans()]
+    assert found == ["aws.bedrock", "aws.bedrock", "gcp.vertex_ai"]
+
+
 def test_a_client_whose_base_url_is_changed_reports_the_new_server(
     instrumented: Any, telemetry: Telemetry
 ) -> None:

@@ -76,23 +76,36 @@ def _integer(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-# base URL object -> (it, the client's type, its attributes): a client's URL rarely
+# base URL object -> (it, the client's type and SDK provider, its attributes): a client's URL rarely
 # changes, and reading it costs more than the lookup. Holding the URL keeps its id unique.
-_endpoints: dict[int, tuple[Any, type, dict[str, Any]]] = {}
+_endpoints: dict[int, tuple[Any, tuple[type, str | None], dict[str, Any]]] = {}
 _MAX_ENDPOINTS = 256
 
 
 def endpoint_attributes(client: Any) -> dict[str, Any]:
     """Provider, server.address and server.port from the client's base URL (a copy)."""
     url = getattr(client, "base_url", None)
+    kind = (type(client), _sdk_provider(client))
     known = _endpoints.get(id(url))
-    if known is not None and known[0] is url and known[1] is type(client):
+    if known is not None and known[0] is url and known[1] == kind:
         return dict(known[2])
     attributes = t.bounded(_endpoint_attributes(client, url))
     if len(_endpoints) >= _MAX_ENDPOINTS:
         _endpoints.clear()
-    _endpoints[id(url)] = (url, type(client), attributes)
+    _endpoints[id(url)] = (url, kind, attributes)
     return dict(attributes)
+
+
+# openai 3.x's own providers (`OpenAI(provider=openai.providers.bedrock(...))`, and
+# `BedrockOpenAI`, built on it), by the name the SDK gives them -> the conventions' name.
+_SDK_PROVIDERS = {"bedrock": "aws.bedrock", "vertex": "gcp.vertex_ai"}
+
+
+def _sdk_provider(client: Any) -> str | None:
+    """The provider the client was configured for, whatever its base URL (a proxy, a VPC
+    endpoint): as an Azure client is Azure's on any host."""
+    name = getattr(getattr(client, "_provider_runtime", None), "name", None)
+    return _SDK_PROVIDERS.get(name) if isinstance(name, str) else None
 
 
 def _endpoint_attributes(client: Any, url: Any) -> dict[str, Any]:
@@ -109,8 +122,8 @@ def _endpoint_attributes(client: Any, url: Any) -> dict[str, Any]:
         if port is not None:
             attributes[t.SERVER_PORT] = port
         provider = _host_provider(host)
-    if _is_azure_client(client):
-        provider = t.PROVIDER_AZURE
+    # The client's own provider wins over its host's: an Azure client is Azure's on any host.
+    provider = t.PROVIDER_AZURE if _is_azure_client(client) else _sdk_provider(client) or provider
     attributes[t.PROVIDER] = provider
     return attributes
 
