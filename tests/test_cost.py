@@ -34,6 +34,10 @@ def cost_of(telemetry: Telemetry) -> Any:
     return (telemetry.span().attributes or {}).get(COST)
 
 
+def cost_of_all(telemetry: Telemetry) -> list[Any]:
+    return [(span.attributes or {}).get(COST) for span in telemetry.spans()]
+
+
 def metric_total(telemetry: Telemetry) -> float:
     return sum(point.value for point in telemetry.points(COST_METRIC))
 
@@ -224,6 +228,84 @@ def test_a_bad_price_file_warns_and_keeps_the_shipped_prices(
     messages = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert any("'input'='cheap'" in m for m in messages)
     assert any("nowhere.json" in m for m in messages)
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        '{"gpt-4o-mini": {"input": Infinity, "output": 1}}',
+        '{"gpt-4o-mini": {"input": NaN, "output": 1}}',
+        '{"gpt-4o-mini": {"input": 1e400, "output": 1}}',
+        '{"gpt-4o-mini": {"input": 1' + "0" * 400 + ', "output": 1}}',
+    ],
+    ids=["infinity", "nan", "overflowing float", "overflowing integer"],
+)
+def test_a_non_finite_price_in_a_file_is_ignored_with_a_warning(
+    instrument: Any,
+    telemetry: Telemetry,
+    client: openai.OpenAI,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    bad: str,
+) -> None:
+    path = tmp_path / "prices.json"
+    path.write_text(bad)
+    instrument(prices=str(path), usage_estimate="off")  # the other settings are kept
+    for _ in range(2):
+        client.chat.completions.create(
+            model="gpt-4o-mini", messages=MESSAGES, extra_headers=USAGE_HEADER
+        )
+    assert cost_of_all(telemetry) == [pytest.approx(GPT_4O_MINI_COST)] * 2
+    assert metric_total(telemetry) == pytest.approx(2 * GPT_4O_MINI_COST)
+    assert "Ignoring a price in prices [gpt-4o-mini]" in caplog.text
+    assert "reading the settings" not in caplog.text
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        Price(input=float("nan"), output=1.0),
+        Price(input=-1.0, output=1.0),
+        Price(input=1.0, output=1.0, cached_input=float("inf")),
+        Price(input="0.15", output=0.6),  # type: ignore[arg-type]
+    ],
+    ids=["nan", "negative", "infinite cached", "string"],
+)
+@pytest.mark.parametrize("given", ["function", "mapping"])
+def test_a_bad_price_object_gives_no_cost_and_spares_the_rest_of_the_call(
+    instrument: Any,
+    telemetry: Telemetry,
+    client: openai.OpenAI,
+    caplog: pytest.LogCaptureFixture,
+    bad: Price,
+    given: str,
+) -> None:
+    instrument(prices=(lambda model, tier: bad) if given == "function" else {"my-model": bad})
+    for _ in range(2):
+        list(
+            client.chat.completions.create(
+                model="my-model", messages=MESSAGES, stream=True, extra_headers=USAGE_HEADER
+            )
+        )
+    for span in telemetry.spans():
+        attributes = span.attributes or {}
+        assert COST not in attributes
+        assert "gen_ai.response.time_to_first_chunk" in attributes  # recorded after the cost
+    assert telemetry.points(COST_METRIC) == []
+    assert len(telemetry.points("gen_ai.client.operation.time_to_first_chunk")) == 1
+    assert "Ignoring a price in" in caplog.text
+    assert "recording the end of a call" not in caplog.text
+
+
+def test_an_infinite_cost_is_not_recorded(
+    instrument: Any, telemetry: Telemetry, client: openai.OpenAI
+) -> None:
+    instrument(prices={"gpt-4o-mini": {"input": 1e307, "output": 1e307}})
+    client.chat.completions.create(
+        model="gpt-4o-mini", messages=MESSAGES, extra_headers=USAGE_HEADER
+    )
+    assert COST not in (telemetry.span().attributes or {})
+    assert telemetry.points(COST_METRIC) == []
 
 
 def test_an_estimated_usage_gives_a_cost_marked_as_an_estimate(

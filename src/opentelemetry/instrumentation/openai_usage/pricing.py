@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib
 import json
 import logging
+import math
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -71,7 +72,9 @@ class Price:
             reasoning = min(usage.reasoning_output_tokens or 0, usage.output_tokens)
             total += (usage.output_tokens - reasoning) * self.output
             total += reasoning * _or(self.reasoning_output, self.output)
-        return total * _PER_TOKEN
+        total *= _PER_TOKEN
+        # Finite prices times counts below 2**53 can still overflow (a price of 1e307).
+        return total if math.isfinite(total) else None
 
 
 def _or(value: float | None, default: float) -> float:
@@ -138,7 +141,7 @@ class PriceTable:
                 logger.warning("The price function failed for %r: %r", model, exc)
                 found = None
             if found is not None:
-                return found if isinstance(found, Price) else price_from(found, "price function")
+                return price_from(found, "price function")
         key = (model, tier)
         if key in self._found:
             return self._found[key]
@@ -168,6 +171,41 @@ class PriceTable:
         return None
 
 
+_REQUIRED = ("input", "output")
+_OPTIONAL = ("cached_input", "cache_write_input", "reasoning_output")
+
+
+def _amount(value: Any) -> float | None:
+    """A price as a float: a real number, finite and >= 0 (a JSON `1e400`, TOML `inf`
+    or `nan` is none: one such price makes every cost, and the cost counter's sum, NaN
+    or infinite for good); None for anything else."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    try:
+        amount = float(value)
+    except OverflowError:  # an integer too large for a float
+        return None
+    return amount if math.isfinite(amount) and amount >= 0 else None
+
+
+def checked(price: Price, source: str) -> Price | None:
+    """A `Price` built in code (given in a mapping, or returned by a price function) is
+    checked like a table entry: a string or negative price would otherwise fail or
+    give a negative cost at the end of every call."""
+    names = (*_REQUIRED, *(n for n in _OPTIONAL if getattr(price, n, None) is not None))
+    for name in names:
+        if _amount(getattr(price, name, None)) is None:
+            logger.warning(
+                "Ignoring a price in %s: %s=%r (each price must be a number >= 0 of US "
+                "dollars per million tokens)",
+                source,
+                name,
+                getattr(price, name, None),
+            )
+            return None
+    return price
+
+
 _FIELDS = {
     "input": "input",
     "output": "output",
@@ -182,15 +220,15 @@ _FIELDS = {
 def price_from(raw: Any, source: str) -> Price | None:
     """One table entry (`{"input": 2.5, "cached_input": 1.25, "output": 10}`), or None."""
     if isinstance(raw, Price):
-        return raw
+        return checked(raw, source)
     if not isinstance(raw, Mapping):
         logger.warning("Ignoring a price in %s: expected a table of prices, got %r", source, raw)
         return None
     values: dict[str, float] = {}
     for key, value in raw.items():
         field = _FIELDS.get(str(key))
-        number = isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0
-        if field is None or not number:
+        amount = _amount(value)
+        if field is None or amount is None:
             logger.warning(
                 "Ignoring a price in %s: %r=%r (accepted: %s, each a number >= 0 of US "
                 "dollars per million tokens)",
@@ -200,7 +238,7 @@ def price_from(raw: Any, source: str) -> Price | None:
                 ", ".join(sorted(_FIELDS)),
             )
             return None
-        values[field] = float(value)
+        values[field] = amount
     if "input" not in values:
         logger.warning("Ignoring a price in %s: %r has no `input` price", source, raw)
         return None
