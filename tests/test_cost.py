@@ -67,6 +67,31 @@ async def test_cost_of_a_known_model_from_the_shipped_table(
     assert point.attributes["gen_ai.response.model"] == "gpt-4o-mini-2024-07-18"
 
 
+@pytest.mark.parametrize(
+    ("served", "price"),
+    [
+        ("gpt-4o-2024-08-06", (2.5, 1.25, 10.0)),
+        ("gpt-4o-2024-11-20", (2.5, 1.25, 10.0)),
+        ("gpt-4o-2024-05-13", (5.0, 5.0, 15.0)),  # its own price, no cached discount
+    ],
+)
+def test_a_dated_snapshot_is_priced_as_billed(
+    instrumented: Any,
+    telemetry: Telemetry,
+    client: openai.OpenAI,
+    served: str,
+    price: tuple[float, float, float],
+) -> None:
+    client.chat.completions.create(
+        model="gpt-4o",
+        messages=MESSAGES,
+        extra_headers={**USAGE_HEADER, "x-mock-response-model": served},
+    )
+    input_price, cached_price, output_price = price
+    expected = (600 * input_price + 400 * cached_price + 500 * output_price) / 1e6
+    assert cost_of(telemetry) == pytest.approx(expected)
+
+
 def test_reasoning_tokens_are_priced_at_their_own_price_when_given(
     instrument: Any, telemetry: Telemetry, client: openai.OpenAI
 ) -> None:

@@ -100,6 +100,10 @@ DEFAULT_PRICES: dict[str, Price] = {
     "gpt-4.1-mini": _p(0.4, 0.1, 1.6),
     "gpt-4.1-nano": _p(0.1, 0.025, 0.4),
     "gpt-4o": _p(2.5, 1.25, 10.0),
+    # The first gpt-4o snapshot keeps its own, higher price (and no cached-input
+    # discount): without this entry its date suffix would be removed and the call
+    # priced at today's gpt-4o, half of what it bills.
+    "gpt-4o-2024-05-13": _p(5.0, None, 15.0),
     "gpt-4o-mini": _p(0.15, 0.075, 0.6),
     "o1": _p(15.0, 7.5, 60.0),
     "o1-mini": _p(1.1, 0.55, 4.4),
