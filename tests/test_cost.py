@@ -216,6 +216,27 @@ def test_a_failing_price_function_costs_nothing_but_the_cost(
     assert "price service down" in caplog.text
 
 
+@pytest.mark.parametrize("returns", ["raises", "garbage", "a bad Price"])
+def test_a_broken_price_function_warns_once_not_on_every_call(
+    instrument: Any,
+    telemetry: Telemetry,
+    client: openai.OpenAI,
+    caplog: pytest.LogCaptureFixture,
+    returns: str,
+) -> None:
+    def broken(model: str, tier: str | None) -> Any:
+        if returns == "raises":
+            raise RuntimeError("price service down")
+        return 42 if returns == "garbage" else Price(input=-1.0)
+
+    instrument(prices=broken)
+    for _ in range(3):
+        client.chat.completions.create(model="my-model", messages=MESSAGES)
+    assert all(COST not in (span.attributes or {}) for span in telemetry.spans())
+    warnings = [r for r in caplog.records if r.name.endswith(".pricing")]
+    assert len(warnings) == 1, [r.getMessage() for r in warnings]
+
+
 @pytest.mark.parametrize("how", ["argument", "environment"])
 def test_cost_can_be_turned_off(
     instrument: Any,

@@ -121,6 +121,7 @@ DEFAULT_PRICES: dict[str, Price] = {
 # A callable price source: (model, service tier) -> a Price, a mapping like a table
 # entry, or None to fall back to the table.
 PriceFunction = Callable[[str, "str | None"], Any]
+Warn = Callable[..., None]  # a logger's `warning`: a message and its arguments
 
 _REMEMBERED = 1024  # (model, tier) lookups kept per table; model names come from servers
 
@@ -133,6 +134,16 @@ class PriceTable:
         self.function = function
         # Table lookups per (model, tier), remembered: every call asks, for few models.
         self._found: dict[tuple[str, str], Price | None] = {}
+        # What the price function did wrong, logged once each: it is asked on every
+        # call, and a broken one would otherwise log on every call (twice, with the
+        # request model).
+        self._warned: set[str] = set()
+
+    def _warn_once(self, kind: str, message: str, *args: Any) -> None:
+        if kind in self._warned:
+            return
+        self._warned.add(kind)
+        logger.warning(message + " (logged once; later ones are not)", *args)
 
     def price_for(self, model: str | None, service_tier: str | None = None) -> Price | None:
         if not isinstance(model, str) or not model:
@@ -142,10 +153,12 @@ class PriceTable:
             try:
                 found = self.function(model, service_tier)
             except Exception as exc:  # the user's function: report, never raise
-                logger.warning("The price function failed for %r: %r", model, exc)
+                self._warn_once("raised", "The price function failed for %r: %r", model, exc)
                 found = None
             if found is not None:
-                return price_from(found, "price function")
+                return price_from(
+                    found, "price function", lambda *args: self._warn_once("returned", *args)
+                )
         key = (model, tier)
         if key in self._found:
             return self._found[key]
@@ -192,14 +205,14 @@ def _amount(value: Any) -> float | None:
     return amount if math.isfinite(amount) and amount >= 0 else None
 
 
-def checked(price: Price, source: str) -> Price | None:
+def checked(price: Price, source: str, warn: Warn = logger.warning) -> Price | None:
     """A `Price` built in code (given in a mapping, or returned by a price function) is
     checked like a table entry: a string or negative price would otherwise fail or
     give a negative cost at the end of every call."""
     names = (*_REQUIRED, *(n for n in _OPTIONAL if getattr(price, n, None) is not None))
     for name in names:
         if _amount(getattr(price, name, None)) is None:
-            logger.warning(
+            warn(
                 "Ignoring a price in %s: %s=%r (each price must be a number >= 0 of US "
                 "dollars per million tokens)",
                 source,
@@ -221,19 +234,20 @@ _FIELDS = {
 }
 
 
-def price_from(raw: Any, source: str) -> Price | None:
-    """One table entry (`{"input": 2.5, "cached_input": 1.25, "output": 10}`), or None."""
+def price_from(raw: Any, source: str, warn: Warn = logger.warning) -> Price | None:
+    """One table entry (`{"input": 2.5, "cached_input": 1.25, "output": 10}`), or None;
+    what is wrong with it goes to `warn` (a logger's `warning`)."""
     if isinstance(raw, Price):
-        return checked(raw, source)
+        return checked(raw, source, warn)
     if not isinstance(raw, Mapping):
-        logger.warning("Ignoring a price in %s: expected a table of prices, got %r", source, raw)
+        warn("Ignoring a price in %s: expected a table of prices, got %r", source, raw)
         return None
     values: dict[str, float] = {}
     for key, value in raw.items():
         field = _FIELDS.get(str(key))
         amount = _amount(value)
         if field is None or amount is None:
-            logger.warning(
+            warn(
                 "Ignoring a price in %s: %r=%r (accepted: %s, each a number >= 0 of US "
                 "dollars per million tokens)",
                 source,
@@ -244,7 +258,7 @@ def price_from(raw: Any, source: str) -> Price | None:
             return None
         values[field] = amount
     if "input" not in values:
-        logger.warning("Ignoring a price in %s: %r has no `input` price", source, raw)
+        warn("Ignoring a price in %s: %r has no `input` price", source, raw)
         return None
     return Price(**values)
 
