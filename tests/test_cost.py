@@ -38,6 +38,10 @@ def cost_of_all(telemetry: Telemetry) -> list[Any]:
     return [(span.attributes or {}).get(COST) for span in telemetry.spans()]
 
 
+def cost_of_span(span: Any) -> Any:
+    return (span.attributes or {}).get(COST)
+
+
 def metric_total(telemetry: Telemetry) -> float:
     return sum(point.value for point in telemetry.points(COST_METRIC))
 
@@ -101,6 +105,34 @@ def test_reasoning_tokens_are_priced_at_their_own_price_when_given(
         model="o3-mini", messages=MESSAGES, extra_headers={"x-mock-usage": json.dumps(usage)}
     )
     assert cost_of(telemetry) == pytest.approx((100 * 1.0 + 100 * 4.0 + 200 * 2.0) / 1e6)
+
+
+AUDIO_USAGE = {
+    "prompt_tokens": 1000,
+    "completion_tokens": 500,
+    "audio_input_tokens": 400,
+    "audio_output_tokens": 300,
+}
+
+
+def test_audio_tokens_are_priced_only_at_an_audio_price(
+    instrument: Any, telemetry: Telemetry, client: openai.OpenAI
+) -> None:
+    text_only = {"input": 2.5, "output": 10.0}
+    with_audio = {**text_only, "audio_input": 40.0, "audio_output": 80.0}
+    instrument(prices={"gpt-4o-audio-preview": text_only, "my-audio-model": with_audio})
+    for model in ("gpt-4o-audio-preview", "my-audio-model"):
+        client.chat.completions.create(
+            model=model, messages=MESSAGES, extra_headers={"x-mock-usage": json.dumps(AUDIO_USAGE)}
+        )
+    costs = {
+        (s.attributes or {}).get("gen_ai.request.model"): cost_of_span(s) for s in telemetry.spans()
+    }
+    # Audio at the text price would be a cost 10 times too low that looks complete.
+    assert costs["gpt-4o-audio-preview"] is None
+    expected = (600 * 2.5 + 400 * 40.0 + 200 * 10.0 + 300 * 80.0) / 1e6
+    assert costs["my-audio-model"] == pytest.approx(expected)
+    assert metric_total(telemetry) == pytest.approx(expected)
 
 
 def test_a_model_with_no_known_price_gets_no_cost_not_zero(

@@ -38,7 +38,10 @@ class Price:
     """US dollars per million tokens of each billed kind.
 
     Cached input and reasoning output default to the input and output price: that is
-    how they are billed where a provider gives them no price of their own.
+    how they are billed where a provider gives them no price of their own. Audio has
+    no such default: it is billed at a price of its own, many times the text price
+    (gpt-4o-audio-preview: $40 against $2.50 per 1M input tokens), so usage that
+    reports audio tokens gets a cost only from a price that names audio.
     """
 
     input: float
@@ -46,6 +49,8 @@ class Price:
     cached_input: float | None = None
     cache_write_input: float | None = None
     reasoning_output: float | None = None
+    audio_input: float | None = None
+    audio_output: float | None = None
 
     def cost(self, usage: Usage) -> float | None:
         """The call's cost, or None when its usage says too little to price it.
@@ -60,21 +65,37 @@ class Price:
             usage.output_tokens is None and self.output
         ):
             return None
+        audio_in = _audio(usage.input_modalities)
+        audio_out = _audio(usage.output_modalities)
+        if (audio_in and self.audio_input is None) or (audio_out and self.audio_output is None):
+            return None  # audio at the text price would pass for a complete cost
         total = 0.0
         if usage.input_tokens is not None:
             cached = min(usage.cache_read_input_tokens or 0, usage.input_tokens)
             written = min(usage.cache_write_input_tokens or 0, usage.input_tokens - cached)
             plain = usage.input_tokens - cached - written
-            total += plain * self.input
+            audio = min(audio_in, plain)
+            total += (plain - audio) * self.input
+            total += audio * _or(self.audio_input, self.input)
             total += cached * _or(self.cached_input, self.input)
             total += written * _or(self.cache_write_input, self.input)
         if usage.output_tokens is not None:
             reasoning = min(usage.reasoning_output_tokens or 0, usage.output_tokens)
-            total += (usage.output_tokens - reasoning) * self.output
+            audio = min(audio_out, usage.output_tokens - reasoning)
+            total += (usage.output_tokens - reasoning - audio) * self.output
+            total += audio * _or(self.audio_output, self.output)
             total += reasoning * _or(self.reasoning_output, self.output)
         total *= _PER_TOKEN
         # Finite prices times counts below 2**53 can still overflow (a price of 1e307).
         return total if math.isfinite(total) else None
+
+
+def _audio(modalities: tuple[tuple[str, int], ...]) -> int:
+    """The audio tokens of a usage's per-modality breakdown (nearly always empty)."""
+    for modality, count in modalities:
+        if modality == "audio":
+            return count
+    return 0
 
 
 def _or(value: float | None, default: float) -> float:
@@ -189,7 +210,7 @@ class PriceTable:
 
 
 _REQUIRED = ("input", "output")
-_OPTIONAL = ("cached_input", "cache_write_input", "reasoning_output")
+_OPTIONAL = ("cached_input", "cache_write_input", "reasoning_output", "audio_input", "audio_output")
 
 
 def _amount(value: Any) -> float | None:
@@ -231,6 +252,8 @@ _FIELDS = {
     "cache_write_input": "cache_write_input",
     "reasoning_output": "reasoning_output",
     "reasoning": "reasoning_output",
+    "audio_input": "audio_input",
+    "audio_output": "audio_output",
 }
 
 
