@@ -96,6 +96,23 @@ def test_a_dated_snapshot_is_priced_as_billed(
     assert cost_of(telemetry) == pytest.approx(expected)
 
 
+@pytest.mark.parametrize("given", ["table", "function"])
+def test_an_azure_deployment_s_own_price_wins_over_the_shipped_price_of_what_it_serves(
+    instrument: Any, telemetry: Telemetry, server: LocalOpenAIServer, given: str
+) -> None:
+    own = {"input": 2.75, "output": 11.0}  # not gpt-4o-mini's list price
+    if given == "table":
+        instrument(prices={"my-azure-deployment": own})
+    else:
+        instrument(prices=lambda model, tier: own if model == "my-azure-deployment" else None)
+    client = make_client(server, "azure", azure_deployment="my-azure-deployment")
+    response = client.chat.completions.create(
+        model="my-azure-deployment", messages=MESSAGES, extra_headers=USAGE_HEADER
+    )
+    assert response.model == "gpt-4o-mini-2024-07-18"  # in the shipped table
+    assert cost_of(telemetry) == pytest.approx((1000 * 2.75 + 500 * 11.0) / 1e6)
+
+
 def test_reasoning_tokens_are_priced_at_their_own_price_when_given(
     instrument: Any, telemetry: Telemetry, client: openai.OpenAI
 ) -> None:

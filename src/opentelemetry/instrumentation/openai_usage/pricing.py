@@ -148,13 +148,26 @@ _REMEMBERED = 1024  # (model, tier) lookups kept per table; model names come fro
 
 
 class PriceTable:
-    """Model name (or `model@tier`) -> Price, consulted after an optional callable."""
+    """Model name (or `model@tier`) -> Price: an optional callable first, then the
+    user's prices, then the shipped ones (`defaults`).
 
-    def __init__(self, prices: Mapping[str, Price], function: PriceFunction | None = None) -> None:
+    A call has two names, the model the response names and the one requested (on
+    Azure, the deployment). Each source is asked for both before the next source is:
+    the user's entry for an Azure deployment (or a price function that knows it) wins
+    over the shipped price of the model the deployment serves.
+    """
+
+    def __init__(
+        self,
+        prices: Mapping[str, Price],
+        function: PriceFunction | None = None,
+        defaults: Mapping[str, Price] | None = None,
+    ) -> None:
         self.prices = dict(prices)
+        self.defaults = dict(defaults or {})
         self.function = function
         # Table lookups per (model, tier), remembered: every call asks, for few models.
-        self._found: dict[tuple[str, str], Price | None] = {}
+        self._found: dict[tuple[str, str], tuple[Price | None, Price | None]] = {}
         # What the price function did wrong, logged once each: it is asked on every
         # call, and a broken one would otherwise log on every call (twice, with the
         # request model).
@@ -166,47 +179,69 @@ class PriceTable:
         self._warned.add(kind)
         logger.warning(message + " (logged once; later ones are not)", *args)
 
-    def price_for(self, model: str | None, service_tier: str | None = None) -> Price | None:
-        if not isinstance(model, str) or not model:
+    def _asked(self, model: str, service_tier: str | None) -> Price | None:
+        """The price function's answer for this name, or None."""
+        if self.function is None:
             return None
-        tier = service_tier if isinstance(service_tier, str) else ""
-        if self.function is not None:
-            try:
-                found = self.function(model, service_tier)
-            except Exception as exc:  # the user's function: report, never raise
-                self._warn_once("raised", "The price function failed for %r: %r", model, exc)
-                found = None
-            if found is not None:
-                return price_from(
-                    found, "price function", lambda *args: self._warn_once("returned", *args)
-                )
-        key = (model, tier)
-        if key in self._found:
-            return self._found[key]
-        price = self._lookup(model, tier)
-        if len(self._found) < _REMEMBERED:
-            self._found[key] = price
-        return price
+        try:
+            found = self.function(model, service_tier)
+        except Exception as exc:  # the user's function: report, never raise
+            self._warn_once("raised", "The price function failed for %r: %r", model, exc)
+            return None
+        if found is None:
+            return None
+        return price_from(found, "price function", lambda *args: self._warn_once("returned", *args))
 
-    def _lookup(self, model: str, tier: str) -> Price | None:
-        for name in dict.fromkeys((model, model.lower(), _DATE_SUFFIX.sub("", model.lower()))):
-            if tier:
-                found = self.prices.get(f"{name}@{tier}")
-                if found is not None:
-                    return found
-            if tier in _STANDARD_TIERS and name in self.prices:
-                return self.prices[name]
+    def _in_tables(self, model: str, tier: str) -> tuple[Price | None, Price | None]:
+        """(the user's price, the shipped price) of this name, remembered."""
+        key = (model, tier)
+        found = self._found.get(key)
+        if found is None:
+            found = (_lookup(self.prices, model, tier), _lookup(self.defaults, model, tier))
+            if len(self._found) < _REMEMBERED:
+                self._found[key] = found
+        return found
+
+    def price_for(self, model: str | None, service_tier: str | None = None) -> Price | None:
+        """The price of one name: the function's, else the user's, else the shipped one."""
+        return self.first_price((model,), service_tier)
+
+    def first_price(self, models: tuple[str | None, ...], service_tier: str | None) -> Price | None:
+        names = [model for model in models if isinstance(model, str) and model]
+        for model in names:
+            asked = self._asked(model, service_tier)
+            if asked is not None:
+                return asked
+        tier = service_tier if isinstance(service_tier, str) else ""
+        found = [self._in_tables(model, tier) for model in names]
+        for own, _ in found:
+            if own is not None:
+                return own
+        for _, shipped in found:
+            if shipped is not None:
+                return shipped
         return None
 
     def cost(
         self, models: tuple[str | None, ...], usage: Usage, service_tier: str | None
     ) -> float | None:
-        """The cost of `usage` at the price of the first of `models` that has one."""
-        for model in models:
-            price = self.price_for(model, service_tier)
-            if price is not None:
-                return price.cost(usage)
+        """The cost of `usage` at the first price found for any of `models` (the
+        response's model, then the requested one), source by source."""
+        price = self.first_price(models, service_tier)
+        return None if price is None else price.cost(usage)
+
+
+def _lookup(prices: Mapping[str, Price], model: str, tier: str) -> Price | None:
+    if not prices:
         return None
+    for name in dict.fromkeys((model, model.lower(), _DATE_SUFFIX.sub("", model.lower()))):
+        if tier:
+            found = prices.get(f"{name}@{tier}")
+            if found is not None:
+                return found
+        if tier in _STANDARD_TIERS and name in prices:
+            return prices[name]
+    return None
 
 
 _REQUIRED = ("input", "output")
