@@ -265,6 +265,21 @@ def test_a_failing_price_function_costs_nothing_but_the_cost(
     assert "price service down" in caplog.text
 
 
+def test_a_price_under_a_key_that_is_no_model_name_is_ignored_with_a_warning(
+    instrument: Any,
+    telemetry: Telemetry,
+    client: openai.OpenAI,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    entry = {"input": 1.0, "output": 1.0}
+    instrument(prices={("gpt-4o-mini",): entry, "": entry, None: entry, "my-model": entry})
+    client.chat.completions.create(model="my-model", messages=MESSAGES, extra_headers=USAGE_HEADER)
+    assert cost_of(telemetry) == pytest.approx(1500 / 1e6)  # the good entry is kept
+    messages = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    for key in ("('gpt-4o-mini',)", "''", "None"):
+        assert any(f"{key} is not a model name" in m for m in messages), messages
+
+
 @pytest.mark.parametrize("returns", ["raises", "garbage", "a bad Price"])
 def test_a_broken_price_function_warns_once_not_on_every_call(
     instrument: Any,

@@ -332,8 +332,11 @@ def prices_from(raw: Any, source: str) -> dict[str, Price]:
         return {}
     table: dict[str, Price] = {}
     for model, entry in raw.items():
+        if not isinstance(model, str) or not model:
+            logger.warning("Ignoring a price in %s: %r is not a model name", source, model)
+            continue
         price = price_from(entry, f"{source} [{model}]")
-        if price is not None and isinstance(model, str) and model:
+        if price is not None:
             table[model] = price
     return table
 
