@@ -18,7 +18,7 @@ import pytest
 from opentelemetry.instrumentation.openai_usage.localserver import LocalOpenAIServer
 from opentelemetry.instrumentation.openai_usage.pricing import DEFAULT_PRICES, Price
 
-from .conftest import MESSAGES, Telemetry, make_client, needs_responses
+from .conftest import HTTP, MESSAGES, Telemetry, make_client, needs_responses, served_by
 
 COST = "openai_usage.cost.usd"
 COST_METRIC = "openai_usage.client.cost"
@@ -467,3 +467,69 @@ def test_responses_and_embeddings_are_priced_too(
     tokens = next(s for s in telemetry.spans() if s.name.startswith("embeddings"))
     input_tokens = (tokens.attributes or {})["gen_ai.usage.input_tokens"]
     assert costs["embeddings"] == pytest.approx(input_tokens * 0.02 / 1e6)
+
+
+def _response_with(*items: dict[str, Any]) -> Any:
+    """A handler answering a Responses call with these output items and billed usage."""
+    message = {
+        "type": "message",
+        "id": "msg_1",
+        "role": "assistant",
+        "status": "completed",
+        "content": [{"type": "output_text", "text": "It is sunny.", "annotations": []}],
+    }
+    body = {
+        "id": "resp_1",
+        "object": "response",
+        "created_at": 1,
+        "status": "completed",
+        "model": "gpt-4o-mini-2024-07-18",
+        "output": [*items, message],
+        "parallel_tool_calls": True,
+        "tool_choice": "auto",
+        "tools": [],
+        "usage": {
+            "input_tokens": 1000,
+            "input_tokens_details": {"cached_tokens": 0},
+            "output_tokens": 500,
+            "output_tokens_details": {"reasoning_tokens": 0},
+            "total_tokens": 1500,
+        },
+    }
+    return lambda request: HTTP.Response(200, json=body)
+
+
+@needs_responses
+@pytest.mark.parametrize(
+    "item",
+    [
+        {"type": "web_search_call", "id": "ws_1", "status": "completed"},
+        {"type": "file_search_call", "id": "fs_1", "status": "completed", "queries": ["q"]},
+    ],
+    ids=["web search", "file search"],
+)
+def test_a_response_using_a_built_in_tool_billed_per_call_gets_no_token_only_cost(
+    instrumented: Any, telemetry: Telemetry, item: dict[str, Any]
+) -> None:
+    client = served_by(_response_with(item))
+    client.responses.create(model="gpt-4o-mini", input="Weather in Paris?")
+    attributes = telemetry.span().attributes or {}
+    assert attributes["gen_ai.usage.input_tokens"] == 1000  # the billed tokens stay
+    assert COST not in attributes  # $0.0004 of tokens, beside a $0.01 search
+    assert telemetry.points(COST_METRIC) == []
+
+
+@needs_responses
+def test_a_response_with_only_function_calls_is_priced(
+    instrumented: Any, telemetry: Telemetry
+) -> None:
+    call = {
+        "type": "function_call",
+        "id": "fc_1",
+        "call_id": "call_1",
+        "name": "weather",
+        "arguments": "{}",
+        "status": "completed",
+    }
+    served_by(_response_with(call)).responses.create(model="gpt-4o-mini", input="Weather?")
+    assert cost_of(telemetry) == pytest.approx((1000 * 0.15 + 500 * 0.6) / 1e6)
