@@ -224,6 +224,24 @@ def test_a_price_file_in_toml_from_the_environment(
     assert cost_of(telemetry) == pytest.approx((600 * 1.0 + 400 * 0.5 + 500 * 2.0) / 1e6)
 
 
+@pytest.mark.parametrize("suffix", [".json", ".toml"])
+def test_a_price_file_saved_with_a_byte_order_mark_is_read(
+    instrument: Any, telemetry: Telemetry, client: openai.OpenAI, tmp_path: Path, suffix: str
+) -> None:
+    if suffix == ".toml" and sys.version_info < (3, 11):
+        pytest.skip("tomllib arrived in Python 3.11")
+    path = tmp_path / f"prices{suffix}"
+    text = (
+        '{"my-model": {"input": 1.0, "output": 2.0}}'
+        if suffix == ".json"
+        else '["my-model"]\ninput = 1.0\noutput = 2.0\n'
+    )
+    path.write_bytes(b"\xef\xbb\xbf" + text.encode())  # as Windows editors save UTF-8
+    instrument(prices=str(path))
+    client.chat.completions.create(model="my-model", messages=MESSAGES, extra_headers=USAGE_HEADER)
+    assert cost_of(telemetry) == pytest.approx((1000 * 1.0 + 500 * 2.0) / 1e6)
+
+
 def test_default_prices_off_replaces_the_table(
     instrument: Any, telemetry: Telemetry, client: openai.OpenAI
 ) -> None:

@@ -343,7 +343,9 @@ def prices_from(raw: Any, source: str) -> dict[str, Price]:
 
 def _read_file(path: Path) -> Any:
     try:
-        text = path.read_text(encoding="utf-8")
+        # "utf-8-sig": a file saved with a byte order mark (Windows editors write one)
+        # reads as without; `json` and `tomllib` would both refuse the mark.
+        text = path.read_text(encoding="utf-8-sig")
         if path.suffix.lower() == ".toml":
             # Python 3.11+ (a module mypy's 3.10 target does not know); JSON works everywhere.
             return importlib.import_module("tomllib").loads(text)
