@@ -18,7 +18,7 @@ import pytest
 from opentelemetry.instrumentation.openai_usage.localserver import LocalOpenAIServer
 from opentelemetry.instrumentation.openai_usage.pricing import DEFAULT_PRICES, Price
 
-from .conftest import MESSAGES, Telemetry, make_client, needs_responses
+from .conftest import HTTP, MESSAGES, Telemetry, make_client, needs_responses, served_by
 
 COST = "openai_usage.cost.usd"
 COST_METRIC = "openai_usage.client.cost"
@@ -32,6 +32,14 @@ GPT_4O_MINI_COST = (600 * 0.15 + 400 * 0.075 + 500 * 0.60) / 1e6
 
 def cost_of(telemetry: Telemetry) -> Any:
     return (telemetry.span().attributes or {}).get(COST)
+
+
+def cost_of_all(telemetry: Telemetry) -> list[Any]:
+    return [(span.attributes or {}).get(COST) for span in telemetry.spans()]
+
+
+def cost_of_span(span: Any) -> Any:
+    return (span.attributes or {}).get(COST)
 
 
 def metric_total(telemetry: Telemetry) -> float:
@@ -63,6 +71,48 @@ async def test_cost_of_a_known_model_from_the_shipped_table(
     assert point.attributes["gen_ai.response.model"] == "gpt-4o-mini-2024-07-18"
 
 
+@pytest.mark.parametrize(
+    ("served", "price"),
+    [
+        ("gpt-4o-2024-08-06", (2.5, 1.25, 10.0)),
+        ("gpt-4o-2024-11-20", (2.5, 1.25, 10.0)),
+        ("gpt-4o-2024-05-13", (5.0, 5.0, 15.0)),  # its own price, no cached discount
+    ],
+)
+def test_a_dated_snapshot_is_priced_as_billed(
+    instrumented: Any,
+    telemetry: Telemetry,
+    client: openai.OpenAI,
+    served: str,
+    price: tuple[float, float, float],
+) -> None:
+    client.chat.completions.create(
+        model="gpt-4o",
+        messages=MESSAGES,
+        extra_headers={**USAGE_HEADER, "x-mock-response-model": served},
+    )
+    input_price, cached_price, output_price = price
+    expected = (600 * input_price + 400 * cached_price + 500 * output_price) / 1e6
+    assert cost_of(telemetry) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("given", ["table", "function"])
+def test_an_azure_deployment_s_own_price_wins_over_the_shipped_price_of_what_it_serves(
+    instrument: Any, telemetry: Telemetry, server: LocalOpenAIServer, given: str
+) -> None:
+    own = {"input": 2.75, "output": 11.0}  # not gpt-4o-mini's list price
+    if given == "table":
+        instrument(prices={"my-azure-deployment": own})
+    else:
+        instrument(prices=lambda model, tier: own if model == "my-azure-deployment" else None)
+    client = make_client(server, "azure", azure_deployment="my-azure-deployment")
+    response = client.chat.completions.create(
+        model="my-azure-deployment", messages=MESSAGES, extra_headers=USAGE_HEADER
+    )
+    assert response.model == "gpt-4o-mini-2024-07-18"  # in the shipped table
+    assert cost_of(telemetry) == pytest.approx((1000 * 2.75 + 500 * 11.0) / 1e6)
+
+
 def test_reasoning_tokens_are_priced_at_their_own_price_when_given(
     instrument: Any, telemetry: Telemetry, client: openai.OpenAI
 ) -> None:
@@ -72,6 +122,34 @@ def test_reasoning_tokens_are_priced_at_their_own_price_when_given(
         model="o3-mini", messages=MESSAGES, extra_headers={"x-mock-usage": json.dumps(usage)}
     )
     assert cost_of(telemetry) == pytest.approx((100 * 1.0 + 100 * 4.0 + 200 * 2.0) / 1e6)
+
+
+AUDIO_USAGE = {
+    "prompt_tokens": 1000,
+    "completion_tokens": 500,
+    "audio_input_tokens": 400,
+    "audio_output_tokens": 300,
+}
+
+
+def test_audio_tokens_are_priced_only_at_an_audio_price(
+    instrument: Any, telemetry: Telemetry, client: openai.OpenAI
+) -> None:
+    text_only = {"input": 2.5, "output": 10.0}
+    with_audio = {**text_only, "audio_input": 40.0, "audio_output": 80.0}
+    instrument(prices={"gpt-4o-audio-preview": text_only, "my-audio-model": with_audio})
+    for model in ("gpt-4o-audio-preview", "my-audio-model"):
+        client.chat.completions.create(
+            model=model, messages=MESSAGES, extra_headers={"x-mock-usage": json.dumps(AUDIO_USAGE)}
+        )
+    costs = {
+        (s.attributes or {}).get("gen_ai.request.model"): cost_of_span(s) for s in telemetry.spans()
+    }
+    # Audio at the text price would be a cost 10 times too low that looks complete.
+    assert costs["gpt-4o-audio-preview"] is None
+    expected = (600 * 2.5 + 400 * 40.0 + 200 * 10.0 + 300 * 80.0) / 1e6
+    assert costs["my-audio-model"] == pytest.approx(expected)
+    assert metric_total(telemetry) == pytest.approx(expected)
 
 
 def test_a_model_with_no_known_price_gets_no_cost_not_zero(
@@ -146,6 +224,24 @@ def test_a_price_file_in_toml_from_the_environment(
     assert cost_of(telemetry) == pytest.approx((600 * 1.0 + 400 * 0.5 + 500 * 2.0) / 1e6)
 
 
+@pytest.mark.parametrize("suffix", [".json", ".toml"])
+def test_a_price_file_saved_with_a_byte_order_mark_is_read(
+    instrument: Any, telemetry: Telemetry, client: openai.OpenAI, tmp_path: Path, suffix: str
+) -> None:
+    if suffix == ".toml" and sys.version_info < (3, 11):
+        pytest.skip("tomllib arrived in Python 3.11")
+    path = tmp_path / f"prices{suffix}"
+    text = (
+        '{"my-model": {"input": 1.0, "output": 2.0}}'
+        if suffix == ".json"
+        else '["my-model"]\ninput = 1.0\noutput = 2.0\n'
+    )
+    path.write_bytes(b"\xef\xbb\xbf" + text.encode())  # as Windows editors save UTF-8
+    instrument(prices=str(path))
+    client.chat.completions.create(model="my-model", messages=MESSAGES, extra_headers=USAGE_HEADER)
+    assert cost_of(telemetry) == pytest.approx((1000 * 1.0 + 500 * 2.0) / 1e6)
+
+
 def test_default_prices_off_replaces_the_table(
     instrument: Any, telemetry: Telemetry, client: openai.OpenAI
 ) -> None:
@@ -187,6 +283,42 @@ def test_a_failing_price_function_costs_nothing_but_the_cost(
     assert "price service down" in caplog.text
 
 
+def test_a_price_under_a_key_that_is_no_model_name_is_ignored_with_a_warning(
+    instrument: Any,
+    telemetry: Telemetry,
+    client: openai.OpenAI,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    entry = {"input": 1.0, "output": 1.0}
+    instrument(prices={("gpt-4o-mini",): entry, "": entry, None: entry, "my-model": entry})
+    client.chat.completions.create(model="my-model", messages=MESSAGES, extra_headers=USAGE_HEADER)
+    assert cost_of(telemetry) == pytest.approx(1500 / 1e6)  # the good entry is kept
+    messages = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    for key in ("('gpt-4o-mini',)", "''", "None"):
+        assert any(f"{key} is not a model name" in m for m in messages), messages
+
+
+@pytest.mark.parametrize("returns", ["raises", "garbage", "a bad Price"])
+def test_a_broken_price_function_warns_once_not_on_every_call(
+    instrument: Any,
+    telemetry: Telemetry,
+    client: openai.OpenAI,
+    caplog: pytest.LogCaptureFixture,
+    returns: str,
+) -> None:
+    def broken(model: str, tier: str | None) -> Any:
+        if returns == "raises":
+            raise RuntimeError("price service down")
+        return 42 if returns == "garbage" else Price(input=-1.0)
+
+    instrument(prices=broken)
+    for _ in range(3):
+        client.chat.completions.create(model="my-model", messages=MESSAGES)
+    assert all(COST not in (span.attributes or {}) for span in telemetry.spans())
+    warnings = [r for r in caplog.records if r.name.endswith(".pricing")]
+    assert len(warnings) == 1, [r.getMessage() for r in warnings]
+
+
 @pytest.mark.parametrize("how", ["argument", "environment"])
 def test_cost_can_be_turned_off(
     instrument: Any,
@@ -224,6 +356,84 @@ def test_a_bad_price_file_warns_and_keeps_the_shipped_prices(
     messages = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert any("'input'='cheap'" in m for m in messages)
     assert any("nowhere.json" in m for m in messages)
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        '{"gpt-4o-mini": {"input": Infinity, "output": 1}}',
+        '{"gpt-4o-mini": {"input": NaN, "output": 1}}',
+        '{"gpt-4o-mini": {"input": 1e400, "output": 1}}',
+        '{"gpt-4o-mini": {"input": 1' + "0" * 400 + ', "output": 1}}',
+    ],
+    ids=["infinity", "nan", "overflowing float", "overflowing integer"],
+)
+def test_a_non_finite_price_in_a_file_is_ignored_with_a_warning(
+    instrument: Any,
+    telemetry: Telemetry,
+    client: openai.OpenAI,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    bad: str,
+) -> None:
+    path = tmp_path / "prices.json"
+    path.write_text(bad)
+    instrument(prices=str(path), usage_estimate="off")  # the other settings are kept
+    for _ in range(2):
+        client.chat.completions.create(
+            model="gpt-4o-mini", messages=MESSAGES, extra_headers=USAGE_HEADER
+        )
+    assert cost_of_all(telemetry) == [pytest.approx(GPT_4O_MINI_COST)] * 2
+    assert metric_total(telemetry) == pytest.approx(2 * GPT_4O_MINI_COST)
+    assert "Ignoring a price in prices [gpt-4o-mini]" in caplog.text
+    assert "reading the settings" not in caplog.text
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        Price(input=float("nan"), output=1.0),
+        Price(input=-1.0, output=1.0),
+        Price(input=1.0, output=1.0, cached_input=float("inf")),
+        Price(input="0.15", output=0.6),  # type: ignore[arg-type]
+    ],
+    ids=["nan", "negative", "infinite cached", "string"],
+)
+@pytest.mark.parametrize("given", ["function", "mapping"])
+def test_a_bad_price_object_gives_no_cost_and_spares_the_rest_of_the_call(
+    instrument: Any,
+    telemetry: Telemetry,
+    client: openai.OpenAI,
+    caplog: pytest.LogCaptureFixture,
+    bad: Price,
+    given: str,
+) -> None:
+    instrument(prices=(lambda model, tier: bad) if given == "function" else {"my-model": bad})
+    for _ in range(2):
+        list(
+            client.chat.completions.create(
+                model="my-model", messages=MESSAGES, stream=True, extra_headers=USAGE_HEADER
+            )
+        )
+    for span in telemetry.spans():
+        attributes = span.attributes or {}
+        assert COST not in attributes
+        assert "gen_ai.response.time_to_first_chunk" in attributes  # recorded after the cost
+    assert telemetry.points(COST_METRIC) == []
+    assert len(telemetry.points("gen_ai.client.operation.time_to_first_chunk")) == 1
+    assert "Ignoring a price in" in caplog.text
+    assert "recording the end of a call" not in caplog.text
+
+
+def test_an_infinite_cost_is_not_recorded(
+    instrument: Any, telemetry: Telemetry, client: openai.OpenAI
+) -> None:
+    instrument(prices={"gpt-4o-mini": {"input": 1e307, "output": 1e307}})
+    client.chat.completions.create(
+        model="gpt-4o-mini", messages=MESSAGES, extra_headers=USAGE_HEADER
+    )
+    assert COST not in (telemetry.span().attributes or {})
+    assert telemetry.points(COST_METRIC) == []
 
 
 def test_an_estimated_usage_gives_a_cost_marked_as_an_estimate(
@@ -275,3 +485,69 @@ def test_responses_and_embeddings_are_priced_too(
     tokens = next(s for s in telemetry.spans() if s.name.startswith("embeddings"))
     input_tokens = (tokens.attributes or {})["gen_ai.usage.input_tokens"]
     assert costs["embeddings"] == pytest.approx(input_tokens * 0.02 / 1e6)
+
+
+def _response_with(*items: dict[str, Any]) -> Any:
+    """A handler answering a Responses call with these output items and billed usage."""
+    message = {
+        "type": "message",
+        "id": "msg_1",
+        "role": "assistant",
+        "status": "completed",
+        "content": [{"type": "output_text", "text": "It is sunny.", "annotations": []}],
+    }
+    body = {
+        "id": "resp_1",
+        "object": "response",
+        "created_at": 1,
+        "status": "completed",
+        "model": "gpt-4o-mini-2024-07-18",
+        "output": [*items, message],
+        "parallel_tool_calls": True,
+        "tool_choice": "auto",
+        "tools": [],
+        "usage": {
+            "input_tokens": 1000,
+            "input_tokens_details": {"cached_tokens": 0},
+            "output_tokens": 500,
+            "output_tokens_details": {"reasoning_tokens": 0},
+            "total_tokens": 1500,
+        },
+    }
+    return lambda request: HTTP.Response(200, json=body)
+
+
+@needs_responses
+@pytest.mark.parametrize(
+    "item",
+    [
+        {"type": "web_search_call", "id": "ws_1", "status": "completed"},
+        {"type": "file_search_call", "id": "fs_1", "status": "completed", "queries": ["q"]},
+    ],
+    ids=["web search", "file search"],
+)
+def test_a_response_using_a_built_in_tool_billed_per_call_gets_no_token_only_cost(
+    instrumented: Any, telemetry: Telemetry, item: dict[str, Any]
+) -> None:
+    client = served_by(_response_with(item))
+    client.responses.create(model="gpt-4o-mini", input="Weather in Paris?")
+    attributes = telemetry.span().attributes or {}
+    assert attributes["gen_ai.usage.input_tokens"] == 1000  # the billed tokens stay
+    assert COST not in attributes  # $0.0004 of tokens, beside a $0.01 search
+    assert telemetry.points(COST_METRIC) == []
+
+
+@needs_responses
+def test_a_response_with_only_function_calls_is_priced(
+    instrumented: Any, telemetry: Telemetry
+) -> None:
+    call = {
+        "type": "function_call",
+        "id": "fc_1",
+        "call_id": "call_1",
+        "name": "weather",
+        "arguments": "{}",
+        "status": "completed",
+    }
+    served_by(_response_with(call)).responses.create(model="gpt-4o-mini", input="Weather?")
+    assert cost_of(telemetry) == pytest.approx((1000 * 0.15 + 500 * 0.6) / 1e6)

@@ -96,6 +96,18 @@ def test_a_negative_amount_is_not_added() -> None:
     assert totals(reader, "test.count") == {frozenset({("a", "x")}): 2}
 
 
+def test_a_non_finite_amount_is_not_added_and_does_not_poison_the_sum(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    count, reader = counter()
+    count.add(2, {"a": "x"})
+    count.add(float("nan"), {"a": "x"})
+    count.add(float("inf"), {"a": "x"})
+    count.add(3, {"a": "x"})
+    assert totals(reader, "test.count") == {frozenset({("a", "x")}): 5}
+    assert "non-finite" not in caplog.text
+
+
 def test_past_the_cardinality_limit_new_sets_are_summed_as_overflow(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

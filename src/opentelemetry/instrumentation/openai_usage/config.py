@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .pricing import DEFAULT_PRICES, PriceTable, prices_from
+from .pricing import DEFAULT_PRICES, Price, PriceTable, prices_from
 
 logger = logging.getLogger(__name__)
 
@@ -71,7 +71,9 @@ class Settings:
     # Characters per captured content value (its JSON); longer texts are cut.
     max_content_length: int = DEFAULT_MAX_CONTENT_LENGTH
     # Prices for the per-call cost; None: no cost is recorded.
-    prices: PriceTable | None = field(default_factory=lambda: PriceTable(DEFAULT_PRICES))
+    prices: PriceTable | None = field(
+        default_factory=lambda: PriceTable({}, defaults=DEFAULT_PRICES)
+    )
 
     @property
     def content_on_span(self) -> bool:
@@ -260,8 +262,10 @@ def _max_content_length(overrides: Mapping[str, Any], env: Mapping[str, str]) ->
 def _prices(overrides: Mapping[str, Any], env: Mapping[str, str]) -> PriceTable | None:
     """The shipped table, extended by a file or mapping, or replaced; or off.
 
-    `prices` (or the variable: a file path, or `off`) adds to or overrides entries of
-    the shipped table; a callable is asked first, per call. `default_prices=False`
+    `prices` (or the variable: a file path, or `off`) are the user's own, consulted
+    before the shipped table for either of a call's model names (an Azure deployment's
+    entry wins over the shipped price of the model it serves); a callable is asked
+    first, per call. `default_prices=False`
     (or the variable `false`) drops the shipped table, so only the user's prices count.
     """
     use_defaults = _env_bool(env, ENV_DEFAULT_PRICES, True)
@@ -270,7 +274,8 @@ def _prices(overrides: Mapping[str, Any], env: Mapping[str, str]) -> PriceTable 
         use_defaults = given_defaults
     elif given_defaults is not None:
         _warn_bad("default_prices", repr(given_defaults), ("True", "False"), use_defaults)
-    table = dict(DEFAULT_PRICES) if use_defaults else {}
+    defaults = DEFAULT_PRICES if use_defaults else {}
+    table: dict[str, Price] = {}
     function = None
     raw_env = env.get(ENV_PRICES)
     given = overrides.get("prices")
@@ -282,4 +287,4 @@ def _prices(overrides: Mapping[str, Any], env: Mapping[str, str]) -> PriceTable 
         function = given
     elif given is not None:
         table.update(prices_from(given, "prices"))
-    return PriceTable(table, function)
+    return PriceTable(table, function, defaults)

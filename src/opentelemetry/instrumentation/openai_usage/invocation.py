@@ -27,6 +27,7 @@ from .errors import (
 )
 from .estimator import FINISHER, Estimator
 from .modalities import TEXT, UNKNOWN, input_is_text
+from .response_events import has_per_call_fees
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping, Sequence
@@ -277,10 +278,13 @@ class Invocation:
     def _record_cost(
         self, facts: ResponseFacts, usage: Usage, metric_attributes: dict[str, Any]
     ) -> None:
-        """The list-price cost of what was billed (or estimated: the source says which)."""
+        """The list-price cost of what was billed (or estimated: the source says which);
+        none for a response whose built-in tools are billed per call besides its tokens."""
         prices = self.settings.prices
         if prices is None:
             return
+        if self.operation == "responses" and has_per_call_fees(facts.response):
+            return  # the tokens' cost alone would pass for the call's whole cost
         tier = facts.service_tier
         if tier is None and self.request is not None:  # a stream cut before it said
             asked = self.request.get("service_tier")

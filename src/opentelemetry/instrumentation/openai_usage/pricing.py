@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib
 import json
 import logging
+import math
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -37,7 +38,10 @@ class Price:
     """US dollars per million tokens of each billed kind.
 
     Cached input and reasoning output default to the input and output price: that is
-    how they are billed where a provider gives them no price of their own.
+    how they are billed where a provider gives them no price of their own. Audio has
+    no such default: it is billed at a price of its own, many times the text price
+    (gpt-4o-audio-preview: $40 against $2.50 per 1M input tokens), so usage that
+    reports audio tokens gets a cost only from a price that names audio.
     """
 
     input: float
@@ -45,6 +49,8 @@ class Price:
     cached_input: float | None = None
     cache_write_input: float | None = None
     reasoning_output: float | None = None
+    audio_input: float | None = None
+    audio_output: float | None = None
 
     def cost(self, usage: Usage) -> float | None:
         """The call's cost, or None when its usage says too little to price it.
@@ -59,19 +65,37 @@ class Price:
             usage.output_tokens is None and self.output
         ):
             return None
+        audio_in = _audio(usage.input_modalities)
+        audio_out = _audio(usage.output_modalities)
+        if (audio_in and self.audio_input is None) or (audio_out and self.audio_output is None):
+            return None  # audio at the text price would pass for a complete cost
         total = 0.0
         if usage.input_tokens is not None:
             cached = min(usage.cache_read_input_tokens or 0, usage.input_tokens)
             written = min(usage.cache_write_input_tokens or 0, usage.input_tokens - cached)
             plain = usage.input_tokens - cached - written
-            total += plain * self.input
+            audio = min(audio_in, plain)
+            total += (plain - audio) * self.input
+            total += audio * _or(self.audio_input, self.input)
             total += cached * _or(self.cached_input, self.input)
             total += written * _or(self.cache_write_input, self.input)
         if usage.output_tokens is not None:
             reasoning = min(usage.reasoning_output_tokens or 0, usage.output_tokens)
-            total += (usage.output_tokens - reasoning) * self.output
+            audio = min(audio_out, usage.output_tokens - reasoning)
+            total += (usage.output_tokens - reasoning - audio) * self.output
+            total += audio * _or(self.audio_output, self.output)
             total += reasoning * _or(self.reasoning_output, self.output)
-        return total * _PER_TOKEN
+        total *= _PER_TOKEN
+        # Finite prices times counts below 2**53 can still overflow (a price of 1e307).
+        return total if math.isfinite(total) else None
+
+
+def _audio(modalities: tuple[tuple[str, int], ...]) -> int:
+    """The audio tokens of a usage's per-modality breakdown (nearly always empty)."""
+    for modality, count in modalities:
+        if modality == "audio":
+            return count
+    return 0
 
 
 def _or(value: float | None, default: float) -> float:
@@ -97,6 +121,10 @@ DEFAULT_PRICES: dict[str, Price] = {
     "gpt-4.1-mini": _p(0.4, 0.1, 1.6),
     "gpt-4.1-nano": _p(0.1, 0.025, 0.4),
     "gpt-4o": _p(2.5, 1.25, 10.0),
+    # The first gpt-4o snapshot keeps its own, higher price (and no cached-input
+    # discount): without this entry its date suffix would be removed and the call
+    # priced at today's gpt-4o, half of what it bills.
+    "gpt-4o-2024-05-13": _p(5.0, None, 15.0),
     "gpt-4o-mini": _p(0.15, 0.075, 0.6),
     "o1": _p(15.0, 7.5, 60.0),
     "o1-mini": _p(1.1, 0.55, 4.4),
@@ -114,58 +142,141 @@ DEFAULT_PRICES: dict[str, Price] = {
 # A callable price source: (model, service tier) -> a Price, a mapping like a table
 # entry, or None to fall back to the table.
 PriceFunction = Callable[[str, "str | None"], Any]
+Warn = Callable[..., None]  # a logger's `warning`: a message and its arguments
 
 _REMEMBERED = 1024  # (model, tier) lookups kept per table; model names come from servers
 
 
 class PriceTable:
-    """Model name (or `model@tier`) -> Price, consulted after an optional callable."""
+    """Model name (or `model@tier`) -> Price: an optional callable first, then the
+    user's prices, then the shipped ones (`defaults`).
 
-    def __init__(self, prices: Mapping[str, Price], function: PriceFunction | None = None) -> None:
+    A call has two names, the model the response names and the one requested (on
+    Azure, the deployment). Each source is asked for both before the next source is:
+    the user's entry for an Azure deployment (or a price function that knows it) wins
+    over the shipped price of the model the deployment serves.
+    """
+
+    def __init__(
+        self,
+        prices: Mapping[str, Price],
+        function: PriceFunction | None = None,
+        defaults: Mapping[str, Price] | None = None,
+    ) -> None:
         self.prices = dict(prices)
+        self.defaults = dict(defaults or {})
         self.function = function
         # Table lookups per (model, tier), remembered: every call asks, for few models.
-        self._found: dict[tuple[str, str], Price | None] = {}
+        self._found: dict[tuple[str, str], tuple[Price | None, Price | None]] = {}
+        # What the price function did wrong, logged once each: it is asked on every
+        # call, and a broken one would otherwise log on every call (twice, with the
+        # request model).
+        self._warned: set[str] = set()
+
+    def _warn_once(self, kind: str, message: str, *args: Any) -> None:
+        if kind in self._warned:
+            return
+        self._warned.add(kind)
+        logger.warning(message + " (logged once; later ones are not)", *args)
+
+    def _asked(self, model: str, service_tier: str | None) -> Price | None:
+        """The price function's answer for this name, or None."""
+        if self.function is None:
+            return None
+        try:
+            found = self.function(model, service_tier)
+        except Exception as exc:  # the user's function: report, never raise
+            self._warn_once("raised", "The price function failed for %r: %r", model, exc)
+            return None
+        if found is None:
+            return None
+        return price_from(found, "price function", lambda *args: self._warn_once("returned", *args))
+
+    def _in_tables(self, model: str, tier: str) -> tuple[Price | None, Price | None]:
+        """(the user's price, the shipped price) of this name, remembered."""
+        key = (model, tier)
+        found = self._found.get(key)
+        if found is None:
+            found = (_lookup(self.prices, model, tier), _lookup(self.defaults, model, tier))
+            if len(self._found) < _REMEMBERED:
+                self._found[key] = found
+        return found
 
     def price_for(self, model: str | None, service_tier: str | None = None) -> Price | None:
-        if not isinstance(model, str) or not model:
-            return None
-        tier = service_tier if isinstance(service_tier, str) else ""
-        if self.function is not None:
-            try:
-                found = self.function(model, service_tier)
-            except Exception as exc:  # the user's function: report, never raise
-                logger.warning("The price function failed for %r: %r", model, exc)
-                found = None
-            if found is not None:
-                return found if isinstance(found, Price) else price_from(found, "price function")
-        key = (model, tier)
-        if key in self._found:
-            return self._found[key]
-        price = self._lookup(model, tier)
-        if len(self._found) < _REMEMBERED:
-            self._found[key] = price
-        return price
+        """The price of one name: the function's, else the user's, else the shipped one."""
+        return self.first_price((model,), service_tier)
 
-    def _lookup(self, model: str, tier: str) -> Price | None:
-        for name in dict.fromkeys((model, model.lower(), _DATE_SUFFIX.sub("", model.lower()))):
-            if tier:
-                found = self.prices.get(f"{name}@{tier}")
-                if found is not None:
-                    return found
-            if tier in _STANDARD_TIERS and name in self.prices:
-                return self.prices[name]
+    def first_price(self, models: tuple[str | None, ...], service_tier: str | None) -> Price | None:
+        names = [model for model in models if isinstance(model, str) and model]
+        for model in names:
+            asked = self._asked(model, service_tier)
+            if asked is not None:
+                return asked
+        tier = service_tier if isinstance(service_tier, str) else ""
+        found = [self._in_tables(model, tier) for model in names]
+        for own, _ in found:
+            if own is not None:
+                return own
+        for _, shipped in found:
+            if shipped is not None:
+                return shipped
         return None
 
     def cost(
         self, models: tuple[str | None, ...], usage: Usage, service_tier: str | None
     ) -> float | None:
-        """The cost of `usage` at the price of the first of `models` that has one."""
-        for model in models:
-            price = self.price_for(model, service_tier)
-            if price is not None:
-                return price.cost(usage)
+        """The cost of `usage` at the first price found for any of `models` (the
+        response's model, then the requested one), source by source."""
+        price = self.first_price(models, service_tier)
+        return None if price is None else price.cost(usage)
+
+
+def _lookup(prices: Mapping[str, Price], model: str, tier: str) -> Price | None:
+    if not prices:
         return None
+    for name in dict.fromkeys((model, model.lower(), _DATE_SUFFIX.sub("", model.lower()))):
+        if tier:
+            found = prices.get(f"{name}@{tier}")
+            if found is not None:
+                return found
+        if tier in _STANDARD_TIERS and name in prices:
+            return prices[name]
+    return None
+
+
+_REQUIRED = ("input", "output")
+_OPTIONAL = ("cached_input", "cache_write_input", "reasoning_output", "audio_input", "audio_output")
+
+
+def _amount(value: Any) -> float | None:
+    """A price as a float: a real number, finite and >= 0 (a JSON `1e400`, TOML `inf`
+    or `nan` is none: one such price makes every cost, and the cost counter's sum, NaN
+    or infinite for good); None for anything else."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    try:
+        amount = float(value)
+    except OverflowError:  # an integer too large for a float
+        return None
+    return amount if math.isfinite(amount) and amount >= 0 else None
+
+
+def checked(price: Price, source: str, warn: Warn = logger.warning) -> Price | None:
+    """A `Price` built in code (given in a mapping, or returned by a price function) is
+    checked like a table entry: a string or negative price would otherwise fail or
+    give a negative cost at the end of every call."""
+    names = (*_REQUIRED, *(n for n in _OPTIONAL if getattr(price, n, None) is not None))
+    for name in names:
+        if _amount(getattr(price, name, None)) is None:
+            warn(
+                "Ignoring a price in %s: %s=%r (each price must be a number >= 0 of US "
+                "dollars per million tokens)",
+                source,
+                name,
+                getattr(price, name, None),
+            )
+            return None
+    return price
 
 
 _FIELDS = {
@@ -176,22 +287,25 @@ _FIELDS = {
     "cache_write_input": "cache_write_input",
     "reasoning_output": "reasoning_output",
     "reasoning": "reasoning_output",
+    "audio_input": "audio_input",
+    "audio_output": "audio_output",
 }
 
 
-def price_from(raw: Any, source: str) -> Price | None:
-    """One table entry (`{"input": 2.5, "cached_input": 1.25, "output": 10}`), or None."""
+def price_from(raw: Any, source: str, warn: Warn = logger.warning) -> Price | None:
+    """One table entry (`{"input": 2.5, "cached_input": 1.25, "output": 10}`), or None;
+    what is wrong with it goes to `warn` (a logger's `warning`)."""
     if isinstance(raw, Price):
-        return raw
+        return checked(raw, source, warn)
     if not isinstance(raw, Mapping):
-        logger.warning("Ignoring a price in %s: expected a table of prices, got %r", source, raw)
+        warn("Ignoring a price in %s: expected a table of prices, got %r", source, raw)
         return None
     values: dict[str, float] = {}
     for key, value in raw.items():
         field = _FIELDS.get(str(key))
-        number = isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0
-        if field is None or not number:
-            logger.warning(
+        amount = _amount(value)
+        if field is None or amount is None:
+            warn(
                 "Ignoring a price in %s: %r=%r (accepted: %s, each a number >= 0 of US "
                 "dollars per million tokens)",
                 source,
@@ -200,9 +314,9 @@ def price_from(raw: Any, source: str) -> Price | None:
                 ", ".join(sorted(_FIELDS)),
             )
             return None
-        values[field] = float(value)
+        values[field] = amount
     if "input" not in values:
-        logger.warning("Ignoring a price in %s: %r has no `input` price", source, raw)
+        warn("Ignoring a price in %s: %r has no `input` price", source, raw)
         return None
     return Price(**values)
 
@@ -218,15 +332,20 @@ def prices_from(raw: Any, source: str) -> dict[str, Price]:
         return {}
     table: dict[str, Price] = {}
     for model, entry in raw.items():
+        if not isinstance(model, str) or not model:
+            logger.warning("Ignoring a price in %s: %r is not a model name", source, model)
+            continue
         price = price_from(entry, f"{source} [{model}]")
-        if price is not None and isinstance(model, str) and model:
+        if price is not None:
             table[model] = price
     return table
 
 
 def _read_file(path: Path) -> Any:
     try:
-        text = path.read_text(encoding="utf-8")
+        # "utf-8-sig": a file saved with a byte order mark (Windows editors write one)
+        # reads as without; `json` and `tomllib` would both refuse the mark.
+        text = path.read_text(encoding="utf-8-sig")
         if path.suffix.lower() == ".toml":
             # Python 3.11+ (a module mypy's 3.10 target does not know); JSON works everywhere.
             return importlib.import_module("tomllib").loads(text)

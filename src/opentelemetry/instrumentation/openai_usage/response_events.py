@@ -37,6 +37,20 @@ def finish_reasons(response: Any) -> list[str]:
     return []
 
 
+# Output items of built-in tools that are billed per call on top of the tokens (web
+# search $10 and file search $2.50 per 1,000 calls, a code interpreter container $0.03,
+# a generated image at image prices): their price is in no token count.
+_PER_CALL_ITEMS = frozenset(
+    {"web_search_call", "file_search_call", "code_interpreter_call", "image_generation_call"}
+)
+
+
+def has_per_call_fees(response: Any) -> bool:
+    """Whether a `Response` used a built-in tool billed per call: its tokens are then
+    not its whole cost (a web search costs many times a short answer's tokens)."""
+    return any(get(item, "type") in _PER_CALL_ITEMS for item in get(response, "output") or ())
+
+
 def facts_from_response(response: Any) -> ResponseFacts:
     """A `Response` (non-streamed, or the last event of a stream)."""
     return ResponseFacts(

@@ -14,6 +14,7 @@ and duration histograms still carry them).
 
 from __future__ import annotations
 
+import math
 import os
 import threading
 import weakref
@@ -53,9 +54,12 @@ class SummedCounter:
         _ALL.add(self)
 
     def add(self, amount: float, attributes: Mapping[str, Any]) -> None:
-        """Add a non-negative amount to the sum of this attribute set."""
-        if amount < 0:
-            return  # a counter only grows, as the SDK's own `add` insists
+        """Add a non-negative, finite amount to the sum of this attribute set."""
+        if not (amount >= 0 and math.isfinite(amount)):
+            # A counter only grows, as the SDK's own `add` insists; and one NaN or
+            # infinity would stay in the sum for good: the SDK drops a non-finite
+            # observation, so the series would never be reported again.
+            return
         key: frozenset[tuple[str, Any]] = frozenset(attributes.items())
         with self._lock:
             entry = self._sums.get(key)
