@@ -152,6 +152,30 @@ def test_response_stream_closed_early_is_estimated(
     assert attributes["gen_ai.usage.output_tokens"] > 0
 
 
+def test_an_estimate_of_a_response_continuing_a_stored_one_is_a_lower_bound(
+    instrumented: Any, telemetry: Telemetry, client: openai.OpenAI
+) -> None:
+    # The server bills the previous response's turns as input: the estimate cannot see them.
+    # The `stream()` helper passes every parameter it was not given as the SDK's `omit`.
+    reply = {"x-mock-reply": "one two three four five six"}
+    for continued in (True, False):
+        if continued:
+            stream = client.responses.create(
+                **request(stream=True, previous_response_id="resp_previous"), extra_headers=reply
+            )
+        else:
+            stream = client.responses.stream(**request(), extra_headers=reply).__enter__()
+        for index, _ in enumerate(stream):
+            if index == 6:
+                break
+        stream.close()
+        (span,) = telemetry.spans()
+        telemetry.exporter.clear()
+        attributes = dict(span.attributes or {})
+        assert attributes["openai_usage.usage.source"] == "estimate"
+        assert attributes.get("openai_usage.usage.lower_bound") is (True if continued else None)
+
+
 def test_abandoned_response_stream_ends_its_span(
     instrumented: Any, telemetry: Telemetry, client: openai.OpenAI
 ) -> None:

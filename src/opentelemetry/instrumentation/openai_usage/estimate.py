@@ -3,8 +3,10 @@
 Pure functions: no I/O, no tiktoken import (any object with `encode_ordinary` will do),
 never raising on odd input. The per-family constants live in `RULES`; each was fitted on
 real billed usage (benchmarks/estimate_accuracy.py shows the evidence and the accuracy).
-What cannot be seen cannot be counted: image/audio/file parts, built-in tools and a
-reasoning model's hidden reasoning; the estimate is then a lower bound (`lower_bound`).
+What cannot be seen cannot be counted: image/audio/file parts, built-in tools, a
+reasoning model's hidden reasoning and the input a Responses call takes from the server's
+store (`previous_response_id`, `conversation`, a stored `prompt`); the estimate is then a
+lower bound (`lower_bound`).
 """
 
 from __future__ import annotations
@@ -379,8 +381,20 @@ def _completion(
     return total
 
 
+# Responses API parameters that make the server add input the request does not show: the
+# earlier turns of `previous_response_id` or a `conversation`, a stored `prompt` template.
+_STORED_INPUT = ("previous_response_id", "conversation", "prompt")
+
+
 def responses_as_chat(request: Mapping[str, Any], counter: _Counter) -> dict[str, Any]:
-    """A Responses API request as the chat request it is rendered like."""
+    """A Responses API request as the chat request it is rendered like.
+
+    Input the server adds from its own store (a previous response's turns, a
+    conversation's items, a stored prompt) is billed but not in the request: the
+    estimate is then a lower bound.
+    """
+    if any(isinstance(v, (str, Mapping)) and v for v in map(request.get, _STORED_INPUT)):
+        counter.partial = True
     messages: list[dict[str, Any]] = []
     if isinstance(request.get("instructions"), str) and request["instructions"]:
         messages.append({"role": "system", "content": request["instructions"]})
