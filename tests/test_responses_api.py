@@ -4,13 +4,14 @@ and `responses.parse`, sync and async, through the real SDK against the local se
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import openai
 import pytest
 from pydantic import BaseModel
 
-from .conftest import OPENAI_MAJOR, Telemetry, collect, is_azure, needs_responses
+from .conftest import HTTP, OPENAI_MAJOR, Telemetry, collect, is_azure, needs_responses, served_by
 
 pytestmark = needs_responses
 
@@ -298,3 +299,55 @@ def test_per_chunk_gaps_of_a_responses_stream_carry_the_calls_metric_attributes(
     assert dict(gaps.attributes) == dict(duration.attributes)
     assert "openai.response.service_tier" in dict(duration.attributes)
     assert gaps.count == len(events) - 1
+
+
+def _streamed_call_then_bare_completion(final_output: list[Any] | None) -> Any:
+    """A handler streaming a function call whose `response.completed` leaves out the output
+    (`"output": []`, as some servers send, or no `output` at all): the SDK's helper
+    rebuilds it from the stream's items, and so must we."""
+    call = {"type": "function_call", "id": "fc_1", "call_id": "call_1", "name": "get_weather"}
+    done = {**call, "arguments": '{"city":"Paris"}', "status": "completed"}
+    response = {"id": "resp_1", "object": "response", "created_at": 1, "model": "gpt-4o-mini"}
+    response |= {"output": [], "parallel_tool_calls": True, "tool_choice": "auto", "tools": []}
+    final = {**response, "status": "completed", "usage": None}
+    if final_output is None:
+        del final["output"]
+    events = [
+        ("response.created", {"response": {**response, "status": "in_progress"}}),
+        ("response.output_item.added", {"output_index": 0, "item": {**call, "arguments": ""}}),
+        (
+            "response.function_call_arguments.delta",
+            {"output_index": 0, "item_id": "fc_1", "delta": '{"city":"Paris"}'},
+        ),
+        ("response.output_item.done", {"output_index": 0, "item": done}),
+        ("response.completed", {"response": final}),
+    ]
+
+    def sse(number: int, kind: str, fields: dict[str, Any]) -> bytes:
+        data = json.dumps({"type": kind, "sequence_number": number, **fields})
+        return f"event: {kind}\ndata: {data}\n\n".encode()
+
+    body = b"".join(sse(number, *event) for number, event in enumerate(events))
+
+    def handler(request: Any) -> Any:
+        return HTTP.Response(200, headers={"content-type": "text/event-stream"}, content=body)
+
+    return handler
+
+
+@pytest.mark.parametrize("final_output", [[], None], ids=["empty", "left_out"])
+def test_a_completed_event_without_the_streamed_output_keeps_its_function_call(
+    instrument: Any, telemetry: Telemetry, final_output: list[Any] | None
+) -> None:
+    instrument(capture_message_content="span_only")
+    client = served_by(_streamed_call_then_bare_completion(final_output))
+    tools = [{"type": "function", "name": "get_weather", "parameters": {"type": "object"}}]
+    events = list(client.responses.create(**request(stream=True, tools=tools)))
+    assert events[-1].type == "response.completed"
+    attributes = dict(telemetry.span().attributes or {})
+    assert attributes["gen_ai.response.finish_reasons"] == ("tool_calls",)
+    (message,) = json.loads(str(attributes["gen_ai.output.messages"]))
+    assert [part["type"] for part in message["parts"]] == ["tool_call"]
+    assert message["parts"][0]["name"] == "get_weather"
+    assert attributes["openai_usage.usage.source"] == "estimate"  # it reported no usage
+    assert attributes["gen_ai.usage.output_tokens"] > 0
