@@ -286,6 +286,22 @@ def test_an_error_event_in_a_response_stream_ends_the_span_in_error(
     assert attributes["openai_usage.stream.outcome"] == "error"
 
 
+def test_a_response_stream_refused_by_an_error_event_first_has_no_estimated_usage(
+    instrumented: Any, telemetry: Telemetry, client: openai.OpenAI
+) -> None:
+    # No response began (a rate limit, say): nothing was billed, as for an HTTP 429.
+    headers = {"x-mock-scenario": "sse_error_after:0"}
+    events = list(client.responses.create(**request(stream=True), extra_headers=headers))
+    assert len(events) == 1
+    span = telemetry.span()
+    attributes = dict(span.attributes or {})
+    assert span.status.status_code.name == "ERROR"
+    assert attributes["openai_usage.stream.outcome"] == "error"
+    assert "gen_ai.usage.input_tokens" not in attributes
+    assert "openai_usage.cost.usd" not in attributes
+    assert telemetry.points(TOKEN_USAGE) == []
+
+
 def test_per_chunk_gaps_of_a_responses_stream_carry_the_calls_metric_attributes(
     instrument: Any, telemetry: Telemetry, client: openai.OpenAI
 ) -> None:

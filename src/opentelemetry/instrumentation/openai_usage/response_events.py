@@ -138,6 +138,13 @@ class ResponsesStreamAccumulator:
                 service_tier=_str(get(first, "service_tier")),
                 tally=self.tally,
             )
+            tally = self.tally
+            facts.refused = (
+                self.error is not None
+                and first is None
+                and not self.items
+                and not (tally is not None and tally.chars)
+            )
         if self.error is not None:
             facts.error = self.error
         return facts
