@@ -317,6 +317,21 @@ def test_per_chunk_gaps_of_a_responses_stream_carry_the_calls_metric_attributes(
     assert gaps.count == len(events) - 1
 
 
+def _sse(events: list[tuple[str, dict[str, Any]]]) -> Any:
+    """A handler streaming these Responses events (type, fields), numbered in order."""
+
+    def sse(number: int, kind: str, fields: dict[str, Any]) -> bytes:
+        data = json.dumps({"type": kind, "sequence_number": number, **fields})
+        return f"event: {kind}\ndata: {data}\n\n".encode()
+
+    body = b"".join(sse(number, *event) for number, event in enumerate(events))
+
+    def handler(request: Any) -> Any:
+        return HTTP.Response(200, headers={"content-type": "text/event-stream"}, content=body)
+
+    return handler
+
+
 def _streamed_call_then_bare_completion(final_output: list[Any] | None) -> Any:
     """A handler streaming a function call whose `response.completed` leaves out the output
     (`"output": []`, as some servers send, or no `output` at all): the SDK's helper
@@ -338,17 +353,7 @@ def _streamed_call_then_bare_completion(final_output: list[Any] | None) -> Any:
         ("response.output_item.done", {"output_index": 0, "item": done}),
         ("response.completed", {"response": final}),
     ]
-
-    def sse(number: int, kind: str, fields: dict[str, Any]) -> bytes:
-        data = json.dumps({"type": kind, "sequence_number": number, **fields})
-        return f"event: {kind}\ndata: {data}\n\n".encode()
-
-    body = b"".join(sse(number, *event) for number, event in enumerate(events))
-
-    def handler(request: Any) -> Any:
-        return HTTP.Response(200, headers={"content-type": "text/event-stream"}, content=body)
-
-    return handler
+    return _sse(events)
 
 
 @pytest.mark.parametrize("final_output", [[], None], ids=["empty", "left_out"])
@@ -367,3 +372,43 @@ def test_a_completed_event_without_the_streamed_output_keeps_its_function_call(
     assert message["parts"][0]["name"] == "get_weather"
     assert attributes["openai_usage.usage.source"] == "estimate"  # it reported no usage
     assert attributes["gen_ai.usage.output_tokens"] > 0
+
+
+@pytest.mark.parametrize("helper", [False, True])
+def test_a_response_stream_read_to_its_end_without_its_final_event_is_an_error(
+    instrumented: Any, telemetry: Telemetry, helper: bool
+) -> None:
+    # Cut short cleanly (a proxy's timeout, say): the SDK raises nothing while reading, but
+    # the response never finished (the helper's `get_final_response()` raises for it).
+    response = {"id": "resp_1", "object": "response", "created_at": 1, "model": "gpt-4o-mini"}
+    response |= {"status": "in_progress", "output": [], "tools": [], "tool_choice": "auto"}
+    response |= {"parallel_tool_calls": True}
+    message = {"type": "message", "id": "msg_1", "role": "assistant", "content": []}
+    part = {"type": "output_text", "text": "", "annotations": []}
+    at = {"output_index": 0, "item_id": "msg_1", "content_index": 0}
+    client = served_by(
+        _sse(
+            [
+                ("response.created", {"response": response}),
+                ("response.output_item.added", {"output_index": 0, "item": message}),
+                ("response.content_part.added", {**at, "part": part}),
+                ("response.output_text.delta", {**at, "delta": "Two", "logprobs": []}),
+            ]
+        )
+    )
+    if helper:
+        with client.responses.stream(**request()) as stream:
+            events = list(stream)
+            with pytest.raises(RuntimeError):
+                stream.get_final_response()
+    else:
+        events = list(client.responses.create(**request(stream=True)))
+    assert events[-1].type == "response.output_text.delta"
+    span = telemetry.span()
+    attributes = dict(span.attributes or {})
+    assert span.status.status_code.name == "ERROR"
+    assert attributes["error.type"] == "unterminated_stream"
+    assert attributes["openai_usage.stream.outcome"] == "error"
+    assert attributes["openai_usage.usage.source"] == "estimate"
+    (point,) = telemetry.points("gen_ai.client.operation.duration")
+    assert point.attributes["error.type"] == "unterminated_stream"

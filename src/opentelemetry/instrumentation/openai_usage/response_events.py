@@ -138,6 +138,7 @@ class ResponsesStreamAccumulator:
                 service_tier=_str(get(first, "service_tier")),
                 tally=self.tally,
             )
+            facts.unterminated = True
             tally = self.tally
             facts.refused = (
                 self.error is not None
