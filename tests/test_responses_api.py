@@ -412,3 +412,39 @@ def test_a_response_stream_read_to_its_end_without_its_final_event_is_an_error(
     assert attributes["openai_usage.usage.source"] == "estimate"
     (point,) = telemetry.points("gen_ai.client.operation.duration")
     assert point.attributes["error.type"] == "unterminated_stream"
+
+
+def test_a_refusal_streamed_then_closed_early_is_counted_and_captured(
+    instrument: Any, telemetry: Telemetry
+) -> None:
+    instrument(capture_message_content="span_only")
+    refusal = "I'm sorry, but I can't help with that."
+    response = {"id": "resp_1", "object": "response", "created_at": 1, "model": "gpt-4o-mini"}
+    response |= {"status": "in_progress", "output": [], "tools": [], "tool_choice": "auto"}
+    response |= {"parallel_tool_calls": True}
+    message = {"type": "message", "id": "msg_1", "role": "assistant", "content": []}
+    at = {"output_index": 0, "item_id": "msg_1", "content_index": 0}
+    pieces = refusal.split(" ")
+    deltas = [piece if i == 0 else " " + piece for i, piece in enumerate(pieces)]
+    client = served_by(
+        _sse(
+            [
+                ("response.created", {"response": response}),
+                ("response.output_item.added", {"output_index": 0, "item": message}),
+                ("response.content_part.added", {**at, "part": {"type": "refusal"}}),
+                *[("response.refusal.delta", {**at, "delta": delta}) for delta in deltas],
+                ("response.refusal.done", {**at, "refusal": refusal}),
+            ]
+        )
+    )
+    stream = client.responses.create(**request(stream=True))
+    for event in stream:
+        if event.type == "response.refusal.done":
+            break
+    stream.close()
+    attributes = dict(telemetry.span().attributes or {})
+    assert attributes["openai_usage.stream.outcome"] == "closed"
+    assert attributes["openai_usage.usage.source"] == "estimate"
+    assert attributes["gen_ai.usage.output_tokens"] >= 10  # the refusal's 11 tokens, or so
+    (message_out,) = json.loads(str(attributes["gen_ai.output.messages"]))
+    assert message_out["parts"] == [{"type": "refusal", "content": refusal}]

@@ -94,6 +94,9 @@ class ResponsesStreamAccumulator:
                     self._function_call(self.tally, kind, event, item)
         elif kind == "response.function_call_arguments.delta" and self.tally is not None:
             self._function_call(self.tally, kind, event, None)
+        elif kind == "response.refusal.delta" and self.tally is not None:
+            # Output as well: counted, and captured, as a chat stream's refusal is.
+            self.tally.add_chat_delta(0, {"refusal": getattr(event, "delta", None)})
         elif kind == "error" or (kind is None and getattr(event, "event", None) == "error"):
             # The SDK hands it on, it raises nothing. 2.x models the event; 1.x hands it on
             # as `{"data": {...}, "event": "error"}`, built into whichever event model
