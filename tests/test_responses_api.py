@@ -153,16 +153,17 @@ def test_response_stream_closed_early_is_estimated(
     assert attributes["gen_ai.usage.output_tokens"] > 0
 
 
-def test_an_estimate_of_a_response_continuing_a_stored_one_is_a_lower_bound(
+def test_an_estimate_of_a_response_continuing_a_stored_one_or_in_background_is_a_lower_bound(
     instrumented: Any, telemetry: Telemetry, client: openai.OpenAI
 ) -> None:
     # The server bills the previous response's turns as input: the estimate cannot see them.
     # The `stream()` helper passes every parameter it was not given as the SDK's `omit`.
+    # A background response goes on after its stream is left: its whole output is billed.
     reply = {"x-mock-reply": "one two three four five six"}
-    for continued in (True, False):
+    for continued in ({"previous_response_id": "resp_previous"}, {"background": True}, None):
         if continued:
             stream = client.responses.create(
-                **request(stream=True, previous_response_id="resp_previous"), extra_headers=reply
+                **request(stream=True, **continued), extra_headers=reply
             )
         else:
             stream = client.responses.stream(**request(), extra_headers=reply).__enter__()

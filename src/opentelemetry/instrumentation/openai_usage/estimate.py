@@ -5,7 +5,8 @@ never raising on odd input. The per-family constants live in `RULES`; each was f
 real billed usage (benchmarks/estimate_accuracy.py shows the evidence and the accuracy).
 What cannot be seen cannot be counted: image/audio/file parts, built-in tools, a
 reasoning model's hidden reasoning and the input a Responses call takes from the server's
-store (`previous_response_id`, `conversation`, a stored `prompt`); the estimate is then a
+store (`previous_response_id`, `conversation`, a stored `prompt`) or the output a
+`background` response goes on to generate after its stream is left; the estimate is then a
 lower bound (`lower_bound`).
 """
 
@@ -450,6 +451,9 @@ def estimate_usage(
             counter.partial |= isinstance(best_of, int) and best_of > n  # unseen candidates
         elif operation == "responses":
             prompt = _chat_prompt(responses_as_chat(request, counter), counter)
+            # A background response runs on when its stream is left: its whole output is
+            # billed, of which the stream showed only a part.
+            counter.partial |= request.get("background") is True
         elif operation == "embeddings":
             prompt = _plain_inputs(request.get("input"), counter)
             return Usage(prompt, None, prompt, source=SOURCE_ESTIMATE, lower_bound=counter.partial)
