@@ -4,13 +4,14 @@ and `responses.parse`, sync and async, through the real SDK against the local se
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import openai
 import pytest
 from pydantic import BaseModel
 
-from .conftest import OPENAI_MAJOR, Telemetry, collect, is_azure, needs_responses
+from .conftest import HTTP, OPENAI_MAJOR, Telemetry, collect, is_azure, needs_responses, served_by
 
 pytestmark = needs_responses
 
@@ -152,6 +153,31 @@ def test_response_stream_closed_early_is_estimated(
     assert attributes["gen_ai.usage.output_tokens"] > 0
 
 
+def test_an_estimate_of_a_response_continuing_a_stored_one_or_in_background_is_a_lower_bound(
+    instrumented: Any, telemetry: Telemetry, client: openai.OpenAI
+) -> None:
+    # The server bills the previous response's turns as input: the estimate cannot see them.
+    # The `stream()` helper passes every parameter it was not given as the SDK's `omit`.
+    # A background response goes on after its stream is left: its whole output is billed.
+    reply = {"x-mock-reply": "one two three four five six"}
+    for continued in ({"previous_response_id": "resp_previous"}, {"background": True}, None):
+        if continued:
+            stream = client.responses.create(
+                **request(stream=True, **continued), extra_headers=reply
+            )
+        else:
+            stream = client.responses.stream(**request(), extra_headers=reply).__enter__()
+        for index, _ in enumerate(stream):
+            if index == 6:
+                break
+        stream.close()
+        (span,) = telemetry.spans()
+        telemetry.exporter.clear()
+        attributes = dict(span.attributes or {})
+        assert attributes["openai_usage.usage.source"] == "estimate"
+        assert attributes.get("openai_usage.usage.lower_bound") is (True if continued else None)
+
+
 def test_abandoned_response_stream_ends_its_span(
     instrumented: Any, telemetry: Telemetry, client: openai.OpenAI
 ) -> None:
@@ -261,6 +287,22 @@ def test_an_error_event_in_a_response_stream_ends_the_span_in_error(
     assert attributes["openai_usage.stream.outcome"] == "error"
 
 
+def test_a_response_stream_refused_by_an_error_event_first_has_no_estimated_usage(
+    instrumented: Any, telemetry: Telemetry, client: openai.OpenAI
+) -> None:
+    # No response began (a rate limit, say): nothing was billed, as for an HTTP 429.
+    headers = {"x-mock-scenario": "sse_error_after:0"}
+    events = list(client.responses.create(**request(stream=True), extra_headers=headers))
+    assert len(events) == 1
+    span = telemetry.span()
+    attributes = dict(span.attributes or {})
+    assert span.status.status_code.name == "ERROR"
+    assert attributes["openai_usage.stream.outcome"] == "error"
+    assert "gen_ai.usage.input_tokens" not in attributes
+    assert "openai_usage.cost.usd" not in attributes
+    assert telemetry.points(TOKEN_USAGE) == []
+
+
 def test_per_chunk_gaps_of_a_responses_stream_carry_the_calls_metric_attributes(
     instrument: Any, telemetry: Telemetry, client: openai.OpenAI
 ) -> None:
@@ -274,3 +316,136 @@ def test_per_chunk_gaps_of_a_responses_stream_carry_the_calls_metric_attributes(
     assert dict(gaps.attributes) == dict(duration.attributes)
     assert "openai.response.service_tier" in dict(duration.attributes)
     assert gaps.count == len(events) - 1
+
+
+def _sse(events: list[tuple[str, dict[str, Any]]]) -> Any:
+    """A handler streaming these Responses events (type, fields), numbered in order."""
+
+    def sse(number: int, kind: str, fields: dict[str, Any]) -> bytes:
+        data = json.dumps({"type": kind, "sequence_number": number, **fields})
+        return f"event: {kind}\ndata: {data}\n\n".encode()
+
+    body = b"".join(sse(number, *event) for number, event in enumerate(events))
+
+    def handler(request: Any) -> Any:
+        return HTTP.Response(200, headers={"content-type": "text/event-stream"}, content=body)
+
+    return handler
+
+
+def _streamed_call_then_bare_completion(final_output: list[Any] | None) -> Any:
+    """A handler streaming a function call whose `response.completed` leaves out the output
+    (`"output": []`, as some servers send, or no `output` at all): the SDK's helper
+    rebuilds it from the stream's items, and so must we."""
+    call = {"type": "function_call", "id": "fc_1", "call_id": "call_1", "name": "get_weather"}
+    done = {**call, "arguments": '{"city":"Paris"}', "status": "completed"}
+    response = {"id": "resp_1", "object": "response", "created_at": 1, "model": "gpt-4o-mini"}
+    response |= {"output": [], "parallel_tool_calls": True, "tool_choice": "auto", "tools": []}
+    final = {**response, "status": "completed", "usage": None}
+    if final_output is None:
+        del final["output"]
+    events = [
+        ("response.created", {"response": {**response, "status": "in_progress"}}),
+        ("response.output_item.added", {"output_index": 0, "item": {**call, "arguments": ""}}),
+        (
+            "response.function_call_arguments.delta",
+            {"output_index": 0, "item_id": "fc_1", "delta": '{"city":"Paris"}'},
+        ),
+        ("response.output_item.done", {"output_index": 0, "item": done}),
+        ("response.completed", {"response": final}),
+    ]
+    return _sse(events)
+
+
+@pytest.mark.parametrize("final_output", [[], None], ids=["empty", "left_out"])
+def test_a_completed_event_without_the_streamed_output_keeps_its_function_call(
+    instrument: Any, telemetry: Telemetry, final_output: list[Any] | None
+) -> None:
+    instrument(capture_message_content="span_only")
+    client = served_by(_streamed_call_then_bare_completion(final_output))
+    tools = [{"type": "function", "name": "get_weather", "parameters": {"type": "object"}}]
+    events = list(client.responses.create(**request(stream=True, tools=tools)))
+    assert events[-1].type == "response.completed"
+    attributes = dict(telemetry.span().attributes or {})
+    assert attributes["gen_ai.response.finish_reasons"] == ("tool_calls",)
+    (message,) = json.loads(str(attributes["gen_ai.output.messages"]))
+    assert [part["type"] for part in message["parts"]] == ["tool_call"]
+    assert message["parts"][0]["name"] == "get_weather"
+    assert attributes["openai_usage.usage.source"] == "estimate"  # it reported no usage
+    assert attributes["gen_ai.usage.output_tokens"] > 0
+
+
+@pytest.mark.parametrize("helper", [False, True])
+def test_a_response_stream_read_to_its_end_without_its_final_event_is_an_error(
+    instrumented: Any, telemetry: Telemetry, helper: bool
+) -> None:
+    # Cut short cleanly (a proxy's timeout, say): the SDK raises nothing while reading, but
+    # the response never finished (the helper's `get_final_response()` raises for it).
+    response = {"id": "resp_1", "object": "response", "created_at": 1, "model": "gpt-4o-mini"}
+    response |= {"status": "in_progress", "output": [], "tools": [], "tool_choice": "auto"}
+    response |= {"parallel_tool_calls": True}
+    message = {"type": "message", "id": "msg_1", "role": "assistant", "content": []}
+    part = {"type": "output_text", "text": "", "annotations": []}
+    at = {"output_index": 0, "item_id": "msg_1", "content_index": 0}
+    client = served_by(
+        _sse(
+            [
+                ("response.created", {"response": response}),
+                ("response.output_item.added", {"output_index": 0, "item": message}),
+                ("response.content_part.added", {**at, "part": part}),
+                ("response.output_text.delta", {**at, "delta": "Two", "logprobs": []}),
+            ]
+        )
+    )
+    if helper:
+        with client.responses.stream(**request()) as stream:
+            events = list(stream)
+            with pytest.raises(RuntimeError):
+                stream.get_final_response()
+    else:
+        events = list(client.responses.create(**request(stream=True)))
+    assert events[-1].type == "response.output_text.delta"
+    span = telemetry.span()
+    attributes = dict(span.attributes or {})
+    assert span.status.status_code.name == "ERROR"
+    assert attributes["error.type"] == "unterminated_stream"
+    assert attributes["openai_usage.stream.outcome"] == "error"
+    assert attributes["openai_usage.usage.source"] == "estimate"
+    (point,) = telemetry.points("gen_ai.client.operation.duration")
+    assert point.attributes["error.type"] == "unterminated_stream"
+
+
+def test_a_refusal_streamed_then_closed_early_is_counted_and_captured(
+    instrument: Any, telemetry: Telemetry
+) -> None:
+    instrument(capture_message_content="span_only")
+    refusal = "I'm sorry, but I can't help with that."
+    response = {"id": "resp_1", "object": "response", "created_at": 1, "model": "gpt-4o-mini"}
+    response |= {"status": "in_progress", "output": [], "tools": [], "tool_choice": "auto"}
+    response |= {"parallel_tool_calls": True}
+    message = {"type": "message", "id": "msg_1", "role": "assistant", "content": []}
+    at = {"output_index": 0, "item_id": "msg_1", "content_index": 0}
+    pieces = refusal.split(" ")
+    deltas = [piece if i == 0 else " " + piece for i, piece in enumerate(pieces)]
+    client = served_by(
+        _sse(
+            [
+                ("response.created", {"response": response}),
+                ("response.output_item.added", {"output_index": 0, "item": message}),
+                ("response.content_part.added", {**at, "part": {"type": "refusal"}}),
+                *[("response.refusal.delta", {**at, "delta": delta}) for delta in deltas],
+                ("response.refusal.done", {**at, "refusal": refusal}),
+            ]
+        )
+    )
+    stream = client.responses.create(**request(stream=True))
+    for event in stream:
+        if event.type == "response.refusal.done":
+            break
+    stream.close()
+    attributes = dict(telemetry.span().attributes or {})
+    assert attributes["openai_usage.stream.outcome"] == "closed"
+    assert attributes["openai_usage.usage.source"] == "estimate"
+    assert attributes["gen_ai.usage.output_tokens"] >= 10  # the refusal's 11 tokens, or so
+    (message_out,) = json.loads(str(attributes["gen_ai.output.messages"]))
+    assert message_out["parts"] == [{"type": "refusal", "content": refusal}]

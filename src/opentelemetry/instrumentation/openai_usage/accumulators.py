@@ -39,6 +39,13 @@ class ResponseFacts:
     # A server's `error` event in a stream that raised nothing (the Responses API's):
     # (code, message). The call failed all the same.
     error: tuple[str, str] | None = None
+    # The server refused the call before any response began (a Responses stream whose
+    # `error` event came first, as a rate limit can): nothing was generated or billed,
+    # so there is nothing to estimate, as for the same refusal given as an HTTP error.
+    refused: bool = False
+    # A stream that always ends with a final event (the Responses API's) came to its end
+    # without one: if it was read to the end, the server (or a proxy) cut it short.
+    unterminated: bool = False
 
     def output_tally(self) -> CompletionTally | None:
         if self.tally is None and self.response is not None:

@@ -3,8 +3,11 @@
 Pure functions: no I/O, no tiktoken import (any object with `encode_ordinary` will do),
 never raising on odd input. The per-family constants live in `RULES`; each was fitted on
 real billed usage (benchmarks/estimate_accuracy.py shows the evidence and the accuracy).
-What cannot be seen cannot be counted: image/audio/file parts, built-in tools and a
-reasoning model's hidden reasoning; the estimate is then a lower bound (`lower_bound`).
+What cannot be seen cannot be counted: image/audio/file parts, built-in tools, a
+reasoning model's hidden reasoning and the input a Responses call takes from the server's
+store (`previous_response_id`, `conversation`, a stored `prompt`) or the output a
+`background` response goes on to generate after its stream is left; the estimate is then a
+lower bound (`lower_bound`).
 """
 
 from __future__ import annotations
@@ -379,8 +382,20 @@ def _completion(
     return total
 
 
+# Responses API parameters that make the server add input the request does not show: the
+# earlier turns of `previous_response_id` or a `conversation`, a stored `prompt` template.
+_STORED_INPUT = ("previous_response_id", "conversation", "prompt")
+
+
 def responses_as_chat(request: Mapping[str, Any], counter: _Counter) -> dict[str, Any]:
-    """A Responses API request as the chat request it is rendered like."""
+    """A Responses API request as the chat request it is rendered like.
+
+    Input the server adds from its own store (a previous response's turns, a
+    conversation's items, a stored prompt) is billed but not in the request: the
+    estimate is then a lower bound.
+    """
+    if any(isinstance(v, (str, Mapping)) and v for v in map(request.get, _STORED_INPUT)):
+        counter.partial = True
     messages: list[dict[str, Any]] = []
     if isinstance(request.get("instructions"), str) and request["instructions"]:
         messages.append({"role": "system", "content": request["instructions"]})
@@ -436,6 +451,9 @@ def estimate_usage(
             counter.partial |= isinstance(best_of, int) and best_of > n  # unseen candidates
         elif operation == "responses":
             prompt = _chat_prompt(responses_as_chat(request, counter), counter)
+            # A background response runs on when its stream is left: its whole output is
+            # billed, of which the stream showed only a part.
+            counter.partial |= request.get("background") is True
         elif operation == "embeddings":
             prompt = _plain_inputs(request.get("input"), counter)
             return Usage(prompt, None, prompt, source=SOURCE_ESTIMATE, lower_bound=counter.partial)

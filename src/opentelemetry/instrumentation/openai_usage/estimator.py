@@ -71,7 +71,8 @@ class Estimator:
         if facts.usage is not None and self.mode != ESTIMATE_COMPARE:
             return False  # reported usage wins; the common case, decided first
         if facts.response is None or facts.tally is not None:
-            return chunk_count > 0  # a stream: only if it sent anything we could see
+            # A stream: only if it sent anything we could see, and did not refuse the call.
+            return chunk_count > 0 and not facts.refused
         # Not an error body the SDK parsed into an empty response.
         return _has_output(facts.response)
 

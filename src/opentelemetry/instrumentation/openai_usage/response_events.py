@@ -15,19 +15,19 @@ from .tally import CompletionTally, get
 from .usage import usage_from
 
 _FINAL_EVENTS = frozenset({"response.completed", "response.incomplete", "response.failed"})
-_CALL_EVENTS = frozenset({"response.output_item.added", "response.function_call_arguments.delta"})
 
 
-def finish_reasons(response: Any) -> list[str]:
+def finish_reasons(response: Any, called: bool = False) -> list[str]:
     """The chat vocabulary, so that dashboards group both APIs alike.
 
-    completed -> "stop" ("tool_calls" when the output calls a function),
-    incomplete -> its reason ("length" for max_output_tokens), failed -> "error".
+    completed -> "stop" ("tool_calls" when the output calls a function, or `called`: a
+    stream sent a function call its last event left out), incomplete -> its reason
+    ("length" for max_output_tokens), failed -> "error".
     """
     status = get(response, "status")
     if status == "completed":
         output = get(response, "output") or ()
-        calls = any(get(item, "type") == "function_call" for item in output)
+        calls = called or any(get(item, "type") == "function_call" for item in output)
         return ["tool_calls" if calls else "stop"]
     if status == "incomplete":
         reason = get(get(response, "incomplete_details"), "reason")
@@ -77,7 +77,7 @@ def _failure(response: Any) -> tuple[str, str] | None:
 class ResponsesStreamAccumulator:
     """Responses API events -> ResponseFacts. Per event: one attribute read and a compare."""
 
-    __slots__ = ("calls", "error", "final", "first", "model", "tally")
+    __slots__ = ("called", "calls", "error", "final", "first", "items", "model", "tally")
 
     def __init__(self, tally: CompletionTally | None = None) -> None:
         self.tally = tally
@@ -85,6 +85,8 @@ class ResponsesStreamAccumulator:
         self.first: Any = None
         self.final: Any = None
         self.calls: dict[int, int] = {}  # output_index -> tool call slot in the tally
+        self.items = 0  # output items the stream added
+        self.called = False  # one of them a function call
         self.error: tuple[str, str] | None = None  # an `error` event: (code, message)
 
     def on_chunk(self, event: Any) -> None:
@@ -97,8 +99,18 @@ class ResponsesStreamAccumulator:
         elif kind == "response.created":
             self.first = getattr(event, "response", None)
             self.model = _str(get(self.first, "model"))
-        elif kind in _CALL_EVENTS and self.tally is not None:
-            self._function_call(self.tally, kind, event)
+        elif kind == "response.output_item.added":
+            self.items += 1
+            item = getattr(event, "item", None)
+            if get(item, "type") == "function_call":
+                self.called = True
+                if self.tally is not None:
+                    self._function_call(self.tally, kind, event, item)
+        elif kind == "response.function_call_arguments.delta" and self.tally is not None:
+            self._function_call(self.tally, kind, event, None)
+        elif kind == "response.refusal.delta" and self.tally is not None:
+            # Output as well: counted, and captured, as a chat stream's refusal is.
+            self.tally.add_chat_delta(0, {"refusal": getattr(event, "delta", None)})
         elif kind == "error" or (kind is None and getattr(event, "event", None) == "error"):
             # The SDK hands it on, it raises nothing. 2.x models the event; 1.x hands it on
             # as `{"data": {...}, "event": "error"}`, built into whichever event model
@@ -108,12 +120,9 @@ class ResponsesStreamAccumulator:
             message = get(fields, "message")
             self.error = (code, message if isinstance(message, str) else "")
 
-    def _function_call(self, tally: CompletionTally, kind: str, event: Any) -> None:
+    def _function_call(self, tally: CompletionTally, kind: str, event: Any, item: Any) -> None:
         """A function call streamed: its name when its item is added, then its arguments."""
         if kind == "response.output_item.added":
-            item = getattr(event, "item", None)
-            if get(item, "type") != "function_call":
-                return
             function = {"name": get(item, "name")}
             call_id = get(item, "call_id")
         else:
@@ -125,9 +134,18 @@ class ResponsesStreamAccumulator:
         tally.add_chat_delta(0, {"tool_calls": [call]})
 
     def facts(self) -> ResponseFacts:
-        if self.final is not None:
-            facts = facts_from_response(self.final)
-            if facts.usage is None:  # `response.failed` carries none: count what came
+        final = self.final
+        if final is not None:
+            facts = facts_from_response(final)
+            if self.items and not get(final, "output"):
+                # The last event left out the output the stream sent (some servers send
+                # `"output": []`, or none, which the SDK's helper rebuilds from the
+                # stream): what was streamed is the output, for the finish reason, the
+                # captured content and an estimate.
+                facts.finish_reasons = finish_reasons(final, self.called)
+                facts.response = None
+                facts.tally = self.tally
+            elif facts.usage is None:  # `response.failed` carries none: count what came
                 facts.tally = self.tally
         else:  # ended early: what the first event said, and what was received
             first = self.first
@@ -136,6 +154,14 @@ class ResponsesStreamAccumulator:
                 model=_str(get(first, "model")),
                 service_tier=_str(get(first, "service_tier")),
                 tally=self.tally,
+            )
+            facts.unterminated = True
+            tally = self.tally
+            facts.refused = (
+                self.error is not None
+                and first is None
+                and not self.items
+                and not (tally is not None and tally.chars)
             )
         if self.error is not None:
             facts.error = self.error

@@ -34,6 +34,8 @@ OUTCOME_COMPLETED = "completed"
 OUTCOME_CLOSED = "closed"
 OUTCOME_ABANDONED = "abandoned"
 OUTCOME_ERROR = "error"
+# `error.type` of a stream read to its end without the final event it always ends with.
+ERROR_UNTERMINATED = "unterminated_stream"
 
 
 class StreamAccumulator(Protocol):
@@ -158,8 +160,13 @@ class StreamState:
         except Exception as exc:
             internal_error("summarising a stream", exc)
             facts = None
-        if outcome == OUTCOME_COMPLETED and facts is not None and facts.error is not None:
-            outcome = OUTCOME_ERROR  # the server's error event ended it, nothing raised
+        if outcome == OUTCOME_COMPLETED and facts is not None:
+            if facts.error is None and facts.unterminated:
+                # Read to its end, yet without the final event its protocol always sends
+                # (the SDK's `get_final_response()` raises for it): the call was cut short.
+                facts.error = (ERROR_UNTERMINATED, "the stream ended without its final event")
+            if facts.error is not None:
+                outcome = OUTCOME_ERROR  # the server's error event ended it, nothing raised
         invocation.end(
             facts,
             error,
