@@ -575,6 +575,43 @@ def test_with_streaming_response_read_raw_ends_the_span_on_leaving_the_block(
     assert "gen_ai.usage.input_tokens" not in (span.attributes or {})  # never read by us
 
 
+@pytest.mark.parametrize("read", ["parse_to_dict", "parse_to_model", "read", "text", "json"])
+def test_a_streaming_response_body_the_caller_read_gives_the_span_its_usage(
+    instrumented: Any, telemetry: Telemetry, client: openai.OpenAI, read: str
+) -> None:
+    # `parse(to=...)`, `read()`, `json()`, `text()`: the body is read whole, by the caller;
+    # its usage is the billed one, as `parse()` gives it. (`iter_lines()` keeps nothing.)
+    with client.chat.completions.with_streaming_response.create(
+        model="gpt-4o-mini", messages=MESSAGES
+    ) as response:
+        if read == "parse_to_dict":
+            response.parse(to=dict[str, Any])
+        elif read == "parse_to_model":
+            response.parse(to=openai.types.chat.ChatCompletion)
+        else:
+            getattr(response, read)()
+    body = response.http_response.json()
+    span = telemetry.span()
+    attributes = dict(span.attributes or {})
+    assert attributes["gen_ai.usage.input_tokens"] == body["usage"]["prompt_tokens"]
+    assert attributes["gen_ai.usage.output_tokens"] == body["usage"]["completion_tokens"]
+    assert attributes["openai_usage.usage.source"] == "response"
+    assert attributes["gen_ai.response.id"] == body["id"]
+    assert span.status.status_code is StatusCode.UNSET
+
+
+async def test_an_async_streaming_response_body_the_caller_read_gives_the_span_its_usage(
+    instrumented: Any, telemetry: Telemetry, aclient: openai.AsyncOpenAI
+) -> None:
+    async with aclient.embeddings.with_streaming_response.create(
+        model="text-embedding-3-small", input="a b", encoding_format="float"
+    ) as response:
+        body = await response.parse(to=dict[str, Any])
+    attributes = dict(telemetry.span().attributes or {})
+    assert attributes["gen_ai.usage.input_tokens"] == body["usage"]["prompt_tokens"]
+    assert attributes["gen_ai.embeddings.dimension.count"] == len(body["data"][0]["embedding"])
+
+
 @pytest.mark.parametrize("read", ["iter_lines", "iter_bytes", "read", "text"])
 def test_a_body_read_failing_mid_way_ends_the_span_in_error_with_the_callers_exception(
     instrumented: Any, telemetry: Telemetry, client: openai.OpenAI, read: str

@@ -102,6 +102,8 @@ class _RawProxyBase(wrapt.ObjectProxy):  # type: ignore[misc,type-arg,unused-ign
     def _self_take(self, parsed: Any, custom: bool) -> Any:
         """What `parse()` hands the caller: the parsed object, or our proxy of its stream."""
         if custom:  # parse(to=...): a type of the caller's choosing; leave it alone
+            if not self._self_stream:
+                self._self_end_from_body()  # but the body it was read from is whole
             return parsed
         if self._self_result is not None:
             return self._self_result
@@ -149,10 +151,32 @@ class _RawProxyBase(wrapt.ObjectProxy):  # type: ignore[misc,type-arg,unused-ign
             untrack(self._self_raw)
             if self._self_state is not None:
                 self._self_state.finish("closed")
+            elif not self._self_stream:
+                self._self_end_from_body()
             else:
                 self._self_invocation.end(None)
         except Exception as exc:
             internal_error("closing a raw response", exc)
+
+    def _self_end_from_body(self) -> None:
+        """End a non-streamed call with the facts of the body the caller read whole
+        (`parse(to=...)`, `read()`, `json()`, `text()`): the billed usage is in it, as in
+        what `parse()` returns. Nothing is read here: a body never read, or read only
+        through `iter_lines()` / `iter_bytes()` (which keep nothing), raises, and the
+        span ends without usage."""
+        try:
+            if self._self_invocation.ended:
+                return
+            untrack(self._self_raw)
+            try:
+                body = loose_body(self.__wrapped__)
+            except Exception:  # not read (or not JSON): nothing to tell
+                self._self_invocation.end(None)
+                return
+            self._self_invocation.end(self._self_endpoint.facts(body))
+        except Exception as exc:
+            internal_error("reading a raw response", exc)
+            self._self_invocation.end(None)
 
 
 class RawResponseProxy(_RawProxyBase):
@@ -315,10 +339,14 @@ def loose_body(response: Any) -> Any:
 
 
 def _loose(value: Any) -> Any:
-    """JSON read by attribute, as the facts readers read the SDK's objects."""
+    """JSON read by attribute, as the facts readers read the SDK's objects. A list of
+    plain values (an embedding's floats, token ids) is kept as it is: a batch of large
+    vectors would otherwise cost tens of milliseconds, one call per number."""
     if isinstance(value, dict):
         return SimpleNamespace(**{str(k): _loose(v) for k, v in value.items()})
     if isinstance(value, list):
+        if not any(isinstance(v, (dict, list)) for v in value[:1]):
+            return value
         return [_loose(v) for v in value]
     return value
 
