@@ -612,6 +612,26 @@ async def test_an_async_streaming_response_body_the_caller_read_gives_the_span_i
     assert attributes["gen_ai.embeddings.dimension.count"] == len(body["data"][0]["embedding"])
 
 
+@pytest.mark.parametrize("read", ["iter_lines", "read", "nothing", "close"])
+def test_a_streamed_body_the_caller_reads_itself_ends_its_span_with_a_stream_outcome(
+    instrumented: Any, telemetry: Telemetry, client: openai.OpenAI, read: str
+) -> None:
+    # A stream's span always says how it ended, also when the caller reads the bytes.
+    with client.chat.completions.with_streaming_response.create(
+        model="gpt-4o-mini", messages=MESSAGES, stream=True
+    ) as response:
+        if read == "iter_lines":
+            list(response.iter_lines())
+        elif read == "read":
+            response.read()
+        elif read == "close":
+            response.close()
+    attributes = dict(telemetry.span().attributes or {})
+    assert attributes["gen_ai.request.stream"] is True
+    assert attributes["openai_usage.stream.outcome"] == "closed"
+    assert attributes["openai_usage.stream.include_usage_injected"] is False
+
+
 @pytest.mark.parametrize("read", ["iter_lines", "iter_bytes", "read", "text"])
 def test_a_body_read_failing_mid_way_ends_the_span_in_error_with_the_callers_exception(
     instrumented: Any, telemetry: Telemetry, client: openai.OpenAI, read: str

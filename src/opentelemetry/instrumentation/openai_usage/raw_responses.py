@@ -22,7 +22,15 @@ import wrapt
 from . import telemetry as t
 from .errors import internal_error
 from .estimator import FINISHER
-from .streams import OUTCOME_ABANDONED, OUTCOME_ERROR, StreamState, track_open, untrack, wrap_stream
+from .streams import (
+    OUTCOME_ABANDONED,
+    OUTCOME_CLOSED,
+    OUTCOME_ERROR,
+    StreamState,
+    track_open,
+    untrack,
+    wrap_stream,
+)
 
 if TYPE_CHECKING:
     from .invocation import Invocation
@@ -49,12 +57,20 @@ class RawState:
     def open(self) -> bool:
         return not self.handed_over and not self.invocation.ended
 
+    def outcome(self, outcome: str) -> dict[str, Any] | None:
+        """A stream's end attributes when no stream proxy has it (never parsed: the caller
+        read the bytes, or nothing), as a stream proxy records them; None for a response.
+        Raw calls are sent as written: the usage chunk was never asked for."""
+        if not self.stream:
+            return None
+        return {t.STREAM_OUTCOME: outcome, t.STREAM_USAGE_INJECTED: False}
+
     def abandon(self) -> None:
         """Never parsed nor closed: ended at the time the call returned it, as a stream
         collected unread ends at its last read."""
         try:
             if self.open():
-                outcome = {t.STREAM_OUTCOME: OUTCOME_ABANDONED} if self.stream else None
+                outcome = self.outcome(OUTCOME_ABANDONED)
                 self.invocation.end(None, end_perf=self.returned_perf, extra_attributes=outcome)
         except Exception as exc:
             internal_error("ending an abandoned raw response", exc)
@@ -141,7 +157,7 @@ class _RawProxyBase(wrapt.ObjectProxy):  # type: ignore[misc,type-arg,unused-ign
     def _self_failed(self, exc: BaseException) -> None:
         try:
             untrack(self._self_raw)
-            outcome = {t.STREAM_OUTCOME: OUTCOME_ERROR} if self._self_stream else None
+            outcome = self._self_raw.outcome(OUTCOME_ERROR)
             self._self_invocation.end(None, exc, extra_attributes=outcome)
         except Exception as internal:
             internal_error("recording a raw response's read error", internal)
@@ -150,11 +166,12 @@ class _RawProxyBase(wrapt.ObjectProxy):  # type: ignore[misc,type-arg,unused-ign
         try:
             untrack(self._self_raw)
             if self._self_state is not None:
-                self._self_state.finish("closed")
+                self._self_state.finish(OUTCOME_CLOSED)
             elif not self._self_stream:
                 self._self_end_from_body()
             else:
-                self._self_invocation.end(None)
+                outcome = self._self_raw.outcome(OUTCOME_CLOSED)
+                self._self_invocation.end(None, extra_attributes=outcome)
         except Exception as exc:
             internal_error("closing a raw response", exc)
 
