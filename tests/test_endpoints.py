@@ -600,6 +600,46 @@ def test_a_streaming_response_body_the_caller_read_gives_the_span_its_usage(
     assert span.status.status_code is StatusCode.UNSET
 
 
+@pytest.mark.parametrize("read", ["read", "json", "parse_to_dict"])
+def test_an_error_body_in_a_200_the_caller_read_itself_ends_the_span_in_error(
+    instrumented: Any, telemetry: Telemetry, client: openai.OpenAI, read: str
+) -> None:
+    # As through `parse()`: a 200 whose body is `{"error": ...}` is a failed call.
+    headers = {"x-mock-scenario": "error_body_200"}
+    with client.chat.completions.with_streaming_response.create(
+        model="gpt-4o-mini", messages=MESSAGES, extra_headers=headers
+    ) as response:
+        if read == "parse_to_dict":
+            response.parse(to=dict[str, Any])
+        else:
+            getattr(response, read)()
+    span = telemetry.span()
+    assert span.status.status_code is StatusCode.ERROR
+    assert (span.attributes or {})["error.type"] == "server_error"
+
+
+@needs_parse
+@pytest.mark.parametrize("helper", ["with_raw_response", "with_streaming_response"])
+def test_a_raw_parse_of_an_error_body_in_a_200_ends_the_span_in_error(
+    instrumented: Any, telemetry: Telemetry, client: openai.OpenAI, helper: str
+) -> None:
+    # `parse(response_format=...)` fails on the error body (the SDK's own error, the
+    # caller's to see): the body, read as JSON, still says the call failed.
+    headers = {"x-mock-scenario": "error_body_200"}
+    request = {"model": "gpt-4o-mini", "messages": MESSAGES, "response_format": Number}
+    raw = getattr(client.chat.completions, helper).parse(**request, extra_headers=headers)
+    with pytest.raises(Exception) as raised:  # the SDK's own, whatever it is
+        if helper == "with_streaming_response":
+            with raw as response:
+                response.parse()
+        else:
+            raw.parse()
+    assert not isinstance(raised.value, openai.APIStatusError)  # the reply was a 200
+    span = telemetry.span()
+    assert span.status.status_code is StatusCode.ERROR
+    assert (span.attributes or {})["error.type"] == "server_error"
+
+
 async def test_an_async_streaming_response_body_the_caller_read_gives_the_span_its_usage(
     instrumented: Any, telemetry: Telemetry, aclient: openai.AsyncOpenAI
 ) -> None:
