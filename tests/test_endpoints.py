@@ -214,6 +214,46 @@ async def test_a_parse_the_sdk_fails_after_the_reply_keeps_the_billed_usage(
     assert sorted(p.sum for p in points) == [40, 100]
 
 
+@needs_parse
+@pytest.mark.parametrize("helper", ["with_raw_response", "with_streaming_response"])
+@pytest.mark.parametrize(
+    ("finish", "error"),
+    [("length", "LengthFinishReasonError"), ("content_filter", "ContentFilterFinishReasonError")],
+)
+def test_a_raw_parse_cut_short_ends_the_span_in_error_as_the_call_does(
+    instrumented: Any,
+    telemetry: Telemetry,
+    client: openai.OpenAI,
+    helper: str,
+    finish: str,
+    error: str,
+) -> None:
+    # The SDK's `parse()` raises after the reply, through a raw response as without one:
+    # the span is in error with that error and keeps the billed usage, as for `parse()`.
+    headers = {"x-mock-finish": finish, "x-mock-reply": '{"answer": 4'}
+    request = {"model": "gpt-4o-mini", "messages": MESSAGES, "response_format": Number}
+    raw = getattr(client.chat.completions, helper).parse(**request, extra_headers=headers)
+    with pytest.raises(openai.OpenAIError) as raised:
+        if helper == "with_streaming_response":
+            with raw as response:
+                try:
+                    response.parse()
+                finally:
+                    body = response.http_response.json()
+        else:
+            body = raw.http_response.json()
+            raw.parse()
+    assert type(raised.value).__name__ == error
+    span = telemetry.span()
+    attributes = dict(span.attributes or {})
+    assert span.status.status_code is StatusCode.ERROR
+    assert attributes["error.type"] == error
+    assert attributes["gen_ai.usage.input_tokens"] == body["usage"]["prompt_tokens"]
+    assert attributes["gen_ai.usage.output_tokens"] == body["usage"]["completion_tokens"]
+    assert attributes["openai_usage.usage.source"] == "response"
+    assert attributes["gen_ai.response.finish_reasons"] == (finish,)
+
+
 needs_beta_parse = pytest.mark.skipif(
     not hasattr(openai.resources.beta, "chat"),
     reason="beta.chat.completions.parse is in openai 1.40 to 1.91 only",

@@ -139,9 +139,19 @@ class _RawProxyBase(wrapt.ObjectProxy):  # type: ignore[misc,type-arg,unused-ign
             return parsed
 
     def _self_parse_failed(self, exc: BaseException) -> None:
-        """The caller's `parse()` failed: reading the body (the call failed), or validating
-        a body that was read (a reply not fitting `response_format`: the caller's error;
-        the span keeps the usage the server reported, as for `with_raw_response`)."""
+        """The caller's `parse()` failed: reading the body (the call failed), on a reply
+        cut short (`LengthFinishReasonError`: the call failed, as `parse()` does without a
+        raw response, with the billed usage), or validating a body that was read (a reply
+        not fitting `response_format`: the caller's error; the span keeps the usage the
+        server reported, as for `with_raw_response`)."""
+        cut_short = cut_short_completion(exc)
+        if cut_short is not None and not self._self_stream:
+            try:
+                untrack(self._self_raw)
+                self._self_invocation.end(self._self_endpoint.facts(cut_short), exc)
+            except Exception as internal:
+                internal_error("reading a raw response", internal)
+            return
         try:
             body = loose_body(self.__wrapped__)
         except Exception:
@@ -331,8 +341,9 @@ class AsyncBodyProxy(AsyncRawResponseProxy):
             raise
 
 
-def parsed_or_loose(result: Any) -> Any:
-    """A non-streamed `with_raw_response`'s parsed response, for the span's facts.
+def parsed_or_loose(result: Any) -> tuple[Any, BaseException | None]:
+    """A non-streamed `with_raw_response`'s parsed response, for the span's facts, and
+    the error that fails the call when `parse()` raises one after the reply.
 
     The body is already read and `parse()` caches what it returns, so the caller's own
     `parse()` later gets this very object. When the SDK's parse fails (a reply that does
@@ -341,12 +352,28 @@ def parsed_or_loose(result: Any) -> Any:
     the server reported is still read, from the JSON body, without validation.
     """
     try:
-        return result.parse()
-    except Exception:
+        return result.parse(), None
+    except Exception as exc:
+        cut_short = cut_short_completion(exc)
+        if cut_short is not None:
+            return cut_short, exc
         try:
-            return loose_body(result)
+            return loose_body(result), None
         except Exception:
-            return None
+            return None, None
+
+
+def cut_short_completion(exc: BaseException) -> Any:
+    """The completion of `parse()`'s `LengthFinishReasonError` or
+    `ContentFilterFinishReasonError` (None for any other error): the reply stopped
+    before its `response_format` was complete, and the call failed with it, as
+    `chat.completions.parse()` does without a raw response (`wrappers._error_facts`)."""
+    try:
+        if type(exc).__name__ in ("LengthFinishReasonError", "ContentFilterFinishReasonError"):
+            return getattr(exc, "completion", None)
+    except Exception as internal:  # a property of the exception's own may raise
+        internal_error("reading a failed parse's completion", internal)
+    return None
 
 
 def loose_body(response: Any) -> Any:
