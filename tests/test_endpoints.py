@@ -712,6 +712,34 @@ def test_a_streamed_body_the_caller_reads_itself_ends_its_span_with_a_stream_out
     assert attributes["openai_usage.stream.include_usage_injected"] is False
 
 
+@pytest.mark.parametrize(
+    ("stream", "twice"),
+    [(True, "iter_lines"), (True, "read"), (True, "parse"), (False, "parse"), (False, "read")],
+)
+def test_a_body_read_twice_is_the_callers_mistake_not_a_failed_call(
+    instrumented: Any, telemetry: Telemetry, client: openai.OpenAI, stream: bool, twice: str
+) -> None:
+    # The body came whole; reading it again after `iter_lines()` raises the HTTP
+    # library's (or the SDK's) "already consumed" before anything is read: the call
+    # did not fail, and its span says so when the block is left.
+    create = client.chat.completions.with_streaming_response.create
+    request = {"model": "gpt-4o-mini", "messages": MESSAGES, "stream": stream}
+    with pytest.raises(Exception) as raised, create(**request) as response:
+        assert list(response.iter_lines())
+        if twice == "iter_lines":
+            list(response.iter_lines())
+        elif twice == "parse" and stream:
+            list(response.parse())
+        else:
+            getattr(response, twice)()
+    assert "Consumed" in type(raised.value).__name__
+    span = telemetry.span()
+    assert span.status.status_code is StatusCode.UNSET
+    assert "error.type" not in (span.attributes or {})
+    if stream:
+        assert (span.attributes or {})["openai_usage.stream.outcome"] == "closed"
+
+
 @pytest.mark.parametrize("read", ["iter_lines", "iter_bytes", "read", "text"])
 def test_a_body_read_failing_mid_way_ends_the_span_in_error_with_the_callers_exception(
     instrumented: Any, telemetry: Telemetry, client: openai.OpenAI, read: str

@@ -27,6 +27,7 @@ from .streams import (
     OUTCOME_CLOSED,
     OUTCOME_ERROR,
     StreamState,
+    read_twice,
     track_open,
     untrack,
     wrap_stream,
@@ -144,6 +145,8 @@ class _RawProxyBase(wrapt.ObjectProxy):  # type: ignore[misc,type-arg,unused-ign
         raw response, with the billed usage), or validating a body that was read (a reply
         not fitting `response_format`: the caller's error; the span keeps the usage the
         server reported, as for `with_raw_response`)."""
+        if read_twice(exc):
+            return
         cut_short = cut_short_completion(exc)
         if cut_short is not None and not self._self_stream:
             try:
@@ -166,6 +169,8 @@ class _RawProxyBase(wrapt.ObjectProxy):  # type: ignore[misc,type-arg,unused-ign
 
     def _self_failed(self, exc: BaseException) -> None:
         try:
+            if read_twice(exc):
+                return
             untrack(self._self_raw)
             outcome = self._self_raw.outcome(OUTCOME_ERROR)
             self._self_invocation.end(None, exc, extra_attributes=outcome)
