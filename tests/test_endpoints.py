@@ -630,8 +630,11 @@ def test_a_streaming_response_body_the_caller_read_gives_the_span_its_usage(
             response.parse(to=openai.types.chat.ChatCompletion)
         else:
             getattr(response, read)()
+        read_ns = time.time_ns()
+        time.sleep(0.05)  # the caller's own work, once the body is read: not the call's
     body = response.http_response.json()
     span = telemetry.span()
+    assert span.end_time is not None and span.end_time <= read_ns
     attributes = dict(span.attributes or {})
     assert attributes["gen_ai.usage.input_tokens"] == body["usage"]["prompt_tokens"]
     assert attributes["gen_ai.usage.output_tokens"] == body["usage"]["completion_tokens"]

@@ -190,6 +190,13 @@ class _RawProxyBase(wrapt.ObjectProxy):  # type: ignore[misc,type-arg,unused-ign
         except Exception as exc:
             internal_error("closing a raw response", exc)
 
+    def _self_read_whole(self) -> None:
+        """`read()`, `text()` or `json()` returned: a non-streamed call is over now, not
+        when the caller leaves the block (its own work meanwhile is not the call's), as
+        with `parse()`. A stream's body read whole ends the span at its close."""
+        if not self._self_stream:
+            self._self_end_from_body()
+
     def _self_end_from_body(self) -> None:
         """End a non-streamed call with the facts of the body the caller read whole
         (`parse(to=...)`, `read()`, `json()`, `text()`): the billed usage is in it, as in
@@ -281,10 +288,12 @@ class BodyProxy(RawResponseProxy):
 
     def _self_reading(self, read: Callable[[], Any]) -> Any:
         try:
-            return read()
+            body = read()
         except BaseException as exc:
             self._self_failed(exc)
             raise
+        self._self_read_whole()
+        return body
 
     def _self_iterating(self, pieces: Iterator[Any]) -> Iterator[Any]:
         try:
@@ -327,10 +336,12 @@ class AsyncBodyProxy(AsyncRawResponseProxy):
 
     async def _self_reading(self, read: Awaitable[Any]) -> Any:
         try:
-            return await read
+            body = await read
         except BaseException as exc:
             self._self_failed(exc)
             raise
+        self._self_read_whole()
+        return body
 
     async def _self_iterating(self, pieces: AsyncIterator[Any]) -> AsyncIterator[Any]:
         try:
