@@ -743,6 +743,28 @@ def test_a_body_read_twice_is_the_callers_mistake_not_a_failed_call(
         assert (span.attributes or {})["openai_usage.stream.outcome"] == "closed"
 
 
+def test_a_streamed_body_the_caller_cannot_decode_is_not_a_failed_call(
+    instrumented: Any, telemetry: Telemetry, client: openai.OpenAI
+) -> None:
+    # `json()` of an SSE body, `parse(to=str)` of a stream: the caller's own mistakes,
+    # raised after (or without) reading; the stream is then parsed and read as it should be.
+    create = client.chat.completions.with_streaming_response.create
+    request = {"model": "gpt-4o-mini", "messages": MESSAGES, "stream": True}
+    with create(**request) as response:
+        with pytest.raises(TypeError):
+            response.parse(to=str)
+        chunks = list(response.parse())
+    with create(**request) as response, pytest.raises(ValueError):
+        response.json()
+    assert chunks
+    parsed, decoded = telemetry.spans()
+    assert parsed.status.status_code is StatusCode.UNSET
+    assert (parsed.attributes or {})["openai_usage.stream.outcome"] == "completed"
+    assert (parsed.attributes or {})["gen_ai.usage.output_tokens"] > 0
+    assert decoded.status.status_code is StatusCode.UNSET
+    assert "error.type" not in (decoded.attributes or {})
+
+
 @pytest.mark.parametrize("read", ["iter_lines", "iter_bytes", "read", "text"])
 def test_a_body_read_failing_mid_way_ends_the_span_in_error_with_the_callers_exception(
     instrumented: Any, telemetry: Telemetry, client: openai.OpenAI, read: str

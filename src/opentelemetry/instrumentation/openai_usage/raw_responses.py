@@ -144,26 +144,22 @@ class _RawProxyBase(wrapt.ObjectProxy):  # type: ignore[misc,type-arg,unused-ign
         cut short (`LengthFinishReasonError`: the call failed, as `parse()` does without a
         raw response, with the billed usage), or validating a body that was read (a reply
         not fitting `response_format`: the caller's error; the span keeps the usage the
-        server reported, as for `with_raw_response`)."""
-        if read_twice(exc):
+        server reported, as for `with_raw_response`). A stream's `parse()` reads nothing
+        (it makes the SDK's stream object): what it raises is the caller's (a `to=` that
+        is no stream class), the stream may still be parsed and read, and the span ends
+        when it is closed."""
+        if read_twice(exc) or self._self_stream:
             return
         cut_short = cut_short_completion(exc)
-        if cut_short is not None and not self._self_stream:
-            try:
-                untrack(self._self_raw)
-                self._self_invocation.end(self._self_endpoint.facts(cut_short), exc)
-            except Exception as internal:
-                internal_error("reading a raw response", internal)
-            return
         try:
-            body = loose_body(self.__wrapped__)
+            body = cut_short if cut_short is not None else loose_body(self.__wrapped__)
         except Exception:
             self._self_failed(exc)
             return
         try:
-            if not self._self_stream:
-                untrack(self._self_raw)
-                self._self_invocation.end(self._self_endpoint.facts(body))
+            untrack(self._self_raw)
+            error = exc if cut_short is not None else None
+            self._self_invocation.end(self._self_endpoint.facts(body), error)
         except Exception as internal:
             internal_error("reading a raw response", internal)
 
@@ -275,7 +271,10 @@ class BodyProxy(RawResponseProxy):
         return self._self_reading(self.__wrapped__.text)
 
     def json(self) -> Any:
-        return self._self_reading(self.__wrapped__.json)
+        # Reading is the call's; decoding (an SSE body is no JSON) is the caller's. The
+        # SDK's `json()` reads the same body again (kept by the HTTP library) and decodes.
+        self._self_reading(self.__wrapped__.read)
+        return self.__wrapped__.json()
 
     def iter_bytes(self, *args: Any, **kwargs: Any) -> Iterator[Any]:
         return self._self_iterating(self.__wrapped__.iter_bytes(*args, **kwargs))
@@ -323,7 +322,8 @@ class AsyncBodyProxy(AsyncRawResponseProxy):
         return await self._self_reading(self.__wrapped__.text())
 
     async def json(self) -> Any:
-        return await self._self_reading(self.__wrapped__.json())
+        await self._self_reading(self.__wrapped__.read())  # as `BodyProxy.json`
+        return await self.__wrapped__.json()
 
     def iter_bytes(self, *args: Any, **kwargs: Any) -> AsyncIterator[Any]:
         return self._self_iterating(self.__wrapped__.iter_bytes(*args, **kwargs))
