@@ -866,6 +866,30 @@ def test_streamed_with_raw_response_parse_gives_a_traced_stream(
     assert attributes["openai_usage.usage.source"] == "estimate"
 
 
+@pytest.mark.parametrize("helper", ["with_raw_response", "with_streaming_response"])
+def test_a_stream_parsed_to_a_stream_type_of_the_callers_is_traced_as_read(
+    instrumented: Any, telemetry: Telemetry, client: openai.OpenAI, helper: str
+) -> None:
+    # `parse(to=Stream[ChatCompletionChunk])`: the same stream, typed by the caller.
+    from openai.types.chat import ChatCompletionChunk
+
+    create = getattr(client.chat.completions, helper).create
+    response = create(model="gpt-4o-mini", messages=MESSAGES, stream=True)
+    if helper == "with_streaming_response":
+        response = response.__enter__()
+    stream = response.parse(to=openai.Stream[ChatCompletionChunk])
+    assert isinstance(stream, openai.Stream)
+    assert stream is response.parse(to=openai.Stream[ChatCompletionChunk])
+    chunks = list(stream)
+    read_ns = time.time_ns()
+    assert chunks
+    span = telemetry.span()
+    attributes = dict(span.attributes or {})
+    assert attributes["openai_usage.stream.outcome"] == "completed"
+    assert attributes["gen_ai.usage.output_tokens"] > 0
+    assert span.end_time is not None and span.end_time <= read_ns
+
+
 def test_a_streamed_raw_response_has_a_close_only_if_the_sdks_has_one(
     instrumented: Any, telemetry: Telemetry, client: openai.OpenAI
 ) -> None:

@@ -117,13 +117,22 @@ class _RawProxyBase(wrapt.ObjectProxy):  # type: ignore[misc,type-arg,unused-ign
         return repr(self.__wrapped__)
 
     def _self_take(self, parsed: Any, custom: bool) -> Any:
-        """What `parse()` hands the caller: the parsed object, or our proxy of its stream."""
-        if custom:  # parse(to=...): a type of the caller's choosing; leave it alone
-            if not self._self_stream:
-                self._self_end_from_body()  # but the body it was read from is whole
+        """What `parse()` hands the caller: the parsed object, or our proxy of its stream.
+
+        `parse(to=...)` gives a type of the caller's choosing, left alone, but the body of
+        a non-streamed call was read whole for it, and a stream of model chunks
+        (`to=Stream[ChatCompletionChunk]`) is the call's stream, typed by the caller:
+        traced as `parse()`'s is, unless another was handed out already.
+        """
+        if custom and not self._self_stream:
+            self._self_end_from_body()
             return parsed
         if self._self_result is not None:
-            return self._self_result
+            if not custom or getattr(self._self_result, "__wrapped__", None) is parsed:
+                return self._self_result  # the SDK's cache: the same stream again
+            return parsed
+        if custom and not _model_chunks(parsed):
+            return parsed  # `Stream[dict]` and the like: no chunks we could read
         try:
             if self._self_stream:
                 accumulator = self._self_endpoint.accumulator(self._self_tally)
@@ -355,6 +364,13 @@ class AsyncBodyProxy(AsyncRawResponseProxy):
         except BaseException as exc:
             self._self_failed(exc)
             raise
+
+
+def _model_chunks(stream: Any) -> bool:
+    """Whether a stream of the caller's type yields the SDK's model objects (the chunks
+    our accumulators read), not dicts or another type of its own."""
+    cast_to = getattr(stream, "_cast_to", None)  # by name: pydantic is the SDK's import
+    return isinstance(cast_to, type) and any(c.__name__ == "BaseModel" for c in cast_to.__mro__)
 
 
 def parsed_or_loose(result: Any) -> tuple[Any, BaseException | None]:
