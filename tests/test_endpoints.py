@@ -214,6 +214,46 @@ async def test_a_parse_the_sdk_fails_after_the_reply_keeps_the_billed_usage(
     assert sorted(p.sum for p in points) == [40, 100]
 
 
+@needs_parse
+@pytest.mark.parametrize("helper", ["with_raw_response", "with_streaming_response"])
+@pytest.mark.parametrize(
+    ("finish", "error"),
+    [("length", "LengthFinishReasonError"), ("content_filter", "ContentFilterFinishReasonError")],
+)
+def test_a_raw_parse_cut_short_ends_the_span_in_error_as_the_call_does(
+    instrumented: Any,
+    telemetry: Telemetry,
+    client: openai.OpenAI,
+    helper: str,
+    finish: str,
+    error: str,
+) -> None:
+    # The SDK's `parse()` raises after the reply, through a raw response as without one:
+    # the span is in error with that error and keeps the billed usage, as for `parse()`.
+    headers = {"x-mock-finish": finish, "x-mock-reply": '{"answer": 4'}
+    request = {"model": "gpt-4o-mini", "messages": MESSAGES, "response_format": Number}
+    raw = getattr(client.chat.completions, helper).parse(**request, extra_headers=headers)
+    with pytest.raises(openai.OpenAIError) as raised:
+        if helper == "with_streaming_response":
+            with raw as response:
+                try:
+                    response.parse()
+                finally:
+                    body = response.http_response.json()
+        else:
+            body = raw.http_response.json()
+            raw.parse()
+    assert type(raised.value).__name__ == error
+    span = telemetry.span()
+    attributes = dict(span.attributes or {})
+    assert span.status.status_code is StatusCode.ERROR
+    assert attributes["error.type"] == error
+    assert attributes["gen_ai.usage.input_tokens"] == body["usage"]["prompt_tokens"]
+    assert attributes["gen_ai.usage.output_tokens"] == body["usage"]["completion_tokens"]
+    assert attributes["openai_usage.usage.source"] == "response"
+    assert attributes["gen_ai.response.finish_reasons"] == (finish,)
+
+
 needs_beta_parse = pytest.mark.skipif(
     not hasattr(openai.resources.beta, "chat"),
     reason="beta.chat.completions.parse is in openai 1.40 to 1.91 only",
@@ -575,6 +615,156 @@ def test_with_streaming_response_read_raw_ends_the_span_on_leaving_the_block(
     assert "gen_ai.usage.input_tokens" not in (span.attributes or {})  # never read by us
 
 
+@pytest.mark.parametrize("read", ["parse_to_dict", "parse_to_model", "read", "text", "json"])
+def test_a_streaming_response_body_the_caller_read_gives_the_span_its_usage(
+    instrumented: Any, telemetry: Telemetry, client: openai.OpenAI, read: str
+) -> None:
+    # `parse(to=...)`, `read()`, `json()`, `text()`: the body is read whole, by the caller;
+    # its usage is the billed one, as `parse()` gives it. (`iter_lines()` keeps nothing.)
+    with client.chat.completions.with_streaming_response.create(
+        model="gpt-4o-mini", messages=MESSAGES
+    ) as response:
+        if read == "parse_to_dict":
+            response.parse(to=dict[str, Any])
+        elif read == "parse_to_model":
+            response.parse(to=openai.types.chat.ChatCompletion)
+        else:
+            getattr(response, read)()
+        read_ns = time.time_ns()
+        time.sleep(0.05)  # the caller's own work, once the body is read: not the call's
+    body = response.http_response.json()
+    span = telemetry.span()
+    assert span.end_time is not None and span.end_time <= read_ns
+    attributes = dict(span.attributes or {})
+    assert attributes["gen_ai.usage.input_tokens"] == body["usage"]["prompt_tokens"]
+    assert attributes["gen_ai.usage.output_tokens"] == body["usage"]["completion_tokens"]
+    assert attributes["openai_usage.usage.source"] == "response"
+    assert attributes["gen_ai.response.id"] == body["id"]
+    assert span.status.status_code is StatusCode.UNSET
+
+
+@pytest.mark.parametrize("read", ["read", "json", "parse_to_dict"])
+def test_an_error_body_in_a_200_the_caller_read_itself_ends_the_span_in_error(
+    instrumented: Any, telemetry: Telemetry, client: openai.OpenAI, read: str
+) -> None:
+    # As through `parse()`: a 200 whose body is `{"error": ...}` is a failed call.
+    headers = {"x-mock-scenario": "error_body_200"}
+    with client.chat.completions.with_streaming_response.create(
+        model="gpt-4o-mini", messages=MESSAGES, extra_headers=headers
+    ) as response:
+        if read == "parse_to_dict":
+            response.parse(to=dict[str, Any])
+        else:
+            getattr(response, read)()
+    span = telemetry.span()
+    assert span.status.status_code is StatusCode.ERROR
+    assert (span.attributes or {})["error.type"] == "server_error"
+
+
+@needs_parse
+@pytest.mark.parametrize("helper", ["with_raw_response", "with_streaming_response"])
+def test_a_raw_parse_of_an_error_body_in_a_200_ends_the_span_in_error(
+    instrumented: Any, telemetry: Telemetry, client: openai.OpenAI, helper: str
+) -> None:
+    # `parse(response_format=...)` fails on the error body (the SDK's own error, the
+    # caller's to see): the body, read as JSON, still says the call failed.
+    headers = {"x-mock-scenario": "error_body_200"}
+    request = {"model": "gpt-4o-mini", "messages": MESSAGES, "response_format": Number}
+    raw = getattr(client.chat.completions, helper).parse(**request, extra_headers=headers)
+    with pytest.raises(Exception) as raised:  # the SDK's own, whatever it is
+        if helper == "with_streaming_response":
+            with raw as response:
+                response.parse()
+        else:
+            raw.parse()
+    assert not isinstance(raised.value, openai.APIStatusError)  # the reply was a 200
+    span = telemetry.span()
+    assert span.status.status_code is StatusCode.ERROR
+    assert (span.attributes or {})["error.type"] == "server_error"
+
+
+async def test_an_async_streaming_response_body_the_caller_read_gives_the_span_its_usage(
+    instrumented: Any, telemetry: Telemetry, aclient: openai.AsyncOpenAI
+) -> None:
+    async with aclient.embeddings.with_streaming_response.create(
+        model="text-embedding-3-small", input="a b", encoding_format="float"
+    ) as response:
+        body = await response.parse(to=dict[str, Any])
+    attributes = dict(telemetry.span().attributes or {})
+    assert attributes["gen_ai.usage.input_tokens"] == body["usage"]["prompt_tokens"]
+    assert attributes["gen_ai.embeddings.dimension.count"] == len(body["data"][0]["embedding"])
+
+
+@pytest.mark.parametrize("read", ["iter_lines", "read", "nothing", "close"])
+def test_a_streamed_body_the_caller_reads_itself_ends_its_span_with_a_stream_outcome(
+    instrumented: Any, telemetry: Telemetry, client: openai.OpenAI, read: str
+) -> None:
+    # A stream's span always says how it ended, also when the caller reads the bytes.
+    with client.chat.completions.with_streaming_response.create(
+        model="gpt-4o-mini", messages=MESSAGES, stream=True
+    ) as response:
+        if read == "iter_lines":
+            list(response.iter_lines())
+        elif read == "read":
+            response.read()
+        elif read == "close":
+            response.close()
+    attributes = dict(telemetry.span().attributes or {})
+    assert attributes["gen_ai.request.stream"] is True
+    assert attributes["openai_usage.stream.outcome"] == "closed"
+    assert attributes["openai_usage.stream.include_usage_injected"] is False
+
+
+@pytest.mark.parametrize(
+    ("stream", "twice"),
+    [(True, "iter_lines"), (True, "read"), (True, "parse"), (False, "parse"), (False, "read")],
+)
+def test_a_body_read_twice_is_the_callers_mistake_not_a_failed_call(
+    instrumented: Any, telemetry: Telemetry, client: openai.OpenAI, stream: bool, twice: str
+) -> None:
+    # The body came whole; reading it again after `iter_lines()` raises the HTTP
+    # library's (or the SDK's) "already consumed" before anything is read: the call
+    # did not fail, and its span says so when the block is left.
+    create = client.chat.completions.with_streaming_response.create
+    request = {"model": "gpt-4o-mini", "messages": MESSAGES, "stream": stream}
+    with pytest.raises(Exception) as raised, create(**request) as response:
+        assert list(response.iter_lines())
+        if twice == "iter_lines":
+            list(response.iter_lines())
+        elif twice == "parse" and stream:
+            list(response.parse())
+        else:
+            getattr(response, twice)()
+    assert "Consumed" in type(raised.value).__name__
+    span = telemetry.span()
+    assert span.status.status_code is StatusCode.UNSET
+    assert "error.type" not in (span.attributes or {})
+    if stream:
+        assert (span.attributes or {})["openai_usage.stream.outcome"] == "closed"
+
+
+def test_a_streamed_body_the_caller_cannot_decode_is_not_a_failed_call(
+    instrumented: Any, telemetry: Telemetry, client: openai.OpenAI
+) -> None:
+    # `json()` of an SSE body, `parse(to=str)` of a stream: the caller's own mistakes,
+    # raised after (or without) reading; the stream is then parsed and read as it should be.
+    create = client.chat.completions.with_streaming_response.create
+    request = {"model": "gpt-4o-mini", "messages": MESSAGES, "stream": True}
+    with create(**request) as response:
+        with pytest.raises(TypeError):
+            response.parse(to=str)
+        chunks = list(response.parse())
+    with create(**request) as response, pytest.raises(ValueError):
+        response.json()
+    assert chunks
+    parsed, decoded = telemetry.spans()
+    assert parsed.status.status_code is StatusCode.UNSET
+    assert (parsed.attributes or {})["openai_usage.stream.outcome"] == "completed"
+    assert (parsed.attributes or {})["gen_ai.usage.output_tokens"] > 0
+    assert decoded.status.status_code is StatusCode.UNSET
+    assert "error.type" not in (decoded.attributes or {})
+
+
 @pytest.mark.parametrize("read", ["iter_lines", "iter_bytes", "read", "text"])
 def test_a_body_read_failing_mid_way_ends_the_span_in_error_with_the_callers_exception(
     instrumented: Any, telemetry: Telemetry, client: openai.OpenAI, read: str
@@ -674,6 +864,30 @@ def test_streamed_with_raw_response_parse_gives_a_traced_stream(
     attributes = dict(telemetry.span().attributes or {})
     assert attributes["openai_usage.stream.outcome"] == "completed"
     assert attributes["openai_usage.usage.source"] == "estimate"
+
+
+@pytest.mark.parametrize("helper", ["with_raw_response", "with_streaming_response"])
+def test_a_stream_parsed_to_a_stream_type_of_the_callers_is_traced_as_read(
+    instrumented: Any, telemetry: Telemetry, client: openai.OpenAI, helper: str
+) -> None:
+    # `parse(to=Stream[ChatCompletionChunk])`: the same stream, typed by the caller.
+    from openai.types.chat import ChatCompletionChunk
+
+    create = getattr(client.chat.completions, helper).create
+    response = create(model="gpt-4o-mini", messages=MESSAGES, stream=True)
+    if helper == "with_streaming_response":
+        response = response.__enter__()
+    stream = response.parse(to=openai.Stream[ChatCompletionChunk])
+    assert isinstance(stream, openai.Stream)
+    assert stream is response.parse(to=openai.Stream[ChatCompletionChunk])
+    chunks = list(stream)
+    read_ns = time.time_ns()
+    assert chunks
+    span = telemetry.span()
+    attributes = dict(span.attributes or {})
+    assert attributes["openai_usage.stream.outcome"] == "completed"
+    assert attributes["gen_ai.usage.output_tokens"] > 0
+    assert span.end_time is not None and span.end_time <= read_ns
 
 
 def test_a_streamed_raw_response_has_a_close_only_if_the_sdks_has_one(

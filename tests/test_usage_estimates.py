@@ -9,6 +9,7 @@ own copy of the output (tools, n > 1).
 from __future__ import annotations
 
 import inspect
+import json
 import logging
 import threading
 from typing import Any
@@ -25,11 +26,14 @@ from opentelemetry.instrumentation.openai_usage.localserver import LocalOpenAISe
 from opentelemetry.instrumentation.openai_usage.tally import CompletionTally
 
 from .conftest import (
+    HTTP,
     MESSAGES,
     MID_STREAM_CONNECTION_ERRORS,
     Telemetry,
     collect,
     needs_responses,
+    served_by,
+    sse_reply,
 )
 
 TOKEN_USAGE = "gen_ai.client.token.usage"
@@ -271,6 +275,62 @@ def test_legacy_completions_stream_is_traced_and_estimated(
     cl100k = encoding("cl100k_base")
     assert attributes["gen_ai.usage.input_tokens"] == len(cl100k.encode(prompt))
     assert attributes["gen_ai.usage.output_tokens"] == len(cl100k.encode(text))
+
+
+def echoing_server(reply: str) -> Any:
+    """A legacy completions endpoint that honours `echo` as the service does: each choice's
+    text starts with its prompt (streamed: as the first piece), and reports no usage."""
+
+    def handler(request: Any) -> Any:
+        body = json.loads(request.content)
+        prompt = body["prompt"]
+        prompts = [prompt] if isinstance(prompt, str) or isinstance(prompt[0], int) else prompt
+        # Token ids come back as their text: what they decode to with cl100k_base.
+        texts = [p if isinstance(p, str) else encoding("cl100k_base").decode(p) for p in prompts]
+        head = {"id": "cmpl-echo", "object": "text_completion", "created": 0}
+        head["model"] = "gpt-3.5-turbo-instruct"
+        if not body.get("stream"):
+            choices = [
+                {"text": text + reply, "index": i, "logprobs": None, "finish_reason": "stop"}
+                for i, text in enumerate(texts)
+            ]
+            return HTTP.Response(200, json={**head, "choices": choices})
+        chunks = []
+        for i, text in enumerate(texts):
+            for piece, finish in ((text, None), (reply, None), ("", "stop")):
+                choice = {"text": piece, "index": i, "logprobs": None, "finish_reason": finish}
+                chunks.append({**head, "choices": [choice]})
+        return sse_reply(chunks)
+
+    return handler
+
+
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize(
+    "prompt",
+    ["Say two words:", ["Say two words:", "Now say them again:"], "token ids"],
+)
+def test_an_echoed_prompt_is_not_counted_as_output(
+    instrumented: Any, telemetry: Telemetry, stream: bool, prompt: Any
+) -> None:
+    # `echo=True` repeats the prompt before the completion; the service bills it as
+    # prompt tokens only (`max_tokens=0` with `echo` bills no output at all).
+    reply = " hello world"
+    cl100k = encoding("cl100k_base")
+    if prompt == "token ids":
+        prompt = cl100k.encode("Say two words:")
+    client = served_by(echoing_server(reply))
+    result: Any = client.completions.create(
+        model="gpt-3.5-turbo-instruct", prompt=prompt, echo=True, stream=stream
+    )
+    texts = [c.choices[0].text for c in result] if stream else [c.text for c in result.choices]
+    assert "Say two words:" in "".join(texts)  # the echo is what the caller gets
+    prompts = [prompt] if isinstance(prompt, str) or isinstance(prompt[0], int) else prompt
+    counts = [len(p) if isinstance(p, list) else len(cl100k.encode(p)) for p in prompts]
+    attributes = estimated_usage(telemetry)
+    assert attributes["gen_ai.usage.input_tokens"] == sum(counts)
+    assert attributes["gen_ai.usage.output_tokens"] == len(prompts) * len(cl100k.encode(reply))
+    assert LOWER_BOUND not in attributes
 
 
 def test_legacy_completions_stream_gets_billed_usage_by_injection(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import Any
 
 from .errors import internal_error
@@ -82,6 +83,8 @@ def error_body(response: Any) -> tuple[str, str] | None:
     extra = getattr(response, "__pydantic_extra__", None)
     # Under pydantic v1 (openai 1.x supports it) extra fields are plain attributes.
     error = extra.get("error") if isinstance(extra, dict) else getattr(response, "error", None)
+    if isinstance(error, SimpleNamespace):  # a body read as JSON (`raw_responses.loose_body`)
+        error = vars(error)
     if not isinstance(error, dict):
         return None
     code = _str(error.get("code")) or _str(error.get("type")) or "error"

@@ -382,6 +382,48 @@ def _completion(
     return total
 
 
+def _prompt_list(prompt: Any) -> list[Any]:
+    """A legacy `prompt` as its list of prompts: one string or token-id list, or several."""
+    if isinstance(prompt, str):
+        return [prompt]
+    if isinstance(prompt, (list, tuple)):
+        if all(isinstance(item, int) for item in prompt):
+            return [prompt]
+        return list(prompt)
+    return []
+
+
+def _echoed_completion(
+    tally: CompletionTally, request: Mapping[str, Any], counter: _Counter
+) -> int:
+    """A legacy completion asked with `echo`: each choice's text starts with its prompt,
+    which the service bills as prompt tokens only (`echo` with `max_tokens=0`, the usual
+    way to score a prompt, bills no output at all), so the echo is not counted as output.
+
+    Choice `i` answers prompt `i // n`. A string prompt found at the start of the text is
+    cut off; otherwise (token ids, or a text that does not start with it) its token count
+    is taken off the choice's.
+    """
+    prompts = _prompt_list(request.get("prompt"))
+    n = request.get("n")
+    n = n if isinstance(n, int) and not isinstance(n, bool) and n > 0 else 1
+    total = 0
+    for index, choice in tally.choices.items():
+        text = "".join(choice.content)
+        prompt = prompts[index // n] if 0 <= index // n < len(prompts) else None
+        if isinstance(prompt, str) and text.startswith(prompt):
+            total += counter.text(text[len(prompt) :])
+            continue
+        if isinstance(prompt, str):
+            echoed = counter.text(prompt)
+        elif isinstance(prompt, (list, tuple)) and all(isinstance(t, int) for t in prompt):
+            echoed = len(prompt)
+        else:  # a prompt we cannot see (read once by the SDK), already marked partial
+            echoed = 0
+        total += max(0, counter.text(text) - echoed)
+    return total
+
+
 # Responses API parameters that make the server add input the request does not show: the
 # earlier turns of `previous_response_id` or a `conversation`, a stored `prompt` template.
 _STORED_INPUT = ("previous_response_id", "conversation", "prompt")
@@ -460,7 +502,12 @@ def estimate_usage(
         else:  # an operation without rules yet (e.g. the Responses API)
             return Usage(source=SOURCE_ESTIMATE)
         responses = operation == "responses"
-        output = _completion(tally, request, counter, responses) if tally is not None else 0
+        if tally is None:
+            output = 0
+        elif operation == "text_completion" and request.get("echo") is True:
+            output = _echoed_completion(tally, request, counter)
+        else:
+            output = _completion(tally, request, counter, responses)
     except EncodingFailed:
         raise  # the estimator reports it
     except Exception:  # odd shapes: a guess is worse than nothing

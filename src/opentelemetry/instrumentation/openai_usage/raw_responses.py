@@ -22,7 +22,16 @@ import wrapt
 from . import telemetry as t
 from .errors import internal_error
 from .estimator import FINISHER
-from .streams import OUTCOME_ABANDONED, OUTCOME_ERROR, StreamState, track_open, untrack, wrap_stream
+from .streams import (
+    OUTCOME_ABANDONED,
+    OUTCOME_CLOSED,
+    OUTCOME_ERROR,
+    StreamState,
+    read_twice,
+    track_open,
+    untrack,
+    wrap_stream,
+)
 
 if TYPE_CHECKING:
     from .invocation import Invocation
@@ -49,12 +58,20 @@ class RawState:
     def open(self) -> bool:
         return not self.handed_over and not self.invocation.ended
 
+    def outcome(self, outcome: str) -> dict[str, Any] | None:
+        """A stream's end attributes when no stream proxy has it (never parsed: the caller
+        read the bytes, or nothing), as a stream proxy records them; None for a response.
+        Raw calls are sent as written: the usage chunk was never asked for."""
+        if not self.stream:
+            return None
+        return {t.STREAM_OUTCOME: outcome, t.STREAM_USAGE_INJECTED: False}
+
     def abandon(self) -> None:
         """Never parsed nor closed: ended at the time the call returned it, as a stream
         collected unread ends at its last read."""
         try:
             if self.open():
-                outcome = {t.STREAM_OUTCOME: OUTCOME_ABANDONED} if self.stream else None
+                outcome = self.outcome(OUTCOME_ABANDONED)
                 self.invocation.end(None, end_perf=self.returned_perf, extra_attributes=outcome)
         except Exception as exc:
             internal_error("ending an abandoned raw response", exc)
@@ -100,11 +117,22 @@ class _RawProxyBase(wrapt.ObjectProxy):  # type: ignore[misc,type-arg,unused-ign
         return repr(self.__wrapped__)
 
     def _self_take(self, parsed: Any, custom: bool) -> Any:
-        """What `parse()` hands the caller: the parsed object, or our proxy of its stream."""
-        if custom:  # parse(to=...): a type of the caller's choosing; leave it alone
+        """What `parse()` hands the caller: the parsed object, or our proxy of its stream.
+
+        `parse(to=...)` gives a type of the caller's choosing, left alone, but the body of
+        a non-streamed call was read whole for it, and a stream of model chunks
+        (`to=Stream[ChatCompletionChunk]`) is the call's stream, typed by the caller:
+        traced as `parse()`'s is, unless another was handed out already.
+        """
+        if custom and not self._self_stream:
+            self._self_end_from_body()
             return parsed
         if self._self_result is not None:
-            return self._self_result
+            if not custom or getattr(self._self_result, "__wrapped__", None) is parsed:
+                return self._self_result  # the SDK's cache: the same stream again
+            return parsed
+        if custom and not _model_chunks(parsed):
+            return parsed  # `Stream[dict]` and the like: no chunks we could read
         try:
             if self._self_stream:
                 accumulator = self._self_endpoint.accumulator(self._self_tally)
@@ -121,25 +149,35 @@ class _RawProxyBase(wrapt.ObjectProxy):  # type: ignore[misc,type-arg,unused-ign
             return parsed
 
     def _self_parse_failed(self, exc: BaseException) -> None:
-        """The caller's `parse()` failed: reading the body (the call failed), or validating
-        a body that was read (a reply not fitting `response_format`: the caller's error;
-        the span keeps the usage the server reported, as for `with_raw_response`)."""
+        """The caller's `parse()` failed: reading the body (the call failed), on a reply
+        cut short (`LengthFinishReasonError`: the call failed, as `parse()` does without a
+        raw response, with the billed usage), or validating a body that was read (a reply
+        not fitting `response_format`: the caller's error; the span keeps the usage the
+        server reported, as for `with_raw_response`). A stream's `parse()` reads nothing
+        (it makes the SDK's stream object): what it raises is the caller's (a `to=` that
+        is no stream class), the stream may still be parsed and read, and the span ends
+        when it is closed."""
+        if read_twice(exc) or self._self_stream:
+            return
+        cut_short = cut_short_completion(exc)
         try:
-            body = loose_body(self.__wrapped__)
+            body = cut_short if cut_short is not None else loose_body(self.__wrapped__)
         except Exception:
             self._self_failed(exc)
             return
         try:
-            if not self._self_stream:
-                untrack(self._self_raw)
-                self._self_invocation.end(self._self_endpoint.facts(body))
+            untrack(self._self_raw)
+            error = exc if cut_short is not None else None
+            self._self_invocation.end(self._self_endpoint.facts(body), error)
         except Exception as internal:
             internal_error("reading a raw response", internal)
 
     def _self_failed(self, exc: BaseException) -> None:
         try:
+            if read_twice(exc):
+                return
             untrack(self._self_raw)
-            outcome = {t.STREAM_OUTCOME: OUTCOME_ERROR} if self._self_stream else None
+            outcome = self._self_raw.outcome(OUTCOME_ERROR)
             self._self_invocation.end(None, exc, extra_attributes=outcome)
         except Exception as internal:
             internal_error("recording a raw response's read error", internal)
@@ -148,11 +186,41 @@ class _RawProxyBase(wrapt.ObjectProxy):  # type: ignore[misc,type-arg,unused-ign
         try:
             untrack(self._self_raw)
             if self._self_state is not None:
-                self._self_state.finish("closed")
+                self._self_state.finish(OUTCOME_CLOSED)
+            elif not self._self_stream:
+                self._self_end_from_body()
             else:
-                self._self_invocation.end(None)
+                outcome = self._self_raw.outcome(OUTCOME_CLOSED)
+                self._self_invocation.end(None, extra_attributes=outcome)
         except Exception as exc:
             internal_error("closing a raw response", exc)
+
+    def _self_read_whole(self) -> None:
+        """`read()`, `text()` or `json()` returned: a non-streamed call is over now, not
+        when the caller leaves the block (its own work meanwhile is not the call's), as
+        with `parse()`. A stream's body read whole ends the span at its close."""
+        if not self._self_stream:
+            self._self_end_from_body()
+
+    def _self_end_from_body(self) -> None:
+        """End a non-streamed call with the facts of the body the caller read whole
+        (`parse(to=...)`, `read()`, `json()`, `text()`): the billed usage is in it, as in
+        what `parse()` returns. Nothing is read here: a body never read, or read only
+        through `iter_lines()` / `iter_bytes()` (which keep nothing), raises, and the
+        span ends without usage."""
+        try:
+            if self._self_invocation.ended:
+                return
+            untrack(self._self_raw)
+            try:
+                body = loose_body(self.__wrapped__)
+            except Exception:  # not read (or not JSON): nothing to tell
+                self._self_invocation.end(None)
+                return
+            self._self_invocation.end(self._self_endpoint.facts(body))
+        except Exception as exc:
+            internal_error("reading a raw response", exc)
+            self._self_invocation.end(None)
 
 
 class RawResponseProxy(_RawProxyBase):
@@ -212,7 +280,10 @@ class BodyProxy(RawResponseProxy):
         return self._self_reading(self.__wrapped__.text)
 
     def json(self) -> Any:
-        return self._self_reading(self.__wrapped__.json)
+        # Reading is the call's; decoding (an SSE body is no JSON) is the caller's. The
+        # SDK's `json()` reads the same body again (kept by the HTTP library) and decodes.
+        self._self_reading(self.__wrapped__.read)
+        return self.__wrapped__.json()
 
     def iter_bytes(self, *args: Any, **kwargs: Any) -> Iterator[Any]:
         return self._self_iterating(self.__wrapped__.iter_bytes(*args, **kwargs))
@@ -225,10 +296,12 @@ class BodyProxy(RawResponseProxy):
 
     def _self_reading(self, read: Callable[[], Any]) -> Any:
         try:
-            return read()
+            body = read()
         except BaseException as exc:
             self._self_failed(exc)
             raise
+        self._self_read_whole()
+        return body
 
     def _self_iterating(self, pieces: Iterator[Any]) -> Iterator[Any]:
         try:
@@ -258,7 +331,8 @@ class AsyncBodyProxy(AsyncRawResponseProxy):
         return await self._self_reading(self.__wrapped__.text())
 
     async def json(self) -> Any:
-        return await self._self_reading(self.__wrapped__.json())
+        await self._self_reading(self.__wrapped__.read())  # as `BodyProxy.json`
+        return await self.__wrapped__.json()
 
     def iter_bytes(self, *args: Any, **kwargs: Any) -> AsyncIterator[Any]:
         return self._self_iterating(self.__wrapped__.iter_bytes(*args, **kwargs))
@@ -271,10 +345,12 @@ class AsyncBodyProxy(AsyncRawResponseProxy):
 
     async def _self_reading(self, read: Awaitable[Any]) -> Any:
         try:
-            return await read
+            body = await read
         except BaseException as exc:
             self._self_failed(exc)
             raise
+        self._self_read_whole()
+        return body
 
     async def _self_iterating(self, pieces: AsyncIterator[Any]) -> AsyncIterator[Any]:
         try:
@@ -290,8 +366,16 @@ class AsyncBodyProxy(AsyncRawResponseProxy):
             raise
 
 
-def parsed_or_loose(result: Any) -> Any:
-    """A non-streamed `with_raw_response`'s parsed response, for the span's facts.
+def _model_chunks(stream: Any) -> bool:
+    """Whether a stream of the caller's type yields the SDK's model objects (the chunks
+    our accumulators read), not dicts or another type of its own."""
+    cast_to = getattr(stream, "_cast_to", None)  # by name: pydantic is the SDK's import
+    return isinstance(cast_to, type) and any(c.__name__ == "BaseModel" for c in cast_to.__mro__)
+
+
+def parsed_or_loose(result: Any) -> tuple[Any, BaseException | None]:
+    """A non-streamed `with_raw_response`'s parsed response, for the span's facts, and
+    the error that fails the call when `parse()` raises one after the reply.
 
     The body is already read and `parse()` caches what it returns, so the caller's own
     `parse()` later gets this very object. When the SDK's parse fails (a reply that does
@@ -300,12 +384,28 @@ def parsed_or_loose(result: Any) -> Any:
     the server reported is still read, from the JSON body, without validation.
     """
     try:
-        return result.parse()
-    except Exception:
+        return result.parse(), None
+    except Exception as exc:
+        cut_short = cut_short_completion(exc)
+        if cut_short is not None:
+            return cut_short, exc
         try:
-            return loose_body(result)
+            return loose_body(result), None
         except Exception:
-            return None
+            return None, None
+
+
+def cut_short_completion(exc: BaseException) -> Any:
+    """The completion of `parse()`'s `LengthFinishReasonError` or
+    `ContentFilterFinishReasonError` (None for any other error): the reply stopped
+    before its `response_format` was complete, and the call failed with it, as
+    `chat.completions.parse()` does without a raw response (`wrappers._error_facts`)."""
+    try:
+        if type(exc).__name__ in ("LengthFinishReasonError", "ContentFilterFinishReasonError"):
+            return getattr(exc, "completion", None)
+    except Exception as internal:  # a property of the exception's own may raise
+        internal_error("reading a failed parse's completion", internal)
+    return None
 
 
 def loose_body(response: Any) -> Any:
@@ -315,10 +415,14 @@ def loose_body(response: Any) -> Any:
 
 
 def _loose(value: Any) -> Any:
-    """JSON read by attribute, as the facts readers read the SDK's objects."""
+    """JSON read by attribute, as the facts readers read the SDK's objects. A list of
+    plain values (an embedding's floats, token ids) is kept as it is: a batch of large
+    vectors would otherwise cost tens of milliseconds, one call per number."""
     if isinstance(value, dict):
         return SimpleNamespace(**{str(k): _loose(v) for k, v in value.items()})
     if isinstance(value, list):
+        if not any(isinstance(v, (dict, list)) for v in value[:1]):
+            return value
         return [_loose(v) for v in value]
     return value
 

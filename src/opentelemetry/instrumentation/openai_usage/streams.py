@@ -310,6 +310,21 @@ def _read_elsewhere(exc: BaseException) -> bool:
     return isinstance(exc, RuntimeError) and "already running" in str(exc)  # an async one
 
 
+def read_twice(exc: BaseException) -> bool:
+    """An error the HTTP library (`StreamConsumed`, `StreamClosed`, `ResponseNotRead`:
+    its `StreamError`s) or the SDK (`StreamAlreadyConsumed`) raises before reading
+    anything, for a body read twice or the wrong way round: the caller's mistake, not a
+    failure of the call, whose span goes on to end when the response is closed."""
+    names = ("StreamError", "StreamAlreadyConsumed")
+    return any(cls.__name__ in names for cls in type(exc).__mro__)
+
+
+def _read_before(exc: BaseException, state: StreamState) -> bool:
+    """A raw response's stream whose body the caller had read already (`iter_lines()`,
+    then `parse()`): it fails before its first chunk, and the call did not."""
+    return state.count == 0 and read_twice(exc)
+
+
 def _has_first_facts(accumulator: Any) -> bool:
     return getattr(accumulator, "response_id", None) is not None
 
@@ -356,7 +371,7 @@ def _watch(chunks: Iterator[Any], state: StreamState, owner: object = None) -> I
     except BaseException as exc:
         # Thrown in at our `yield` (`throw()` into a relay), or another thread reading the
         # same stream: this iterator's end, as with the SDK's own, not the stream's.
-        if not yielding and not _read_elsewhere(exc):
+        if not yielding and not _read_elsewhere(exc) and not _read_before(exc, state):
             state.finish(OUTCOME_ERROR, exc)
         raise
     state.finish(OUTCOME_COMPLETED)
@@ -396,7 +411,7 @@ async def _awatch(
     except BaseException as exc:
         # Thrown in at our `yield` (`throw()` into a relay), or another thread reading the
         # same stream: this iterator's end, as with the SDK's own, not the stream's.
-        if not yielding and not _read_elsewhere(exc):
+        if not yielding and not _read_elsewhere(exc) and not _read_before(exc, state):
             state.finish(OUTCOME_ERROR, exc)
         raise
     state.finish(OUTCOME_COMPLETED)

@@ -296,7 +296,8 @@ def finish_result(runtime: Runtime, endpoint: Endpoint, call: Call, result: Any)
         invocation.end(None)  # not a stream after all (e.g. a raw response)
         return result
     if mode == "true" and hasattr(result, "parse"):
-        invocation.end(endpoint.facts(parsed_or_loose(result)))
+        parsed, error = parsed_or_loose(result)
+        invocation.end(endpoint.facts(parsed), error)
         return result
     invocation.end(endpoint.facts(result))
     return result
