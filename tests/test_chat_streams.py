@@ -8,6 +8,7 @@ import contextlib
 import gc
 import inspect
 import json
+import threading
 import time
 from typing import Any
 
@@ -415,6 +416,39 @@ def test_azure_prompt_filter_chunk_reaches_the_user_and_ids_come_from_content_ch
     assert attributes["gen_ai.usage.input_tokens"] == 21
 
 
+def _next_refused_while_a_thread_reads(stream: Any) -> tuple[str, list[Any]]:
+    """A thread reads two chunks with `for`; meanwhile `next()` here is refused (the SDK's
+    iterator is busy in that thread); then `next()` reads the rest."""
+    first = threading.Event()
+
+    def read_two() -> None:
+        for n, _ in enumerate(stream):
+            first.set()
+            if n == 1:
+                break
+
+    reader = threading.Thread(target=read_two)
+    reader.start()
+    first.wait(5)
+    time.sleep(0.1)  # the reader now waits for its second chunk, inside the SDK
+    with pytest.raises(ValueError) as refused:
+        next(stream)
+    reader.join()
+    return str(refused.value), [c.choices[0].delta.content for c in iter(stream.__next__, None)]
+
+
+def test_next_refused_while_another_thread_reads_leaves_the_stream_going(
+    instrument: Any, telemetry: Telemetry, client: openai.OpenAI
+) -> None:
+    headers = {"x-mock-chunks": "5", "x-mock-chunk-delay-ms": "300"}
+    plain = _next_refused_while_a_thread_reads(stream_call(client, extra_headers=headers))
+    instrument()
+    traced = _next_refused_while_a_thread_reads(stream_call(client, extra_headers=headers))
+    assert traced == plain
+    assert plain[1][-2:] == [" w5", None]  # read on to the end, without us as with us
+    assert (telemetry.span().attributes or {})["openai_usage.stream.outcome"] == "completed"
+
+
 # -- ended early ---------------------------------------------------------------------------
 
 
@@ -633,6 +667,47 @@ async def test_async_stream_left_by_break_and_dropped_ends_once_the_loop_closes_
     span = telemetry.span()
     assert (span.attributes or {})["openai_usage.stream.outcome"] == "abandoned"
     assert span.end_time is not None and span.end_time <= last_read_ns
+
+
+async def _anext_refused_while_a_task_reads(stream: Any) -> tuple[str, list[Any]]:
+    """As `_next_refused_while_a_thread_reads`, with tasks: an `async for` in one task, a
+    refused `__anext__` in this one, which then reads the rest."""
+    first = asyncio.Event()
+
+    async def read_two() -> None:
+        n = 0
+        async for _ in stream:
+            first.set()
+            n += 1
+            if n == 2:
+                break
+
+    reader = asyncio.ensure_future(read_two())
+    await first.wait()
+    await asyncio.sleep(0.1)  # the reader now waits for its second chunk, inside the SDK
+    with pytest.raises(RuntimeError) as refused:
+        await stream.__anext__()
+    await reader
+    rest = []
+    with contextlib.suppress(StopAsyncIteration):
+        while True:
+            rest.append((await stream.__anext__()).choices[0].delta.content)
+    return str(refused.value), rest
+
+
+async def test_anext_refused_while_another_task_reads_leaves_the_stream_going(
+    instrument: Any, telemetry: Telemetry, aclient: openai.AsyncOpenAI
+) -> None:
+    headers = {"x-mock-chunks": "5", "x-mock-chunk-delay-ms": "300"}
+    plain = await _anext_refused_while_a_task_reads(
+        await astream_call(aclient, extra_headers=headers)
+    )
+    instrument()
+    stream = await astream_call(aclient, extra_headers=headers)
+    traced = await _anext_refused_while_a_task_reads(stream)
+    assert traced == plain
+    assert plain[1][-2:] == [" w5", None]  # read on to the end, without us as with us
+    assert (telemetry.span().attributes or {})["openai_usage.stream.outcome"] == "completed"
 
 
 async def test_async_span_is_never_current_between_reads(

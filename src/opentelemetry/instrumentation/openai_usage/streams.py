@@ -447,7 +447,16 @@ class SyncStreamProxy(_ProxyBase):
         chunks = self._self_chunks
         if chunks is None:
             chunks = self._self_chunks = _watch(self._self_source, self._self_state)
-        return next(chunks)
+        try:
+            return next(chunks)
+        except ValueError as exc:
+            # Another thread was reading the SDK's iterator (a `for` over this stream): the
+            # SDK refused this read and its stream goes on, but our watcher ended with the
+            # refusal. Forget it, so the next `next()` reads on, as the SDK's own would.
+            # (A refusal of our watcher itself, busy in another thread, left it running.)
+            if getattr(chunks, "gi_frame", None) is None and _read_elsewhere(exc):
+                self._self_chunks = None
+            raise
 
     def __enter__(self) -> SyncStreamProxy:
         self.__wrapped__.__enter__()
@@ -487,7 +496,14 @@ class AsyncStreamProxy(_ProxyBase):
         chunks = self._self_chunks
         if chunks is None:
             chunks = self._self_chunks = _awatch(self._self_source, self._self_state)
-        return await chunks.__anext__()
+        try:
+            return await chunks.__anext__()
+        except RuntimeError as exc:
+            # Another task was reading (an `async for` over this stream): as in
+            # `SyncStreamProxy.__next__`, the stream goes on, our ended watcher is forgotten.
+            if getattr(chunks, "ag_frame", None) is None and _read_elsewhere(exc):
+                self._self_chunks = None
+            raise
 
     async def __aenter__(self) -> AsyncStreamProxy:
         await self.__wrapped__.__aenter__()
