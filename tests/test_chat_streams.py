@@ -20,6 +20,7 @@ from opentelemetry import trace
 from opentelemetry.instrumentation.openai_usage.localserver import LocalOpenAIServer
 
 from .conftest import (
+    HTTP,
     MESSAGES,
     Telemetry,
     collect,
@@ -588,6 +589,67 @@ def test_per_chunk_gaps_of_a_stream_that_breaks_carry_its_error_as_its_other_poi
     assert gaps.count == 7  # 8 chunks read before the error event
 
 
+class _SlowClose(HTTP.HTTPTransport):  # type: ignore[misc,name-defined,unused-ignore]
+    """Closing a response takes a while once its socket is shut (a TLS goodbye, a pool
+    lock): a reader in another thread sees its read fail before `close()` returns."""
+
+    def handle_request(self, request: Any) -> Any:
+        response = super().handle_request(request)
+        inner = response.stream
+
+        class Body(HTTP.SyncByteStream):  # type: ignore[misc,name-defined,unused-ignore]
+            def __iter__(self) -> Any:
+                return iter(inner)
+
+            def close(self) -> None:
+                inner.close()
+                time.sleep(0.3)
+
+        response.stream = Body()
+        return response
+
+
+@pytest.mark.parametrize("helper", [False, True], ids=["create", "stream_helper"])
+def test_a_stream_closed_while_another_thread_reads_it_ends_closed_not_in_error(
+    instrumented: Any, telemetry: Telemetry, server: LocalOpenAIServer, helper: bool
+) -> None:
+    client = openai.OpenAI(
+        base_url=server.base_url,
+        api_key="sk-test",
+        max_retries=0,
+        http_client=HTTP.Client(transport=_SlowClose()),
+    )
+    headers = {"x-mock-chunks": "50", "x-mock-chunk-delay-ms": "40"}
+    if helper:
+        make = getattr(client.chat.completions, "stream", None)
+        if make is None:
+            pytest.skip("this openai release has no chat.completions.stream()")
+        stream: Any = make(model="gpt-4o-mini", messages=MESSAGES, extra_headers=headers)
+        stream = stream.__enter__()
+    else:
+        stream = stream_call(client, extra_headers=headers)
+    failed: list[BaseException] = []
+
+    def read() -> None:
+        try:
+            for _ in stream:
+                pass
+        except Exception as exc:
+            failed.append(exc)
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    time.sleep(0.2)
+    stream.close()  # the reader's next read fails, before this returns
+    reader.join()
+    client.close()
+    assert failed  # the reader saw the close as the SDK reports it (its own error)
+    span = telemetry.span()
+    assert (span.attributes or {})["openai_usage.stream.outcome"] == "closed"
+    assert span.status.status_code is StatusCode.UNSET
+    assert "error.type" not in (span.attributes or {})
+
+
 # -- async ---------------------------------------------------------------------------------
 
 
@@ -708,6 +770,52 @@ async def test_anext_refused_while_another_task_reads_leaves_the_stream_going(
     assert traced == plain
     assert plain[1][-2:] == [" w5", None]  # read on to the end, without us as with us
     assert (telemetry.span().attributes or {})["openai_usage.stream.outcome"] == "completed"
+
+
+class _SlowAsyncClose(HTTP.AsyncHTTPTransport):  # type: ignore[misc,name-defined,unused-ignore]
+    """`_SlowClose` for async clients: the reading task runs while `close()` awaits."""
+
+    async def handle_async_request(self, request: Any) -> Any:
+        response = await super().handle_async_request(request)
+        inner = response.stream
+
+        class Body(HTTP.AsyncByteStream):  # type: ignore[misc,name-defined,unused-ignore]
+            def __aiter__(self) -> Any:
+                return inner.__aiter__()
+
+            async def aclose(self) -> None:
+                await inner.aclose()
+                await asyncio.sleep(0.3)
+
+        response.stream = Body()
+        return response
+
+
+async def test_an_async_stream_closed_while_another_task_reads_it_ends_closed_not_in_error(
+    instrumented: Any, telemetry: Telemetry, server: LocalOpenAIServer
+) -> None:
+    client = openai.AsyncOpenAI(
+        base_url=server.base_url,
+        api_key="sk-test",
+        max_retries=0,
+        http_client=HTTP.AsyncClient(transport=_SlowAsyncClose()),
+    )
+    headers = {"x-mock-chunks": "50", "x-mock-chunk-delay-ms": "40"}
+    stream = await astream_call(client, extra_headers=headers)
+
+    async def read() -> None:
+        async for _ in stream:
+            pass
+
+    reader = asyncio.ensure_future(read())
+    await asyncio.sleep(0.2)
+    await stream.close()  # the reading task's next read fails while this awaits
+    with pytest.raises(Exception):  # noqa: B017 - the SDK's own error for a closed stream
+        await reader
+    await client.close()
+    span = telemetry.span()
+    assert (span.attributes or {})["openai_usage.stream.outcome"] == "closed"
+    assert span.status.status_code is StatusCode.UNSET
 
 
 async def test_async_span_is_never_current_between_reads(
