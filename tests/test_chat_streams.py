@@ -441,12 +441,12 @@ def _next_refused_while_a_thread_reads(stream: Any) -> tuple[str, list[Any]]:
 def test_next_refused_while_another_thread_reads_leaves_the_stream_going(
     instrument: Any, telemetry: Telemetry, client: openai.OpenAI
 ) -> None:
-    headers = {"x-mock-chunks": "5", "x-mock-chunk-delay-ms": "300"}
+    headers = {"x-mock-chunks": "3", "x-mock-chunk-delay-ms": "600"}
     plain = _next_refused_while_a_thread_reads(stream_call(client, extra_headers=headers))
     instrument()
     traced = _next_refused_while_a_thread_reads(stream_call(client, extra_headers=headers))
     assert traced == plain
-    assert plain[1][-2:] == [" w5", None]  # read on to the end, without us as with us
+    assert plain[1][-2:] == [" w3", None]  # read on to the end, without us as with us
     assert (telemetry.span().attributes or {})["openai_usage.stream.outcome"] == "completed"
 
 
@@ -760,7 +760,7 @@ async def _anext_refused_while_a_task_reads(stream: Any) -> tuple[str, list[Any]
 async def test_anext_refused_while_another_task_reads_leaves_the_stream_going(
     instrument: Any, telemetry: Telemetry, aclient: openai.AsyncOpenAI
 ) -> None:
-    headers = {"x-mock-chunks": "5", "x-mock-chunk-delay-ms": "300"}
+    headers = {"x-mock-chunks": "3", "x-mock-chunk-delay-ms": "600"}
     plain = await _anext_refused_while_a_task_reads(
         await astream_call(aclient, extra_headers=headers)
     )
@@ -768,7 +768,7 @@ async def test_anext_refused_while_another_task_reads_leaves_the_stream_going(
     stream = await astream_call(aclient, extra_headers=headers)
     traced = await _anext_refused_while_a_task_reads(stream)
     assert traced == plain
-    assert plain[1][-2:] == [" w5", None]  # read on to the end, without us as with us
+    assert plain[1][-2:] == [" w3", None]  # read on to the end, without us as with us
     assert (telemetry.span().attributes or {})["openai_usage.stream.outcome"] == "completed"
 
 
