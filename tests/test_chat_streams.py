@@ -8,6 +8,7 @@ import contextlib
 import gc
 import inspect
 import json
+import threading
 import time
 from typing import Any
 
@@ -416,6 +417,39 @@ def test_azure_prompt_filter_chunk_reaches_the_user_and_ids_come_from_content_ch
     assert attributes["gen_ai.usage.input_tokens"] == 21
 
 
+def _next_refused_while_a_thread_reads(stream: Any) -> tuple[str, list[Any]]:
+    """A thread reads two chunks with `for`; meanwhile `next()` here is refused (the SDK's
+    iterator is busy in that thread); then `next()` reads the rest."""
+    first = threading.Event()
+
+    def read_two() -> None:
+        for n, _ in enumerate(stream):
+            first.set()
+            if n == 1:
+                break
+
+    reader = threading.Thread(target=read_two)
+    reader.start()
+    first.wait(5)
+    time.sleep(0.1)  # the reader now waits for its second chunk, inside the SDK
+    with pytest.raises(ValueError) as refused:
+        next(stream)
+    reader.join()
+    return str(refused.value), [c.choices[0].delta.content for c in iter(stream.__next__, None)]
+
+
+def test_next_refused_while_another_thread_reads_leaves_the_stream_going(
+    instrument: Any, telemetry: Telemetry, client: openai.OpenAI
+) -> None:
+    headers = {"x-mock-chunks": "3", "x-mock-chunk-delay-ms": "600"}
+    plain = _next_refused_while_a_thread_reads(stream_call(client, extra_headers=headers))
+    instrument()
+    traced = _next_refused_while_a_thread_reads(stream_call(client, extra_headers=headers))
+    assert traced == plain
+    assert plain[1][-2:] == [" w3", None]  # read on to the end, without us as with us
+    assert (telemetry.span().attributes or {})["openai_usage.stream.outcome"] == "completed"
+
+
 # -- ended early ---------------------------------------------------------------------------
 
 
@@ -555,6 +589,72 @@ def test_per_chunk_gaps_of_a_stream_that_breaks_carry_its_error_as_its_other_poi
     assert gaps.count == 7  # 8 chunks read before the error event
 
 
+class _SlowClose(HTTP.HTTPTransport):  # type: ignore[misc,name-defined,unused-ignore]
+    """Closing a response takes a while once its socket is shut (a TLS goodbye, a pool
+    lock): a reader in another thread sees its read fail before `close()` returns."""
+
+    def handle_request(self, request: Any) -> Any:
+        response = super().handle_request(request)
+        inner = response.stream
+
+        class Body(HTTP.SyncByteStream):  # type: ignore[misc,name-defined,unused-ignore]
+            def __iter__(self) -> Any:
+                return iter(inner)
+
+            def close(self) -> None:
+                inner.close()
+                time.sleep(0.3)
+
+        response.stream = Body()
+        return response
+
+
+@pytest.mark.parametrize("how", ["create", "stream_helper", "streaming_response"])
+def test_a_stream_closed_while_another_thread_reads_it_ends_closed_not_in_error(
+    instrumented: Any, telemetry: Telemetry, server: LocalOpenAIServer, how: str
+) -> None:
+    client = openai.OpenAI(
+        base_url=server.base_url,
+        api_key="sk-test",
+        max_retries=0,
+        http_client=HTTP.Client(transport=_SlowClose()),
+    )
+    headers = {"x-mock-chunks": "50", "x-mock-chunk-delay-ms": "40"}
+    if how == "stream_helper":
+        make = getattr(client.chat.completions, "stream", None)
+        if make is None:
+            pytest.skip("this openai release has no chat.completions.stream()")
+        stream: Any = make(model="gpt-4o-mini", messages=MESSAGES, extra_headers=headers)
+        stream = stream.__enter__()
+    elif how == "streaming_response":  # the caller reads the raw body itself
+        stream = client.chat.completions.with_streaming_response.create(
+            model="gpt-4o-mini", messages=MESSAGES, stream=True, extra_headers=headers
+        ).__enter__()
+    else:
+        stream = stream_call(client, extra_headers=headers)
+    failed: list[BaseException] = []
+
+    def read() -> None:
+        try:
+            for _ in stream.iter_lines() if how == "streaming_response" else stream:
+                pass
+        except Exception as exc:
+            failed.append(exc)
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    time.sleep(0.2)
+    stream.close()  # the reader's next read fails, before this returns
+    reader.join()
+    client.close()
+    assert failed  # the reader saw the close as the SDK reports it (its own error)
+    span = telemetry.span()
+    if how != "streaming_response":  # (a raw body is no stream of ours: no outcome)
+        assert (span.attributes or {})["openai_usage.stream.outcome"] == "closed"
+    assert span.status.status_code is StatusCode.UNSET
+    assert "error.type" not in (span.attributes or {})
+
+
 # -- async ---------------------------------------------------------------------------------
 
 
@@ -634,6 +734,93 @@ async def test_async_stream_left_by_break_and_dropped_ends_once_the_loop_closes_
     span = telemetry.span()
     assert (span.attributes or {})["openai_usage.stream.outcome"] == "abandoned"
     assert span.end_time is not None and span.end_time <= last_read_ns
+
+
+async def _anext_refused_while_a_task_reads(stream: Any) -> tuple[str, list[Any]]:
+    """As `_next_refused_while_a_thread_reads`, with tasks: an `async for` in one task, a
+    refused `__anext__` in this one, which then reads the rest."""
+    first = asyncio.Event()
+
+    async def read_two() -> None:
+        n = 0
+        async for _ in stream:
+            first.set()
+            n += 1
+            if n == 2:
+                break
+
+    reader = asyncio.ensure_future(read_two())
+    await first.wait()
+    await asyncio.sleep(0.1)  # the reader now waits for its second chunk, inside the SDK
+    with pytest.raises(RuntimeError) as refused:
+        await stream.__anext__()
+    await reader
+    rest = []
+    with contextlib.suppress(StopAsyncIteration):
+        while True:
+            rest.append((await stream.__anext__()).choices[0].delta.content)
+    return str(refused.value), rest
+
+
+async def test_anext_refused_while_another_task_reads_leaves_the_stream_going(
+    instrument: Any, telemetry: Telemetry, aclient: openai.AsyncOpenAI
+) -> None:
+    headers = {"x-mock-chunks": "3", "x-mock-chunk-delay-ms": "600"}
+    plain = await _anext_refused_while_a_task_reads(
+        await astream_call(aclient, extra_headers=headers)
+    )
+    instrument()
+    stream = await astream_call(aclient, extra_headers=headers)
+    traced = await _anext_refused_while_a_task_reads(stream)
+    assert traced == plain
+    assert plain[1][-2:] == [" w3", None]  # read on to the end, without us as with us
+    assert (telemetry.span().attributes or {})["openai_usage.stream.outcome"] == "completed"
+
+
+class _SlowAsyncClose(HTTP.AsyncHTTPTransport):  # type: ignore[misc,name-defined,unused-ignore]
+    """`_SlowClose` for async clients: the reading task runs while `close()` awaits."""
+
+    async def handle_async_request(self, request: Any) -> Any:
+        response = await super().handle_async_request(request)
+        inner = response.stream
+
+        class Body(HTTP.AsyncByteStream):  # type: ignore[misc,name-defined,unused-ignore]
+            def __aiter__(self) -> Any:
+                return inner.__aiter__()
+
+            async def aclose(self) -> None:
+                await inner.aclose()
+                await asyncio.sleep(0.3)
+
+        response.stream = Body()
+        return response
+
+
+async def test_an_async_stream_closed_while_another_task_reads_it_ends_closed_not_in_error(
+    instrumented: Any, telemetry: Telemetry, server: LocalOpenAIServer
+) -> None:
+    client = openai.AsyncOpenAI(
+        base_url=server.base_url,
+        api_key="sk-test",
+        max_retries=0,
+        http_client=HTTP.AsyncClient(transport=_SlowAsyncClose()),
+    )
+    headers = {"x-mock-chunks": "50", "x-mock-chunk-delay-ms": "40"}
+    stream = await astream_call(client, extra_headers=headers)
+
+    async def read() -> None:
+        async for _ in stream:
+            pass
+
+    reader = asyncio.ensure_future(read())
+    await asyncio.sleep(0.2)
+    await stream.close()  # the reading task's next read fails while this awaits
+    with pytest.raises(Exception):  # noqa: B017 - the SDK's own error for a closed stream
+        await reader
+    await client.close()
+    span = telemetry.span()
+    assert (span.attributes or {})["openai_usage.stream.outcome"] == "closed"
+    assert span.status.status_code is StatusCode.UNSET
 
 
 async def test_async_span_is_never_current_between_reads(

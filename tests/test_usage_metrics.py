@@ -246,3 +246,33 @@ def test_split_by_modality(
     expected: list[tuple[str, int]],
 ) -> None:
     assert modalities.split(total, reported, rest) == expected
+
+
+def duration_exemplar_span_ids(telemetry: Telemetry) -> set[int]:
+    return {
+        exemplar.span_id
+        for point in telemetry.points("gen_ai.client.operation.duration")
+        for exemplar in point.exemplars
+    }
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_a_calls_histogram_exemplar_links_to_its_own_span_not_the_callers(
+    instrumented: Any, telemetry: Telemetry, server: LocalOpenAIServer, stream: bool
+) -> None:
+    # A stream made in one trace (a request's) and read in another (a worker's): the
+    # duration's exemplar is the call's span, as is a non-streamed call's, not the span
+    # current where the call ended.
+    tracer = telemetry.tracer_provider.get_tracer("app")
+    client = make_client(server, "async")
+    with tracer.start_as_current_span("request"):
+        result = await client.chat.completions.create(
+            model="gpt-4o-mini", messages=MESSAGES, stream=stream
+        )
+    with tracer.start_as_current_span("worker"):
+        if stream:
+            [c async for c in result]
+    await client.close()
+    (call,) = (s for s in telemetry.spans() if s.name.startswith("chat"))
+    assert call.context is not None
+    assert duration_exemplar_span_ids(telemetry) == {call.context.span_id}

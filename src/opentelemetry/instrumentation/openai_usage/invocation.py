@@ -14,7 +14,9 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
-from opentelemetry.trace import Span
+from opentelemetry.trace import Span, set_span_in_context
+
+from opentelemetry import context as otel_context
 
 from . import content
 from . import telemetry as t
@@ -216,6 +218,7 @@ class Invocation:
         chunk_gaps: Sequence[float],
         extra_attributes: dict[str, Any] | None,
     ) -> None:
+        token = self._measured_in_span()
         try:
             metric_attributes = self.final_metric_attributes(facts, error)
             self._record(facts, error, end_perf, extra_attributes, metric_attributes)
@@ -226,11 +229,28 @@ class Invocation:
         except Exception as exc:  # our bug: keep the user's call and the span alive
             internal_error("recording the end of a call", exc)
         finally:
+            if token is not None:
+                try:
+                    otel_context.detach(token)  # type: ignore[arg-type]
+                except Exception as exc:
+                    internal_error("deactivating a span", exc)
             try:
                 end_ns = self.start_ns + max(0, int((end_perf - self.start_perf) * 1e9))
                 self.span.end(end_time=end_ns)
             except Exception as exc:
                 internal_error("ending a span", exc)
+
+    def _measured_in_span(self) -> object | None:
+        """Make the call's span current while its measurements are made, whoever ends it:
+        the metrics SDK takes a histogram's exemplar from the current span, which is
+        otherwise the caller's (a non-streamed call ends after its span stopped being
+        current), that of whatever reads a stream to its end (a task in another trace,
+        even), or none. The token to detach, or None (then the measurements go on)."""
+        try:
+            return otel_context.attach(set_span_in_context(self.span))
+        except Exception as exc:
+            internal_error("activating a span", exc)
+            return None
 
     def _uncaptured_texts(self) -> list[str]:
         """The request's content, to scrub from error texts, unless the user captures it on

@@ -47,12 +47,15 @@ class RawState:
     response may then be dropped (`create(...).parse()`) while the stream is read.
     """
 
-    __slots__ = ("__weakref__", "handed_over", "invocation", "returned_perf", "stream")
+    __slots__ = ("__weakref__", "closing", "handed_over", "invocation", "returned_perf", "stream")
 
     def __init__(self, invocation: Invocation, stream: bool) -> None:
         self.invocation = invocation
         self.stream = stream
         self.handed_over = False
+        # Set as the caller closes it: a read failing meanwhile in another thread (or task)
+        # fails because of that close (see `StreamState.closing`).
+        self.closing = False
         self.returned_perf = time.perf_counter()  # the last thing we saw of it
 
     def open(self) -> bool:
@@ -173,6 +176,9 @@ class _RawProxyBase(wrapt.ObjectProxy):  # type: ignore[misc,type-arg,unused-ign
             internal_error("reading a raw response", internal)
 
     def _self_failed(self, exc: BaseException) -> None:
+        if self._self_raw.closing:  # closed by the caller meanwhile: that is why it failed
+            self._self_closed()
+            return
         try:
             if read_twice(exc):
                 return
@@ -237,8 +243,10 @@ class RawResponseProxy(_RawProxyBase):
         # without us, and a caller's duck-typed cleanup neither fails nor ends the span.
         close = self.__wrapped__.close
         closed = self._self_closed
+        raw = self._self_raw
 
         def close_and_end() -> Any:
+            raw.closing = True
             try:
                 return close()
             finally:
@@ -255,6 +263,7 @@ class AsyncRawResponseProxy(_RawProxyBase):
         return self._self_take(parsed, bool(args or kwargs))
 
     async def close(self) -> Any:
+        self._self_raw.closing = True
         try:
             return await self.__wrapped__.close()
         finally:

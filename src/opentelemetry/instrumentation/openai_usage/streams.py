@@ -94,6 +94,7 @@ class StreamState:
     __slots__ = (
         "__weakref__",
         "accumulator",
+        "closing",
         "count",
         "fast",
         "first_perf",
@@ -111,6 +112,9 @@ class StreamState:
         # Until a chunk arrives, the last "read" is the call that returned the stream.
         self.last_perf = time.perf_counter()
         self.count = 0
+        # Set as the caller closes the stream: a read that fails in another thread (or
+        # task) from then on fails because of that close, and the stream was closed.
+        self.closing = False
         per_chunk = invocation.settings.chunk_timing == "per_chunk"
         # `per_chunk`: each gap between chunks, recorded at the end with the attributes the
         # stream's other points get (its served tier and any error are known only then).
@@ -325,6 +329,16 @@ def _read_before(exc: BaseException, state: StreamState) -> bool:
     return state.count == 0 and read_twice(exc)
 
 
+def _read_failed(state: StreamState, exc: BaseException) -> None:
+    """A read raised: the call's error, unless the caller was closing the stream from
+    another thread meanwhile (the read failed for that: the stream was closed), which a
+    slow close lets the reader see before `close()` itself ends the span."""
+    if state.closing:
+        state.finish(OUTCOME_CLOSED)
+    else:
+        state.finish(OUTCOME_ERROR, exc)
+
+
 def _has_first_facts(accumulator: Any) -> bool:
     return getattr(accumulator, "response_id", None) is not None
 
@@ -372,7 +386,7 @@ def _watch(chunks: Iterator[Any], state: StreamState, owner: object = None) -> I
         # Thrown in at our `yield` (`throw()` into a relay), or another thread reading the
         # same stream: this iterator's end, as with the SDK's own, not the stream's.
         if not yielding and not _read_elsewhere(exc) and not _read_before(exc, state):
-            state.finish(OUTCOME_ERROR, exc)
+            _read_failed(state, exc)
         raise
     state.finish(OUTCOME_COMPLETED)
     del owner  # only now: freed unfinished, the proxy would end the span as abandoned
@@ -412,7 +426,7 @@ async def _awatch(
         # Thrown in at our `yield` (`throw()` into a relay), or another thread reading the
         # same stream: this iterator's end, as with the SDK's own, not the stream's.
         if not yielding and not _read_elsewhere(exc) and not _read_before(exc, state):
-            state.finish(OUTCOME_ERROR, exc)
+            _read_failed(state, exc)
         raise
     state.finish(OUTCOME_COMPLETED)
     del owner  # only now: freed unfinished, the proxy would end the span as abandoned
@@ -469,19 +483,30 @@ class SyncStreamProxy(_ProxyBase):
         chunks = self._self_chunks
         if chunks is None:
             chunks = self._self_chunks = _watch(self._self_source, self._self_state)
-        return next(chunks)
+        try:
+            return next(chunks)
+        except ValueError as exc:
+            # Another thread was reading the SDK's iterator (a `for` over this stream): the
+            # SDK refused this read and its stream goes on, but our watcher ended with the
+            # refusal. Forget it, so the next `next()` reads on, as the SDK's own would.
+            # (A refusal of our watcher itself, busy in another thread, left it running.)
+            if getattr(chunks, "gi_frame", None) is None and _read_elsewhere(exc):
+                self._self_chunks = None
+            raise
 
     def __enter__(self) -> SyncStreamProxy:
         self.__wrapped__.__enter__()
         return self
 
     def __exit__(self, *exc_info: Any) -> Any:
+        self._self_state.closing = True
         try:
             return self.__wrapped__.__exit__(*exc_info)
         finally:
             self._self_state.finish(OUTCOME_CLOSED)
 
     def close(self) -> None:
+        self._self_state.closing = True
         try:
             self.__wrapped__.close()
         finally:
@@ -509,19 +534,28 @@ class AsyncStreamProxy(_ProxyBase):
         chunks = self._self_chunks
         if chunks is None:
             chunks = self._self_chunks = _awatch(self._self_source, self._self_state)
-        return await chunks.__anext__()
+        try:
+            return await chunks.__anext__()
+        except RuntimeError as exc:
+            # Another task was reading (an `async for` over this stream): as in
+            # `SyncStreamProxy.__next__`, the stream goes on, our ended watcher is forgotten.
+            if getattr(chunks, "ag_frame", None) is None and _read_elsewhere(exc):
+                self._self_chunks = None
+            raise
 
     async def __aenter__(self) -> AsyncStreamProxy:
         await self.__wrapped__.__aenter__()
         return self
 
     async def __aexit__(self, *exc_info: Any) -> Any:
+        self._self_state.closing = True
         try:
             return await self.__wrapped__.__aexit__(*exc_info)
         finally:
             self._self_state.finish(OUTCOME_CLOSED)
 
     async def close(self) -> None:
+        self._self_state.closing = True
         try:
             await self.__wrapped__.close()
         finally:
@@ -535,6 +569,7 @@ class AsyncStreamProxy(_ProxyBase):
         state = self._self_state
 
         async def close() -> None:
+            state.closing = True
             try:
                 await aclose()
             finally:
@@ -557,12 +592,29 @@ def _raised_by_helper(helper: Any, exc: BaseException | None) -> bool:
     return False
 
 
+def _helpers_stream(helper: Any) -> _ProxyBase | None:
+    """The proxy of ours a stream helper reads, if it reads one."""
+    raw = getattr(helper, "_raw_stream", None)
+    return raw if isinstance(raw, _ProxyBase) else None
+
+
+def _closing_helpers_stream(helper: Any) -> None:
+    """Mark the helper's stream as being closed, before the helper closes it (see
+    `StreamState.closing`)."""
+    try:
+        raw = _helpers_stream(helper)
+        if raw is not None:
+            raw._self_state.closing = True
+    except Exception as exc:
+        internal_error("closing a stream helper", exc)
+
+
 def _close_helpers_stream(helper: Any, in_flight: BaseException | None) -> None:
     """End the span of the proxy a stream helper holds, if it holds one of ours: closed, or
     with the error the helper raised while reading, if that is why it is being closed."""
     try:
-        raw = getattr(helper, "_raw_stream", None)
-        if isinstance(raw, _ProxyBase):
+        raw = _helpers_stream(helper)
+        if raw is not None:
             if in_flight is not None and _raised_by_helper(helper, in_flight):
                 raw._self_state.finish(OUTCOME_ERROR, in_flight)
             else:
@@ -577,6 +629,7 @@ def helper_close_wrapper(
     """For `ChatCompletionStream.close` and the like: theirs first, then our span. An
     exception being handled (the helper's `with` left by it) may be the call's error."""
     in_flight = sys.exc_info()[1]
+    _closing_helpers_stream(instance)
     try:
         return wrapped(*args, **kwargs)
     finally:
@@ -589,6 +642,7 @@ def async_helper_close_wrapper(
     in_flight = sys.exc_info()[1]
 
     async def close() -> Any:
+        _closing_helpers_stream(instance)
         try:
             return await wrapped(*args, **kwargs)
         finally:
