@@ -243,22 +243,78 @@ def error_type(exc: BaseException) -> str:
     return type(exc).__qualname__
 
 
+def _without_inputs(exc: BaseException) -> str | None:
+    """A pydantic `ValidationError`'s text without the input values it quotes, or None
+    for any other exception.
+
+    `parse()` raises one when the reply does not fit `response_format` (and the SDK, with
+    strict response validation, chains one to its own error): its text quotes the reply,
+    which is content, as `input_value=...`. The locations, messages and types say what
+    went wrong without it. (pydantic 1's text quotes no input: its `errors()` takes no
+    arguments, and its text is kept.)
+    """
+    errors = getattr(exc, "errors", None)
+    if not type(exc).__module__.startswith("pydantic") or not callable(errors):
+        return None
+    try:
+        details = errors(include_url=False, include_input=False, include_context=False)
+        count, title = len(details), getattr(exc, "title", "")
+        lines = [f"{count} validation error{'' if count == 1 else 's'} for {title}"]
+        for detail in details:
+            lines.append(".".join(str(part) for part in detail.get("loc", ())))
+            lines.append(f"  {detail.get('msg')} [type={detail.get('type')}]")
+        return "\n".join(lines)
+    except Exception:
+        return None
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    """The exception and those the traceback prints with it (its cause or context)."""
+    chain: list[BaseException] = []
+    link: BaseException | None = exc
+    while link is not None and len(chain) < 16 and all(link is not seen for seen in chain):
+        chain.append(link)
+        link = link.__cause__ or (None if link.__suppress_context__ else link.__context__)
+    return chain
+
+
+def _error_text(
+    exc: BaseException, secrets: Iterable[str], texts: Sequence[str], hide_content: bool
+) -> tuple[str, str]:
+    """The exception's text and that text as we record it: scrubbed of secrets and,
+    unless content is captured, of what it quotes of the request or the reply."""
+    raw = str(exc)
+    text = (_without_inputs(exc) if hide_content else None) or raw
+    return raw, redact(text, secrets, texts)
+
+
 def record_error(
-    span: Span, exc: BaseException, secrets: Iterable[str], texts: Sequence[str] = ()
+    span: Span,
+    exc: BaseException,
+    secrets: Iterable[str],
+    texts: Sequence[str] = (),
+    hide_content: bool = True,
 ) -> None:
     """Status ERROR, `error.type`, and an `exception` event with scrubbed text.
 
     `texts`: the request's content, when it is not captured: what a server's error
     quotes of it is scrubbed too, or it would reach telemetry through the error.
+    `hide_content` (content is not captured on spans): a validation error's quote of the
+    reply is left out as well.
     """
     secrets = (*secrets, *sent_credentials(sent_request(exc)))
-    raw = str(exc)
-    message = redact(raw, secrets, texts)
+    raw, message = _error_text(exc, secrets, texts, hide_content)
     span.set_status(Status(StatusCode.ERROR, f"{error_type(exc)}: {message}"))
     span.set_attribute(t.ERROR_TYPE, error_type(exc))
     stack = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-    if texts and raw:  # the message again, scrubbed once: the rest is code and file names
+    # Each message in it again (the exception's, and those of its cause or context),
+    # scrubbed once: the rest is code and file names.
+    if raw and message != raw:
         stack = stack.replace(raw, message)
+    for link in _chain(exc)[1:]:
+        link_raw, link_message = _error_text(link, secrets, texts, hide_content)
+        if link_raw and link_message != link_raw:
+            stack = stack.replace(link_raw, link_message)
     span.add_event(
         "exception",
         {
