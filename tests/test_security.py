@@ -9,6 +9,7 @@ scanned for the key material sent.
 
 from __future__ import annotations
 
+import base64
 import gc
 import itertools
 import json
@@ -312,6 +313,29 @@ def test_gateway_credentials_in_query_parameters_and_key_headers_are_scrubbed(
     for value in secret.values():
         assert value not in text
     assert MARKER not in text
+    client.close()
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_credentials_in_the_base_urls_user_info_are_scrubbed_as_the_basic_token_sent(
+    instrumented: Any, telemetry: Telemetry, stream: bool
+) -> None:
+    # `https://user:password@gateway/v1`: the HTTP library sends them as `Authorization:
+    # Basic base64(user:password)` (in place of the key's bearer), which a gateway echoes.
+    password = "pw-SECRET-in-the-url-8642"
+    client = openai.OpenAI(
+        base_url=f"http://gateway-user:{password}@served.invalid/v1",
+        api_key=API_KEY,
+        max_retries=0,
+        http_client=HTTP.Client(transport=HTTP.MockTransport(echo_everything_handler)),
+    )
+    basic = base64.b64encode(f"gateway-user:{password}".encode()).decode()
+    with pytest.raises(openai.BadRequestError) as raised:
+        client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, stream=stream)
+    assert basic in str(raised.value)  # the caller's own exception is unchanged
+    text = telemetry.span().to_json()
+    assert "Refused" in text and "[REDACTED]" in text
+    assert basic not in text and password not in text and MARKER not in text
     client.close()
 
 

@@ -7,6 +7,7 @@ reach the user: it is logged once per place it happened and the call goes on.
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import re
@@ -216,6 +217,22 @@ def credentials_in(pairs: Any) -> list[str]:
     return values
 
 
+def url_credentials(url: Any) -> list[str]:
+    """The credentials in a URL's user info (`https://user:secret@gateway/v1`): the password,
+    and the `Basic` token the HTTP library sends for them in place of the key's bearer
+    (a gateway's 401 echoing the `Authorization` header it got shows that token)."""
+    try:
+        username, password = getattr(url, "username", ""), getattr(url, "password", "")
+        if not isinstance(username, str) or not isinstance(password, str):
+            return []
+        if not username and not password:
+            return []
+        token = base64.b64encode(f"{username}:{password}".encode()).decode("ascii")
+        return [value for value in (password, token, f"{username}:{password}") if value]
+    except Exception:  # an odd URL object: nothing found
+        return []
+
+
 def sent_request(holder: Any) -> Any:
     """The request the SDK really sent, as an error, a stream or a raw response holds it
     (`request`, `response.request`, `http_request`): None if it holds none."""
@@ -234,7 +251,9 @@ def sent_credentials(request: Any) -> list[str]:
     """The credentials of a request the SDK really sent: its headers and its URL's query
     parameters (among them a token an `azure_ad_token_provider` made for it alone)."""
     values = credentials_in(getattr(request, "headers", None))
-    values.extend(credentials_in(getattr(getattr(request, "url", None), "params", None)))
+    url = getattr(request, "url", None)
+    values.extend(credentials_in(getattr(url, "params", None)))
+    values.extend(url_credentials(url))
     return values
 
 
