@@ -519,3 +519,31 @@ def test_captured_stream_output_pairs_each_choice_with_its_own_finish_reason(
     ]
     assert got == expected
     client.close()
+
+
+def test_an_emoji_split_across_stream_chunks_is_captured_as_valid_utf8(
+    capture: Any, telemetry: Telemetry, logs: InMemoryLogRecordExporter
+) -> None:
+    # A chunk's JSON may escape a character beyond the BMP as two UTF-16 halves, each chunk
+    # holding one ("\ud83d", then "\ude00"), and a lone half may come too: joined as the
+    # SDK hands them over, they are no UTF-8, and an OTLP exporter drops such an attribute.
+    capture(capture_message_content="SPAN_AND_EVENT")
+    base = {"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "gpt-4o-mini"}
+    pieces = ["Hi ", "\ud83d", "\ude00", " and a lone half: ", "\udc00"]
+    chunks = [
+        {**base, "choices": [{"index": 0, "delta": {"content": text}, "finish_reason": None}]}
+        for text in pieces
+    ]
+    chunks.append({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
+    client = served_by(lambda request: sse_reply(chunks))
+    received = client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, stream=True)
+    assert "".join(c.choices[0].delta.content or "" for c in received) == "".join(pieces)
+    text = (telemetry.span().attributes or {})[OUTPUT]
+    text.encode("utf-8")  # what an exporter does; surrogates would raise here
+    expected = "Hi \U0001f600 and a lone half: \ufffd"
+    assert json.loads(text)[0]["parts"] == [{"type": "text", "content": expected}]
+    (record,) = logs.get_finished_logs()
+    readable = record if hasattr(record, "attributes") else record.log_record
+    event_output = (readable.attributes or {})[OUTPUT]
+    assert list(event_output[0]["parts"]) == [{"type": "text", "content": expected}]
+    client.close()
