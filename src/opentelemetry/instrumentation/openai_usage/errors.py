@@ -73,7 +73,21 @@ def redact(text: str, secrets: Iterable[str], texts: Sequence[str] = ()) -> str:
             text = text.replace(secret, "[REDACTED]")
     text = _SECRET_PATTERNS.sub("[REDACTED]", text)
     text = text if len(text) <= _MAX_TEXT else text[:_MAX_TEXT] + "..."
-    return without_content(text, texts) if texts else text
+    return _encodable(without_content(text, texts) if texts else text)
+
+
+# UTF-16 surrogates: what a JSON error body's escapes of half a character beyond the BMP
+# (`"\ud83d"`, a gateway cutting a quoted prompt mid-emoji) decode to.
+_SURROGATES = re.compile(r"[\ud800-\udfff]")
+
+
+def _encodable(text: str) -> str:
+    """`text` encodable in UTF-8, as exporters encode it (OTLP's protobuf strings must be
+    valid UTF-8: a span whose status cannot be encoded is not exported at all): halves
+    of a pair joined, a lone half as U+FFFD."""
+    if _SURROGATES.search(text) is None:
+        return text
+    return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
 
 
 # Content is found in an error text by anchors: windows of this many characters taken at
