@@ -6,7 +6,10 @@ expected content is what the caller itself sent and received.
 
 from __future__ import annotations
 
+import gc
 import json
+import re
+import types
 from typing import Any
 
 import pytest
@@ -22,7 +25,15 @@ from opentelemetry.instrumentation.openai_usage.localserver import (
     LocalOpenAIServer,
 )
 
-from .conftest import API_KEY, Telemetry, make_client, needs_responses, served_by, sse_reply
+from .conftest import (
+    API_KEY,
+    Telemetry,
+    make_client,
+    needs_responses,
+    sdk_has_responses,
+    served_by,
+    sse_reply,
+)
 
 INPUT = "gen_ai.input.messages"
 OUTPUT = "gen_ai.output.messages"
@@ -546,4 +557,57 @@ def test_an_emoji_split_across_stream_chunks_is_captured_as_valid_utf8(
     readable = record if hasattr(record, "attributes") else record.log_record
     event_output = (readable.attributes or {})[OUTPUT]
     assert list(event_output[0]["parts"]) == [{"type": "text", "content": expected}]
+    client.close()
+
+
+_NOT_WALKED = (type, int, float, bytes, types.ModuleType, types.FunctionType, types.FrameType)
+
+
+def _reachable_texts(root: Any, *skip: Any) -> list[str]:
+    """The strings reachable from `root` through our objects (not through `skip`, the SDK's
+    own stream and its iterator, nor any other object of the SDK's: the caller's to hold)."""
+    found, seen, todo = [], {id(item) for item in skip}, [root]
+    while todo:
+        item = todo.pop()
+        if id(item) in seen:
+            continue
+        seen.add(id(item))
+        module = vars(type(item)).get("__module__")  # (a proxy's `__module__` is the SDK's)
+        sdk = isinstance(module, str) and module.startswith(("openai", "httpx", "pydantic"))
+        if isinstance(item, str):
+            found.append(item)
+        elif (item is root or not sdk) and not isinstance(item, _NOT_WALKED):
+            todo.extend(gc.get_referents(item))
+    return found
+
+
+@pytest.mark.parametrize("how", ["read", "closed", "raw", "responses"])
+def test_a_finished_stream_the_caller_keeps_holds_no_output_text_of_ours(
+    instrumented: Any, telemetry: Telemetry, server: LocalOpenAIServer, how: str
+) -> None:
+    # Capture off: the text kept for an estimate is dropped when the call ends, not when
+    # the caller lets go of the stream (which may be much later, or never).
+    if how == "responses" and not sdk_has_responses():
+        pytest.skip("no Responses API in this SDK")
+    client = make_client(server, "openai")
+    reply = {"x-mock-chunks": "300"}  # "w1 w2 ... w300"
+    request: dict[str, Any] = {"model": "gpt-4o-mini", "stream": True, "extra_headers": reply}
+    if how == "responses":
+        stream = client.responses.create(input="Hi", **request)
+    elif how == "raw":
+        raw = client.chat.completions.with_raw_response.create(messages=MESSAGES, **request)
+        stream = raw.parse()
+    else:
+        stream = client.chat.completions.create(messages=MESSAGES, **request)
+    if how == "closed":
+        for _ in range(20):
+            next(stream)
+        stream.close()
+    else:
+        for _ in stream:
+            pass
+    assert telemetry.span().end_time is not None
+    sdk_stream = stream.__wrapped__
+    texts = _reachable_texts(stream, sdk_stream, getattr(sdk_stream, "_iterator", None))
+    assert not [text for text in texts if re.search(r"\bw1[0-9]\b", text)]  # words 10 to 19
     client.close()
