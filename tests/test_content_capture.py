@@ -611,3 +611,32 @@ def test_a_finished_stream_the_caller_keeps_holds_no_output_text_of_ours(
     texts = _reachable_texts(stream, sdk_stream, getattr(sdk_stream, "_iterator", None))
     assert not [text for text in texts if re.search(r"\bw1[0-9]\b", text)]  # words 10 to 19
     client.close()
+
+
+def test_an_image_urls_credentials_are_not_captured_only_where_it_points(
+    capture: Any, telemetry: Telemetry, logs: InMemoryLogRecordExporter, server: LocalOpenAIServer
+) -> None:
+    # A presigned (S3) or shared-access (Azure Blob) URL carries a credential that lets
+    # whoever holds the URL fetch the image: the trace gets where it points, not the key.
+    capture(capture_message_content="SPAN_AND_EVENT")
+    s3 = (
+        "https://bucket.s3.amazonaws.com/scan.png?X-Amz-Algorithm=AWS4-HMAC-SHA256"
+        "&X-Amz-Credential=AKIA-SECRET-1&X-Amz-Signature=SECRET2&X-Amz-Security-Token=SECRET3"
+    )
+    sas = "https://gateway:SECRET4@acct.blob.core.windows.net/c/id.png?sv=2024-05-04&sig=SECRET5"
+    images = [{"type": "image_url", "image_url": {"url": url}} for url in (s3, sas)]
+    client = make_client(server, "openai")
+    client.chat.completions.create(
+        model="gpt-4o-mini", messages=[{"role": "user", "content": images}]
+    )
+    uris = [part["uri"] for part in captured(telemetry)[INPUT][0]["parts"]]
+    assert uris == [
+        "https://bucket.s3.amazonaws.com/scan.png?X-Amz-Algorithm=AWS4-HMAC-SHA256"
+        "&X-Amz-Credential=[REDACTED]&X-Amz-Signature=[REDACTED]&X-Amz-Security-Token=[REDACTED]",
+        "https://[REDACTED]@acct.blob.core.windows.net/c/id.png?sv=2024-05-04&sig=[REDACTED]",
+    ]
+    assert "SECRET" not in telemetry.span().to_json()
+    (record,) = logs.get_finished_logs()
+    readable = record if hasattr(record, "to_json") else record.log_record
+    assert "SECRET" not in readable.to_json()
+    client.close()

@@ -17,7 +17,9 @@ import json
 import re
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import unquote_plus, urlsplit, urlunsplit
 
+from .errors import is_credential
 from .tally import ChoiceText, CompletionTally, Pieces, get
 
 Part = dict[str, Any]
@@ -48,7 +50,39 @@ def _data_url(url: str, modality: str) -> Part:
             "mime_type": header.split(";", 1)[0] or None,
             "content": data,
         }
-    return {"type": "uri", "modality": modality, "uri": url}
+    return {"type": "uri", "modality": modality, "uri": without_credentials(url)}
+
+
+_REDACTED = "[REDACTED]"
+
+
+def _without_credential(pair: str) -> str:
+    name, equals, value = pair.partition("=")
+    if equals and value and is_credential(unquote_plus(name)):
+        return f"{name}={_REDACTED}"
+    return pair
+
+
+def without_credentials(url: str) -> str:
+    """The URL of an image or file as captured: the content is where it points, not the
+    credentials it may carry, which would let whoever reads the trace fetch it. A
+    presigned or shared-access URL's signature and token (`sig`, `X-Amz-Signature`,
+    `X-Amz-Security-Token`, `X-Goog-Credential`...), any other query or fragment
+    parameter named as a credential, and the user info are `[REDACTED]`."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # not a URL we can read: its text is all there is to keep
+        return url
+    netloc = parts.netloc
+    if "@" in netloc:
+        netloc = f"{_REDACTED}@{netloc.rpartition('@')[2]}"
+    query, fragment = (
+        "&".join(_without_credential(pair) for pair in text.split("&"))
+        for text in (parts.query, parts.fragment)
+    )
+    if (netloc, query, fragment) == (parts.netloc, parts.query, parts.fragment):
+        return url
+    return urlunsplit(parts._replace(netloc=netloc, query=query, fragment=fragment))
 
 
 # ----------------------------------------------------------------- chat input

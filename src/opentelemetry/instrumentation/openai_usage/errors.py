@@ -203,7 +203,8 @@ _CREDENTIAL_PARTS = (
 )  # fmt: skip
 
 
-def _is_credential(name: Any) -> bool:
+def is_credential(name: Any) -> bool:
+    """Does a header's or query parameter's name say its value is a credential?"""
     lowered = str(name).lower()
     return lowered in _CREDENTIAL_NAMES or any(part in lowered for part in _CREDENTIAL_PARTS)
 
@@ -218,7 +219,7 @@ def credentials_in(pairs: Any) -> list[str]:
         return values
     try:
         for name, value in items:
-            if isinstance(value, str) and _is_credential(name):
+            if isinstance(value, str) and is_credential(name):
                 values.append(value)
                 scheme, _, token = value.partition(" ")
                 if token and scheme.lower() == "bearer":
