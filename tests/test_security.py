@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import gc
+import inspect
 import itertools
 import json
 import logging
@@ -397,6 +398,38 @@ async def test_prompt_quoted_by_a_servers_error_is_scrubbed_unless_content_is_ca
         else:
             client.close()
     assert "4111 1111" not in log_text(caplog)
+
+
+@pytest.mark.skipif(
+    "prediction" not in inspect.signature(openai.resources.chat.Completions.create).parameters,
+    reason="`prediction` arrived in openai 1.55",
+)
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_predicted_output_quoted_by_a_servers_error_is_scrubbed(
+    instrumented: Any, telemetry: Telemetry, stream: bool
+) -> None:
+    # `prediction` holds content (the file being edited): a compatible server's validation
+    # error quoting it (pydantic's `input_value=...`) must not put it on the span.
+    def handler(request: Any) -> Any:
+        prediction = json.loads(request.content)["prediction"]
+        message = f"prediction: Input should be a valid dictionary [input_value={prediction!r}]"
+        return HTTP.Response(400, json={"error": {"message": message, "type": "invalid"}})
+
+    code = "def charge(card='4111 1111 1111 1111'):\n    return gateway.charge(card)"
+    client = served_by(handler)
+    for content in (code, [{"type": "text", "text": code}]):
+        with pytest.raises(openai.BadRequestError) as raised:
+            client.chat.completions.create(
+                model="gpt-4o-mini",
+                messages=MESSAGES,
+                stream=stream,
+                prediction={"type": "content", "content": content},
+            )
+        assert "4111 1111" in str(raised.value)  # the caller's exception is unchanged
+    for span in telemetry.spans():
+        assert "input_value=" in (span.status.description or "")  # the server's words
+        assert "4111 1111" not in span.to_json() and "gateway.charge" not in span.to_json()
+    client.close()
 
 
 def test_error_scrubbing_takes_content_only_never_the_shape_of_the_request() -> None:

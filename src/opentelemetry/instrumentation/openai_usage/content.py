@@ -314,8 +314,11 @@ def completion_input(request: Mapping[str, Any]) -> list[Message]:
 
 # Request parameters that hold content, and, within them, the keys whose values are
 # content, and those whose values are the shape (a message's `role`, a part's or a JSON
-# schema's `type`, names and ids): never content, even inside content.
-_CONTENT_PARAMETERS = ("messages", "input", "prompt", "instructions", "tools", "functions")
+# schema's `type`, names and ids): never content, even inside content. (`prediction`:
+# a chat call's predicted output, the text of the file being edited, say.)
+_CONTENT_PARAMETERS = (
+    "messages", "input", "prompt", "instructions", "tools", "functions", "prediction",
+)  # fmt: skip
 _TEXT_KEYS = frozenset(
     {"content", "text", "arguments", "input", "output", "refusal", "description"}
 )
