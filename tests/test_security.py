@@ -340,6 +340,36 @@ def test_credentials_in_the_base_urls_user_info_are_scrubbed_as_the_basic_token_
     client.close()
 
 
+@pytest.mark.skipif(not hasattr(openai.OpenAI, "responses"), reason="no Responses API")
+@pytest.mark.parametrize("stream", [False, True])
+def test_credentials_given_to_an_mcp_tool_are_scrubbed_from_an_error_quoting_the_tool(
+    instrumented: Any, telemetry: Telemetry, stream: bool
+) -> None:
+    # A Responses MCP tool carries its server's credentials in the request body (an OAuth
+    # `authorization`, `headers`, a key in `server_url`); an error about the tool quotes it.
+    def handler(request: Any) -> Any:
+        tool = json.loads(request.content)["tools"][0]
+        message = f"Error retrieving tool list from MCP server: {tool}"
+        return HTTP.Response(424, json={"error": {"message": message, "type": "mcp"}})
+
+    tool = {
+        "type": "mcp",
+        "server_label": "crm",
+        "server_url": "https://mcp.example.com/sse?apikey=url-SECRET-5566",
+        "authorization": "oauth-SECRET-token-1122",
+        "headers": {"X-Team-Pass": "team-SECRET-3344"},
+        "require_approval": "never",
+    }
+    client = served_by(handler)
+    with pytest.raises(openai.APIStatusError) as raised:
+        client.responses.create(model="gpt-4o-mini", input=PROMPT, tools=[tool], stream=stream)
+    assert "oauth-SECRET-token-1122" in str(raised.value)  # the caller's exception, unchanged
+    text = telemetry.span().to_json()
+    assert "server_label" in text and "[REDACTED]" in text
+    assert MARKER not in text
+    client.close()
+
+
 # -- content a server's error quotes ------------------------------------------------------------
 
 # Quoted by the server through repr(): the line breaks and the quote come back escaped.

@@ -13,8 +13,9 @@ import logging
 import re
 import threading
 import traceback
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
+from urllib.parse import parse_qsl, urlsplit
 
 from opentelemetry.trace import Span, Status, StatusCode
 
@@ -246,6 +247,31 @@ def url_credentials(url: Any) -> list[str]:
         return [value for value in (password, token, f"{username}:{password}") if value]
     except Exception:  # an odd URL object: nothing found
         return []
+
+
+def tool_credentials(tools: Any) -> list[str]:
+    """The credentials a request gives the remote tools it names: a Responses MCP tool's
+    OAuth `authorization`, every header it has sent to its server (they exist to
+    authenticate), and those of its `server_url`. A server's error about the tool (its
+    server refused, a bad field) may quote the tool whole."""
+    values: list[str] = []
+    for tool in tools if isinstance(tools, (list, tuple)) else ():
+        if not isinstance(tool, Mapping):
+            continue
+        values.extend(credentials_in(tool))
+        headers = tool.get("headers")
+        if isinstance(headers, Mapping):
+            values.extend(value for value in headers.values() if isinstance(value, str))
+            values.extend(credentials_in(headers))  # a bearer's token alone, too
+        url = tool.get("server_url")
+        if isinstance(url, str):
+            try:
+                parts = urlsplit(url)
+                values.extend(credentials_in(dict(parse_qsl(parts.query))))
+                values.extend(value for value in (parts.password, parts.username) if value)
+            except ValueError:  # not a URL: nothing in it to find
+                pass
+    return values
 
 
 def sent_request(holder: Any) -> Any:
