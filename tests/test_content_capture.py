@@ -12,6 +12,7 @@ import re
 import types
 from typing import Any
 
+import openai
 import pytest
 from opentelemetry.sdk._logs import LoggerProvider
 from opentelemetry.sdk._logs.export import InMemoryLogRecordExporter
@@ -639,4 +640,32 @@ def test_an_image_urls_credentials_are_not_captured_only_where_it_points(
     (record,) = logs.get_finished_logs()
     readable = record if hasattr(record, "to_json") else record.log_record
     assert "SECRET" not in readable.to_json()
+    client.close()
+
+
+@pytest.mark.skipif(
+    not hasattr(openai, "omit"), reason="older SDKs fail to send a NOT_GIVEN inside a message"
+)
+def test_fields_given_as_not_given_or_omit_are_left_out_as_the_sdk_leaves_them_out(
+    capture: Any, telemetry: Telemetry, server: LocalOpenAIServer
+) -> None:
+    # The SDK sends no field whose value is `NOT_GIVEN` or `omit`: the captured request
+    # has none either, rather than "NOT_GIVEN" or an object's repr().
+    sentinels = [openai.NOT_GIVEN, openai.omit]
+    capture(capture_message_content="SPAN_ONLY")
+    client = make_client(server, "openai")
+    for sentinel in sentinels:
+        telemetry.exporter.clear()
+        function = {"name": "get_weather", "description": sentinel, "parameters": sentinel}
+        client.chat.completions.create(
+            model="gpt-4o-mini",
+            messages=[*MESSAGES, {"role": "tool", "tool_call_id": "c1", "content": sentinel}],
+            tools=[{"type": "function", "function": function}],
+        )
+        content = captured(telemetry)
+        assert content[TOOL_DEFINITIONS] == [{"type": "function", "name": "get_weather"}]
+        tool = {"type": "tool_call_response", "id": "c1", "response": None}
+        assert content[INPUT][-1] == {"role": "tool", "parts": [tool]}
+        for value in (telemetry.span().attributes or {}).values():
+            assert "NOT_GIVEN" not in str(value) and "Omit" not in str(value)
     client.close()

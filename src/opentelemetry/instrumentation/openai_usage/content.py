@@ -30,6 +30,13 @@ def _text(value: Any) -> str | None:
     return value if isinstance(value, str) else None
 
 
+def _given(value: Any) -> Any:
+    """The value, or None for the SDK's `NOT_GIVEN` / `omit`: a field the SDK leaves out of
+    the request, which the captured request must leave out too (not "NOT_GIVEN", nor an
+    `<openai.Omit object at 0x...>`)."""
+    return None if type(value).__name__ in ("NotGiven", "Omit") else value
+
+
 def _arguments(raw: Any) -> Any:
     """Tool arguments as the object they encode, or the raw text when not JSON."""
     if isinstance(raw, str):
@@ -122,9 +129,9 @@ def _content_parts(content: Any) -> list[Part]:
 
 def _tool_call_part(call: Any) -> Part:
     function = get(call, "function") or get(call, "custom")
-    arguments = get(function, "arguments")
+    arguments = _given(get(function, "arguments"))
     if arguments is None:
-        arguments = get(function, "input")
+        arguments = _given(get(function, "input"))
     return {
         "type": "tool_call",
         "id": _text(get(call, "id")),
@@ -136,7 +143,7 @@ def _tool_call_part(call: Any) -> Part:
 def _chat_message(message: Any) -> Message:
     role = _text(get(message, "role")) or "user"
     if role in ("tool", "function"):
-        response = get(message, "content")
+        response = _given(get(message, "content"))
         if isinstance(response, (list, tuple)):
             response = "".join(_text(get(p, "text")) or "" for p in response)
         part = {"type": "tool_call_response", "id": _text(get(message, "tool_call_id"))}
@@ -172,7 +179,7 @@ def tool_definitions(request: Mapping[str, Any]) -> list[dict[str, Any]]:
         function = get(tool, "function") if get(tool, "function") is not None else tool
         definition: dict[str, Any] = {"type": kind, "name": _text(get(function, "name")) or kind}
         for key in ("description", "parameters"):
-            value = get(function, key)
+            value = _given(get(function, key))
             if value is not None:
                 definition[key] = value
         definitions.append(definition)
@@ -251,7 +258,7 @@ def _response_item(item: Any) -> Message:
         return {"role": "assistant", "parts": [_tool_call_part(call)]}
     if kind == "function_call_output":
         part = {"type": "tool_call_response", "id": _text(get(item, "call_id"))}
-        return {"role": "tool", "parts": [{**part, "response": get(item, "output")}]}
+        return {"role": "tool", "parts": [{**part, "response": _given(get(item, "output"))}]}
     if kind == "reasoning":
         summary = "".join(_text(get(s, "text")) or "" for s in _sequence(get(item, "summary")))
         return {"role": "assistant", "parts": [{"type": "reasoning", "content": summary}]}
