@@ -370,6 +370,31 @@ def test_credentials_given_to_an_mcp_tool_are_scrubbed_from_an_error_quoting_the
     client.close()
 
 
+@pytest.mark.parametrize("organization", [None, "org-AbCdEfGhIjKlMnOpQrStUvWx", "acme-team"])
+def test_organization_and_project_ids_a_servers_error_names_are_scrubbed(
+    instrumented: Any, telemetry: Telemetry, organization: str | None
+) -> None:
+    # The service's errors name the organization ("Rate limit reached for gpt-4o in
+    # organization org-..."): the client's, or the key's own when the client set none.
+    def handler(request: Any) -> Any:
+        org = request.headers.get("openai-organization") or "org-TheKeysOwnOrganization1"
+        project = request.headers.get("openai-project")
+        message = f"Rate limit reached in organization {org} (project {project}) on tokens."
+        body = {"error": {"message": message, "type": "tokens", "code": "rate_limit_exceeded"}}
+        return HTTP.Response(429, json=body)
+
+    project = "proj_ZyXwVuTsRqPoNmLkJiHgFeDc"
+    client = served_by(handler, organization=organization, project=project)
+    with pytest.raises(openai.RateLimitError) as raised:
+        client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+    assert project in str(raised.value)  # the caller's own exception is unchanged
+    text = telemetry.span().to_json()
+    assert "Rate limit reached in organization [REDACTED] (project [REDACTED])" in text
+    for secret in (organization or "org-TheKeysOwnOrganization1", project):
+        assert secret not in text
+    client.close()
+
+
 # -- content a server's error quotes ------------------------------------------------------------
 
 # Quoted by the server through repr(): the line breaks and the quote come back escaped.

@@ -38,9 +38,12 @@ _logged_lock = threading.Lock()
 _ECHOED_CREDENTIALS = (
     r"[Bb]earer\s+([A-Za-z0-9._\-~+/=*]+)|api-key['\"]?\s*[:=]\s*['\"]?([^\s'\",}]+)"
 )
+# OpenAI organization and project ids, which the service's errors name ("Rate limit
+# reached for gpt-4o in organization org-..."): the key's own when the client set none.
 _SECRET_PATTERNS = re.compile(
     rf"sk-[A-Za-z0-9_\-*]{{3,}}|{_ECHOED_CREDENTIALS}"
     r"|eyJ[A-Za-z0-9_\-]+\.eyJ[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]*"
+    r"|\borg-[A-Za-z0-9]{16,}|\bproj_[A-Za-z0-9]{16,}"
 )
 _ECHOED = re.compile(_ECHOED_CREDENTIALS)
 _MAX_TEXT = 4096
