@@ -395,6 +395,29 @@ def test_organization_and_project_ids_a_servers_error_names_are_scrubbed(
     client.close()
 
 
+@pytest.mark.parametrize("kind", ["openai", "azure"])
+def test_a_key_read_with_its_line_break_is_scrubbed_from_the_http_librarys_refusal(
+    instrumented: Any, telemetry: Telemetry, server: LocalOpenAIServer, kind: str
+) -> None:
+    # A key read from a file keeps its "\n": the HTTP library refuses the header, quoting
+    # its value, key and all, in the error the SDK's `APIConnectionError` is raised from.
+    key = "0123456789abcdef-SECRET-0123456789\n"  # no key shape: only knowing it scrubs it
+    if kind == "azure":
+        client: Any = openai.AzureOpenAI(
+            azure_endpoint=server.azure_endpoint,
+            api_key=key,
+            api_version="2024-10-21",
+            max_retries=0,
+        )
+    else:
+        client = openai.OpenAI(base_url=server.base_url, api_key=key, max_retries=0)
+    with pytest.raises(openai.APIConnectionError) as raised:
+        client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+    assert key.strip() in repr(raised.value.__cause__)  # the caller's own, unchanged
+    assert MARKER not in telemetry.span().to_json()
+    client.close()
+
+
 # -- content a server's error quotes ------------------------------------------------------------
 
 # Quoted by the server through repr(): the line breaks and the quote come back escaped.

@@ -73,8 +73,11 @@ def redact(text: str, secrets: Iterable[str], texts: Sequence[str] = ()) -> str:
     the request's content) what it quotes of the request's content."""
     echoed = [value for match in _ECHOED.findall(text) for value in match]
     for secret in (*secrets, *echoed):
-        if secret and len(secret) >= 8:
-            text = text.replace(secret, "[REDACTED]")
+        # Stripped too: a key read from a file keeps its line break, which the HTTP library
+        # refuses, quoting the header's value escaped (`b'<key>\n'`) in its error.
+        for form in {secret, secret.strip()}:
+            if form and len(form) >= 8:
+                text = text.replace(form, "[REDACTED]")
     text = _SECRET_PATTERNS.sub("[REDACTED]", text)
     text = text if len(text) <= _MAX_TEXT else text[:_MAX_TEXT] + "..."
     return _encodable(without_content(text, texts) if texts else text)
