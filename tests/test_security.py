@@ -279,6 +279,8 @@ GATEWAY_SECRETS = {
     "x-api-key": "xkey-SECRET-0099887766",
     "per-request token": "tok-SECRET-1357924680",
     "session cookie": "sess-SECRET-2468013579",
+    "pass header": "pass-SECRET-1029384756",
+    "query pwd": "pwd-SECRET-5647382910",
 }
 
 
@@ -292,9 +294,10 @@ def test_gateway_credentials_in_query_parameters_and_key_headers_are_scrubbed(
     secret = GATEWAY_SECRETS
     client = served_by(
         echo_everything_handler,
-        default_query={"key": secret["query key"]},
+        default_query={"key": secret["query key"], "pwd": secret["query pwd"]},
         default_headers={
             "Ocp-Apim-Subscription-Key": secret["subscription key"],
+            "X-Gateway-Pass": secret["pass header"],
             "x-api-key": secret["x-api-key"],
             "Cookie": f"theme=dark; session={secret['session cookie']}",
         },

@@ -206,7 +206,8 @@ def _cover_copies(text: str, form: str, index: dict[str, list[int]], covered: by
 # scrubbing a value that was no secret costs nothing.
 _CREDENTIAL_NAMES = frozenset({"authorization", "code", "key", "sig", "signature", "token"})
 _CREDENTIAL_PARTS = (
-    "auth", "key", "token", "secret", "password", "credential", "signature", "cookie", "session",
+    "auth", "key", "token", "secret", "pass", "pwd", "jwt", "credential", "signature", "cookie",
+    "session",
 )  # fmt: skip
 
 
