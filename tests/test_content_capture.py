@@ -6,9 +6,13 @@ expected content is what the caller itself sent and received.
 
 from __future__ import annotations
 
+import gc
 import json
+import re
+import types
 from typing import Any
 
+import openai
 import pytest
 from opentelemetry.sdk._logs import LoggerProvider
 from opentelemetry.sdk._logs.export import InMemoryLogRecordExporter
@@ -22,7 +26,15 @@ from opentelemetry.instrumentation.openai_usage.localserver import (
     LocalOpenAIServer,
 )
 
-from .conftest import API_KEY, Telemetry, make_client, needs_responses, served_by, sse_reply
+from .conftest import (
+    API_KEY,
+    Telemetry,
+    make_client,
+    needs_responses,
+    sdk_has_responses,
+    served_by,
+    sse_reply,
+)
 
 INPUT = "gen_ai.input.messages"
 OUTPUT = "gen_ai.output.messages"
@@ -518,4 +530,142 @@ def test_captured_stream_output_pairs_each_choice_with_its_own_finish_reason(
         for m in messages
     ]
     assert got == expected
+    client.close()
+
+
+def test_an_emoji_split_across_stream_chunks_is_captured_as_valid_utf8(
+    capture: Any, telemetry: Telemetry, logs: InMemoryLogRecordExporter
+) -> None:
+    # A chunk's JSON may escape a character beyond the BMP as two UTF-16 halves, each chunk
+    # holding one ("\ud83d", then "\ude00"), and a lone half may come too: joined as the
+    # SDK hands them over, they are no UTF-8, and an OTLP exporter drops such an attribute.
+    capture(capture_message_content="SPAN_AND_EVENT")
+    base = {"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "gpt-4o-mini"}
+    pieces = ["Hi ", "\ud83d", "\ude00", " and a lone half: ", "\udc00"]
+    chunks = [
+        {**base, "choices": [{"index": 0, "delta": {"content": text}, "finish_reason": None}]}
+        for text in pieces
+    ]
+    chunks.append({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
+    client = served_by(lambda request: sse_reply(chunks))
+    received = client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, stream=True)
+    assert "".join(c.choices[0].delta.content or "" for c in received) == "".join(pieces)
+    text = (telemetry.span().attributes or {})[OUTPUT]
+    text.encode("utf-8")  # what an exporter does; surrogates would raise here
+    expected = "Hi \U0001f600 and a lone half: \ufffd"
+    assert json.loads(text)[0]["parts"] == [{"type": "text", "content": expected}]
+    (record,) = logs.get_finished_logs()
+    readable = record if hasattr(record, "attributes") else record.log_record
+    event_output = (readable.attributes or {})[OUTPUT]
+    assert list(event_output[0]["parts"]) == [{"type": "text", "content": expected}]
+    client.close()
+
+
+_NOT_WALKED = (type, int, float, bytes, types.ModuleType, types.FunctionType, types.FrameType)
+
+
+def _reachable_texts(root: Any, *skip: Any) -> list[str]:
+    """The strings reachable from `root` through our objects (not through `skip`, the SDK's
+    own stream and its iterator, nor any other object of the SDK's: the caller's to hold)."""
+    found, seen, todo = [], {id(item) for item in skip}, [root]
+    while todo:
+        item = todo.pop()
+        if id(item) in seen:
+            continue
+        seen.add(id(item))
+        module = vars(type(item)).get("__module__")  # (a proxy's `__module__` is the SDK's)
+        sdk = isinstance(module, str) and module.startswith(("openai", "httpx", "pydantic"))
+        if isinstance(item, str):
+            found.append(item)
+        elif (item is root or not sdk) and not isinstance(item, _NOT_WALKED):
+            todo.extend(gc.get_referents(item))
+    return found
+
+
+@pytest.mark.parametrize("how", ["read", "closed", "raw", "responses"])
+def test_a_finished_stream_the_caller_keeps_holds_no_output_text_of_ours(
+    instrumented: Any, telemetry: Telemetry, server: LocalOpenAIServer, how: str
+) -> None:
+    # Capture off: the text kept for an estimate is dropped when the call ends, not when
+    # the caller lets go of the stream (which may be much later, or never).
+    if how == "responses" and not sdk_has_responses():
+        pytest.skip("no Responses API in this SDK")
+    client = make_client(server, "openai")
+    reply = {"x-mock-chunks": "300"}  # "w1 w2 ... w300"
+    request: dict[str, Any] = {"model": "gpt-4o-mini", "stream": True, "extra_headers": reply}
+    if how == "responses":
+        stream = client.responses.create(input="Hi", **request)
+    elif how == "raw":
+        raw = client.chat.completions.with_raw_response.create(messages=MESSAGES, **request)
+        stream = raw.parse()
+    else:
+        stream = client.chat.completions.create(messages=MESSAGES, **request)
+    if how == "closed":
+        for _ in range(20):
+            next(stream)
+        stream.close()
+    else:
+        for _ in stream:
+            pass
+    assert telemetry.span().end_time is not None
+    sdk_stream = stream.__wrapped__
+    texts = _reachable_texts(stream, sdk_stream, getattr(sdk_stream, "_iterator", None))
+    assert not [text for text in texts if re.search(r"\bw1[0-9]\b", text)]  # words 10 to 19
+    client.close()
+
+
+def test_an_image_urls_credentials_are_not_captured_only_where_it_points(
+    capture: Any, telemetry: Telemetry, logs: InMemoryLogRecordExporter, server: LocalOpenAIServer
+) -> None:
+    # A presigned (S3) or shared-access (Azure Blob) URL carries a credential that lets
+    # whoever holds the URL fetch the image: the trace gets where it points, not the key.
+    capture(capture_message_content="SPAN_AND_EVENT")
+    s3 = (
+        "https://bucket.s3.amazonaws.com/scan.png?X-Amz-Algorithm=AWS4-HMAC-SHA256"
+        "&X-Amz-Credential=AKIA-SECRET-1&X-Amz-Signature=SECRET2&X-Amz-Security-Token=SECRET3"
+    )
+    sas = "https://gateway:SECRET4@acct.blob.core.windows.net/c/id.png?sv=2024-05-04&sig=SECRET5"
+    images = [{"type": "image_url", "image_url": {"url": url}} for url in (s3, sas)]
+    client = make_client(server, "openai")
+    client.chat.completions.create(
+        model="gpt-4o-mini", messages=[{"role": "user", "content": images}]
+    )
+    uris = [part["uri"] for part in captured(telemetry)[INPUT][0]["parts"]]
+    assert uris == [
+        "https://bucket.s3.amazonaws.com/scan.png?X-Amz-Algorithm=AWS4-HMAC-SHA256"
+        "&X-Amz-Credential=[REDACTED]&X-Amz-Signature=[REDACTED]&X-Amz-Security-Token=[REDACTED]",
+        "https://[REDACTED]@acct.blob.core.windows.net/c/id.png?sv=2024-05-04&sig=[REDACTED]",
+    ]
+    assert "SECRET" not in telemetry.span().to_json()
+    (record,) = logs.get_finished_logs()
+    readable = record if hasattr(record, "to_json") else record.log_record
+    assert "SECRET" not in readable.to_json()
+    client.close()
+
+
+@pytest.mark.skipif(
+    not hasattr(openai, "omit"), reason="older SDKs fail to send a NOT_GIVEN inside a message"
+)
+def test_fields_given_as_not_given_or_omit_are_left_out_as_the_sdk_leaves_them_out(
+    capture: Any, telemetry: Telemetry, server: LocalOpenAIServer
+) -> None:
+    # The SDK sends no field whose value is `NOT_GIVEN` or `omit`: the captured request
+    # has none either, rather than "NOT_GIVEN" or an object's repr().
+    sentinels = [openai.NOT_GIVEN, openai.omit]
+    capture(capture_message_content="SPAN_ONLY")
+    client = make_client(server, "openai")
+    for sentinel in sentinels:
+        telemetry.exporter.clear()
+        function = {"name": "get_weather", "description": sentinel, "parameters": sentinel}
+        client.chat.completions.create(
+            model="gpt-4o-mini",
+            messages=[*MESSAGES, {"role": "tool", "tool_call_id": "c1", "content": sentinel}],
+            tools=[{"type": "function", "function": function}],
+        )
+        content = captured(telemetry)
+        assert content[TOOL_DEFINITIONS] == [{"type": "function", "name": "get_weather"}]
+        tool = {"type": "tool_call_response", "id": "c1", "response": None}
+        assert content[INPUT][-1] == {"role": "tool", "parts": [tool]}
+        for value in (telemetry.span().attributes or {}).values():
+            assert "NOT_GIVEN" not in str(value) and "Omit" not in str(value)
     client.close()

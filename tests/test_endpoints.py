@@ -584,6 +584,62 @@ def test_a_raw_parse_whose_reply_fails_validation_still_records_usage_and_logs_n
     assert attributes["gen_ai.response.finish_reasons"] == ("stop",)
 
 
+@needs_parse
+@pytest.mark.parametrize("capture", ["no_content", "event_only", "span_only"])
+def test_a_reply_a_parse_validation_error_quotes_is_not_recorded_unless_content_is_captured(
+    instrument: Any, telemetry: Telemetry, client: openai.OpenAI, capture: str
+) -> None:
+    # pydantic's error quotes the reply that failed `response_format` (`input_value=...`):
+    # content, which must not reach the span while content is not captured on it.
+    instrument(capture_message_content=capture)
+    reply = '{"answer": "My card number is 4111 1111 1111 1111"}'
+    with pytest.raises(Exception) as raised:
+        client.chat.completions.parse(
+            model="gpt-4o-mini",
+            messages=MESSAGES,
+            response_format=Number,
+            extra_headers={"x-mock-reply": reply},
+        )
+    assert type(raised.value).__name__ == "ValidationError"
+    assert "4111 1111" in str(raised.value)  # the caller's exception is the SDK's, unchanged
+    span = telemetry.span()
+    assert span.status.status_code is StatusCode.ERROR
+    description = span.status.description or ""
+    assert "1 validation error for Number" in description  # what went wrong, and where
+    assert "answer" in description and "type=int_parsing" in description
+    if capture == "span_only":  # captured on the span anyway: the error keeps its full text
+        assert "4111 1111" in description
+    else:
+        assert "4111 1111" not in span.to_json()
+
+
+def test_a_reply_quoted_by_the_cause_of_a_strict_validation_error_is_not_recorded(
+    instrumented: Any, telemetry: Telemetry
+) -> None:
+    # With strict response validation the SDK raises its own error from pydantic's, whose
+    # text (in the recorded stack trace) quotes the malformed reply.
+    def handler(request: Any) -> Any:
+        message = {"content": ["My card number is 4111 1111 1111 1111"]}  # no role
+        choice = {"index": 0, "message": message, "finish_reason": "stop"}
+        body = {"id": "c", "object": "chat.completion", "created": 1, "model": "m"}
+        return HTTP.Response(200, json={**body, "choices": [choice]})
+
+    client = openai.OpenAI(
+        base_url="http://served.invalid/v1",
+        api_key=API_KEY,
+        max_retries=0,
+        http_client=HTTP.Client(transport=HTTP.MockTransport(handler)),
+        _strict_response_validation=True,
+    )
+    with pytest.raises(openai.APIResponseValidationError) as raised:
+        client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+    assert "4111 1111" in str(raised.value.__cause__)
+    text = telemetry.span().to_json()
+    assert "ChatCompletion" in text and "type=missing" in text
+    assert "4111 1111" not in text
+    client.close()
+
+
 # -- raw responses read later: with_streaming_response, streamed with_raw_response ------------
 
 

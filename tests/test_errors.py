@@ -758,3 +758,26 @@ def test_an_exception_with_an_unreadable_completion_reaches_the_caller_unchanged
     assert raised.value is odd
     assert (telemetry.span().attributes or {})["error.type"] == "_Odd"
     client.close()
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_an_error_text_with_half_an_emoji_is_recorded_as_valid_utf8(
+    instrumented: Any, telemetry: Telemetry, stream: bool
+) -> None:
+    # A gateway cutting a quoted prompt mid-emoji escapes half of it in its JSON ("\ud83d"):
+    # the SDK's message holds that half, which no exporter can encode as UTF-8 (OTLP's
+    # encoder then fails the whole span, its status being unencodable).
+    def handler(request: Any) -> Any:
+        body = b'{"error": {"message": "Bad input: \\"Hi \\ud83d\\"", "type": "invalid"}}'
+        return HTTP.Response(400, content=body, headers={"content-type": "application/json"})
+
+    client = served_by(handler)
+    with pytest.raises(openai.BadRequestError):
+        client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, stream=stream)
+    span = telemetry.span()
+    texts = [span.status.description or ""]
+    texts += [v for e in span.events for v in (e.attributes or {}).values() if isinstance(v, str)]
+    for text in texts:
+        text.encode("utf-8")  # what an exporter does: a lone surrogate raises here
+    assert "Bad input" in texts[0]  # (older SDKs show the body's repr(), escaping the half)
+    client.close()

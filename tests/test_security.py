@@ -9,7 +9,9 @@ scanned for the key material sent.
 
 from __future__ import annotations
 
+import base64
 import gc
+import inspect
 import itertools
 import json
 import logging
@@ -277,6 +279,8 @@ GATEWAY_SECRETS = {
     "x-api-key": "xkey-SECRET-0099887766",
     "per-request token": "tok-SECRET-1357924680",
     "session cookie": "sess-SECRET-2468013579",
+    "pass header": "pass-SECRET-1029384756",
+    "query pwd": "pwd-SECRET-5647382910",
 }
 
 
@@ -290,9 +294,10 @@ def test_gateway_credentials_in_query_parameters_and_key_headers_are_scrubbed(
     secret = GATEWAY_SECRETS
     client = served_by(
         echo_everything_handler,
-        default_query={"key": secret["query key"]},
+        default_query={"key": secret["query key"], "pwd": secret["query pwd"]},
         default_headers={
             "Ocp-Apim-Subscription-Key": secret["subscription key"],
+            "X-Gateway-Pass": secret["pass header"],
             "x-api-key": secret["x-api-key"],
             "Cookie": f"theme=dark; session={secret['session cookie']}",
         },
@@ -312,6 +317,107 @@ def test_gateway_credentials_in_query_parameters_and_key_headers_are_scrubbed(
     for value in secret.values():
         assert value not in text
     assert MARKER not in text
+    client.close()
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_credentials_in_the_base_urls_user_info_are_scrubbed_as_the_basic_token_sent(
+    instrumented: Any, telemetry: Telemetry, stream: bool
+) -> None:
+    # `https://user:password@gateway/v1`: the HTTP library sends them as `Authorization:
+    # Basic base64(user:password)` (in place of the key's bearer), which a gateway echoes.
+    password = "pw-SECRET-in-the-url-8642"
+    client = openai.OpenAI(
+        base_url=f"http://gateway-user:{password}@served.invalid/v1",
+        api_key=API_KEY,
+        max_retries=0,
+        http_client=HTTP.Client(transport=HTTP.MockTransport(echo_everything_handler)),
+    )
+    basic = base64.b64encode(f"gateway-user:{password}".encode()).decode()
+    with pytest.raises(openai.BadRequestError) as raised:
+        client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, stream=stream)
+    assert basic in str(raised.value)  # the caller's own exception is unchanged
+    text = telemetry.span().to_json()
+    assert "Refused" in text and "[REDACTED]" in text
+    assert basic not in text and password not in text and MARKER not in text
+    client.close()
+
+
+@pytest.mark.skipif(not hasattr(openai.OpenAI, "responses"), reason="no Responses API")
+@pytest.mark.parametrize("stream", [False, True])
+def test_credentials_given_to_an_mcp_tool_are_scrubbed_from_an_error_quoting_the_tool(
+    instrumented: Any, telemetry: Telemetry, stream: bool
+) -> None:
+    # A Responses MCP tool carries its server's credentials in the request body (an OAuth
+    # `authorization`, `headers`, a key in `server_url`); an error about the tool quotes it.
+    def handler(request: Any) -> Any:
+        tool = json.loads(request.content)["tools"][0]
+        message = f"Error retrieving tool list from MCP server: {tool}"
+        return HTTP.Response(424, json={"error": {"message": message, "type": "mcp"}})
+
+    tool = {
+        "type": "mcp",
+        "server_label": "crm",
+        "server_url": "https://mcp.example.com/sse?apikey=url-SECRET-5566",
+        "authorization": "oauth-SECRET-token-1122",
+        "headers": {"X-Team-Pass": "team-SECRET-3344"},
+        "require_approval": "never",
+    }
+    client = served_by(handler)
+    with pytest.raises(openai.APIStatusError) as raised:
+        client.responses.create(model="gpt-4o-mini", input=PROMPT, tools=[tool], stream=stream)
+    assert "oauth-SECRET-token-1122" in str(raised.value)  # the caller's exception, unchanged
+    text = telemetry.span().to_json()
+    assert "server_label" in text and "[REDACTED]" in text
+    assert MARKER not in text
+    client.close()
+
+
+@pytest.mark.parametrize("organization", [None, "org-AbCdEfGhIjKlMnOpQrStUvWx", "acme-team"])
+def test_organization_and_project_ids_a_servers_error_names_are_scrubbed(
+    instrumented: Any, telemetry: Telemetry, organization: str | None
+) -> None:
+    # The service's errors name the organization ("Rate limit reached for gpt-4o in
+    # organization org-..."): the client's, or the key's own when the client set none.
+    def handler(request: Any) -> Any:
+        org = request.headers.get("openai-organization") or "org-TheKeysOwnOrganization1"
+        project = request.headers.get("openai-project")
+        message = f"Rate limit reached in organization {org} (project {project}) on tokens."
+        body = {"error": {"message": message, "type": "tokens", "code": "rate_limit_exceeded"}}
+        return HTTP.Response(429, json=body)
+
+    project = "proj_ZyXwVuTsRqPoNmLkJiHgFeDc"
+    client = served_by(handler, organization=organization, project=project)
+    with pytest.raises(openai.RateLimitError) as raised:
+        client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+    assert project in str(raised.value)  # the caller's own exception is unchanged
+    text = telemetry.span().to_json()
+    assert "Rate limit reached in organization [REDACTED] (project [REDACTED])" in text
+    for secret in (organization or "org-TheKeysOwnOrganization1", project):
+        assert secret not in text
+    client.close()
+
+
+@pytest.mark.parametrize("kind", ["openai", "azure"])
+def test_a_key_read_with_its_line_break_is_scrubbed_from_the_http_librarys_refusal(
+    instrumented: Any, telemetry: Telemetry, server: LocalOpenAIServer, kind: str
+) -> None:
+    # A key read from a file keeps its "\n": the HTTP library refuses the header, quoting
+    # its value, key and all, in the error the SDK's `APIConnectionError` is raised from.
+    key = "0123456789abcdef-SECRET-0123456789\n"  # no key shape: only knowing it scrubs it
+    if kind == "azure":
+        client: Any = openai.AzureOpenAI(
+            azure_endpoint=server.azure_endpoint,
+            api_key=key,
+            api_version="2024-10-21",
+            max_retries=0,
+        )
+    else:
+        client = openai.OpenAI(base_url=server.base_url, api_key=key, max_retries=0)
+    with pytest.raises(openai.APIConnectionError) as raised:
+        client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+    assert key.strip() in repr(raised.value.__cause__)  # the caller's own, unchanged
+    assert MARKER not in telemetry.span().to_json()
     client.close()
 
 
@@ -373,6 +479,38 @@ async def test_prompt_quoted_by_a_servers_error_is_scrubbed_unless_content_is_ca
         else:
             client.close()
     assert "4111 1111" not in log_text(caplog)
+
+
+@pytest.mark.skipif(
+    "prediction" not in inspect.signature(openai.resources.chat.Completions.create).parameters,
+    reason="`prediction` arrived in openai 1.55",
+)
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_predicted_output_quoted_by_a_servers_error_is_scrubbed(
+    instrumented: Any, telemetry: Telemetry, stream: bool
+) -> None:
+    # `prediction` holds content (the file being edited): a compatible server's validation
+    # error quoting it (pydantic's `input_value=...`) must not put it on the span.
+    def handler(request: Any) -> Any:
+        prediction = json.loads(request.content)["prediction"]
+        message = f"prediction: Input should be a valid dictionary [input_value={prediction!r}]"
+        return HTTP.Response(400, json={"error": {"message": message, "type": "invalid"}})
+
+    code = "def charge(card='4111 1111 1111 1111'):\n    return gateway.charge(card)"
+    client = served_by(handler)
+    for content in (code, [{"type": "text", "text": code}]):
+        with pytest.raises(openai.BadRequestError) as raised:
+            client.chat.completions.create(
+                model="gpt-4o-mini",
+                messages=MESSAGES,
+                stream=stream,
+                prediction={"type": "content", "content": content},
+            )
+        assert "4111 1111" in str(raised.value)  # the caller's exception is unchanged
+    for span in telemetry.spans():
+        assert "input_value=" in (span.status.description or "")  # the server's words
+        assert "4111 1111" not in span.to_json() and "gateway.charge" not in span.to_json()
+    client.close()
 
 
 def test_error_scrubbing_takes_content_only_never_the_shape_of_the_request() -> None:

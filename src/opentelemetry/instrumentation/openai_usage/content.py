@@ -14,9 +14,12 @@ what the tally collected), never raising on odd input.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import unquote_plus, urlsplit, urlunsplit
 
+from .errors import is_credential
 from .tally import ChoiceText, CompletionTally, Pieces, get
 
 Part = dict[str, Any]
@@ -25,6 +28,13 @@ Message = dict[str, Any]
 
 def _text(value: Any) -> str | None:
     return value if isinstance(value, str) else None
+
+
+def _given(value: Any) -> Any:
+    """The value, or None for the SDK's `NOT_GIVEN` / `omit`: a field the SDK leaves out of
+    the request, which the captured request must leave out too (not "NOT_GIVEN", nor an
+    `<openai.Omit object at 0x...>`)."""
+    return None if type(value).__name__ in ("NotGiven", "Omit") else value
 
 
 def _arguments(raw: Any) -> Any:
@@ -47,7 +57,39 @@ def _data_url(url: str, modality: str) -> Part:
             "mime_type": header.split(";", 1)[0] or None,
             "content": data,
         }
-    return {"type": "uri", "modality": modality, "uri": url}
+    return {"type": "uri", "modality": modality, "uri": without_credentials(url)}
+
+
+_REDACTED = "[REDACTED]"
+
+
+def _without_credential(pair: str) -> str:
+    name, equals, value = pair.partition("=")
+    if equals and value and is_credential(unquote_plus(name)):
+        return f"{name}={_REDACTED}"
+    return pair
+
+
+def without_credentials(url: str) -> str:
+    """The URL of an image or file as captured: the content is where it points, not the
+    credentials it may carry, which would let whoever reads the trace fetch it. A
+    presigned or shared-access URL's signature and token (`sig`, `X-Amz-Signature`,
+    `X-Amz-Security-Token`, `X-Goog-Credential`...), any other query or fragment
+    parameter named as a credential, and the user info are `[REDACTED]`."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # not a URL we can read: its text is all there is to keep
+        return url
+    netloc = parts.netloc
+    if "@" in netloc:
+        netloc = f"{_REDACTED}@{netloc.rpartition('@')[2]}"
+    query, fragment = (
+        "&".join(_without_credential(pair) for pair in text.split("&"))
+        for text in (parts.query, parts.fragment)
+    )
+    if (netloc, query, fragment) == (parts.netloc, parts.query, parts.fragment):
+        return url
+    return urlunsplit(parts._replace(netloc=netloc, query=query, fragment=fragment))
 
 
 # ----------------------------------------------------------------- chat input
@@ -87,9 +129,9 @@ def _content_parts(content: Any) -> list[Part]:
 
 def _tool_call_part(call: Any) -> Part:
     function = get(call, "function") or get(call, "custom")
-    arguments = get(function, "arguments")
+    arguments = _given(get(function, "arguments"))
     if arguments is None:
-        arguments = get(function, "input")
+        arguments = _given(get(function, "input"))
     return {
         "type": "tool_call",
         "id": _text(get(call, "id")),
@@ -101,7 +143,7 @@ def _tool_call_part(call: Any) -> Part:
 def _chat_message(message: Any) -> Message:
     role = _text(get(message, "role")) or "user"
     if role in ("tool", "function"):
-        response = get(message, "content")
+        response = _given(get(message, "content"))
         if isinstance(response, (list, tuple)):
             response = "".join(_text(get(p, "text")) or "" for p in response)
         part = {"type": "tool_call_response", "id": _text(get(message, "tool_call_id"))}
@@ -137,7 +179,7 @@ def tool_definitions(request: Mapping[str, Any]) -> list[dict[str, Any]]:
         function = get(tool, "function") if get(tool, "function") is not None else tool
         definition: dict[str, Any] = {"type": kind, "name": _text(get(function, "name")) or kind}
         for key in ("description", "parameters"):
-            value = get(function, key)
+            value = _given(get(function, key))
             if value is not None:
                 definition[key] = value
         definitions.append(definition)
@@ -216,7 +258,7 @@ def _response_item(item: Any) -> Message:
         return {"role": "assistant", "parts": [_tool_call_part(call)]}
     if kind == "function_call_output":
         part = {"type": "tool_call_response", "id": _text(get(item, "call_id"))}
-        return {"role": "tool", "parts": [{**part, "response": get(item, "output")}]}
+        return {"role": "tool", "parts": [{**part, "response": _given(get(item, "output"))}]}
     if kind == "reasoning":
         summary = "".join(_text(get(s, "text")) or "" for s in _sequence(get(item, "summary")))
         return {"role": "assistant", "parts": [{"type": "reasoning", "content": summary}]}
@@ -279,8 +321,11 @@ def completion_input(request: Mapping[str, Any]) -> list[Message]:
 
 # Request parameters that hold content, and, within them, the keys whose values are
 # content, and those whose values are the shape (a message's `role`, a part's or a JSON
-# schema's `type`, names and ids): never content, even inside content.
-_CONTENT_PARAMETERS = ("messages", "input", "prompt", "instructions", "tools", "functions")
+# schema's `type`, names and ids): never content, even inside content. (`prediction`:
+# a chat call's predicted output, the text of the file being edited, say.)
+_CONTENT_PARAMETERS = (
+    "messages", "input", "prompt", "instructions", "tools", "functions", "prediction",
+)  # fmt: skip
 _TEXT_KEYS = frozenset(
     {"content", "text", "arguments", "input", "output", "refusal", "description"}
 )
@@ -355,6 +400,25 @@ def _fit(value: Any, max_length: int, shortest: int) -> str | None:
     return best
 
 
+# UTF-16 surrogates: a str holds them when a JSON text escaped a character beyond the
+# BMP as two halves (`"\ud83d\ude00"`) and they were decoded apart, as a stream whose chunks
+# split an emoji gives them, then joined; or when one came alone.
+_SURROGATES = re.compile(r"[\ud800-\udfff]")
+
+
+def _encodable(value: Any) -> Any:
+    """`value` with its strings encodable in UTF-8: halves of a pair joined into the one
+    character they stand for, a lone half as U+FFFD. An exporter encodes attributes as
+    UTF-8 (OTLP's protobuf strings must be valid), and drops a value it cannot encode."""
+    if isinstance(value, str):
+        return value.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    if isinstance(value, list):
+        return [_encodable(v) for v in value]
+    if isinstance(value, dict):
+        return {_encodable(k): _encodable(v) for k, v in value.items()}
+    return value
+
+
 def bounded_json(value: Any, max_length: int) -> str:
     """JSON of at most `max_length` characters, valid, in the conventions' shape.
 
@@ -362,8 +426,12 @@ def bounded_json(value: Any, max_length: int) -> str:
     marked with an ellipsis), never the JSON text nor the strings of its shape. When
     that would leave less than `_SHORTEST_CUT` characters of them (a long history),
     whole items of the list are left out, the first (oldest) ones first, as few as need be.
+    Its text is valid UTF-8: surrogates are mended first (`_encodable`), never cut apart.
     """
     text = _dumps(value)
+    if _SURROGATES.search(text) is not None:
+        value = _encodable(json.loads(text))  # JSON types only, as `_dumps` made them
+        text = _dumps(value)
     if len(text) <= max_length:
         return text
     fitted = _fit(value, max_length, _SHORTEST_CUT)

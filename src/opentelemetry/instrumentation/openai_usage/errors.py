@@ -7,13 +7,15 @@ reach the user: it is logged once per place it happened and the call goes on.
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import re
 import threading
 import traceback
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
+from urllib.parse import parse_qsl, urlsplit
 
 from opentelemetry.trace import Span, Status, StatusCode
 
@@ -36,9 +38,12 @@ _logged_lock = threading.Lock()
 _ECHOED_CREDENTIALS = (
     r"[Bb]earer\s+([A-Za-z0-9._\-~+/=*]+)|api-key['\"]?\s*[:=]\s*['\"]?([^\s'\",}]+)"
 )
+# OpenAI organization and project ids, which the service's errors name ("Rate limit
+# reached for gpt-4o in organization org-..."): the key's own when the client set none.
 _SECRET_PATTERNS = re.compile(
     rf"sk-[A-Za-z0-9_\-*]{{3,}}|{_ECHOED_CREDENTIALS}"
     r"|eyJ[A-Za-z0-9_\-]+\.eyJ[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]*"
+    r"|\borg-[A-Za-z0-9]{16,}|\bproj_[A-Za-z0-9]{16,}"
 )
 _ECHOED = re.compile(_ECHOED_CREDENTIALS)
 _MAX_TEXT = 4096
@@ -68,11 +73,28 @@ def redact(text: str, secrets: Iterable[str], texts: Sequence[str] = ()) -> str:
     the request's content) what it quotes of the request's content."""
     echoed = [value for match in _ECHOED.findall(text) for value in match]
     for secret in (*secrets, *echoed):
-        if secret and len(secret) >= 8:
-            text = text.replace(secret, "[REDACTED]")
+        # Stripped too: a key read from a file keeps its line break, which the HTTP library
+        # refuses, quoting the header's value escaped (`b'<key>\n'`) in its error.
+        for form in {secret, secret.strip()}:
+            if form and len(form) >= 8:
+                text = text.replace(form, "[REDACTED]")
     text = _SECRET_PATTERNS.sub("[REDACTED]", text)
     text = text if len(text) <= _MAX_TEXT else text[:_MAX_TEXT] + "..."
-    return without_content(text, texts) if texts else text
+    return _encodable(without_content(text, texts) if texts else text)
+
+
+# UTF-16 surrogates: what a JSON error body's escapes of half a character beyond the BMP
+# (`"\ud83d"`, a gateway cutting a quoted prompt mid-emoji) decode to.
+_SURROGATES = re.compile(r"[\ud800-\udfff]")
+
+
+def _encodable(text: str) -> str:
+    """`text` encodable in UTF-8, as exporters encode it (OTLP's protobuf strings must be
+    valid UTF-8: a span whose status cannot be encoded is not exported at all): halves
+    of a pair joined, a lone half as U+FFFD."""
+    if _SURROGATES.search(text) is None:
+        return text
+    return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
 
 
 # Content is found in an error text by anchors: windows of this many characters taken at
@@ -184,11 +206,13 @@ def _cover_copies(text: str, form: str, index: dict[str, list[int]], covered: by
 # scrubbing a value that was no secret costs nothing.
 _CREDENTIAL_NAMES = frozenset({"authorization", "code", "key", "sig", "signature", "token"})
 _CREDENTIAL_PARTS = (
-    "auth", "key", "token", "secret", "password", "credential", "signature", "cookie", "session",
+    "auth", "key", "token", "secret", "pass", "pwd", "jwt", "credential", "signature", "cookie",
+    "session",
 )  # fmt: skip
 
 
-def _is_credential(name: Any) -> bool:
+def is_credential(name: Any) -> bool:
+    """Does a header's or query parameter's name say its value is a credential?"""
     lowered = str(name).lower()
     return lowered in _CREDENTIAL_NAMES or any(part in lowered for part in _CREDENTIAL_PARTS)
 
@@ -203,7 +227,7 @@ def credentials_in(pairs: Any) -> list[str]:
         return values
     try:
         for name, value in items:
-            if isinstance(value, str) and _is_credential(name):
+            if isinstance(value, str) and is_credential(name):
                 values.append(value)
                 scheme, _, token = value.partition(" ")
                 if token and scheme.lower() == "bearer":
@@ -213,6 +237,47 @@ def credentials_in(pairs: Any) -> list[str]:
                         values.append(cookie.partition("=")[2].strip())
     except Exception:  # an odd mapping: what was found so far
         pass
+    return values
+
+
+def url_credentials(url: Any) -> list[str]:
+    """The credentials in a URL's user info (`https://user:secret@gateway/v1`): the password,
+    and the `Basic` token the HTTP library sends for them in place of the key's bearer
+    (a gateway's 401 echoing the `Authorization` header it got shows that token)."""
+    try:
+        username, password = getattr(url, "username", ""), getattr(url, "password", "")
+        if not isinstance(username, str) or not isinstance(password, str):
+            return []
+        if not username and not password:
+            return []
+        token = base64.b64encode(f"{username}:{password}".encode()).decode("ascii")
+        return [value for value in (password, token, f"{username}:{password}") if value]
+    except Exception:  # an odd URL object: nothing found
+        return []
+
+
+def tool_credentials(tools: Any) -> list[str]:
+    """The credentials a request gives the remote tools it names: a Responses MCP tool's
+    OAuth `authorization`, every header it has sent to its server (they exist to
+    authenticate), and those of its `server_url`. A server's error about the tool (its
+    server refused, a bad field) may quote the tool whole."""
+    values: list[str] = []
+    for tool in tools if isinstance(tools, (list, tuple)) else ():
+        if not isinstance(tool, Mapping):
+            continue
+        values.extend(credentials_in(tool))
+        headers = tool.get("headers")
+        if isinstance(headers, Mapping):
+            values.extend(value for value in headers.values() if isinstance(value, str))
+            values.extend(credentials_in(headers))  # a bearer's token alone, too
+        url = tool.get("server_url")
+        if isinstance(url, str):
+            try:
+                parts = urlsplit(url)
+                values.extend(credentials_in(dict(parse_qsl(parts.query))))
+                values.extend(value for value in (parts.password, parts.username) if value)
+            except ValueError:  # not a URL: nothing in it to find
+                pass
     return values
 
 
@@ -234,7 +299,9 @@ def sent_credentials(request: Any) -> list[str]:
     """The credentials of a request the SDK really sent: its headers and its URL's query
     parameters (among them a token an `azure_ad_token_provider` made for it alone)."""
     values = credentials_in(getattr(request, "headers", None))
-    values.extend(credentials_in(getattr(getattr(request, "url", None), "params", None)))
+    url = getattr(request, "url", None)
+    values.extend(credentials_in(getattr(url, "params", None)))
+    values.extend(url_credentials(url))
     return values
 
 
@@ -243,22 +310,78 @@ def error_type(exc: BaseException) -> str:
     return type(exc).__qualname__
 
 
+def _without_inputs(exc: BaseException) -> str | None:
+    """A pydantic `ValidationError`'s text without the input values it quotes, or None
+    for any other exception.
+
+    `parse()` raises one when the reply does not fit `response_format` (and the SDK, with
+    strict response validation, chains one to its own error): its text quotes the reply,
+    which is content, as `input_value=...`. The locations, messages and types say what
+    went wrong without it. (pydantic 1's text quotes no input: its `errors()` takes no
+    arguments, and its text is kept.)
+    """
+    errors = getattr(exc, "errors", None)
+    if not type(exc).__module__.startswith("pydantic") or not callable(errors):
+        return None
+    try:
+        details = errors(include_url=False, include_input=False, include_context=False)
+        count, title = len(details), getattr(exc, "title", "")
+        lines = [f"{count} validation error{'' if count == 1 else 's'} for {title}"]
+        for detail in details:
+            lines.append(".".join(str(part) for part in detail.get("loc", ())))
+            lines.append(f"  {detail.get('msg')} [type={detail.get('type')}]")
+        return "\n".join(lines)
+    except Exception:
+        return None
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    """The exception and those the traceback prints with it (its cause or context)."""
+    chain: list[BaseException] = []
+    link: BaseException | None = exc
+    while link is not None and len(chain) < 16 and all(link is not seen for seen in chain):
+        chain.append(link)
+        link = link.__cause__ or (None if link.__suppress_context__ else link.__context__)
+    return chain
+
+
+def _error_text(
+    exc: BaseException, secrets: Iterable[str], texts: Sequence[str], hide_content: bool
+) -> tuple[str, str]:
+    """The exception's text and that text as we record it: scrubbed of secrets and,
+    unless content is captured, of what it quotes of the request or the reply."""
+    raw = str(exc)
+    text = (_without_inputs(exc) if hide_content else None) or raw
+    return raw, redact(text, secrets, texts)
+
+
 def record_error(
-    span: Span, exc: BaseException, secrets: Iterable[str], texts: Sequence[str] = ()
+    span: Span,
+    exc: BaseException,
+    secrets: Iterable[str],
+    texts: Sequence[str] = (),
+    hide_content: bool = True,
 ) -> None:
     """Status ERROR, `error.type`, and an `exception` event with scrubbed text.
 
     `texts`: the request's content, when it is not captured: what a server's error
     quotes of it is scrubbed too, or it would reach telemetry through the error.
+    `hide_content` (content is not captured on spans): a validation error's quote of the
+    reply is left out as well.
     """
     secrets = (*secrets, *sent_credentials(sent_request(exc)))
-    raw = str(exc)
-    message = redact(raw, secrets, texts)
+    raw, message = _error_text(exc, secrets, texts, hide_content)
     span.set_status(Status(StatusCode.ERROR, f"{error_type(exc)}: {message}"))
     span.set_attribute(t.ERROR_TYPE, error_type(exc))
     stack = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-    if texts and raw:  # the message again, scrubbed once: the rest is code and file names
+    # Each message in it again (the exception's, and those of its cause or context),
+    # scrubbed once: the rest is code and file names.
+    if raw and message != raw:
         stack = stack.replace(raw, message)
+    for link in _chain(exc)[1:]:
+        link_raw, link_message = _error_text(link, secrets, texts, hide_content)
+        if link_raw and link_message != link_raw:
+            stack = stack.replace(link_raw, link_message)
     span.add_event(
         "exception",
         {

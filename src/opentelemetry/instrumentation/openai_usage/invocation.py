@@ -277,7 +277,9 @@ class Invocation:
         if extra_attributes:
             span.set_attributes(extra_attributes)
         if error is not None:
-            record_error(span, error, self.secrets(), self._uncaptured_texts())
+            on_span = self.capture is not None and self.capture.on_span
+            texts = self._uncaptured_texts()
+            record_error(span, error, self.secrets(), texts, hide_content=not on_span)
         elif facts is not None and facts.error is not None:
             code, message = facts.error
             secrets = (*self.secrets(), *sent_credentials(self.sent))

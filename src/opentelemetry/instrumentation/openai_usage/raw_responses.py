@@ -139,6 +139,7 @@ class _RawProxyBase(wrapt.ObjectProxy):  # type: ignore[misc,type-arg,unused-ign
         try:
             if self._self_stream:
                 accumulator = self._self_endpoint.accumulator(self._self_tally)
+                self._self_tally = None  # the stream's now, dropped when it ends
                 self._self_state = StreamState(self._self_invocation, accumulator, False)
                 self._self_result = wrap_stream(parsed, self._self_state)
                 self._self_raw.handed_over = self._self_result is not parsed

@@ -181,6 +181,7 @@ class StreamState:
             chunk_gaps=self.gaps or (),
             extra_attributes={t.STREAM_OUTCOME: outcome, t.STREAM_USAGE_INJECTED: self.injected},
         )
+        _drop_output(self.accumulator)
 
     def abandon(self) -> None:
         """Called when the proxy is collected (or at interpreter exit) unfinished."""
@@ -188,6 +189,23 @@ class StreamState:
             self.finish(OUTCOME_ABANDONED, at_last_read=True)
         except Exception as exc:
             internal_error("ending an abandoned stream", exc)
+
+
+# What an accumulator keeps of a stream's output: its text (for an estimate or captured
+# content) and, for the Responses API, the first and final responses.
+_OUTPUT_SLOTS = ("tally", "text", "first", "final")
+
+
+def _drop_output(accumulator: Any) -> None:
+    """Let go of the stream's output once its facts are taken: the caller may hold the
+    stream long after it ended, and the text (up to `tally.MAX_CHARS`) is not ours to keep
+    ("dropped at the end of the call"). The facts handed to `end` keep what they need."""
+    try:
+        for name in _OUTPUT_SLOTS:
+            if hasattr(accumulator, name):
+                setattr(accumulator, name, None)
+    except Exception as exc:
+        internal_error("dropping a stream's output", exc)
 
 
 def _collected(state: StreamState) -> None:

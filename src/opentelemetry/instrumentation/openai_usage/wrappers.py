@@ -23,7 +23,13 @@ from . import telemetry as t
 from .accumulators import ResponseFacts
 from .capture import Capture
 from .config import Settings
-from .errors import credentials_in, internal_error, sent_request
+from .errors import (
+    credentials_in,
+    internal_error,
+    sent_request,
+    tool_credentials,
+    url_credentials,
+)
 from .estimator import Estimator
 from .invocation import Invocation
 from .patches import Endpoint
@@ -132,13 +138,17 @@ def _endpoint_key(client: Any, server: Mapping[str, Any], kwargs: dict[str, Any]
 
 
 def _secrets(client: Any, kwargs: dict[str, Any]) -> tuple[str, ...]:
-    """The call's credentials, to scrub from any error text we record: the client's, and
-    any credential header or query parameter (`Authorization`, `api-key`, a gateway's
-    `key=`...) set on the client or for this request (an error body may echo them bare,
-    where no key-shaped pattern would catch them). What
+    """The call's credentials, to scrub from any error text we record: the client's (and
+    its organization and project ids), any credential header or query parameter
+    (`Authorization`, `api-key`, a gateway's `key=`...) set on the client or for this
+    request, the user info of its base URL, and those given to remote (MCP) tools (an
+    error body may echo them bare, where no key-shaped pattern would catch them). What
     the SDK sent (a token an `azure_ad_token_provider` made for this request) is read
     from the error itself, in `record_error`."""
-    values = [getattr(client, name, None) for name in ("api_key", "_azure_ad_token")]
+    names = ("api_key", "_azure_ad_token", "organization", "project", "webhook_secret")
+    values = [getattr(client, name, None) for name in names]
+    values.extend(url_credentials(getattr(client, "base_url", None)))
+    values.extend(tool_credentials(kwargs.get("tools")))
     for pairs in (
         getattr(client, "_custom_headers", None),
         kwargs.get("extra_headers"),
