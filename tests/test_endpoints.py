@@ -214,6 +214,51 @@ async def test_a_parse_the_sdk_fails_after_the_reply_keeps_the_billed_usage(
     assert sorted(p.sum for p in points) == [40, 100]
 
 
+def _filtered(request: Any) -> Any:
+    """A reply the content filter stopped: billed, but `parse()` refuses it."""
+    body = {
+        "id": "chatcmpl-filtered", "object": "chat.completion", "created": 1,
+        "model": "gpt-4o-mini",
+        "choices": [{"index": 0, "finish_reason": "content_filter", "logprobs": None,
+                     "message": {"role": "assistant", "content": '{"answer": "'}}],
+        "usage": {"prompt_tokens": 40, "completion_tokens": 7, "total_tokens": 47},
+    }  # fmt: skip
+    return HTTP.Response(200, json=body)
+
+
+@needs_parse
+@pytest.mark.parametrize("kind", ["sync", "async"])
+async def test_a_parse_refused_by_the_content_filter_keeps_the_billed_usage(
+    instrumented: Any, telemetry: Telemetry, kind: str
+) -> None:
+    # openai 1.x and 2.x raise `ContentFilterFinishReasonError` without the completion
+    # (3.x puts it on the exception): the span still has the usage the server billed.
+    request: dict[str, Any] = {"model": "gpt-4o-mini", "messages": MESSAGES}
+    request["response_format"] = Answer
+    options: dict[str, Any] = {"base_url": "http://filtered.invalid/v1", "api_key": API_KEY}
+    options["max_retries"] = 0
+    if kind == "sync":
+        client: Any = openai.OpenAI(
+            http_client=HTTP.Client(transport=HTTP.MockTransport(_filtered)), **options
+        )
+        with pytest.raises(openai.ContentFilterFinishReasonError):
+            client.chat.completions.parse(**request)
+    else:
+        client = openai.AsyncOpenAI(
+            http_client=HTTP.AsyncClient(transport=HTTP.MockTransport(_filtered)), **options
+        )
+        with pytest.raises(openai.ContentFilterFinishReasonError):
+            await client.chat.completions.parse(**request)
+    span = telemetry.span()
+    attributes = dict(span.attributes or {})
+    assert span.status.status_code is StatusCode.ERROR
+    assert attributes["error.type"] == "ContentFilterFinishReasonError"
+    assert attributes["gen_ai.usage.input_tokens"] == 40
+    assert attributes["gen_ai.usage.output_tokens"] == 7
+    assert attributes["gen_ai.response.finish_reasons"] == ("content_filter",)
+    assert attributes["openai_usage.usage.source"] == "response"
+
+
 needs_beta_parse = pytest.mark.skipif(
     not hasattr(openai.resources.beta, "chat"),
     reason="beta.chat.completions.parse is in openai 1.40 to 1.91 only",
