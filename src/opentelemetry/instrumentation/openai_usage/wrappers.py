@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Callable, Iterator, Mapping
+from contextvars import ContextVar
 from typing import Any
 
 from opentelemetry.trace import SpanKind, Tracer
@@ -371,6 +372,31 @@ def _remember_rejection(runtime: Runtime, call: Call) -> None:
     runtime.rejects_stream_options.add(call.endpoint_key)
 
 
+# Set while a method that calls another patched method (see `Endpoint.may_delegate`) runs:
+# the inner call is part of its call, and of its span.
+_DELEGATED: ContextVar[bool] = ContextVar("openai_usage_delegated", default=False)
+
+
+def _send_delegating(
+    runtime: Runtime, call: Call, wrapped: Callable[..., Any], args: tuple[Any, ...]
+) -> Any:
+    outer = _DELEGATED.set(True)
+    try:
+        return _send(runtime, call, wrapped, args)
+    finally:
+        _DELEGATED.reset(outer)
+
+
+async def _asend_delegating(
+    runtime: Runtime, call: Call, wrapped: Callable[..., Any], args: tuple[Any, ...]
+) -> Any:
+    outer = _DELEGATED.set(True)
+    try:
+        return await _asend(runtime, call, wrapped, args)
+    finally:
+        _DELEGATED.reset(outer)
+
+
 def _send(runtime: Runtime, call: Call, wrapped: Callable[..., Any], args: tuple[Any, ...]) -> Any:
     try:
         return wrapped(*args, **call.kwargs)
@@ -396,11 +422,14 @@ async def _asend(
     return result
 
 
-def sync_wrapper(runtime: Runtime, endpoint: Endpoint) -> Wrapper:
+def sync_wrapper(runtime: Runtime, endpoint: Endpoint, delegates: bool = False) -> Wrapper:
+    """`delegates`: this release's method calls another patched method (`Endpoint.may_delegate`)."""
+    send = _send_delegating if delegates else _send
+
     def wrapper(
         wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Any:
-        if not runtime.active:
+        if not runtime.active or _DELEGATED.get():
             return wrapped(*args, **kwargs)
         kwargs = _replayable_or_ended(runtime, endpoint, instance, kwargs)
         call = _safe_start(runtime, endpoint, instance, kwargs)
@@ -409,7 +438,7 @@ def sync_wrapper(runtime: Runtime, endpoint: Endpoint) -> Wrapper:
         previous, token = otel_context.get_current(), None
         try:  # attached inside: an interrupt just after attaching still detaches
             token = _attach(call)
-            result = _send(runtime, call, wrapped, args)
+            result = send(runtime, call, wrapped, args)
         except BaseException as exc:
             call.invocation.end(_error_facts(endpoint, exc), exc)
             raise
@@ -424,13 +453,16 @@ def sync_wrapper(runtime: Runtime, endpoint: Endpoint) -> Wrapper:
     return wrapper
 
 
-def async_wrapper(runtime: Runtime, endpoint: Endpoint) -> Wrapper:
+def async_wrapper(runtime: Runtime, endpoint: Endpoint, delegates: bool = False) -> Wrapper:
+    """The async twin of `sync_wrapper`."""
+    asend = _asend_delegating if delegates else _asend
+
     def wrapper(
         wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Any:
         # A plain function returning a coroutine, so that a pass-through stays
         # exactly the SDK's coroutine when we are inactive.
-        if not runtime.active:
+        if not runtime.active or _DELEGATED.get():
             return wrapped(*args, **kwargs)
         return _traced(wrapped, instance, args, kwargs)
 
@@ -444,7 +476,7 @@ def async_wrapper(runtime: Runtime, endpoint: Endpoint) -> Wrapper:
         previous, token = otel_context.get_current(), None
         try:  # attached inside: an interrupt just after attaching still detaches
             token = _attach(call)
-            result = await _asend(runtime, call, wrapped, args)
+            result = await asend(runtime, call, wrapped, args)
         except BaseException as exc:
             call.invocation.end(_error_facts(endpoint, exc), exc)
             raise
