@@ -254,6 +254,51 @@ def test_a_raw_parse_cut_short_ends_the_span_in_error_as_the_call_does(
     assert attributes["gen_ai.response.finish_reasons"] == (finish,)
 
 
+def _filtered(request: Any) -> Any:
+    """A reply the content filter stopped: billed, but `parse()` refuses it."""
+    body = {
+        "id": "chatcmpl-filtered", "object": "chat.completion", "created": 1,
+        "model": "gpt-4o-mini",
+        "choices": [{"index": 0, "finish_reason": "content_filter", "logprobs": None,
+                     "message": {"role": "assistant", "content": '{"answer": "'}}],
+        "usage": {"prompt_tokens": 40, "completion_tokens": 7, "total_tokens": 47},
+    }  # fmt: skip
+    return HTTP.Response(200, json=body)
+
+
+@needs_parse
+@pytest.mark.parametrize("kind", ["sync", "async"])
+async def test_a_parse_refused_by_the_content_filter_keeps_the_billed_usage(
+    instrumented: Any, telemetry: Telemetry, kind: str
+) -> None:
+    # openai 1.x and 2.x raise `ContentFilterFinishReasonError` without the completion
+    # (3.x puts it on the exception): the span still has the usage the server billed.
+    request: dict[str, Any] = {"model": "gpt-4o-mini", "messages": MESSAGES}
+    request["response_format"] = Answer
+    options: dict[str, Any] = {"base_url": "http://filtered.invalid/v1", "api_key": API_KEY}
+    options["max_retries"] = 0
+    if kind == "sync":
+        client: Any = openai.OpenAI(
+            http_client=HTTP.Client(transport=HTTP.MockTransport(_filtered)), **options
+        )
+        with pytest.raises(openai.ContentFilterFinishReasonError):
+            client.chat.completions.parse(**request)
+    else:
+        client = openai.AsyncOpenAI(
+            http_client=HTTP.AsyncClient(transport=HTTP.MockTransport(_filtered)), **options
+        )
+        with pytest.raises(openai.ContentFilterFinishReasonError):
+            await client.chat.completions.parse(**request)
+    span = telemetry.span()
+    attributes = dict(span.attributes or {})
+    assert span.status.status_code is StatusCode.ERROR
+    assert attributes["error.type"] == "ContentFilterFinishReasonError"
+    assert attributes["gen_ai.usage.input_tokens"] == 40
+    assert attributes["gen_ai.usage.output_tokens"] == 7
+    assert attributes["gen_ai.response.finish_reasons"] == ("content_filter",)
+    assert attributes["openai_usage.usage.source"] == "response"
+
+
 needs_beta_parse = pytest.mark.skipif(
     not hasattr(openai.resources.beta, "chat"),
     reason="beta.chat.completions.parse is in openai 1.40 to 1.91 only",
@@ -272,9 +317,10 @@ def test_beta_chat_parse_of_older_sdks_is_traced_with_usage(
     assert attributes["openai_usage.usage.source"] == "response"
 
 
-def test_a_beta_method_that_calls_create_is_not_patched_over_it() -> None:
-    # openai 1.40 to 1.49's `beta.chat.completions.parse` calls `chat.completions.create`
-    # (traced already): patching it too would make two spans and count the tokens twice.
+def test_a_beta_method_that_calls_create_is_told_apart() -> None:
+    # openai 1.40 to 1.49's `beta.chat.completions.parse` calls `chat.completions.create`:
+    # its wrapper passes that inner call through, or there would be two spans, and the
+    # tokens counted twice.
     from opentelemetry.instrumentation.openai_usage import _posts
 
     class Resource:
@@ -286,6 +332,49 @@ def test_a_beta_method_that_calls_create_is_not_patched_over_it() -> None:
 
     assert _posts(Resource.posts)
     assert not _posts(Resource.delegates)
+
+
+def _beta_parse_delegates() -> bool:
+    from opentelemetry.instrumentation.openai_usage import _posts
+
+    beta = getattr(openai.resources, "beta", None)
+    completions = getattr(getattr(beta, "chat", None), "completions", None)
+    parse = getattr(getattr(completions, "Completions", None), "parse", None)
+    return parse is not None and not _posts(parse)
+
+
+@pytest.mark.skipif(
+    not _beta_parse_delegates(), reason="only openai 1.40 to 1.49's beta parse calls create"
+)
+@pytest.mark.parametrize("kind", ["sync", "async"])
+async def test_a_beta_parse_calling_create_fails_in_its_one_span(
+    instrumented: Any, telemetry: Telemetry, kind: str
+) -> None:
+    # There `parse()` raises `LengthFinishReasonError` after `create` returned: the call's
+    # one span is in error, with the usage billed, not the span of a `create` that went well.
+    request: dict[str, Any] = {"model": "gpt-4o-mini", "messages": MESSAGES}
+    request["response_format"] = Answer
+    options: dict[str, Any] = {"base_url": "http://cut.invalid/v1", "api_key": API_KEY}
+    options["max_retries"] = 0
+    if kind == "sync":
+        client: Any = openai.OpenAI(
+            http_client=HTTP.Client(transport=HTTP.MockTransport(_cut_off)), **options
+        )
+        with pytest.raises(openai.LengthFinishReasonError):
+            client.beta.chat.completions.parse(**request)
+    else:
+        client = openai.AsyncOpenAI(
+            http_client=HTTP.AsyncClient(transport=HTTP.MockTransport(_cut_off)), **options
+        )
+        with pytest.raises(openai.LengthFinishReasonError):
+            await client.beta.chat.completions.parse(**request)
+    span = telemetry.span()
+    attributes = dict(span.attributes or {})
+    assert span.status.status_code is StatusCode.ERROR
+    assert attributes["error.type"] == "LengthFinishReasonError"
+    assert attributes["gen_ai.output.type"] == "json"
+    assert attributes["gen_ai.usage.output_tokens"] == 100
+    assert sorted(p.sum for p in telemetry.points("gen_ai.client.token.usage")) == [40, 100]
 
 
 needs_beta_responses = pytest.mark.skipif(

@@ -333,6 +333,24 @@ def test_an_echoed_prompt_is_not_counted_as_output(
     assert LOWER_BOUND not in attributes
 
 
+@pytest.mark.parametrize("sentinel", ["NOT_GIVEN", "omit"])
+def test_a_suffix_passed_as_the_sdks_not_given_leaves_the_estimate_exact(
+    instrument: Any, telemetry: Telemetry, client: openai.OpenAI, sentinel: str
+) -> None:
+    # Code forwarding optional arguments passes `NOT_GIVEN` (or `omit`, from openai 2):
+    # no suffix at all, not one we could not read, so no reason to mark a lower bound.
+    if not hasattr(openai, sentinel):
+        pytest.skip(f"openai {openai.__version__} has no {sentinel}")
+    instrument(inject_stream_usage=False)
+    suffix = getattr(openai, sentinel)
+    list(
+        client.completions.create(
+            model="gpt-3.5-turbo-instruct", prompt="Say two words:", suffix=suffix, stream=True
+        )
+    )
+    assert LOWER_BOUND not in estimated_usage(telemetry)
+
+
 def test_legacy_completions_stream_gets_billed_usage_by_injection(
     instrumented: Any, telemetry: Telemetry, client: openai.OpenAI, server: LocalOpenAIServer
 ) -> None:

@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import importlib
 import inspect
-from collections.abc import Collection
+from collections.abc import Callable, Collection
+from functools import partial
 from typing import Any
 
 import wrapt
@@ -111,13 +112,16 @@ class OpenAIUsageInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         self._patched = []
         for endpoint in ENDPOINTS:
             factory = async_wrapper if endpoint.is_async else sync_wrapper
-            self._patch(endpoint, factory(runtime, endpoint))
+            self._patch(endpoint, partial(factory, runtime, endpoint))
         for helper in HELPER_CLOSES:
             closer = async_helper_close_wrapper if helper.is_async else helper_close_wrapper
-            self._patch(helper, closer)
+            self._patch(helper, partial(_as_is, closer))
 
-    def _patch(self, target: Endpoint | HelperClose, wrapper: Any) -> None:
-        """Wrap one SDK method; an API or method this SDK release lacks is skipped quietly."""
+    def _patch(self, target: Endpoint | HelperClose, wrapper_for: Callable[[bool], Any]) -> None:
+        """Wrap one SDK method; an API or method this SDK release lacks is skipped quietly.
+
+        `wrapper_for(delegates)`: the wrapper, told whether this release's method calls
+        another patched method rather than sending its request itself."""
         try:
             cls_name, method = target.method.rsplit(".", 1)
             try:
@@ -127,10 +131,10 @@ class OpenAIUsageInstrumentor(BaseInstrumentor):  # type: ignore[misc]
             function = getattr(getattr(module, cls_name, None), method, None)
             if function is None:
                 return  # e.g. chat `parse` before 1.92
-            if getattr(target, "only_if_it_posts", False) and not _posts(function):
-                return  # it calls a method we patch: one span, not two
+            # Calling a method we patch: its span is the call's only one (see `Endpoint`).
+            delegates = getattr(target, "may_delegate", False) and not _posts(function)
             if not ours_within(function):  # else ours is there, under another's: active again
-                wrapt.wrap_function_wrapper(target.module, target.method, wrapper)
+                wrapt.wrap_function_wrapper(target.module, target.method, wrapper_for(delegates))
             self._patched.append(target)
         except Exception as exc:
             internal_error(f"patching {target.module}.{target.method}", exc)
@@ -151,6 +155,11 @@ class OpenAIUsageInstrumentor(BaseInstrumentor):  # type: ignore[misc]
             except Exception as exc:
                 internal_error(f"unpatching {endpoint.module}.{endpoint.method}", exc)
         self._patched = []
+
+
+def _as_is(wrapper: Any, delegates: bool) -> Any:
+    """A wrapper that is the same whatever the method it wraps calls."""
+    return wrapper
 
 
 def _posts(function: Any) -> bool:

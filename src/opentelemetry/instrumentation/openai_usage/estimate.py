@@ -349,9 +349,14 @@ def _plain_inputs(value: Any, counter: _Counter) -> int:
         if all(isinstance(item, int) for item in value):
             return len(value)  # one input given as token ids
         return sum(_plain_inputs(item, counter) for item in value)
-    if value is not None:
+    if value is not None and type(value).__name__ not in _SENTINELS:
         counter.partial = True
     return 0
+
+
+# The SDK's "not given" values (`NOT_GIVEN`, `omit`), which its own helpers pass on and a
+# caller may pass too: no input at all, not one we could not read.
+_SENTINELS = ("NotGiven", "Omit")
 
 
 def _offers_tools(request: Mapping[str, Any]) -> bool:

@@ -42,9 +42,10 @@ class Endpoint:
     injects_usage: bool
     # The counting rules an estimate uses, when not the operation's own.
     estimate_as: str = ""
-    # Patched only where the method sends its request itself (`self._post`): where it
-    # calls another patched method instead, that one's span is the call's only span.
-    only_if_it_posts: bool = False
+    # Whether the method may, in some SDK releases, call another patched method instead of
+    # sending its request itself (`self._post`). Where it does, its span is still the
+    # call's only one: the inner call, made while it runs, is passed through untraced.
+    may_delegate: bool = False
 
 
 # The chat resource moved from `resources/chat/completions.py` (openai < 1.55)
@@ -65,11 +66,13 @@ ENDPOINTS: tuple[Endpoint, ...] = (
             facts=facts_from_completion,
             accumulator=ChatStreamAccumulator,
             injects_usage=method == "create",
-            only_if_it_posts="beta" in module,
+            may_delegate="beta" in module,
         )
         # `parse` posts by itself (it does not call `create`) and never streams. Before
         # openai 1.92 it was `beta.chat.completions.parse`, which posts by itself from
-        # 1.50 on; in 1.40 to 1.49 it calls `create` (traced already).
+        # 1.50 on; in 1.40 to 1.49 it calls `create`, then parses what that returned: its
+        # span must be parse's own, or an error of that parsing (`LengthFinishReasonError`)
+        # would come after the span of `create` ended fine.
         for module, method in (
             (_CHAT_MODULE, "create"),
             (_CHAT_MODULE, "parse"),

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Callable, Iterator, Mapping
+from contextvars import ContextVar
 from typing import Any
 
 from opentelemetry.trace import SpanKind, Tracer
@@ -353,10 +354,33 @@ def _error_facts(endpoint: Endpoint, exc: BaseException) -> ResponseFacts | None
     usage and all, that the server billed."""
     try:  # any exception reaches here: a property of its own may raise
         completion = getattr(exc, "completion", None)
+        if completion is None:
+            completion = _completion_parse_refused(exc)
         return None if completion is None else endpoint.facts(completion)
     except Exception as internal:
         internal_error("reading a failed call's completion", internal)
         return None
+
+
+# The SDK's function that turns a completion into `parse()`'s result, and its argument.
+_PARSING_FUNCTION = "parse_chat_completion"
+_PARSED_ARGUMENT = "chat_completion"
+
+
+def _completion_parse_refused(exc: BaseException) -> Any:
+    """The completion a `ContentFilterFinishReasonError` was raised for, where the SDK did
+    not put it on the exception (openai < 3 raises it bare): the SDK's parsing function
+    raised it with the completion, billed usage and all, as its argument."""
+    if type(exc).__name__ != "ContentFilterFinishReasonError":
+        return None
+    completion = None
+    traceback = exc.__traceback__
+    while traceback is not None:  # the innermost such frame is the one that raised it
+        frame = traceback.tb_frame
+        if frame.f_code.co_name == _PARSING_FUNCTION:
+            completion = frame.f_locals.get(_PARSED_ARGUMENT, completion)
+        traceback = traceback.tb_next
+    return completion
 
 
 def _detach(token: object | None, previous: otel_context.Context) -> None:
@@ -402,6 +426,31 @@ def _remember_rejection(runtime: Runtime, call: Call) -> None:
         internal_error("remembering a rejected request", internal)
 
 
+# Set while a method that calls another patched method (see `Endpoint.may_delegate`) runs:
+# the inner call is part of its call, and of its span.
+_DELEGATED: ContextVar[bool] = ContextVar("openai_usage_delegated", default=False)
+
+
+def _send_delegating(
+    runtime: Runtime, call: Call, wrapped: Callable[..., Any], args: tuple[Any, ...]
+) -> Any:
+    outer = _DELEGATED.set(True)
+    try:
+        return _send(runtime, call, wrapped, args)
+    finally:
+        _DELEGATED.reset(outer)
+
+
+async def _asend_delegating(
+    runtime: Runtime, call: Call, wrapped: Callable[..., Any], args: tuple[Any, ...]
+) -> Any:
+    outer = _DELEGATED.set(True)
+    try:
+        return await _asend(runtime, call, wrapped, args)
+    finally:
+        _DELEGATED.reset(outer)
+
+
 def _send(runtime: Runtime, call: Call, wrapped: Callable[..., Any], args: tuple[Any, ...]) -> Any:
     try:
         return wrapped(*args, **call.kwargs)
@@ -427,11 +476,14 @@ async def _asend(
     return result
 
 
-def sync_wrapper(runtime: Runtime, endpoint: Endpoint) -> Wrapper:
+def sync_wrapper(runtime: Runtime, endpoint: Endpoint, delegates: bool = False) -> Wrapper:
+    """`delegates`: this release's method calls another patched method (`Endpoint.may_delegate`)."""
+    send = _send_delegating if delegates else _send
+
     def wrapper(
         wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Any:
-        if not runtime.active:
+        if not runtime.active or _DELEGATED.get():
             return wrapped(*args, **kwargs)
         kwargs = _replayable_or_ended(runtime, endpoint, instance, kwargs)
         call = _safe_start(runtime, endpoint, instance, kwargs)
@@ -440,7 +492,7 @@ def sync_wrapper(runtime: Runtime, endpoint: Endpoint) -> Wrapper:
         previous, token = otel_context.get_current(), None
         try:  # attached inside: an interrupt just after attaching still detaches
             token = _attach(call)
-            result = _send(runtime, call, wrapped, args)
+            result = send(runtime, call, wrapped, args)
         except BaseException as exc:
             call.invocation.end(_error_facts(endpoint, exc), exc)
             raise
@@ -455,13 +507,16 @@ def sync_wrapper(runtime: Runtime, endpoint: Endpoint) -> Wrapper:
     return wrapper
 
 
-def async_wrapper(runtime: Runtime, endpoint: Endpoint) -> Wrapper:
+def async_wrapper(runtime: Runtime, endpoint: Endpoint, delegates: bool = False) -> Wrapper:
+    """The async twin of `sync_wrapper`."""
+    asend = _asend_delegating if delegates else _asend
+
     def wrapper(
         wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Any:
         # A plain function returning a coroutine, so that a pass-through stays
         # exactly the SDK's coroutine when we are inactive.
-        if not runtime.active:
+        if not runtime.active or _DELEGATED.get():
             return wrapped(*args, **kwargs)
         return _traced(wrapped, instance, args, kwargs)
 
@@ -475,7 +530,7 @@ def async_wrapper(runtime: Runtime, endpoint: Endpoint) -> Wrapper:
         previous, token = otel_context.get_current(), None
         try:  # attached inside: an interrupt just after attaching still detaches
             token = _attach(call)
-            result = await _asend(runtime, call, wrapped, args)
+            result = await asend(runtime, call, wrapped, args)
         except BaseException as exc:
             call.invocation.end(_error_facts(endpoint, exc), exc)
             raise
