@@ -168,6 +168,9 @@ class PriceTable:
         self.function = function
         # Table lookups per (model, tier), remembered: every call asks, for few models.
         self._found: dict[tuple[str, str], tuple[Price | None, Price | None]] = {}
+        # The tables' answer per (names, tier), remembered: the same two names (response
+        # model, requested model) come on nearly every call.
+        self._chosen: dict[tuple[tuple[str, ...], str], Price | None] = {}
         # What the price function did wrong, logged once each: it is asked on every
         # call, and a broken one would otherwise log on every call (twice, with the
         # request model).
@@ -207,12 +210,22 @@ class PriceTable:
         return self.first_price((model,), service_tier)
 
     def first_price(self, models: tuple[str | None, ...], service_tier: str | None) -> Price | None:
-        names = [model for model in models if isinstance(model, str) and model]
-        for model in names:
-            asked = self._asked(model, service_tier)
-            if asked is not None:
-                return asked
+        names = tuple(model for model in models if isinstance(model, str) and model)
+        if self.function is not None:
+            for model in names:
+                asked = self._asked(model, service_tier)
+                if asked is not None:
+                    return asked
         tier = service_tier if isinstance(service_tier, str) else ""
+        key = (names, tier)
+        if key in self._chosen:
+            return self._chosen[key]
+        price = self._from_tables(names, tier)
+        if len(self._chosen) < _REMEMBERED:
+            self._chosen[key] = price
+        return price
+
+    def _from_tables(self, names: tuple[str, ...], tier: str) -> Price | None:
         found = [self._in_tables(model, tier) for model in names]
         for own, _ in found:
             if own is not None:

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import wrapt
 
+from . import parse_errors
 from . import telemetry as t
 from .errors import internal_error
 from .estimator import FINISHER
@@ -411,8 +412,7 @@ def cut_short_completion(exc: BaseException) -> Any:
     before its `response_format` was complete, and the call failed with it, as
     `chat.completions.parse()` does without a raw response (`wrappers._error_facts`)."""
     try:
-        if type(exc).__name__ in ("LengthFinishReasonError", "ContentFilterFinishReasonError"):
-            return getattr(exc, "completion", None)
+        return parse_errors.cut_short_completion(exc)
     except Exception as internal:  # a property of the exception's own may raise
         internal_error("reading a failed parse's completion", internal)
     return None

@@ -14,7 +14,6 @@ and duration histograms still carry them).
 
 from __future__ import annotations
 
-import math
 import os
 import threading
 import weakref
@@ -42,6 +41,9 @@ def _overflow_key(attributes: Mapping[str, Any]) -> frozenset[tuple[str, Any]]:
     return frozenset({(_OVERFLOW, True), (_KEPT_IN_OVERFLOW, source)})
 
 
+_INFINITY = float("inf")
+
+
 class SummedCounter:
     """A monotonic counter (an `ObservableCounter`) whose sums are kept in this process."""
 
@@ -55,7 +57,7 @@ class SummedCounter:
 
     def add(self, amount: float, attributes: Mapping[str, Any]) -> None:
         """Add a non-negative, finite amount to the sum of this attribute set."""
-        if not (amount >= 0 and math.isfinite(amount)):
+        if not 0 <= amount < _INFINITY:  # NaN compares False: also refused
             # A counter only grows, as the SDK's own `add` insists; and one NaN or
             # infinity would stay in the sum for good: the SDK drops a non-finite
             # observation, so the series would never be reported again.

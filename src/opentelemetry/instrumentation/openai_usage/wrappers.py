@@ -33,6 +33,7 @@ from .errors import (
 )
 from .estimator import Estimator
 from .invocation import Invocation
+from .parse_errors import completion_of
 from .patches import Endpoint
 from .raw_responses import parsed_or_loose, wrap_raw_response
 from .request import (
@@ -353,34 +354,11 @@ def _error_facts(endpoint: Endpoint, exc: BaseException) -> ResponseFacts | None
     `LengthFinishReasonError` and `ContentFilterFinishReasonError` hold the completion,
     usage and all, that the server billed."""
     try:  # any exception reaches here: a property of its own may raise
-        completion = getattr(exc, "completion", None)
-        if completion is None:
-            completion = _completion_parse_refused(exc)
+        completion = completion_of(exc)
         return None if completion is None else endpoint.facts(completion)
     except Exception as internal:
         internal_error("reading a failed call's completion", internal)
         return None
-
-
-# The SDK's function that turns a completion into `parse()`'s result, and its argument.
-_PARSING_FUNCTION = "parse_chat_completion"
-_PARSED_ARGUMENT = "chat_completion"
-
-
-def _completion_parse_refused(exc: BaseException) -> Any:
-    """The completion a `ContentFilterFinishReasonError` was raised for, where the SDK did
-    not put it on the exception (openai < 3 raises it bare): the SDK's parsing function
-    raised it with the completion, billed usage and all, as its argument."""
-    if type(exc).__name__ != "ContentFilterFinishReasonError":
-        return None
-    completion = None
-    traceback = exc.__traceback__
-    while traceback is not None:  # the innermost such frame is the one that raised it
-        frame = traceback.tb_frame
-        if frame.f_code.co_name == _PARSING_FUNCTION:
-            completion = frame.f_locals.get(_PARSED_ARGUMENT, completion)
-        traceback = traceback.tb_next
-    return completion
 
 
 def _detach(token: object | None, previous: otel_context.Context) -> None:
