@@ -170,49 +170,71 @@ async def test_async_chat_parse_is_traced_with_usage(
     assert attributes["gen_ai.usage.output_tokens"] == result.usage.completion_tokens
 
 
-def _cut_off(request: Any) -> Any:
-    """A reply that hit `max_tokens`: billed in full, but `parse()` cannot use it."""
-    body = {
-        "id": "chatcmpl-cut", "object": "chat.completion", "created": 1, "model": "gpt-4o-mini",
-        "choices": [{"index": 0, "finish_reason": "length", "logprobs": None,
-                     "message": {"role": "assistant", "content": '{"answer": "tw'}}],
-        "usage": {"prompt_tokens": 40, "completion_tokens": 100, "total_tokens": 140},
-    }  # fmt: skip
-    return HTTP.Response(200, json=body)
+def _stopped(finish: str, output_tokens: int) -> Any:
+    """A reply stopped by `max_tokens` or the content filter: billed in full, but `parse()`
+    cannot use it."""
+
+    def handler(request: Any) -> Any:
+        body = {
+            "id": "chatcmpl-stopped", "object": "chat.completion", "created": 1,
+            "model": "gpt-4o-mini",
+            "choices": [{"index": 0, "finish_reason": finish, "logprobs": None,
+                         "message": {"role": "assistant", "content": '{"answer": "tw'}}],
+            "usage": {"prompt_tokens": 40, "completion_tokens": output_tokens,
+                      "total_tokens": 40 + output_tokens},
+        }  # fmt: skip
+        return HTTP.Response(200, json=body)
+
+    return handler
+
+
+_cut_off = _stopped("length", 100)
 
 
 @needs_parse
 @pytest.mark.parametrize("kind", ["sync", "async"])
+@pytest.mark.parametrize(
+    ("finish", "error", "output_tokens"),
+    [
+        ("length", "LengthFinishReasonError", 100),
+        # openai 1.x and 2.x raise this one without the completion (3.x puts it on the
+        # exception): the span still has the usage the server billed.
+        ("content_filter", "ContentFilterFinishReasonError", 7),
+    ],
+)
 async def test_a_parse_the_sdk_fails_after_the_reply_keeps_the_billed_usage(
-    instrumented: Any, telemetry: Telemetry, kind: str
+    instrumented: Any,
+    telemetry: Telemetry,
+    kind: str,
+    finish: str,
+    error: str,
+    output_tokens: int,
 ) -> None:
     request: dict[str, Any] = {"model": "gpt-4o-mini", "messages": MESSAGES}
     request["response_format"] = Answer
-    options: dict[str, Any] = {"base_url": "http://cut.invalid/v1", "api_key": API_KEY}
+    options: dict[str, Any] = {"base_url": "http://stopped.invalid/v1", "api_key": API_KEY}
     options["max_retries"] = 0
+    transport = HTTP.MockTransport(_stopped(finish, output_tokens))
+    expected = getattr(openai, error)
     if kind == "sync":
-        client: Any = openai.OpenAI(
-            http_client=HTTP.Client(transport=HTTP.MockTransport(_cut_off)), **options
-        )
-        with pytest.raises(openai.LengthFinishReasonError) as raised:
+        client: Any = openai.OpenAI(http_client=HTTP.Client(transport=transport), **options)
+        with pytest.raises(expected) as raised:
             client.chat.completions.parse(**request)
     else:
-        client = openai.AsyncOpenAI(
-            http_client=HTTP.AsyncClient(transport=HTTP.MockTransport(_cut_off)), **options
-        )
-        with pytest.raises(openai.LengthFinishReasonError) as raised:
+        client = openai.AsyncOpenAI(http_client=HTTP.AsyncClient(transport=transport), **options)
+        with pytest.raises(expected) as raised:
             await client.chat.completions.parse(**request)
-    assert raised.value.completion.usage.completion_tokens == 100  # the SDK's own exception
+    assert type(raised.value) is expected  # the SDK's own exception
     span = telemetry.span()
     attributes = dict(span.attributes or {})
     assert span.status.status_code is StatusCode.ERROR
-    assert attributes["error.type"] == "LengthFinishReasonError"
+    assert attributes["error.type"] == error
     assert attributes["gen_ai.usage.input_tokens"] == 40
-    assert attributes["gen_ai.usage.output_tokens"] == 100
-    assert attributes["gen_ai.response.finish_reasons"] == ("length",)
+    assert attributes["gen_ai.usage.output_tokens"] == output_tokens
+    assert attributes["gen_ai.response.finish_reasons"] == (finish,)
     assert attributes["openai_usage.usage.source"] == "response"
     points = telemetry.points("gen_ai.client.token.usage")
-    assert sorted(p.sum for p in points) == [40, 100]
+    assert sorted(p.sum for p in points) == sorted([40, output_tokens])
 
 
 @needs_parse
@@ -253,51 +275,6 @@ def test_a_raw_parse_cut_short_ends_the_span_in_error_as_the_call_does(
     assert attributes["gen_ai.usage.output_tokens"] == body["usage"]["completion_tokens"]
     assert attributes["openai_usage.usage.source"] == "response"
     assert attributes["gen_ai.response.finish_reasons"] == (finish,)
-
-
-def _filtered(request: Any) -> Any:
-    """A reply the content filter stopped: billed, but `parse()` refuses it."""
-    body = {
-        "id": "chatcmpl-filtered", "object": "chat.completion", "created": 1,
-        "model": "gpt-4o-mini",
-        "choices": [{"index": 0, "finish_reason": "content_filter", "logprobs": None,
-                     "message": {"role": "assistant", "content": '{"answer": "'}}],
-        "usage": {"prompt_tokens": 40, "completion_tokens": 7, "total_tokens": 47},
-    }  # fmt: skip
-    return HTTP.Response(200, json=body)
-
-
-@needs_parse
-@pytest.mark.parametrize("kind", ["sync", "async"])
-async def test_a_parse_refused_by_the_content_filter_keeps_the_billed_usage(
-    instrumented: Any, telemetry: Telemetry, kind: str
-) -> None:
-    # openai 1.x and 2.x raise `ContentFilterFinishReasonError` without the completion
-    # (3.x puts it on the exception): the span still has the usage the server billed.
-    request: dict[str, Any] = {"model": "gpt-4o-mini", "messages": MESSAGES}
-    request["response_format"] = Answer
-    options: dict[str, Any] = {"base_url": "http://filtered.invalid/v1", "api_key": API_KEY}
-    options["max_retries"] = 0
-    if kind == "sync":
-        client: Any = openai.OpenAI(
-            http_client=HTTP.Client(transport=HTTP.MockTransport(_filtered)), **options
-        )
-        with pytest.raises(openai.ContentFilterFinishReasonError):
-            client.chat.completions.parse(**request)
-    else:
-        client = openai.AsyncOpenAI(
-            http_client=HTTP.AsyncClient(transport=HTTP.MockTransport(_filtered)), **options
-        )
-        with pytest.raises(openai.ContentFilterFinishReasonError):
-            await client.chat.completions.parse(**request)
-    span = telemetry.span()
-    attributes = dict(span.attributes or {})
-    assert span.status.status_code is StatusCode.ERROR
-    assert attributes["error.type"] == "ContentFilterFinishReasonError"
-    assert attributes["gen_ai.usage.input_tokens"] == 40
-    assert attributes["gen_ai.usage.output_tokens"] == 7
-    assert attributes["gen_ai.response.finish_reasons"] == ("content_filter",)
-    assert attributes["openai_usage.usage.source"] == "response"
 
 
 needs_beta_parse = pytest.mark.skipif(
