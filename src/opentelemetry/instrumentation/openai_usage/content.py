@@ -20,7 +20,7 @@ from typing import Any
 from urllib.parse import unquote_plus, urlsplit, urlunsplit
 
 from .errors import is_credential
-from .tally import ChoiceText, CompletionTally, Pieces, get
+from .tally import ChoiceText, CompletionTally, Pieces, get, not_given
 
 Part = dict[str, Any]
 Message = dict[str, Any]
@@ -34,7 +34,7 @@ def _given(value: Any) -> Any:
     """The value, or None for the SDK's `NOT_GIVEN` / `omit`: a field the SDK leaves out of
     the request, which the captured request must leave out too (not "NOT_GIVEN", nor an
     `<openai.Omit object at 0x...>`)."""
-    return None if type(value).__name__ in ("NotGiven", "Omit") else value
+    return None if not_given(value) else value
 
 
 def _arguments(raw: Any) -> Any:

@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from .tally import CompletionTally
+from .tally import CompletionTally, not_given
 from .tally import get as _get
 from .usage import SOURCE_ESTIMATE, Usage
 
@@ -349,14 +349,9 @@ def _plain_inputs(value: Any, counter: _Counter) -> int:
         if all(isinstance(item, int) for item in value):
             return len(value)  # one input given as token ids
         return sum(_plain_inputs(item, counter) for item in value)
-    if value is not None and type(value).__name__ not in _SENTINELS:
+    if value is not None and not not_given(value):
         counter.partial = True
     return 0
-
-
-# The SDK's "not given" values (`NOT_GIVEN`, `omit`), which its own helpers pass on and a
-# caller may pass too: no input at all, not one we could not read.
-_SENTINELS = ("NotGiven", "Omit")
 
 
 def _offers_tools(request: Mapping[str, Any]) -> bool:

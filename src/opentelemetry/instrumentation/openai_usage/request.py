@@ -11,6 +11,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from . import telemetry as t
+from .tally import not_given
 
 # Hosts whose provider name the conventions define; anything else speaking the
 # OpenAI protocol is reported as `openai`.
@@ -49,10 +50,7 @@ _DEFAULT_PORTS = {"https": 443, "http": 80}
 
 def _given(value: Any) -> bool:
     """True for a value the caller really passed (not None, NOT_GIVEN or omit)."""
-    if value is None:
-        return False
-    # The SDK's sentinels are falsy singletons of classes named NotGiven / Omit.
-    return type(value).__name__ not in ("NotGiven", "Omit")
+    return value is not None and not not_given(value)
 
 
 def _double(value: Any) -> float | None:

@@ -19,6 +19,13 @@ def get(obj: Any, name: str) -> Any:
     return getattr(obj, name, None)
 
 
+def not_given(value: Any) -> bool:
+    """The SDK's "not given" values (`NOT_GIVEN`, `omit`: falsy singletons of classes so
+    named), which its helpers pass on and callers may pass too: a field the SDK leaves out
+    of the request, so no value at all."""
+    return type(value).__name__ in ("NotGiven", "Omit")
+
+
 COMPACT_PIECES = 512  # every this many pieces of one text become one string
 MAX_CHARS = 8 << 20  # per call; text beyond it is not kept and the estimate is a lower bound
 
