@@ -474,6 +474,26 @@ def test_another_service_tier_needs_its_own_price(
     assert cost_of(telemetry) == pytest.approx((1000 * 0.075 + 500 * 0.3) / 1e6)
 
 
+def test_groqs_on_demand_tier_is_its_standard_price(instrument: Any, telemetry: Telemetry) -> None:
+    # `on_demand` is Groq's default tier, its list price: a plain entry prices it.
+    def handler(request: Any) -> Any:
+        body = {
+            "id": "chatcmpl-groq", "object": "chat.completion", "created": 1,
+            "model": "llama-3.3-70b-versatile", "service_tier": "on_demand",
+            "choices": [{"index": 0, "finish_reason": "stop", "logprobs": None,
+                         "message": {"role": "assistant", "content": "Hello."}}],
+            "usage": {"prompt_tokens": 1000, "completion_tokens": 500, "total_tokens": 1500},
+        }  # fmt: skip
+        return HTTP.Response(200, json=body)
+
+    instrument(prices={"llama-3.3-70b-versatile": {"input": 0.59, "output": 0.79}})
+    client = served_by(handler)
+    client.chat.completions.create(model="llama-3.3-70b-versatile", messages=MESSAGES)
+    assert (telemetry.span().attributes or {})["openai.response.service_tier"] == "on_demand"
+    assert cost_of(telemetry) == pytest.approx((1000 * 0.59 + 500 * 0.79) / 1e6)
+    client.close()
+
+
 @needs_responses
 def test_responses_and_embeddings_are_priced_too(
     instrumented: Any, telemetry: Telemetry, client: openai.OpenAI

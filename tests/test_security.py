@@ -513,6 +513,27 @@ def test_a_predicted_output_quoted_by_a_servers_error_is_scrubbed(
     client.close()
 
 
+def test_a_legacy_completions_suffix_quoted_by_a_servers_error_is_scrubbed(
+    instrumented: Any, telemetry: Telemetry
+) -> None:
+    # A legacy completion's `suffix` is content (the text after the insertion point, the
+    # rest of the file being edited, say): a server's error quoting it must not reach the span.
+    def handler(request: Any) -> Any:
+        suffix = json.loads(request.content)["suffix"]
+        message = f"suffix is not supported for this model [input_value={suffix!r}]"
+        return HTTP.Response(400, json={"error": {"message": message, "type": "invalid"}})
+
+    suffix = "\n    return gateway.charge(card='4111 1111 1111 1111')"
+    client = served_by(handler)
+    with pytest.raises(openai.BadRequestError) as raised:
+        client.completions.create(model="gpt-3.5-turbo-instruct", prompt="def f():", suffix=suffix)
+    assert "4111 1111" in str(raised.value)  # the caller's exception is unchanged
+    span = telemetry.span()
+    assert "input_value=" in (span.status.description or "")  # the server's words
+    assert "4111 1111" not in span.to_json() and "gateway.charge" not in span.to_json()
+    client.close()
+
+
 def test_error_scrubbing_takes_content_only_never_the_shape_of_the_request() -> None:
     request = {
         "messages": [

@@ -322,10 +322,13 @@ def completion_input(request: Mapping[str, Any]) -> list[Message]:
 # Request parameters that hold content, and, within them, the keys whose values are
 # content, and those whose values are the shape (a message's `role`, a part's or a JSON
 # schema's `type`, names and ids): never content, even inside content. (`prediction`:
-# a chat call's predicted output, the text of the file being edited, say.)
+# a chat call's predicted output, the text of the file being edited, say; `suffix`: the
+# text after a legacy completion's insertion point.)
 _CONTENT_PARAMETERS = (
-    "messages", "input", "prompt", "instructions", "tools", "functions", "prediction",
+    "messages", "input", "prompt", "suffix", "instructions", "tools", "functions",
+    "prediction",
 )  # fmt: skip
+_TEXT_PARAMETERS = frozenset({"input", "prompt", "suffix", "instructions"})
 _TEXT_KEYS = frozenset(
     {"content", "text", "arguments", "input", "output", "refusal", "description"}
 )
@@ -350,10 +353,10 @@ def request_texts(request: Mapping[str, Any]) -> list[str]:
             for item in value:
                 walk(item, inside, depth + 1)
 
-    # A string (or list of strings) given as `input`, `prompt` or `instructions` is content;
-    # in a list of messages or items, what their keys say.
+    # A string (or list of strings) given as one of `_TEXT_PARAMETERS` is content; in a
+    # list of messages or items, what their keys say.
     for name in _CONTENT_PARAMETERS:
-        walk(request.get(name), name in ("input", "prompt", "instructions"), 0)
+        walk(request.get(name), name in _TEXT_PARAMETERS, 0)
     return found
 
 

@@ -28,9 +28,10 @@ DEFAULT_PRICES_SOURCE = "https://platform.openai.com/docs/pricing (Standard tier
 
 _PER_TOKEN = 1e-6  # table prices are per million tokens
 _DATE_SUFFIX = re.compile(r"-\d{4}-\d{2}-\d{2}$")  # gpt-4o-2024-08-06 -> gpt-4o
-# Service tiers billed at the table's (standard) price; any other tier ("flex",
-# "priority", "batch") needs an entry of its own, `model@tier`, or gets no cost.
-_STANDARD_TIERS = frozenset({"", "default", "auto", "standard"})
+# Service tiers billed at the table's (standard) price (`on_demand`: Groq's default);
+# any other tier ("flex", "priority", "batch") needs an entry of its own, `model@tier`,
+# or gets no cost.
+_STANDARD_TIERS = frozenset({"", "default", "auto", "standard", "on_demand"})
 
 
 @dataclass(frozen=True)
