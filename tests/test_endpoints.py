@@ -748,7 +748,7 @@ def test_a_streaming_response_body_the_caller_read_gives_the_span_its_usage(
         model="gpt-4o-mini", messages=MESSAGES
     ) as response:
         if read == "parse_to_dict":
-            response.parse(to=dict[str, Any])
+            response.parse(to=dict)
         elif read == "parse_to_model":
             response.parse(to=openai.types.chat.ChatCompletion)
         else:
@@ -776,7 +776,7 @@ def test_an_error_body_in_a_200_the_caller_read_itself_ends_the_span_in_error(
         model="gpt-4o-mini", messages=MESSAGES, extra_headers=headers
     ) as response:
         if read == "parse_to_dict":
-            response.parse(to=dict[str, Any])
+            response.parse(to=dict)
         else:
             getattr(response, read)()
     span = telemetry.span()
@@ -812,7 +812,7 @@ async def test_an_async_streaming_response_body_the_caller_read_gives_the_span_i
     async with aclient.embeddings.with_streaming_response.create(
         model="text-embedding-3-small", input="a b", encoding_format="float"
     ) as response:
-        body = await response.parse(to=dict[str, Any])
+        body = await response.parse(to=dict)
     attributes = dict(telemetry.span().attributes or {})
     assert attributes["gen_ai.usage.input_tokens"] == body["usage"]["prompt_tokens"]
     assert attributes["gen_ai.embeddings.dimension.count"] == len(body["data"][0]["embedding"])
