@@ -8,6 +8,7 @@ import gc
 import inspect
 import logging
 import time
+import typing
 from typing import Any
 
 import openai
@@ -168,6 +169,12 @@ async def test_async_chat_parse_is_traced_with_usage(
     assert isinstance(result.choices[0].message.parsed, Answer)
     attributes = dict(telemetry.span().attributes or {})
     assert attributes["gen_ai.usage.output_tokens"] == result.usage.completion_tokens
+
+
+# A `parse(to=...)` type every SDK line and Python takes: openai 1.x unpacks a dict type's
+# arguments (a bare `dict` fails), and on Python 3.10 `dict[str, Any]` passes for a class
+# in the SDK's `isinstance(cast_to, type)` check, then fails its `issubclass`.
+_BODY_AS_DICT = typing.Dict[str, Any]  # noqa: UP006
 
 
 def _stopped(finish: str, output_tokens: int) -> Any:
@@ -748,7 +755,7 @@ def test_a_streaming_response_body_the_caller_read_gives_the_span_its_usage(
         model="gpt-4o-mini", messages=MESSAGES
     ) as response:
         if read == "parse_to_dict":
-            response.parse(to=dict)
+            response.parse(to=_BODY_AS_DICT)
         elif read == "parse_to_model":
             response.parse(to=openai.types.chat.ChatCompletion)
         else:
@@ -776,7 +783,7 @@ def test_an_error_body_in_a_200_the_caller_read_itself_ends_the_span_in_error(
         model="gpt-4o-mini", messages=MESSAGES, extra_headers=headers
     ) as response:
         if read == "parse_to_dict":
-            response.parse(to=dict)
+            response.parse(to=_BODY_AS_DICT)
         else:
             getattr(response, read)()
     span = telemetry.span()
@@ -812,7 +819,7 @@ async def test_an_async_streaming_response_body_the_caller_read_gives_the_span_i
     async with aclient.embeddings.with_streaming_response.create(
         model="text-embedding-3-small", input="a b", encoding_format="float"
     ) as response:
-        body = await response.parse(to=dict)
+        body = await response.parse(to=_BODY_AS_DICT)
     attributes = dict(telemetry.span().attributes or {})
     assert attributes["gen_ai.usage.input_tokens"] == body["usage"]["prompt_tokens"]
     assert attributes["gen_ai.embeddings.dimension.count"] == len(body["data"][0]["embedding"])
