@@ -716,7 +716,7 @@ def _interrupt_at(function: str, event: str) -> Any:
     return tracer
 
 
-@pytest.mark.parametrize(("function", "event"), [("_attach", "return"), ("_safe_finish", "call")])
+@pytest.mark.parametrize(("function", "event"), [("activate", "return"), ("_safe_finish", "call")])
 def test_an_interrupt_around_the_sdk_call_ends_the_span_and_restores_the_callers_context(
     instrumented: Any, telemetry: Telemetry, client: openai.OpenAI, function: str, event: str
 ) -> None:

@@ -218,7 +218,7 @@ class Invocation:
         chunk_gaps: Sequence[float],
         extra_attributes: dict[str, Any] | None,
     ) -> None:
-        token = self._measured_in_span()
+        token = self.activate()
         try:
             metric_attributes = self.final_metric_attributes(facts, error)
             self._record(facts, error, end_perf, extra_attributes, metric_attributes)
@@ -240,12 +240,13 @@ class Invocation:
             except Exception as exc:
                 internal_error("ending a span", exc)
 
-    def _measured_in_span(self) -> object | None:
-        """Make the call's span current while its measurements are made, whoever ends it:
-        the metrics SDK takes a histogram's exemplar from the current span, which is
-        otherwise the caller's (a non-streamed call ends after its span stopped being
-        current), that of whatever reads a stream to its end (a task in another trace,
-        even), or none. The token to detach, or None (then the measurements go on)."""
+    def activate(self) -> object | None:
+        """Make the call's span current: while the SDK's method runs (`wrappers`), and
+        while its measurements are made, whoever ends it: the metrics SDK takes a
+        histogram's exemplar from the current span, which is otherwise the caller's (a
+        non-streamed call ends after its span stopped being current), that of whatever
+        reads a stream to its end (a task in another trace, even), or none. The token to
+        detach, or None (then the call goes on)."""
         try:
             return otel_context.attach(set_span_in_context(self.span))
         except Exception as exc:

@@ -18,7 +18,6 @@ from typing import Any
 from opentelemetry.trace import SpanKind, Tracer
 
 from opentelemetry import context as otel_context
-from opentelemetry import trace
 
 from . import telemetry as t
 from .accumulators import ResponseFacts
@@ -341,14 +340,6 @@ def _safe_finish(runtime: Runtime, endpoint: Endpoint, call: Call, result: Any) 
         return result
 
 
-def _attach(call: Call) -> object | None:
-    try:
-        return otel_context.attach(trace.set_span_in_context(call.invocation.span))
-    except Exception as exc:
-        internal_error("activating a span", exc)
-        return None
-
-
 def _error_facts(endpoint: Endpoint, exc: BaseException) -> ResponseFacts | None:
     """What a call that raised after its reply arrived still tells: `parse()`'s
     `LengthFinishReasonError` and `ContentFilterFinishReasonError` hold the completion,
@@ -469,7 +460,7 @@ def sync_wrapper(runtime: Runtime, endpoint: Endpoint, delegates: bool = False) 
             return wrapped(*args, **kwargs)
         previous, token = otel_context.get_current(), None
         try:  # attached inside: an interrupt just after attaching still detaches
-            token = _attach(call)
+            token = call.invocation.activate()
             result = send(runtime, call, wrapped, args)
         except BaseException as exc:
             call.invocation.end(_error_facts(endpoint, exc), exc)
@@ -507,7 +498,7 @@ def async_wrapper(runtime: Runtime, endpoint: Endpoint, delegates: bool = False)
             return await wrapped(*args, **kwargs)
         previous, token = otel_context.get_current(), None
         try:  # attached inside: an interrupt just after attaching still detaches
-            token = _attach(call)
+            token = call.invocation.activate()
             result = await asend(runtime, call, wrapped, args)
         except BaseException as exc:
             call.invocation.end(_error_facts(endpoint, exc), exc)
