@@ -14,12 +14,11 @@ what the tally collected), never raising on odd input.
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import unquote_plus, urlsplit, urlunsplit
 
-from .errors import is_credential
+from .errors import SURROGATES, encodable, is_credential
 from .tally import ChoiceText, CompletionTally, Pieces, get, not_given
 
 Part = dict[str, Any]
@@ -403,18 +402,12 @@ def _fit(value: Any, max_length: int, shortest: int) -> str | None:
     return best
 
 
-# UTF-16 surrogates: a str holds them when a JSON text escaped a character beyond the
-# BMP as two halves (`"\ud83d\ude00"`) and they were decoded apart, as a stream whose chunks
-# split an emoji gives them, then joined; or when one came alone.
-_SURROGATES = re.compile(r"[\ud800-\udfff]")
-
-
 def _encodable(value: Any) -> Any:
-    """`value` with its strings encodable in UTF-8: halves of a pair joined into the one
-    character they stand for, a lone half as U+FFFD. An exporter encodes attributes as
-    UTF-8 (OTLP's protobuf strings must be valid), and drops a value it cannot encode."""
+    """`value` with its strings encodable in UTF-8 (`errors.encodable`). An exporter
+    encodes attributes as UTF-8 (OTLP's protobuf strings must be valid), and drops a
+    value it cannot encode."""
     if isinstance(value, str):
-        return value.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+        return encodable(value)
     if isinstance(value, list):
         return [_encodable(v) for v in value]
     if isinstance(value, dict):
@@ -432,7 +425,7 @@ def bounded_json(value: Any, max_length: int) -> str:
     Its text is valid UTF-8: surrogates are mended first (`_encodable`), never cut apart.
     """
     text = _dumps(value)
-    if _SURROGATES.search(text) is not None:
+    if SURROGATES.search(text) is not None:
         value = _encodable(json.loads(text))  # JSON types only, as `_dumps` made them
         text = _dumps(value)
     if len(text) <= max_length:

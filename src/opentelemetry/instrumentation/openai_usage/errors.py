@@ -80,19 +80,19 @@ def redact(text: str, secrets: Iterable[str], texts: Sequence[str] = ()) -> str:
                 text = text.replace(form, "[REDACTED]")
     text = _SECRET_PATTERNS.sub("[REDACTED]", text)
     text = text if len(text) <= _MAX_TEXT else text[:_MAX_TEXT] + "..."
-    return _encodable(without_content(text, texts) if texts else text)
+    return encodable(without_content(text, texts) if texts else text)
 
 
-# UTF-16 surrogates: what a JSON error body's escapes of half a character beyond the BMP
-# (`"\ud83d"`, a gateway cutting a quoted prompt mid-emoji) decode to.
-_SURROGATES = re.compile(r"[\ud800-\udfff]")
+# UTF-16 surrogates: what JSON escapes of half a character beyond the BMP (`"\ud83d"`, a
+# gateway cutting a quoted prompt mid-emoji, a stream whose chunks split an emoji) decode to.
+SURROGATES = re.compile(r"[\ud800-\udfff]")
 
 
-def _encodable(text: str) -> str:
+def encodable(text: str) -> str:
     """`text` encodable in UTF-8, as exporters encode it (OTLP's protobuf strings must be
     valid UTF-8: a span whose status cannot be encoded is not exported at all): halves
     of a pair joined, a lone half as U+FFFD."""
-    if _SURROGATES.search(text) is None:
+    if SURROGATES.search(text) is None:
         return text
     return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
 
