@@ -160,6 +160,28 @@ def test_a_model_with_no_known_price_gets_no_cost_not_zero(
     assert telemetry.points(COST_METRIC) == []
 
 
+def test_a_price_without_output_gives_no_cost_to_a_call_with_output_tokens(
+    instrument: Any,
+    telemetry: Telemetry,
+    client: openai.OpenAI,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # An entry fit for an embedding model, given to a chat model by mistake: pricing its
+    # 500 output tokens at 0 would record a cost that looks complete and is a third of it.
+    instrument(prices={"my-model": {"input": 1.0}, "my-embedder": {"input": 0.5}})
+    for _ in range(2):
+        client.chat.completions.create(
+            model="my-model", messages=MESSAGES, extra_headers=USAGE_HEADER
+        )
+    assert cost_of_all(telemetry) == [None, None]
+    assert telemetry.points(COST_METRIC) == []
+    warnings = [r.getMessage() for r in caplog.records if r.name.endswith(".pricing")]
+    assert len(warnings) == 1 and "'my-model'" in warnings[0] and "output" in warnings[0]
+    telemetry.exporter.clear()
+    client.embeddings.create(model="my-embedder", input="hello")  # no output tokens billed
+    assert isinstance(cost_of(telemetry), float) and cost_of(telemetry) > 0
+
+
 @pytest.mark.parametrize("stream", [False, True])
 @pytest.mark.parametrize(
     "headers",

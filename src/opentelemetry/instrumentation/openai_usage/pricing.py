@@ -46,7 +46,10 @@ class Price:
     """
 
     input: float
-    output: float = 0.0
+    # None (an entry without `output`): right for embeddings, which bill no output; a
+    # call that reports output tokens gets no cost from it rather than a cost that
+    # prices its output at 0 and looks complete.
+    output: float | None = None
     cached_input: float | None = None
     cache_write_input: float | None = None
     reasoning_output: float | None = None
@@ -66,6 +69,11 @@ class Price:
             usage.output_tokens is None and self.output
         ):
             return None
+        output = self.output
+        if output is None:
+            if usage.output_tokens:
+                return None
+            output = 0.0
         audio_in = _audio(usage.input_modalities)
         audio_out = _audio(usage.output_modalities)
         if (audio_in and self.audio_input is None) or (audio_out and self.audio_output is None):
@@ -83,9 +91,9 @@ class Price:
         if usage.output_tokens is not None:
             reasoning = min(usage.reasoning_output_tokens or 0, usage.output_tokens)
             audio = min(audio_out, usage.output_tokens - reasoning)
-            total += (usage.output_tokens - reasoning - audio) * self.output
-            total += audio * _or(self.audio_output, self.output)
-            total += reasoning * _or(self.reasoning_output, self.output)
+            total += (usage.output_tokens - reasoning - audio) * output
+            total += audio * _or(self.audio_output, output)
+            total += reasoning * _or(self.reasoning_output, output)
         total *= _PER_TOKEN
         # Finite prices times counts below 2**53 can still overflow (a price of 1e307).
         return total if math.isfinite(total) else None
@@ -172,9 +180,9 @@ class PriceTable:
         # The tables' answer per (names, tier), remembered: the same two names (response
         # model, requested model) come on nearly every call.
         self._chosen: dict[tuple[tuple[str, ...], str], Price | None] = {}
-        # What the price function did wrong, logged once each: it is asked on every
-        # call, and a broken one would otherwise log on every call (twice, with the
-        # request model).
+        # What the price function did wrong, and each model whose price lacks the
+        # output price its calls need, logged once each: prices are asked on every
+        # call, and would otherwise log on every call.
         self._warned: set[str] = set()
 
     def _warn_once(self, kind: str, message: str, *args: Any) -> None:
@@ -242,7 +250,17 @@ class PriceTable:
         """The cost of `usage` at the first price found for any of `models` (the
         response's model, then the requested one), source by source."""
         price = self.first_price(models, service_tier)
-        return None if price is None else price.cost(usage)
+        if price is None:
+            return None
+        if price.output is None and usage.output_tokens and len(self._warned) < _REMEMBERED:
+            model = next((m for m in models if m), None)
+            self._warn_once(
+                f"no output price: {model}",
+                "No cost for calls to %r: its price has no `output` price, and they "
+                "report output tokens",
+                model,
+            )
+        return price.cost(usage)
 
 
 def _lookup(prices: Mapping[str, Price], model: str, tier: str) -> Price | None:
@@ -258,8 +276,15 @@ def _lookup(prices: Mapping[str, Price], model: str, tier: str) -> Price | None:
     return None
 
 
-_REQUIRED = ("input", "output")
-_OPTIONAL = ("cached_input", "cache_write_input", "reasoning_output", "audio_input", "audio_output")
+_REQUIRED = ("input",)
+_OPTIONAL = (
+    "output",
+    "cached_input",
+    "cache_write_input",
+    "reasoning_output",
+    "audio_input",
+    "audio_output",
+)
 
 
 def _amount(value: Any) -> float | None:
