@@ -7,9 +7,9 @@
 Without AZURE_OPENAI_ENDPOINT it talks to the bundled local server's Azure paths, so it runs
 anywhere. The span's `gen_ai.request.model` is the deployment name, `gen_ai.response.model` the
 model the deployment served. Older Azure API versions reject `stream_options`: the first such
-400 makes the instrumentation re-send the stream as written and stop asking that host (or set
-OTEL_INSTRUMENTATION_OPENAI_USAGE_INJECT_STREAM_USAGE=false); those streams' usage is then
-estimated, and marked so.
+400 makes the instrumentation re-send the stream as written and stop asking that endpoint and
+API version (or set OTEL_INSTRUMENTATION_OPENAI_USAGE_INJECT_STREAM_USAGE=false); those streams'
+usage is then estimated, and marked so.
 """
 
 from __future__ import annotations

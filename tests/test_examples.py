@@ -70,7 +70,13 @@ def test_compose_files_wire_otlp_jaeger_and_prometheus() -> None:
     assert "otlp/jaeger" in collector and "prometheus:" in collector
     assert "collector:8889" in (EXAMPLES / "collector" / "prometheus.yml").read_text()
     dockerfile = (EXAMPLES / "Dockerfile").read_text()
-    assert "opentelemetry-instrument" in dockerfile and "[offline]" in dockerfile
+    assert "opentelemetry-instrument" in dockerfile
+    # The supported openai releases (an unpinned one could be a release we are skipped for).
+    (install,) = [line for line in dockerfile.splitlines() if line.startswith("RUN pip install")]
+    assert '".[offline,instruments]"' in install and " openai " not in install
+    # `COPY . /src` from the root: history and virtualenvs stay out of the build context.
+    ignored = (EXAMPLES.parent / ".dockerignore").read_text().split()
+    assert ".git/" in ignored and ".venv-*/" in ignored
 
 
 def test_the_quiet_demo_prints_only_the_token_table() -> None:
