@@ -337,6 +337,45 @@ def test_cost_can_be_turned_off(
     assert telemetry.points(COST_METRIC) == []
 
 
+@pytest.mark.parametrize("bad", [True, 1.5, ["gpt-4o-mini"]], ids=["true", "number", "list"])
+def test_a_bad_prices_argument_warns_and_the_variable_still_turns_cost_off(
+    instrument: Any,
+    telemetry: Telemetry,
+    client: openai.OpenAI,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    bad: Any,
+) -> None:
+    monkeypatch.setenv("OTEL_INSTRUMENTATION_OPENAI_USAGE_PRICES", "off")
+    with caplog.at_level(logging.WARNING):
+        instrument(prices=bad)
+    client.chat.completions.create(
+        model="gpt-4o-mini", messages=MESSAGES, extra_headers=USAGE_HEADER
+    )
+    assert COST not in (telemetry.span().attributes or {})
+    assert telemetry.points(COST_METRIC) == []
+    (warning,) = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warning.startswith(f"Ignoring prices={repr(bad)!r}: accepted values are a mapping")
+    assert warning.endswith("using the default 'off'.")
+
+
+def test_a_bad_prices_argument_leaves_the_price_file_of_the_variable_in_use(
+    instrument: Any,
+    telemetry: Telemetry,
+    client: openai.OpenAI,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "prices.json"
+    path.write_text('{"gpt-4o-mini": {"input": 1.0, "output": 2.0}}')
+    monkeypatch.setenv("OTEL_INSTRUMENTATION_OPENAI_USAGE_PRICES", str(path))
+    instrument(prices=True)
+    client.chat.completions.create(
+        model="gpt-4o-mini", messages=MESSAGES, extra_headers=USAGE_HEADER
+    )
+    assert cost_of(telemetry) == pytest.approx((1000 * 1.0 + 500 * 2.0) / 1e6)
+
+
 def test_a_bad_price_file_warns_and_keeps_the_shipped_prices(
     instrument: Any,
     telemetry: Telemetry,

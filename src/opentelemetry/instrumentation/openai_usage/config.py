@@ -10,6 +10,7 @@ import logging
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import PurePath
 from typing import Any
 
 from .pricing import DEFAULT_PRICES, Price, PriceTable, prices_from
@@ -259,6 +260,20 @@ def _max_content_length(overrides: Mapping[str, Any], env: Mapping[str, str]) ->
     return length
 
 
+_PRICES_ACCEPTED = ("a mapping", "a JSON or TOML file path", "a callable", "False")
+
+
+def _is_prices_argument(given: Any) -> bool:
+    """Whether `prices=` is of a kind it takes (absent, False, a table, a file, a function);
+    a bad entry inside a table or file is the table's to warn about, entry by entry."""
+    return (
+        given is None
+        or given is False
+        or callable(given)
+        or isinstance(given, (str, PurePath, Mapping))
+    )
+
+
 def _prices(overrides: Mapping[str, Any], env: Mapping[str, str]) -> PriceTable | None:
     """The shipped table, extended by a file or mapping, or replaced; or off.
 
@@ -279,6 +294,14 @@ def _prices(overrides: Mapping[str, Any], env: Mapping[str, str]) -> PriceTable 
     function = None
     raw_env = env.get(ENV_PRICES)
     given = overrides.get("prices")
+    if not _is_prices_argument(given):
+        # Like every other bad argument: warned about, then the variable (or the
+        # default) holds. Read as a table, it would also silence the variable: a
+        # `PRICES=off` deployment would be priced again by a stray `prices=True`.
+        _warn_bad(
+            "prices", repr(given), _PRICES_ACCEPTED, (raw_env or "").strip() or "the shipped table"
+        )
+        given = None
     if given is False or (given is None and raw_env and raw_env.strip().lower() == "off"):
         return None
     if given is None and raw_env and raw_env.strip():
