@@ -140,8 +140,13 @@ def _choice(
     return value
 
 
-def _encoding_pairs(raw: Any, source: str) -> tuple[tuple[str, str], ...] | None:
-    """`{"my-deployment": "o200k_base"}` or `"my-deployment=o200k_base,other=cl100k_base"`."""
+def _encoding_pairs(
+    raw: Any, source: str, fallback: tuple[tuple[str, str], ...] = ()
+) -> tuple[tuple[str, str], ...] | None:
+    """`{"my-deployment": "o200k_base"}` or `"my-deployment=o200k_base,other=cl100k_base"`.
+
+    None when a pair is bad; the warning names `fallback`, what is used instead (a bad
+    argument leaves the variable's pairs in force, and the warning must say so)."""
     if isinstance(raw, str):
         items = [item.partition("=")[::2] for item in raw.split(",") if item.strip()]
     elif isinstance(raw, Mapping):
@@ -154,7 +159,8 @@ def _encoding_pairs(raw: Any, source: str) -> tuple[tuple[str, str], ...] | None
         encoding = encoding.strip().lower() if isinstance(encoding, str) else ""
         if not name or encoding not in ENCODING_NAMES:
             accepted = tuple(f"<model or deployment>={e}" for e in ENCODING_NAMES)
-            _warn_bad(source, repr(raw) if not isinstance(raw, str) else raw, accepted, {})
+            shown = repr(raw) if not isinstance(raw, str) else raw
+            _warn_bad(source, shown, accepted, dict(fallback))
             return None
         pairs.append((name, encoding))
     return tuple(pairs)
@@ -188,7 +194,7 @@ def load_settings(
         encodings = _encoding_pairs(raw_env, ENV_ENCODINGS) or encodings
     given = overrides.get("encodings")
     if given is not None:  # an argument wins, even an empty one (no overrides at all)
-        pairs = _encoding_pairs(given, "encodings")
+        pairs = _encoding_pairs(given, "encodings", encodings)
         encodings = pairs if pairs is not None else encodings
 
     return Settings(
