@@ -250,6 +250,22 @@ def test_default_prices_off_replaces_the_table(
     assert COST not in (telemetry.span().attributes or {})
 
 
+@pytest.mark.parametrize("given", ["false", "off", 0])
+def test_default_prices_takes_the_words_its_variable_takes(
+    instrument: Any,
+    telemetry: Telemetry,
+    client: openai.OpenAI,
+    caplog: pytest.LogCaptureFixture,
+    given: Any,
+) -> None:
+    instrument(default_prices=given)
+    client.chat.completions.create(
+        model="gpt-4o-mini", messages=MESSAGES, extra_headers=USAGE_HEADER
+    )
+    assert cost_of(telemetry) is None  # no shipped table: gpt-4o-mini has no price
+    assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
+
+
 def test_a_price_function_is_asked_first_and_may_defer_to_the_table(
     instrument: Any, telemetry: Telemetry, client: openai.OpenAI
 ) -> None:

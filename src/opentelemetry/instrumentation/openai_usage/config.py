@@ -49,6 +49,8 @@ ENCODING_NAMES = ("o200k_base", "cl100k_base", "p50k_base", "r50k_base")
 
 _TRUE = ("true", "1", "yes", "on")
 _FALSE = ("false", "0", "no", "off")
+# What a boolean argument takes: a bool, or the words of its variable.
+_BOOL_ARGUMENTS = ("True", "False", *_TRUE, *_FALSE)
 
 
 @dataclass(frozen=True)
@@ -110,6 +112,21 @@ def _env_bool(env: Mapping[str, str], name: str, default: bool) -> bool:
         return False
     _warn_bad(name, raw, _TRUE + _FALSE, default)
     return default
+
+
+def _bool_argument(given: Any) -> bool | None:
+    """A boolean constructor argument: True/False, or what its variable takes (`"false"`,
+    `"off"`, `0`...), so that `inject_stream_usage=os.environ.get(...)` means what
+    the variable would; None for anything else (a bad argument)."""
+    if isinstance(given, bool):
+        return given
+    if isinstance(given, (str, int)):
+        value = str(given).strip().lower()
+        if value in _TRUE:
+            return True
+        if value in _FALSE:
+            return False
+    return None
 
 
 def _env_choice(env: Mapping[str, str], name: str, choices: tuple[str, ...], default: str) -> str:
@@ -180,10 +197,11 @@ def load_settings(
 
     inject = _env_bool(env, ENV_INJECT_STREAM_USAGE, defaults.inject_stream_usage)
     given = overrides.get("inject_stream_usage")
-    if isinstance(given, bool):
-        inject = given
+    parsed = _bool_argument(given)
+    if parsed is not None:
+        inject = parsed
     elif given is not None:
-        _warn_bad("inject_stream_usage", repr(given), ("True", "False"), inject)
+        _warn_bad("inject_stream_usage", repr(given), _BOOL_ARGUMENTS, inject)
 
     timing = _choice(overrides, "chunk_timing", env, ENV_CHUNK_TIMING, _CHUNK_TIMINGS)
     estimate = _choice(overrides, "usage_estimate", env, ENV_USAGE_ESTIMATE, _ESTIMATES)
@@ -291,10 +309,11 @@ def _prices(overrides: Mapping[str, Any], env: Mapping[str, str]) -> PriceTable 
     """
     use_defaults = _env_bool(env, ENV_DEFAULT_PRICES, True)
     given_defaults = overrides.get("default_prices")
-    if isinstance(given_defaults, bool):
-        use_defaults = given_defaults
+    parsed = _bool_argument(given_defaults)
+    if parsed is not None:
+        use_defaults = parsed
     elif given_defaults is not None:
-        _warn_bad("default_prices", repr(given_defaults), ("True", "False"), use_defaults)
+        _warn_bad("default_prices", repr(given_defaults), _BOOL_ARGUMENTS, use_defaults)
     defaults = DEFAULT_PRICES if use_defaults else {}
     table: dict[str, Price] = {}
     function = None
