@@ -335,22 +335,26 @@ def test_a_broken_price_function_warns_once_not_on_every_call(
     assert len(warnings) == 1, [r.getMessage() for r in warnings]
 
 
-@pytest.mark.parametrize("how", ["argument", "environment"])
+@pytest.mark.parametrize("how", ["argument", "argument off", "environment"])
 def test_cost_can_be_turned_off(
     instrument: Any,
     telemetry: Telemetry,
     client: openai.OpenAI,
     monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
     how: str,
 ) -> None:
     if how == "argument":
         instrument(prices=False)
+    elif how == "argument off":  # the value the variable takes
+        instrument(prices=" OFF ")
     else:
         monkeypatch.setenv("OTEL_INSTRUMENTATION_OPENAI_USAGE_PRICES", "off")
         instrument()
     client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
     assert COST not in (telemetry.span().attributes or {})
     assert telemetry.points(COST_METRIC) == []
+    assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
 
 
 @pytest.mark.parametrize("bad", [True, 1.5, ["gpt-4o-mini"]], ids=["true", "number", "list"])

@@ -298,6 +298,11 @@ def _is_prices_argument(given: Any) -> bool:
     )
 
 
+def _is_off(value: Any) -> bool:
+    """`off`, in any case and spacing: what turns cost off, as variable or argument."""
+    return isinstance(value, str) and value.strip().lower() == "off"
+
+
 def _prices(overrides: Mapping[str, Any], env: Mapping[str, str]) -> PriceTable | None:
     """The shipped table, extended by a file or mapping, or replaced; or off.
 
@@ -327,7 +332,9 @@ def _prices(overrides: Mapping[str, Any], env: Mapping[str, str]) -> PriceTable 
             "prices", repr(given), _PRICES_ACCEPTED, (raw_env or "").strip() or "the shipped table"
         )
         given = None
-    if given is False or (given is None and raw_env and raw_env.strip().lower() == "off"):
+    # `off` turns cost off as an argument too (the value the variable takes), not a
+    # file named "off" that is not there.
+    if given is False or _is_off(given) or (given is None and _is_off(raw_env)):
         return None
     if given is None and raw_env and raw_env.strip():
         table.update(prices_from(raw_env.strip(), ENV_PRICES))
