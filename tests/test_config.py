@@ -105,6 +105,17 @@ def test_an_empty_encodings_argument_wins_over_the_variable() -> None:
     assert load_settings({"encodings": {}}, env).encodings == ()
 
 
+def test_a_bad_encodings_argument_warns_naming_the_variable_s_pairs_it_keeps(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    env = {config.ENV_ENCODINGS: "my-deployment=cl100k_base"}
+    with caplog.at_level(logging.WARNING):
+        settings = load_settings({"encodings": {"other": "gpt2_base"}}, env)
+    assert settings.encodings == (("my-deployment", "cl100k_base"),)
+    (warning,) = _warnings(caplog)
+    assert warning.getMessage().endswith("using the default {'my-deployment': 'cl100k_base'}.")
+
+
 def test_settings_that_cannot_be_read_leave_instrument_working_with_the_defaults(
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,

@@ -272,6 +272,22 @@ def test_default_prices_off_replaces_the_table(
     assert COST not in (telemetry.span().attributes or {})
 
 
+@pytest.mark.parametrize("given", ["false", "off", 0])
+def test_default_prices_takes_the_words_its_variable_takes(
+    instrument: Any,
+    telemetry: Telemetry,
+    client: openai.OpenAI,
+    caplog: pytest.LogCaptureFixture,
+    given: Any,
+) -> None:
+    instrument(default_prices=given)
+    client.chat.completions.create(
+        model="gpt-4o-mini", messages=MESSAGES, extra_headers=USAGE_HEADER
+    )
+    assert cost_of(telemetry) is None  # no shipped table: gpt-4o-mini has no price
+    assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
+
+
 def test_a_price_function_is_asked_first_and_may_defer_to_the_table(
     instrument: Any, telemetry: Telemetry, client: openai.OpenAI
 ) -> None:
@@ -341,22 +357,65 @@ def test_a_broken_price_function_warns_once_not_on_every_call(
     assert len(warnings) == 1, [r.getMessage() for r in warnings]
 
 
-@pytest.mark.parametrize("how", ["argument", "environment"])
+@pytest.mark.parametrize("how", ["argument", "argument off", "environment"])
 def test_cost_can_be_turned_off(
     instrument: Any,
     telemetry: Telemetry,
     client: openai.OpenAI,
     monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
     how: str,
 ) -> None:
     if how == "argument":
         instrument(prices=False)
+    elif how == "argument off":  # the value the variable takes
+        instrument(prices=" OFF ")
     else:
         monkeypatch.setenv("OTEL_INSTRUMENTATION_OPENAI_USAGE_PRICES", "off")
         instrument()
     client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
     assert COST not in (telemetry.span().attributes or {})
     assert telemetry.points(COST_METRIC) == []
+    assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
+
+
+@pytest.mark.parametrize("bad", [True, 1.5, ["gpt-4o-mini"]], ids=["true", "number", "list"])
+def test_a_bad_prices_argument_warns_and_the_variable_still_turns_cost_off(
+    instrument: Any,
+    telemetry: Telemetry,
+    client: openai.OpenAI,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    bad: Any,
+) -> None:
+    monkeypatch.setenv("OTEL_INSTRUMENTATION_OPENAI_USAGE_PRICES", "off")
+    with caplog.at_level(logging.WARNING):
+        instrument(prices=bad)
+    client.chat.completions.create(
+        model="gpt-4o-mini", messages=MESSAGES, extra_headers=USAGE_HEADER
+    )
+    assert COST not in (telemetry.span().attributes or {})
+    assert telemetry.points(COST_METRIC) == []
+    (warning,) = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warning.startswith(f"Ignoring prices={repr(bad)!r}: accepted values are a mapping")
+    assert warning.endswith("using the default 'off'.")
+
+
+def test_a_bad_prices_argument_leaves_the_price_file_of_the_variable_in_use(
+    instrument: Any,
+    telemetry: Telemetry,
+    client: openai.OpenAI,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "prices.json"
+    path.write_text('{"gpt-4o-mini": {"input": 1.0, "output": 2.0}}')
+    monkeypatch.setenv("OTEL_INSTRUMENTATION_OPENAI_USAGE_PRICES", str(path))
+    instrument(prices=True)
+    client.chat.completions.create(
+        model="gpt-4o-mini", messages=MESSAGES, extra_headers=USAGE_HEADER
+    )
+    assert cost_of(telemetry) == pytest.approx((1000 * 1.0 + 500 * 2.0) / 1e6)
 
 
 def test_a_bad_price_file_warns_and_keeps_the_shipped_prices(

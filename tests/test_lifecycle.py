@@ -374,6 +374,23 @@ def test_constructor_inject_stream_usage_wins_over_the_environment(
     assert ("stream_options" in server.requests[-1].body) is given
 
 
+@pytest.mark.parametrize(
+    ("given", "injected"), [("false", False), (" OFF ", False), (0, False), ("yes", True)]
+)
+def test_constructor_inject_stream_usage_takes_the_words_its_variable_takes(
+    instrument: Any,
+    client: openai.OpenAI,
+    server: LocalOpenAIServer,
+    caplog: pytest.LogCaptureFixture,
+    given: Any,
+    injected: bool,
+) -> None:
+    instrument(inject_stream_usage=given)
+    list(chat(client, stream=True))
+    assert ("stream_options" in server.requests[-1].body) is injected
+    assert our_warnings(caplog) == []
+
+
 # -- secrets and content ---------------------------------------------------------------------
 
 

@@ -10,6 +10,7 @@ import logging
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import PurePath
 from typing import Any
 
 from .pricing import DEFAULT_PRICES, Price, PriceTable, prices_from
@@ -48,6 +49,8 @@ ENCODING_NAMES = ("o200k_base", "cl100k_base", "p50k_base", "r50k_base")
 
 _TRUE = ("true", "1", "yes", "on")
 _FALSE = ("false", "0", "no", "off")
+# What a boolean argument takes: a bool, or the words of its variable.
+_BOOL_ARGUMENTS = ("True", "False", *_TRUE, *_FALSE)
 
 
 @dataclass(frozen=True)
@@ -111,6 +114,21 @@ def _env_bool(env: Mapping[str, str], name: str, default: bool) -> bool:
     return default
 
 
+def _bool_argument(given: Any) -> bool | None:
+    """A boolean constructor argument: True/False, or what its variable takes (`"false"`,
+    `"off"`, `0`...), so that `inject_stream_usage=os.environ.get(...)` means what
+    the variable would; None for anything else (a bad argument)."""
+    if isinstance(given, bool):
+        return given
+    if isinstance(given, (str, int)):
+        value = str(given).strip().lower()
+        if value in _TRUE:
+            return True
+        if value in _FALSE:
+            return False
+    return None
+
+
 def _env_choice(env: Mapping[str, str], name: str, choices: tuple[str, ...], default: str) -> str:
     raw = env.get(name)
     if raw is None or raw.strip() == "":
@@ -139,8 +157,13 @@ def _choice(
     return value
 
 
-def _encoding_pairs(raw: Any, source: str) -> tuple[tuple[str, str], ...] | None:
-    """`{"my-deployment": "o200k_base"}` or `"my-deployment=o200k_base,other=cl100k_base"`."""
+def _encoding_pairs(
+    raw: Any, source: str, fallback: tuple[tuple[str, str], ...] = ()
+) -> tuple[tuple[str, str], ...] | None:
+    """`{"my-deployment": "o200k_base"}` or `"my-deployment=o200k_base,other=cl100k_base"`.
+
+    None when a pair is bad; the warning names `fallback`, what is used instead (a bad
+    argument leaves the variable's pairs in force, and the warning must say so)."""
     if isinstance(raw, str):
         items = [item.partition("=")[::2] for item in raw.split(",") if item.strip()]
     elif isinstance(raw, Mapping):
@@ -153,7 +176,8 @@ def _encoding_pairs(raw: Any, source: str) -> tuple[tuple[str, str], ...] | None
         encoding = encoding.strip().lower() if isinstance(encoding, str) else ""
         if not name or encoding not in ENCODING_NAMES:
             accepted = tuple(f"<model or deployment>={e}" for e in ENCODING_NAMES)
-            _warn_bad(source, repr(raw) if not isinstance(raw, str) else raw, accepted, {})
+            shown = repr(raw) if not isinstance(raw, str) else raw
+            _warn_bad(source, shown, accepted, dict(fallback))
             return None
         pairs.append((name, encoding))
     return tuple(pairs)
@@ -173,10 +197,11 @@ def load_settings(
 
     inject = _env_bool(env, ENV_INJECT_STREAM_USAGE, defaults.inject_stream_usage)
     given = overrides.get("inject_stream_usage")
-    if isinstance(given, bool):
-        inject = given
+    parsed = _bool_argument(given)
+    if parsed is not None:
+        inject = parsed
     elif given is not None:
-        _warn_bad("inject_stream_usage", repr(given), ("True", "False"), inject)
+        _warn_bad("inject_stream_usage", repr(given), _BOOL_ARGUMENTS, inject)
 
     timing = _choice(overrides, "chunk_timing", env, ENV_CHUNK_TIMING, _CHUNK_TIMINGS)
     estimate = _choice(overrides, "usage_estimate", env, ENV_USAGE_ESTIMATE, _ESTIMATES)
@@ -187,7 +212,7 @@ def load_settings(
         encodings = _encoding_pairs(raw_env, ENV_ENCODINGS) or encodings
     given = overrides.get("encodings")
     if given is not None:  # an argument wins, even an empty one (no overrides at all)
-        pairs = _encoding_pairs(given, "encodings")
+        pairs = _encoding_pairs(given, "encodings", encodings)
         encodings = pairs if pairs is not None else encodings
 
     return Settings(
@@ -259,6 +284,25 @@ def _max_content_length(overrides: Mapping[str, Any], env: Mapping[str, str]) ->
     return length
 
 
+_PRICES_ACCEPTED = ("a mapping", "a JSON or TOML file path", "a callable", "False")
+
+
+def _is_prices_argument(given: Any) -> bool:
+    """Whether `prices=` is of a kind it takes (absent, False, a table, a file, a function);
+    a bad entry inside a table or file is the table's to warn about, entry by entry."""
+    return (
+        given is None
+        or given is False
+        or callable(given)
+        or isinstance(given, (str, PurePath, Mapping))
+    )
+
+
+def _is_off(value: Any) -> bool:
+    """`off`, in any case and spacing: what turns cost off, as variable or argument."""
+    return isinstance(value, str) and value.strip().lower() == "off"
+
+
 def _prices(overrides: Mapping[str, Any], env: Mapping[str, str]) -> PriceTable | None:
     """The shipped table, extended by a file or mapping, or replaced; or off.
 
@@ -270,16 +314,27 @@ def _prices(overrides: Mapping[str, Any], env: Mapping[str, str]) -> PriceTable 
     """
     use_defaults = _env_bool(env, ENV_DEFAULT_PRICES, True)
     given_defaults = overrides.get("default_prices")
-    if isinstance(given_defaults, bool):
-        use_defaults = given_defaults
+    parsed = _bool_argument(given_defaults)
+    if parsed is not None:
+        use_defaults = parsed
     elif given_defaults is not None:
-        _warn_bad("default_prices", repr(given_defaults), ("True", "False"), use_defaults)
+        _warn_bad("default_prices", repr(given_defaults), _BOOL_ARGUMENTS, use_defaults)
     defaults = DEFAULT_PRICES if use_defaults else {}
     table: dict[str, Price] = {}
     function = None
     raw_env = env.get(ENV_PRICES)
     given = overrides.get("prices")
-    if given is False or (given is None and raw_env and raw_env.strip().lower() == "off"):
+    if not _is_prices_argument(given):
+        # Like every other bad argument: warned about, then the variable (or the
+        # default) holds. Read as a table, it would also silence the variable: a
+        # `PRICES=off` deployment would be priced again by a stray `prices=True`.
+        _warn_bad(
+            "prices", repr(given), _PRICES_ACCEPTED, (raw_env or "").strip() or "the shipped table"
+        )
+        given = None
+    # `off` turns cost off as an argument too (the value the variable takes), not a
+    # file named "off" that is not there.
+    if given is False or _is_off(given) or (given is None and _is_off(raw_env)):
         return None
     if given is None and raw_env and raw_env.strip():
         table.update(prices_from(raw_env.strip(), ENV_PRICES))
