@@ -273,18 +273,23 @@ class Invocation:
         metric_attributes: dict[str, Any],
     ) -> None:
         span = self.span
-        if facts is not None:
-            span.set_attributes(t.response_attributes(facts))
-        if extra_attributes:
-            span.set_attributes(extra_attributes)
-        if error is not None:
-            on_span = self.capture is not None and self.capture.on_span
-            texts = self._uncaptured_texts()
-            record_error(span, error, self.secrets(), texts, hide_content=not on_span)
-        elif facts is not None and facts.error is not None:
-            code, message = facts.error
-            secrets = (*self.secrets(), *sent_credentials(self.sent))
-            record_error_event(span, code, message, secrets, self._uncaptured_texts())
+        # A span the sampler dropped (most of a sampled trace's calls) keeps nothing: its
+        # attributes are not worth building, nor an error text worth scrubbing (the
+        # request's content searched, the traceback formatted: a millisecond a failed call).
+        # The metrics below take what they need from the facts, recording or not.
+        if span.is_recording():
+            if facts is not None:
+                span.set_attributes(t.response_attributes(facts))
+            if extra_attributes:
+                span.set_attributes(extra_attributes)
+            if error is not None:
+                on_span = self.capture is not None and self.capture.on_span
+                texts = self._uncaptured_texts()
+                record_error(span, error, self.secrets(), texts, hide_content=not on_span)
+            elif facts is not None and facts.error is not None:
+                code, message = facts.error
+                secrets = (*self.secrets(), *sent_credentials(self.sent))
+                record_error_event(span, code, message, secrets, self._uncaptured_texts())
 
         instruments = self.instruments
         instruments.duration.record(max(0.0, end_perf - self.start_perf), metric_attributes)
