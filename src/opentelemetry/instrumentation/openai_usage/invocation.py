@@ -168,6 +168,11 @@ class Invocation:
         estimator = self.estimator
         if estimator is None or facts is None or not estimator.wanted(facts, chunk_count):
             return None
+        if facts.usage is not None and not self.span.is_recording():
+            # "compare" puts an estimate beside reported usage on the span alone (metrics
+            # keep the billed numbers): for a span the sampler dropped, it would be counted
+            # for nothing, or even wait for its encoding on the finisher thread.
+            return None
         return estimator.encoding_name(facts, self._request_model())
 
     def _request_model(self) -> str | None:
