@@ -16,7 +16,10 @@ import openai
 import pytest
 from opentelemetry.sdk._logs import LoggerProvider
 from opentelemetry.sdk._logs.export import InMemoryLogRecordExporter
+from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 
+from opentelemetry import trace
+from opentelemetry.instrumentation.openai_usage import capture as capture_module
 from opentelemetry.instrumentation.openai_usage.config import Settings
 from opentelemetry.instrumentation.openai_usage.content import bounded_json, bounded_value
 from opentelemetry.instrumentation.openai_usage.estimator import Estimator
@@ -350,6 +353,47 @@ def test_span_and_event_records_both(
     client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
     assert INPUT in captured(telemetry)
     assert len(logs.get_finished_logs()) == 1
+
+
+# The caller's trace was not sampled upstream: the default sampler (parent-based) drops
+# the call's span too, as in most of a sampled service's calls.
+UNSAMPLED_CALLER = NonRecordingSpan(
+    SpanContext(0x1234, 0x5678, is_remote=True, trace_flags=TraceFlags(TraceFlags.DEFAULT))
+)
+
+
+@pytest.mark.parametrize(("setting", "events"), [("SPAN_ONLY", 0), ("SPAN_AND_EVENT", 1)])
+def test_content_of_a_sampled_out_call_is_read_only_for_its_event(
+    capture: Any,
+    telemetry: Telemetry,
+    logs: InMemoryLogRecordExporter,
+    client: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    setting: str,
+    events: int,
+) -> None:
+    # A span the sampler dropped keeps nothing: turning its content into JSON (the whole
+    # conversation, on every call) would be work for nothing. The event still has it.
+    read: list[str] = []
+    for name in ("input_content", "output_content"):
+        real = getattr(capture_module, name)
+        monkeypatch.setattr(
+            capture_module, name, lambda *a, _n=name, _r=real: read.append(_n) or _r(*a)
+        )
+    capture(capture_message_content=setting)
+    with trace.use_span(UNSAMPLED_CALLER):
+        client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+
+    assert telemetry.spans() == []
+    assert read == ["output_content", "input_content"][: 2 * events]
+    records = [item.log_record for item in logs.get_finished_logs()]
+    assert len(records) == events
+    for record in records:
+        attributes = dict(record.attributes or {})
+        assert attributes[INPUT][1]["parts"][0] == {"type": "text", "content": "What's 1+1?"}
+        assert attributes[OUTPUT][0]["parts"][0] == {"type": "text", "content": DEFAULT_REPLY}
+    (point,) = telemetry.points("gen_ai.client.operation.duration")
+    assert point.count == 1
 
 
 @pytest.mark.parametrize(

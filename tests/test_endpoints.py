@@ -5,6 +5,7 @@ deployments and the module-level client. Through the real SDK against the local 
 from __future__ import annotations
 
 import gc
+import importlib
 import inspect
 import logging
 import time
@@ -13,6 +14,7 @@ from typing import Any
 
 import openai
 import pytest
+import wrapt
 from opentelemetry.trace import StatusCode
 from pydantic import BaseModel
 
@@ -33,6 +35,8 @@ from .conftest import (
 )
 
 TOKEN_USAGE = "gen_ai.client.token.usage"
+# What wrapt puts in place of a patched method.
+WRAPT_WRAPPERS = (wrapt.FunctionWrapper, wrapt.BoundFunctionWrapper)
 
 
 def tokens_by_type(telemetry: Telemetry) -> dict[str, Any]:
@@ -517,6 +521,45 @@ async def test_async_chat_stream_helper_left_early_ends_the_span(
         async for event in stream:
             if event.type == "content.delta":
                 break
+    attributes = dict(telemetry.span().attributes or {})
+    assert attributes["openai_usage.stream.outcome"] == "closed"
+
+
+def test_a_stream_helper_left_after_uninstrument_still_ends_its_span_as_closed(
+    instrumented: Any, telemetry: Telemetry, client: openai.OpenAI
+) -> None:
+    # Only the helper's `close()` tells that it ended (it closes the HTTP response, not the
+    # stream we watch): uninstrumenting meanwhile must not leave its span to the collector.
+    helper = chat_stream_helper(client, "chat")
+    stream_class = importlib.import_module("openai.lib.streaming.chat").ChatCompletionStream
+    with helper(model="gpt-4o-mini", messages=MESSAGES, extra_headers=LONG) as stream:
+        for event in stream:
+            if event.type == "content.delta" and event.delta:
+                break
+        instrumented.uninstrument()
+    attributes = dict(telemetry.span().attributes or {})
+    assert attributes["openai_usage.stream.outcome"] == "closed"
+    assert attributes["openai_usage.usage.source"] == "estimate"
+
+    del stream, event
+    collect()
+    instrumented.instrument(
+        tracer_provider=telemetry.tracer_provider, meter_provider=telemetry.meter_provider
+    )
+    assert isinstance(stream_class.__dict__["close"], WRAPT_WRAPPERS)
+    instrumented.uninstrument()  # nothing open now: the SDK's own `close` again
+    assert not isinstance(stream_class.__dict__["close"], WRAPT_WRAPPERS)
+
+
+async def test_async_a_stream_helper_left_after_uninstrument_still_ends_its_span_as_closed(
+    instrumented: Any, telemetry: Telemetry, aclient: openai.AsyncOpenAI
+) -> None:
+    helper = chat_stream_helper(aclient, "chat")
+    async with helper(model="gpt-4o-mini", messages=MESSAGES, extra_headers=LONG) as stream:
+        async for event in stream:
+            if event.type == "content.delta" and event.delta:
+                break
+        instrumented.uninstrument()
     attributes = dict(telemetry.span().attributes or {})
     assert attributes["openai_usage.stream.outcome"] == "closed"
 

@@ -19,9 +19,10 @@ from typing import Any
 import openai
 import pytest
 from opentelemetry.sdk.trace import ReadableSpan
-from opentelemetry.trace import StatusCode
+from opentelemetry.trace import NonRecordingSpan, SpanContext, StatusCode, TraceFlags
 
 from opentelemetry import trace
+from opentelemetry.instrumentation.openai_usage import invocation as invocation_module
 from opentelemetry.instrumentation.openai_usage.accumulators import error_body
 from opentelemetry.instrumentation.openai_usage.localserver import LocalOpenAIServer
 
@@ -781,3 +782,31 @@ def test_an_error_text_with_half_an_emoji_is_recorded_as_valid_utf8(
         text.encode("utf-8")  # what an exporter does: a lone surrogate raises here
     assert "Bad input" in texts[0]  # (older SDKs show the body's repr(), escaping the half)
     client.close()
+
+
+def test_a_failed_call_in_an_unsampled_trace_scrubs_no_error_text_yet_counts_the_failure(
+    instrument: Any, telemetry: Telemetry, client: openai.OpenAI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The caller's trace was not sampled upstream, so the (parent-based) sampler drops the
+    # call's span: scrubbing the error's text (the request's content searched, the
+    # traceback formatted, about a millisecond) would be for a span that keeps nothing.
+    scrubbed: list[BaseException] = []
+    monkeypatch.setattr(
+        invocation_module, "record_error", lambda _s, exc, *a, **k: scrubbed.append(exc)
+    )
+    instrument()
+    unsampled = NonRecordingSpan(
+        SpanContext(0x1234, 0x5678, is_remote=True, trace_flags=TraceFlags(TraceFlags.DEFAULT))
+    )
+    with trace.use_span(unsampled), pytest.raises(openai.BadRequestError):
+        client.chat.completions.create(
+            model="gpt-4o-mini",
+            messages=MESSAGES,
+            extra_headers={"x-mock-scenario": "http_error:400"},
+        )
+
+    assert scrubbed == []
+    assert telemetry.spans() == []
+    (point,) = telemetry.points(DURATION)
+    assert point.count == 1
+    assert point.attributes["error.type"] == "BadRequestError"

@@ -16,6 +16,8 @@ import openai
 import pytest
 import wrapt
 from openai.resources.chat.completions import AsyncCompletions, Completions
+from openai.types.chat import ChatCompletion
+from opentelemetry.instrumentation.utils import suppress_instrumentation
 from opentelemetry.sdk.trace import ReadableSpan
 
 from opentelemetry import trace
@@ -507,6 +509,49 @@ def test_the_callers_span_is_current_again_after_a_failed_call(
             chat(client, extra_headers={"x-mock-scenario": "http_error:500"})
         assert trace.get_current_span() is caller
     assert trace.get_current_span() is not caller
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["create", "stream"])
+def test_a_call_under_suppress_instrumentation_is_the_sdks_own_untraced_and_unchanged(
+    instrument: Any, telemetry: Telemetry, server: LocalOpenAIServer, stream: bool
+) -> None:
+    # `suppress_instrumentation()` is how OpenTelemetry code (an exporter, another
+    # instrumentation's own calls) asks every instrumentation to stay out: as httpx's and
+    # requests' do, the call must make no span, no metric point, and go out as written.
+    client = make_client(server, "openai")
+    instrument()
+    server.clear()
+    with suppress_instrumentation():
+        result = chat(client, stream=stream)
+        chunks = list(result) if stream else []
+    client.close()
+
+    assert type(result) is (openai.Stream if stream else ChatCompletion)
+    assert [r.body.get("stream_options") for r in server.requests] == [None]
+    if stream:
+        assert [c.usage for c in chunks if not c.choices] == []  # no usage chunk: none asked
+    assert telemetry.spans() == []
+    assert telemetry.reader.get_metrics_data() is None
+
+
+async def test_async_a_call_under_suppress_instrumentation_is_the_sdks_own_untraced(
+    instrument: Any, telemetry: Telemetry, server: LocalOpenAIServer
+) -> None:
+    client = make_client(server, "async")
+    instrument()
+    server.clear()
+    with suppress_instrumentation():
+        stream = await achat(client, stream=True)
+        async for _ in stream:
+            pass
+    traced = await achat(client)  # outside the block: traced again
+    await client.close()
+
+    assert type(stream) is openai.AsyncStream
+    assert [r.body.get("stream_options") for r in server.requests] == [None, None]
+    assert [s.name for s in telemetry.spans()] == ["chat gpt-4o-mini"]
+    assert traced.usage is not None
+    assert telemetry.span().attributes["gen_ai.usage.input_tokens"] == traced.usage.prompt_tokens
 
 
 # -- process exit ----------------------------------------------------------------------------

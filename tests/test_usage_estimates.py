@@ -16,8 +16,10 @@ from typing import Any
 
 import openai
 import pytest
+from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 from pydantic import BaseModel
 
+from opentelemetry import trace
 from opentelemetry.instrumentation.openai_usage import encodings, estimator
 from opentelemetry.instrumentation.openai_usage.encodings import EncodingLoader
 from opentelemetry.instrumentation.openai_usage.estimate import estimate_usage
@@ -409,6 +411,38 @@ def test_compare_mode_records_reported_usage_the_estimate_and_the_difference(
     )
     # The metric carries billed tokens only: never the two numbers summed together.
     assert {p.attributes[SOURCE] for p in telemetry.points(TOKEN_USAGE)} == {"response"}
+
+
+def test_compare_mode_counts_no_estimate_for_a_sampled_out_span_but_still_fills_in_usage(
+    instrument: Any, telemetry: Telemetry, client: openai.OpenAI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The caller's trace was not sampled upstream: the (parent-based) sampler drops the
+    # call's span, where alone "compare" puts its estimate. A stream without usage still
+    # needs one, for its metrics.
+    counted: list[str] = []
+    real = estimator.Estimator.estimate
+
+    def estimate(self: Any, operation: str, *args: Any) -> Any:
+        counted.append(operation)
+        return real(self, operation, *args)
+
+    monkeypatch.setattr(estimator.Estimator, "estimate", estimate)
+    instrument(usage_estimate="compare")
+    unsampled = NonRecordingSpan(
+        SpanContext(0x1234, 0x5678, is_remote=True, trace_flags=TraceFlags(TraceFlags.DEFAULT))
+    )
+    with trace.use_span(unsampled):
+        result = client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+        list(stream(client, extra_headers=NO_USAGE))
+
+    assert telemetry.spans() == []
+    assert counted == ["chat"]  # the stream's, not the reported call's
+    points = {
+        (p.attributes[SOURCE], p.attributes["gen_ai.token.type"]): p.sum
+        for p in telemetry.points(TOKEN_USAGE)
+    }
+    assert points[("response", "input")] == result.usage.prompt_tokens
+    assert points[("estimate", "input")] == EXAMPLE_PROMPT_TOKENS
 
 
 class NativePanic(BaseException):

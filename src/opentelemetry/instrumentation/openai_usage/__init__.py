@@ -35,7 +35,12 @@ from .errors import internal_error
 from .others import is_ours, ours_within, warn_about_others
 from .package import _instruments
 from .patches import ENDPOINTS, HELPER_CLOSES, Endpoint, HelperClose
-from .streams import async_helper_close_wrapper, helper_close_wrapper, keep_exit_hook_last
+from .streams import (
+    any_open,
+    async_helper_close_wrapper,
+    helper_close_wrapper,
+    keep_exit_hook_last,
+)
 from .telemetry import Instruments
 from .version import __version__
 from .wrappers import Runtime, async_wrapper, sync_wrapper
@@ -143,7 +148,14 @@ class OpenAIUsageInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         if self._runtime is not None:
             self._runtime.active = False
             self._runtime = None
+        # A stream helper (`chat.completions.stream()`...) opened before may still be open:
+        # only its `close()` (its `with` block left) tells that it ended, so with any stream
+        # of ours open, those wrappers stay (a pass-through for helpers not reading one of
+        # ours); `instrument()` takes them up again rather than adding others.
+        keep_closers = any_open()
         for endpoint in getattr(self, "_patched", []):
+            if keep_closers and isinstance(endpoint, HelperClose):
+                continue
             cls_name, method = endpoint.method.rsplit(".", 1)
             try:
                 cls = getattr(importlib.import_module(endpoint.module), cls_name)

@@ -76,7 +76,8 @@ class Capture:
         }
 
     def started(self, span: Span, operation: str, request: Mapping[str, Any]) -> None:
-        if self.on_span:
+        # Not for a span the sampler dropped: it would keep nothing of the JSON.
+        if self.on_span and span.is_recording():
             try:
                 span.set_attributes(self._bounded(input_content(operation, request)))
             except Exception as exc:
@@ -92,10 +93,13 @@ class Capture:
     ) -> None:
         """Output on the span; and, for events, one event with the whole exchange."""
         try:
+            on_span = self.on_span and span.is_recording()  # as in `started`
+            if not on_span and not self.in_event:
+                return
             output = output_content(operation, facts)
-            if self.on_span and output:
+            if on_span and output:
                 span.set_attributes(self._bounded({t.OUTPUT_MESSAGES: output}))
-            if self.in_event:
+            if self.in_event:  # events go out whether the span was sampled or not
                 captured = input_content(operation, request or {})
                 if output:
                     captured[t.OUTPUT_MESSAGES] = output

@@ -168,6 +168,11 @@ class Invocation:
         estimator = self.estimator
         if estimator is None or facts is None or not estimator.wanted(facts, chunk_count):
             return None
+        if facts.usage is not None and not self.span.is_recording():
+            # "compare" puts an estimate beside reported usage on the span alone (metrics
+            # keep the billed numbers): for a span the sampler dropped, it would be counted
+            # for nothing, or even wait for its encoding on the finisher thread.
+            return None
         return estimator.encoding_name(facts, self._request_model())
 
     def _request_model(self) -> str | None:
@@ -273,18 +278,23 @@ class Invocation:
         metric_attributes: dict[str, Any],
     ) -> None:
         span = self.span
-        if facts is not None:
-            span.set_attributes(t.response_attributes(facts))
-        if extra_attributes:
-            span.set_attributes(extra_attributes)
-        if error is not None:
-            on_span = self.capture is not None and self.capture.on_span
-            texts = self._uncaptured_texts()
-            record_error(span, error, self.secrets(), texts, hide_content=not on_span)
-        elif facts is not None and facts.error is not None:
-            code, message = facts.error
-            secrets = (*self.secrets(), *sent_credentials(self.sent))
-            record_error_event(span, code, message, secrets, self._uncaptured_texts())
+        # A span the sampler dropped (most of a sampled trace's calls) keeps nothing: its
+        # attributes are not worth building, nor an error text worth scrubbing (the
+        # request's content searched, the traceback formatted: a millisecond a failed call).
+        # The metrics below take what they need from the facts, recording or not.
+        if span.is_recording():
+            if facts is not None:
+                span.set_attributes(t.response_attributes(facts))
+            if extra_attributes:
+                span.set_attributes(extra_attributes)
+            if error is not None:
+                on_span = self.capture is not None and self.capture.on_span
+                texts = self._uncaptured_texts()
+                record_error(span, error, self.secrets(), texts, hide_content=not on_span)
+            elif facts is not None and facts.error is not None:
+                code, message = facts.error
+                secrets = (*self.secrets(), *sent_credentials(self.sent))
+                record_error_event(span, code, message, secrets, self._uncaptured_texts())
 
         instruments = self.instruments
         instruments.duration.record(max(0.0, end_perf - self.start_perf), metric_attributes)

@@ -260,6 +260,11 @@ def untrack(item: Abandonable) -> None:
     _OPEN.discard(item)
 
 
+def any_open() -> bool:
+    """Whether a stream (or raw response) of ours is still open."""
+    return len(_OPEN) > 0
+
+
 def end_open_streams() -> None:
     """At exit: finish what the background finisher holds, then end open streams in place."""
     try:

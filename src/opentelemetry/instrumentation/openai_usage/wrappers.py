@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextvars import ContextVar
 from typing import Any
 
+from opentelemetry.instrumentation.utils import is_instrumentation_enabled
 from opentelemetry.trace import SpanKind, Tracer
 
 from opentelemetry import context as otel_context
@@ -452,7 +453,7 @@ def sync_wrapper(runtime: Runtime, endpoint: Endpoint, delegates: bool = False) 
     def wrapper(
         wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Any:
-        if not runtime.active or _DELEGATED.get():
+        if not runtime.active or _DELEGATED.get() or not is_instrumentation_enabled():
             return wrapped(*args, **kwargs)
         kwargs = _replayable_or_ended(runtime, endpoint, instance, kwargs)
         call = _safe_start(runtime, endpoint, instance, kwargs)
@@ -484,8 +485,9 @@ def async_wrapper(runtime: Runtime, endpoint: Endpoint, delegates: bool = False)
         wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Any:
         # A plain function returning a coroutine, so that a pass-through stays
-        # exactly the SDK's coroutine when we are inactive.
-        if not runtime.active or _DELEGATED.get():
+        # exactly the SDK's coroutine when we are inactive (or suppressed: read here, in
+        # the caller's context, as a `suppress_instrumentation()` block around the call).
+        if not runtime.active or _DELEGATED.get() or not is_instrumentation_enabled():
             return wrapped(*args, **kwargs)
         return _traced(wrapped, instance, args, kwargs)
 
