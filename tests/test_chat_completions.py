@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 import inspect
 import json
 from typing import Any
@@ -262,6 +263,34 @@ def test_azure_deployment_calls_report_the_azure_provider(
     attributes = telemetry.span().attributes or {}
     assert attributes["gen_ai.provider.name"] == "azure.ai.openai"
     assert server.requests[-1].path.startswith("/openai/deployments/my-deployment/")
+
+
+class Model(str, enum.Enum):
+    """How applications often name their models: a `str` mixin, whose members the SDK
+    sends as the string they hold."""
+
+    MINI = "gpt-4o-mini"
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_model_given_as_a_str_enum_member_is_named_by_the_string_it_holds(
+    instrumented: Any,
+    telemetry: Telemetry,
+    client: openai.OpenAI,
+    server: LocalOpenAIServer,
+    stream: bool,
+) -> None:
+    server.clear()
+    result = client.chat.completions.create(model=Model.MINI, messages=MESSAGES, stream=stream)
+    if stream:
+        list(result)
+    assert server.requests[-1].body["model"] == "gpt-4o-mini"  # what the SDK sent
+    span = telemetry.span()
+    assert span.name == "chat gpt-4o-mini"
+    model = (span.attributes or {})["gen_ai.request.model"]
+    assert model == "gpt-4o-mini" and type(model) is str
+    (point,) = telemetry.points("gen_ai.client.operation.duration")
+    assert type(point.attributes["gen_ai.request.model"]) is str
 
 
 @pytest.mark.parametrize("stream", [False, True])

@@ -153,12 +153,20 @@ def _is_azure_client(client: Any) -> bool:
     return known
 
 
+def _plain(text: str) -> str:
+    """A `str` subclass (a `class Model(str, Enum)` member) as the plain string it holds,
+    which is what the SDK sends: as is, the span would be named after the member
+    (`chat Model.GPT_4O`, its `format()` since Python 3.11) and the attribute hold the
+    caller's enum object rather than a string."""
+    return text if type(text) is str else str.__str__(text)
+
+
 def _model_and_stream(kwargs: Mapping[str, Any]) -> dict[str, Any]:
     """What every endpoint's request attributes start from."""
     attributes: dict[str, Any] = {}
     model = kwargs.get("model")
     if isinstance(model, str) and model:
-        attributes[t.REQUEST_MODEL] = model
+        attributes[t.REQUEST_MODEL] = _plain(model)
     if kwargs.get("stream") is True:
         attributes[t.REQUEST_STREAM] = True
     return attributes
