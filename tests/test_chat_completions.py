@@ -214,6 +214,21 @@ def test_choice_count_and_max_completion_tokens_are_recorded(
     assert attributes["gen_ai.usage.output_tokens"] % 3 == 0
 
 
+@pytest.mark.skipif(not sdk_has_parameter("service_tier"), reason="SDK predates service_tier")
+@pytest.mark.parametrize(
+    ("tier", "recorded"), [("auto", None), ("flex", "flex"), ("default", "default")]
+)
+def test_the_requested_service_tier_is_recorded_unless_it_is_auto(
+    instrumented: Any, telemetry: Telemetry, client: openai.OpenAI, tier: str, recorded: str | None
+) -> None:
+    """The conventions require `openai.request.service_tier` when the request names a tier
+    other than `auto`, the API's default, which leaves the choice to the service."""
+    client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, service_tier=tier)
+    attributes = telemetry.span().attributes or {}
+    assert attributes.get("openai.request.service_tier") == recorded
+    assert attributes["openai.response.service_tier"] == (recorded or "default")  # as served
+
+
 def test_default_usage_details_of_zero_are_recorded_as_zero(
     instrumented: Any, telemetry: Telemetry, client: openai.OpenAI, server: LocalOpenAIServer
 ) -> None:

@@ -449,3 +449,17 @@ def test_a_refusal_streamed_then_closed_early_is_counted_and_captured(
     assert attributes["gen_ai.usage.output_tokens"] >= 10  # the refusal's 11 tokens, or so
     (message_out,) = json.loads(str(attributes["gen_ai.output.messages"]))
     assert message_out["parts"] == [{"type": "refusal", "content": refusal}]
+
+
+@pytest.mark.parametrize(("tier", "recorded"), [("auto", None), ("flex", "flex")])
+def test_a_responses_request_names_its_service_tier_unless_it_is_auto(
+    instrumented: Any, telemetry: Telemetry, client: Any, tier: str, recorded: str | None
+) -> None:
+    """As for chat: `auto`, the API's default, leaves the tier to the service."""
+    import inspect
+
+    if "service_tier" not in inspect.signature(client.responses.create).parameters:
+        pytest.skip("this SDK's responses.create has no service_tier parameter")
+    client.responses.create(**request(service_tier=tier))
+    attributes = telemetry.span().attributes or {}
+    assert attributes.get("openai.request.service_tier") == recorded

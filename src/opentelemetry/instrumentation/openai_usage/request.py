@@ -191,6 +191,16 @@ _CHAT_PARAMETERS = frozenset(_CHAT_NUMBERS) | {
 }
 
 
+def _requested_tier(tier: Any) -> str | None:
+    """`openai.request.service_tier`, which the conventions ask for when the request names
+    a tier other than `auto`: `auto` (the API's default, named or not) leaves the choice
+    to the service, whose answer is `openai.response.service_tier`. Recorded, it would
+    tell apart calls that asked for the same thing, some by naming the default."""
+    if isinstance(tier, str) and tier and tier != "auto":
+        return tier
+    return None
+
+
 def chat_request_attributes(kwargs: Mapping[str, Any]) -> dict[str, Any]:
     """Request parameters of chat and legacy completions, as the conventions name them."""
     attributes = _model_and_stream(kwargs)
@@ -218,8 +228,8 @@ def chat_request_attributes(kwargs: Mapping[str, Any]) -> dict[str, Any]:
         if _integer(n) and n != 1:
             attributes[t.REQUEST_CHOICE_COUNT] = n
     if "service_tier" in passed:
-        tier = kwargs["service_tier"]
-        if isinstance(tier, str) and tier:
+        tier = _requested_tier(kwargs["service_tier"])
+        if tier:
             attributes[t.OPENAI_REQUEST_SERVICE_TIER] = tier
     if "response_format" in passed:
         output_type = _output_type(kwargs["response_format"])
@@ -238,8 +248,8 @@ def responses_request_attributes(kwargs: Mapping[str, Any]) -> dict[str, Any]:
     max_tokens = kwargs.get("max_output_tokens")
     if _integer(max_tokens):
         attributes[t.REQUEST_MAX_TOKENS] = max_tokens
-    tier = kwargs.get("service_tier")
-    if isinstance(tier, str) and tier:
+    tier = _requested_tier(kwargs.get("service_tier"))
+    if tier:
         attributes[t.OPENAI_REQUEST_SERVICE_TIER] = tier
     text = kwargs.get("text")
     text_format = text.get("format") if isinstance(text, Mapping) else None
