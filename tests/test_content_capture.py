@@ -398,6 +398,18 @@ async def test_the_event_carries_the_spans_request_response_and_usage_attributes
     assert {key: attributes.get(key) for key in conventions} == conventions
 
 
+def test_the_event_has_the_debug_severity_the_conventions_ask_for(
+    capture: Any, logs: InMemoryLogRecordExporter, client: Any
+) -> None:
+    from opentelemetry._logs import SeverityNumber
+
+    capture(capture_message_content="event_only")
+    client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+    (record,) = [item.log_record for item in logs.get_finished_logs()]
+    assert (record.severity_number, record.severity_text) == (SeverityNumber.DEBUG, "DEBUG")
+    assert record.severity_number.value == 5
+
+
 def test_span_and_event_records_both(
     capture: Any, telemetry: Telemetry, logs: InMemoryLogRecordExporter, client: Any
 ) -> None:
