@@ -251,12 +251,27 @@ def responses_request_attributes(kwargs: Mapping[str, Any]) -> dict[str, Any]:
     tier = _requested_tier(kwargs.get("service_tier"))
     if tier:
         attributes[t.OPENAI_REQUEST_SERVICE_TIER] = tier
+    conversation = _conversation_id(kwargs.get("conversation"))
+    if conversation:
+        attributes[t.CONVERSATION_ID] = conversation
     text = kwargs.get("text")
     text_format = text.get("format") if isinstance(text, Mapping) else None
     output_type = _output_type(text_format if _given(text_format) else kwargs.get("text_format"))
     if output_type:
         attributes[t.OUTPUT_TYPE] = output_type
     return attributes
+
+
+def _conversation_id(conversation: Any) -> str | None:
+    """The id of the conversation a Responses request belongs to (`conversation="conv_..."`
+    or `{"id": "conv_..."}`): the service keeps its items and adds this turn's, which is
+    what `gen_ai.conversation.id` names, conditionally required when available. On spans
+    only: one value per conversation is no metric attribute."""
+    if isinstance(conversation, Mapping):
+        conversation = conversation.get("id")
+    if isinstance(conversation, str) and conversation:
+        return _plain(conversation)
+    return None
 
 
 def embeddings_request_attributes(kwargs: Mapping[str, Any]) -> dict[str, Any]:
