@@ -28,6 +28,9 @@ _HOST_PROVIDERS = (
     ("api.x.ai", "x_ai"),
     ("api.mistral.ai", "mistral_ai"),
     ("api.perplexity.ai", "perplexity"),
+    # Moonshot AI (Kimi), named by the conventions after the package's 0.66b2 values.
+    ("api.moonshot.ai", "moonshot_ai"),
+    ("api.moonshot.cn", "moonshot_ai"),
     ("generativelanguage.googleapis.com", "gcp.gemini"),
     # Their OpenAI-compatible endpoints: Vertex AI's `.../endpoints/openapi` on
     # `{region}-aiplatform.googleapis.com`, Anthropic's `/v1/`, Cohere's `/compatibility/v1`.
