@@ -410,6 +410,19 @@ def test_the_event_has_the_debug_severity_the_conventions_ask_for(
     assert record.severity_number.value == 5
 
 
+def test_the_event_names_the_conventions_version_as_the_span_does(
+    capture: Any, telemetry: Telemetry, logs: InMemoryLogRecordExporter, client: Any
+) -> None:
+    capture(capture_message_content="event_only")
+    client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+    span_scope = telemetry.span().instrumentation_scope
+    (item,) = logs.get_finished_logs()
+    assert span_scope is not None
+    assert span_scope.schema_url == "https://opentelemetry.io/schemas/1.37.0"
+    assert item.instrumentation_scope.schema_url == span_scope.schema_url
+    assert item.instrumentation_scope.name == span_scope.name
+
+
 def test_span_and_event_records_both(
     capture: Any, telemetry: Telemetry, logs: InMemoryLogRecordExporter, client: Any
 ) -> None:
