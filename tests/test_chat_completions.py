@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 import inspect
 import json
 from typing import Any
@@ -213,6 +214,21 @@ def test_choice_count_and_max_completion_tokens_are_recorded(
     assert attributes["gen_ai.usage.output_tokens"] % 3 == 0
 
 
+@pytest.mark.skipif(not sdk_has_parameter("service_tier"), reason="SDK predates service_tier")
+@pytest.mark.parametrize(
+    ("tier", "recorded"), [("auto", None), ("flex", "flex"), ("default", "default")]
+)
+def test_the_requested_service_tier_is_recorded_unless_it_is_auto(
+    instrumented: Any, telemetry: Telemetry, client: openai.OpenAI, tier: str, recorded: str | None
+) -> None:
+    """The conventions require `openai.request.service_tier` when the request names a tier
+    other than `auto`, the API's default, which leaves the choice to the service."""
+    client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, service_tier=tier)
+    attributes = telemetry.span().attributes or {}
+    assert attributes.get("openai.request.service_tier") == recorded
+    assert attributes["openai.response.service_tier"] == (recorded or "default")  # as served
+
+
 def test_default_usage_details_of_zero_are_recorded_as_zero(
     instrumented: Any, telemetry: Telemetry, client: openai.OpenAI, server: LocalOpenAIServer
 ) -> None:
@@ -262,6 +278,34 @@ def test_azure_deployment_calls_report_the_azure_provider(
     attributes = telemetry.span().attributes or {}
     assert attributes["gen_ai.provider.name"] == "azure.ai.openai"
     assert server.requests[-1].path.startswith("/openai/deployments/my-deployment/")
+
+
+class Model(str, enum.Enum):
+    """How applications often name their models: a `str` mixin, whose members the SDK
+    sends as the string they hold."""
+
+    MINI = "gpt-4o-mini"
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_model_given_as_a_str_enum_member_is_named_by_the_string_it_holds(
+    instrumented: Any,
+    telemetry: Telemetry,
+    client: openai.OpenAI,
+    server: LocalOpenAIServer,
+    stream: bool,
+) -> None:
+    server.clear()
+    result = client.chat.completions.create(model=Model.MINI, messages=MESSAGES, stream=stream)
+    if stream:
+        list(result)
+    assert server.requests[-1].body["model"] == "gpt-4o-mini"  # what the SDK sent
+    span = telemetry.span()
+    assert span.name == "chat gpt-4o-mini"
+    model = (span.attributes or {})["gen_ai.request.model"]
+    assert model == "gpt-4o-mini" and type(model) is str
+    (point,) = telemetry.points("gen_ai.client.operation.duration")
+    assert type(point.attributes["gen_ai.request.model"]) is str
 
 
 @pytest.mark.parametrize("stream", [False, True])

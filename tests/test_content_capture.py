@@ -346,6 +346,86 @@ async def test_event_only_emits_one_event_with_the_exchange_in_the_span_context(
     assert attributes[OUTPUT][0]["parts"][0] == {"type": "text", "content": DEFAULT_REPLY}
 
 
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("stream", [False, True])
+async def test_the_event_carries_the_spans_request_response_and_usage_attributes(
+    capture: Any,
+    telemetry: Telemetry,
+    logs: InMemoryLogRecordExporter,
+    server: LocalOpenAIServer,
+    kind: str,
+    stream: bool,
+) -> None:
+    """The conventions define the event with the inference span's attributes, the
+    conditionally required ones (seed, choice count, stream, output type) included."""
+    capture(capture_message_content="event_only")
+    await call(
+        server,
+        kind,
+        "chat",
+        model="gpt-4o-mini",
+        messages=MESSAGES,
+        stream=stream,
+        seed=4,
+        n=2,
+        temperature=0.5,
+        max_tokens=20,
+        response_format={"type": "json_object"},
+    )
+    span_attributes = dict(telemetry.span().attributes or {})
+    (record,) = [item.log_record for item in logs.get_finished_logs()]
+    attributes = dict(record.attributes or {})
+    expected = {
+        "gen_ai.request.seed": 4,
+        "gen_ai.request.choice.count": 2,
+        "gen_ai.request.temperature": 0.5,
+        "gen_ai.request.max_tokens": 20,
+        "gen_ai.output.type": "json",
+        "gen_ai.usage.input_tokens": span_attributes["gen_ai.usage.input_tokens"],
+        "gen_ai.usage.output_tokens": span_attributes["gen_ai.usage.output_tokens"],
+        "gen_ai.response.id": span_attributes["gen_ai.response.id"],
+        "gen_ai.response.finish_reasons": ("stop", "stop"),
+    }
+    if stream:
+        expected["gen_ai.request.stream"] = True
+        expected["gen_ai.response.time_to_first_chunk"] = span_attributes[
+            "gen_ai.response.time_to_first_chunk"
+        ]
+    assert {key: attributes.get(key) for key in expected} == expected
+    # Every GenAI, server and error attribute of the span is on the event, with its value.
+    conventions = {
+        key: value
+        for key, value in span_attributes.items()
+        if key.startswith(("gen_ai.", "server.", "error.", "openai."))
+    }
+    assert {key: attributes.get(key) for key in conventions} == conventions
+
+
+def test_the_event_has_the_debug_severity_the_conventions_ask_for(
+    capture: Any, logs: InMemoryLogRecordExporter, client: Any
+) -> None:
+    from opentelemetry._logs import SeverityNumber
+
+    capture(capture_message_content="event_only")
+    client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+    (record,) = [item.log_record for item in logs.get_finished_logs()]
+    assert (record.severity_number, record.severity_text) == (SeverityNumber.DEBUG, "DEBUG")
+    assert record.severity_number.value == 5
+
+
+def test_the_event_names_the_conventions_version_as_the_span_does(
+    capture: Any, telemetry: Telemetry, logs: InMemoryLogRecordExporter, client: Any
+) -> None:
+    capture(capture_message_content="event_only")
+    client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+    span_scope = telemetry.span().instrumentation_scope
+    (item,) = logs.get_finished_logs()
+    assert span_scope is not None
+    assert span_scope.schema_url == "https://opentelemetry.io/schemas/1.37.0"
+    assert item.instrumentation_scope.schema_url == span_scope.schema_url
+    assert item.instrumentation_scope.name == span_scope.name
+
+
 def test_span_and_event_records_both(
     capture: Any, telemetry: Telemetry, logs: InMemoryLogRecordExporter, client: Any
 ) -> None:

@@ -1210,6 +1210,8 @@ async def test_async_azure_deployment_client_reports_deployment_and_served_model
         ("bedrock-runtime.cn-north-1.amazonaws.com.cn", "aws.bedrock"),
         ("bedrock-runtime-fips.us-east-1.amazonaws.com", "aws.bedrock"),
         ("mistral-large-abc.eastus2.models.ai.azure.com", "azure.ai.inference"),
+        ("api.moonshot.ai", "moonshot_ai"),
+        ("api.moonshot.cn", "moonshot_ai"),
         # A fully qualified name (DNS root's trailing dot) is the same host.
         ("api.groq.com.", "groq"),
         ("my-resource.openai.azure.com.", "azure.ai.openai"),

@@ -449,3 +449,46 @@ def test_a_refusal_streamed_then_closed_early_is_counted_and_captured(
     assert attributes["gen_ai.usage.output_tokens"] >= 10  # the refusal's 11 tokens, or so
     (message_out,) = json.loads(str(attributes["gen_ai.output.messages"]))
     assert message_out["parts"] == [{"type": "refusal", "content": refusal}]
+
+
+@pytest.mark.parametrize(("tier", "recorded"), [("auto", None), ("flex", "flex")])
+def test_a_responses_request_names_its_service_tier_unless_it_is_auto(
+    instrumented: Any, telemetry: Telemetry, client: Any, tier: str, recorded: str | None
+) -> None:
+    """As for chat: `auto`, the API's default, leaves the tier to the service."""
+    import inspect
+
+    if "service_tier" not in inspect.signature(client.responses.create).parameters:
+        pytest.skip("this SDK's responses.create has no service_tier parameter")
+    client.responses.create(**request(service_tier=tier))
+    attributes = telemetry.span().attributes or {}
+    assert attributes.get("openai.request.service_tier") == recorded
+
+
+@pytest.mark.parametrize("conversation", ["conv_68f1c0ffee", {"id": "conv_68f1c0ffee"}])
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_responses_call_in_a_conversation_records_its_id_on_the_span_only(
+    instrumented: Any, telemetry: Telemetry, client: Any, conversation: Any, stream: bool
+) -> None:
+    """`gen_ai.conversation.id` is conditionally required when available: a Responses
+    request names the conversation the service keeps. One value per conversation: never a
+    metric attribute."""
+    import inspect
+
+    if "conversation" not in inspect.signature(client.responses.create).parameters:
+        pytest.skip("this SDK's responses.create has no conversation parameter")
+    result = client.responses.create(**request(conversation=conversation, stream=stream))
+    if stream:
+        list(result)
+    attributes = telemetry.span().attributes or {}
+    assert attributes["gen_ai.conversation.id"] == "conv_68f1c0ffee"
+    for name in ("gen_ai.client.operation.duration", TOKEN_USAGE):
+        points = telemetry.points(name)
+        assert points and all("gen_ai.conversation.id" not in p.attributes for p in points)
+
+
+def test_a_responses_call_outside_a_conversation_has_no_conversation_id(
+    instrumented: Any, telemetry: Telemetry, client: Any
+) -> None:
+    client.responses.create(**request())
+    assert "gen_ai.conversation.id" not in (telemetry.span().attributes or {})

@@ -26,6 +26,12 @@ CACHE_WRITE = PREFIX + "cache_write.input_tokens"
 REASONING = PREFIX + "reasoning.output_tokens"
 MODALITY = "gen_ai.token.modality"
 SOURCE = "openai_usage.usage.source"
+# The span attributes of the tokens a provider reported by modality.
+BY_MODALITY = {
+    f"gen_ai.usage.{modality}.{side}_tokens"
+    for modality in ("text", "audio", "image", "video")
+    for side in ("input", "output")
+}
 KINDS = ("openai", "async")
 USAGE = {
     "prompt_tokens": 120,
@@ -105,6 +111,52 @@ async def test_audio_tokens_are_counted_apart_from_text(
     assert sums(telemetry, INPUT) == {"audio": 20, "text": 30}
     assert sums(telemetry, OUTPUT) == {"audio": 12, "text": 18}
     assert sums(telemetry, CACHE_READ) == {"unknown": 10}  # mixed input: not known to be text
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_the_span_carries_the_tokens_the_provider_reported_by_modality(
+    instrumented: Any, telemetry: Telemetry, client: openai.OpenAI, stream: bool
+) -> None:
+    """`gen_ai.usage.audio.input_tokens` and the like: only what was reported (here audio;
+    the text part was not reported as such, so there is no `gen_ai.usage.text.*`)."""
+    usage = {
+        "prompt_tokens": 50,
+        "completion_tokens": 30,
+        "audio_input_tokens": 20,
+        "audio_output_tokens": 12,
+    }
+    result = client.chat.completions.create(
+        model="gpt-4o-mini",
+        messages=MESSAGES,
+        stream=stream,
+        extra_headers={"x-mock-usage": json.dumps(usage)},
+    )
+    if stream:
+        list(result)
+    attributes = telemetry.span().attributes or {}
+    by_modality = {k: v for k, v in attributes.items() if k in BY_MODALITY}
+    assert by_modality == {
+        "gen_ai.usage.audio.input_tokens": 20,
+        "gen_ai.usage.audio.output_tokens": 12,
+    }
+
+
+def test_no_modality_attribute_when_none_was_reported_or_the_breakdown_exceeds_the_total(
+    instrumented: Any, telemetry: Telemetry, client: openai.OpenAI
+) -> None:
+    for usage in (
+        {"prompt_tokens": 50, "completion_tokens": 30, "cached_tokens": 0},  # audio 0: none
+        {"prompt_tokens": 5, "completion_tokens": 3, "audio_input_tokens": 9},  # not believed
+    ):
+        client.chat.completions.create(
+            model="gpt-4o-mini",
+            messages=MESSAGES,
+            extra_headers={"x-mock-usage": json.dumps(usage)},
+        )
+    spans = telemetry.spans()
+    assert len(spans) == 2
+    for span in spans:
+        assert BY_MODALITY.isdisjoint(span.attributes or {})
 
 
 def test_zero_cached_and_reasoning_tokens_add_no_point(

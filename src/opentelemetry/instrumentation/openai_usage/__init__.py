@@ -189,8 +189,12 @@ def _capture(settings: Settings, kwargs: dict[str, Any]) -> Capture | None:
         try:
             from opentelemetry._logs import get_logger
 
+            # The conventions' version, as for the tracer and meter: the event follows them.
             logger = get_logger(
-                __name__, __version__, logger_provider=kwargs.get("logger_provider")
+                __name__,
+                __version__,
+                logger_provider=kwargs.get("logger_provider"),
+                schema_url=_SCHEMA_URL,
             )
         except Exception as exc:
             internal_error("creating the event logger", exc)

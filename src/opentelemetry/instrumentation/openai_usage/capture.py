@@ -108,12 +108,18 @@ class Capture:
             internal_error("capturing output content", exc)
 
     def _emit(self, span: Span, attributes: dict[str, Any]) -> None:
-        from opentelemetry._logs import LogRecord
+        """One event, at DEBUG (severity number 5) as the conventions ask of this one: it is
+        a detail of the call, which a log pipeline keeping only INFO and above may drop."""
+        from opentelemetry._logs import LogRecord, SeverityNumber
 
         context = trace.set_span_in_context(span)
         try:
             record = LogRecord(
-                event_name=t.OPERATION_DETAILS_EVENT, context=context, attributes=attributes
+                event_name=t.OPERATION_DETAILS_EVENT,
+                context=context,
+                attributes=attributes,
+                severity_number=SeverityNumber.DEBUG,
+                severity_text="DEBUG",
             )
         except TypeError:  # opentelemetry-api before 1.35: no event_name, no context
             span_context = span.get_span_context()
@@ -122,5 +128,7 @@ class Capture:
                 span_id=span_context.span_id,
                 trace_flags=span_context.trace_flags,
                 attributes={**attributes, "event.name": t.OPERATION_DETAILS_EVENT},
+                severity_number=SeverityNumber.DEBUG,
+                severity_text="DEBUG",
             )
         self.logger.emit(record)

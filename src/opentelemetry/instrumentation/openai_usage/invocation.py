@@ -67,6 +67,7 @@ class Invocation:
         "operation",
         "pid",
         "request",
+        "request_attributes",
         "secrets",
         "sent",
         "settings",
@@ -88,9 +89,13 @@ class Invocation:
         operation: str = "chat",
         request: Mapping[str, Any] | None = None,
         capture: Capture | None = None,
+        request_attributes: Mapping[str, Any] | None = None,
     ) -> None:
         self.span = span
         self.capture = capture  # None unless the user opted in to content capture
+        # The attributes the span started with (the request's), for the content event,
+        # which carries the span's attributes as the conventions define it.
+        self.request_attributes = request_attributes
         self.estimator = estimator
         self.operation = operation
         # The caller's arguments, held (never recorded) until the end, for an estimate.
@@ -231,6 +236,13 @@ class Invocation:
                 self._record_chunks(
                     first_chunk_perf, last_chunk_perf, chunk_count, chunk_gaps, metric_attributes
                 )
+            if self.capture is not None:
+                event_attributes = metric_attributes
+                if self.capture.in_event:
+                    event_attributes = self._event_attributes(
+                        facts, metric_attributes, first_chunk_perf
+                    )
+                self.capture.ended(self.span, self.operation, self.request, facts, event_attributes)
         except Exception as exc:  # our bug: keep the user's call and the span alive
             internal_error("recording the end of a call", exc)
         finally:
@@ -305,8 +317,27 @@ class Invocation:
         t.record_detailed_usage(instruments, metric_attributes, usage, input_rest)
         if usage is not None and facts is not None:
             self._record_cost(facts, usage, metric_attributes)
-        if self.capture is not None:
-            self.capture.ended(span, self.operation, self.request, facts, metric_attributes)
+
+    def _event_attributes(
+        self,
+        facts: ResponseFacts | None,
+        metric_attributes: Mapping[str, Any],
+        first_chunk_perf: float | None,
+    ) -> dict[str, Any]:
+        """What `gen_ai.client.inference.operation.details` carries besides the content: the
+        conventions define it with the inference span's attributes, conditionally required
+        ones included (`gen_ai.request.seed`, `.choice.count`, `.stream`, `gen_ai.output.type`),
+        so that the event stands on its own where traces are not kept: the request's
+        parameters, the response's id, model, finish reasons and usage, `error.type`, and a
+        stream's time to first chunk, as the span has them."""
+        attributes = dict(self.request_attributes or {})
+        if facts is not None:
+            attributes.update(t.response_attributes(facts))
+        attributes.update(metric_attributes)  # error.type, and the server and models again
+        if first_chunk_perf is not None:
+            to_first = max(0.0, first_chunk_perf - self.start_perf)
+            attributes[t.RESPONSE_TIME_TO_FIRST_CHUNK] = to_first
+        return attributes
 
     def _record_cost(
         self, facts: ResponseFacts, usage: Usage, metric_attributes: dict[str, Any]

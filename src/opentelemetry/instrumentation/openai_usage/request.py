@@ -28,6 +28,9 @@ _HOST_PROVIDERS = (
     ("api.x.ai", "x_ai"),
     ("api.mistral.ai", "mistral_ai"),
     ("api.perplexity.ai", "perplexity"),
+    # Moonshot AI (Kimi), named by the conventions after the package's 0.66b2 values.
+    ("api.moonshot.ai", "moonshot_ai"),
+    ("api.moonshot.cn", "moonshot_ai"),
     ("generativelanguage.googleapis.com", "gcp.gemini"),
     # Their OpenAI-compatible endpoints: Vertex AI's `.../endpoints/openapi` on
     # `{region}-aiplatform.googleapis.com`, Anthropic's `/v1/`, Cohere's `/compatibility/v1`.
@@ -153,12 +156,20 @@ def _is_azure_client(client: Any) -> bool:
     return known
 
 
+def _plain(text: str) -> str:
+    """A `str` subclass (a `class Model(str, Enum)` member) as the plain string it holds,
+    which is what the SDK sends: as is, the span would be named after the member
+    (`chat Model.GPT_4O`, its `format()` since Python 3.11) and the attribute hold the
+    caller's enum object rather than a string."""
+    return text if type(text) is str else str.__str__(text)
+
+
 def _model_and_stream(kwargs: Mapping[str, Any]) -> dict[str, Any]:
     """What every endpoint's request attributes start from."""
     attributes: dict[str, Any] = {}
     model = kwargs.get("model")
     if isinstance(model, str) and model:
-        attributes[t.REQUEST_MODEL] = model
+        attributes[t.REQUEST_MODEL] = _plain(model)
     if kwargs.get("stream") is True:
         attributes[t.REQUEST_STREAM] = True
     return attributes
@@ -181,6 +192,16 @@ _CHAT_PARAMETERS = frozenset(_CHAT_NUMBERS) | {
     "service_tier",
     "response_format",
 }
+
+
+def _requested_tier(tier: Any) -> str | None:
+    """`openai.request.service_tier`, which the conventions ask for when the request names
+    a tier other than `auto`: `auto` (the API's default, named or not) leaves the choice
+    to the service, whose answer is `openai.response.service_tier`. Recorded, it would
+    tell apart calls that asked for the same thing, some by naming the default."""
+    if isinstance(tier, str) and tier and tier != "auto":
+        return tier
+    return None
 
 
 def chat_request_attributes(kwargs: Mapping[str, Any]) -> dict[str, Any]:
@@ -210,8 +231,8 @@ def chat_request_attributes(kwargs: Mapping[str, Any]) -> dict[str, Any]:
         if _integer(n) and n != 1:
             attributes[t.REQUEST_CHOICE_COUNT] = n
     if "service_tier" in passed:
-        tier = kwargs["service_tier"]
-        if isinstance(tier, str) and tier:
+        tier = _requested_tier(kwargs["service_tier"])
+        if tier:
             attributes[t.OPENAI_REQUEST_SERVICE_TIER] = tier
     if "response_format" in passed:
         output_type = _output_type(kwargs["response_format"])
@@ -230,15 +251,30 @@ def responses_request_attributes(kwargs: Mapping[str, Any]) -> dict[str, Any]:
     max_tokens = kwargs.get("max_output_tokens")
     if _integer(max_tokens):
         attributes[t.REQUEST_MAX_TOKENS] = max_tokens
-    tier = kwargs.get("service_tier")
-    if isinstance(tier, str) and tier:
+    tier = _requested_tier(kwargs.get("service_tier"))
+    if tier:
         attributes[t.OPENAI_REQUEST_SERVICE_TIER] = tier
+    conversation = _conversation_id(kwargs.get("conversation"))
+    if conversation:
+        attributes[t.CONVERSATION_ID] = conversation
     text = kwargs.get("text")
     text_format = text.get("format") if isinstance(text, Mapping) else None
     output_type = _output_type(text_format if _given(text_format) else kwargs.get("text_format"))
     if output_type:
         attributes[t.OUTPUT_TYPE] = output_type
     return attributes
+
+
+def _conversation_id(conversation: Any) -> str | None:
+    """The id of the conversation a Responses request belongs to (`conversation="conv_..."`
+    or `{"id": "conv_..."}`): the service keeps its items and adds this turn's, which is
+    what `gen_ai.conversation.id` names, conditionally required when available. On spans
+    only: one value per conversation is no metric attribute."""
+    if isinstance(conversation, Mapping):
+        conversation = conversation.get("id")
+    if isinstance(conversation, str) and conversation:
+        return _plain(conversation)
+    return None
 
 
 def embeddings_request_attributes(kwargs: Mapping[str, Any]) -> dict[str, Any]:

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 
 # Span and metric attribute names (semantic conventions).
 OPERATION = genai.GEN_AI_OPERATION_NAME
+CONVERSATION_ID = genai.GEN_AI_CONVERSATION_ID
 PROVIDER = genai.GEN_AI_PROVIDER_NAME
 REQUEST_MODEL = genai.GEN_AI_REQUEST_MODEL
 REQUEST_STREAM = genai.GEN_AI_REQUEST_STREAM
@@ -95,6 +96,12 @@ USAGE_METRICS = {
     "reasoning": "gen_ai.client.inference.usage.reasoning.output_tokens",
 }
 COST_METRIC = "openai_usage.client.cost"
+# The span attributes for the tokens a provider reported by modality, subsets of input and
+# output (semantic-conventions-genai; not in the package's 0.66b2): side -> modality -> name.
+USAGE_BY_MODALITY = {
+    "input": {m: f"gen_ai.usage.{m}.input_tokens" for m in ("text", "audio", "image")},
+    "output": {m: f"gen_ai.usage.{m}.output_tokens" for m in ("text", "audio")},
+}
 
 PROVIDER_OPENAI = "openai"
 PROVIDER_AZURE = "azure.ai.openai"
@@ -220,10 +227,28 @@ def usage_attributes(usage: Usage) -> dict[str, Any]:
         attributes[USAGE_REASONING] = usage.reasoning_output_tokens
     if usage.cache_write_input_tokens is not None:
         attributes[USAGE_CACHE_WRITE] = usage.cache_write_input_tokens
+    if usage.input_modalities or usage.output_modalities:  # rare: audio, some models' text
+        for side, total, reported in (
+            ("input", usage.input_tokens, usage.input_modalities),
+            ("output", usage.output_tokens, usage.output_modalities),
+        ):
+            attributes.update(_modality_attributes(USAGE_BY_MODALITY[side], total, reported))
     attributes[USAGE_SOURCE] = usage.source
     if usage.lower_bound:
         attributes[USAGE_LOWER_BOUND] = True
     return attributes
+
+
+def _modality_attributes(
+    names: dict[str, str], total: int | None, reported: tuple[tuple[str, int], ...]
+) -> dict[str, int]:
+    """`gen_ai.usage.{modality}.input_tokens` / `.output_tokens`, set, as the conventions
+    say, only for what the provider reported (a count of 0 reads as none reported, as for
+    the per-modality counters). Each is a subset of the total: a breakdown past it is not
+    believed, here as in `modalities.split`."""
+    if total is None or sum(count for _, count in reported) > total:
+        return {}
+    return {names[modality]: count for modality, count in reported if modality in names}
 
 
 def comparison_attributes(reported: Usage, estimate: Usage) -> dict[str, Any]:

@@ -201,6 +201,7 @@ def start_call(runtime: Runtime, endpoint: Endpoint, instance: Any, kwargs: dict
             endpoint.estimate_as or endpoint.operation,
             kwargs,
             runtime.capture,
+            attributes,
         )
         if runtime.capture is not None:
             runtime.capture.started(span, invocation.operation, kwargs)
