@@ -210,6 +210,50 @@ def test_stream_cut_by_the_network_is_estimated_and_still_an_error(
     assert attributes["gen_ai.usage.output_tokens"] == tokens(text_of(received)) == 3
 
 
+def test_a_stream_left_before_its_reply_ended_is_a_lower_bound(
+    instrumented: Any, telemetry: Telemetry, client: openai.OpenAI, server: LocalOpenAIServer
+) -> None:
+    # The server sent (and bills) all ten words; the caller read three of them.
+    s = stream(client, extra_headers={"x-mock-reply": LONG_REPLY})
+    received = [next(s) for _ in range(4)]  # role chunk + 3 words
+    s.close()
+    attributes = estimated_usage(telemetry)
+    assert attributes["gen_ai.usage.output_tokens"] == tokens(text_of(received)) == 3
+    assert server.requests[-1].usage["completion_tokens"] == 10
+    assert attributes[LOWER_BOUND] is True
+
+
+def test_a_stream_left_after_every_choice_finished_is_counted_exactly(
+    instrumented: Any, telemetry: Telemetry, client: openai.OpenAI
+) -> None:
+    received = []
+    s = stream(client, n=2, extra_headers={**NO_USAGE, "x-mock-reply": "one two"})
+    for chunk in s:
+        received.append(chunk)
+        if sum(1 for c in received for choice in c.choices if choice.finish_reason) == 2:
+            break  # before the end of the stream, after both replies ended
+    s.close()
+    attributes = estimated_usage(telemetry)
+    assert attributes["openai_usage.stream.outcome"] == "closed"
+    assert attributes["gen_ai.usage.output_tokens"] == 2 * tokens("one two")
+    assert LOWER_BOUND not in attributes
+
+
+def test_a_stream_left_before_one_of_its_choices_finished_is_a_lower_bound(
+    instrumented: Any, telemetry: Telemetry, client: openai.OpenAI
+) -> None:
+    received = []
+    s = stream(client, n=2, extra_headers={**NO_USAGE, "x-mock-reply": "one two"})
+    for chunk in s:
+        received.append(chunk)
+        if any(choice.finish_reason for choice in chunk.choices):
+            break  # one reply ended, the other not yet
+    s.close()
+    attributes = estimated_usage(telemetry)
+    assert attributes["openai_usage.stream.outcome"] == "closed"
+    assert attributes[LOWER_BOUND] is True
+
+
 # -- shapes: n > 1, tools, legacy completions ---------------------------------------------
 
 

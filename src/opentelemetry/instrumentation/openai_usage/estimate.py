@@ -7,7 +7,8 @@ What cannot be seen cannot be counted: image/audio/file parts, built-in tools, a
 reasoning model's hidden reasoning and the input a Responses call takes from the server's
 store (`previous_response_id`, `conversation`, a stored `prompt`) or the output a
 `background` response goes on to generate after its stream is left; the estimate is then a
-lower bound (`lower_bound`).
+lower bound (`lower_bound`). So it is for any stream left before its output ended (the
+estimator marks it: what was generated but not read was billed all the same).
 """
 
 from __future__ import annotations
