@@ -32,6 +32,7 @@ from opentelemetry.instrumentation.openai_usage.accumulators import ChatStreamAc
 from opentelemetry.instrumentation.openai_usage.encodings import EncodingLoader
 from opentelemetry.instrumentation.openai_usage.estimate import (
     Encoder,
+    asks_for_reasoning,
     encoding_name_for,
     estimate_usage,
     is_reasoning_model,
@@ -161,6 +162,26 @@ def test_reasoning_models_give_a_lower_bound(model: str, o200k: Encoder) -> None
 @pytest.mark.parametrize("model", ["gpt-4o", "gpt-4.1", "gpt-4", "gpt-5-chat-latest", None])
 def test_other_models_give_an_estimate(model: str | None) -> None:
     assert not is_reasoning_model(model)
+
+
+@pytest.mark.parametrize(
+    ("request_fields", "asked"),
+    [
+        ({"reasoning_effort": "minimal"}, True),  # chat
+        ({"reasoning": {"summary": "auto"}}, True),  # Responses: the model's default effort
+        ({"extra_body": {"reasoning": {"max_tokens": 200}}}, True),  # a router's, in chat
+        ({"reasoning_effort": "none"}, False),
+        ({"reasoning": {"effort": "none"}}, False),
+        ({"reasoning": None, "reasoning_effort": None}, False),
+    ],
+)
+def test_a_request_asking_for_reasoning_gives_a_lower_bound_for_any_model(
+    request_fields: dict[str, Any], asked: bool, o200k: Encoder
+) -> None:
+    assert asks_for_reasoning(request_fields) is asked
+    request = {"messages": QUESTION, **request_fields}
+    usage = chat(request, o200k, {"content": "Two."}, model="my-deployment")
+    assert usage.lower_bound is asked
 
 
 # ---------------------------------------------------------------- chat prompts and replies

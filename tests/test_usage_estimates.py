@@ -418,6 +418,30 @@ def test_reasoning_model_estimate_is_marked_as_a_lower_bound(
     assert attributes[LOWER_BOUND] is True
 
 
+@pytest.mark.parametrize(
+    ("asked", "lower_bound"),
+    [
+        ({"extra_body": {"reasoning_effort": "high"}}, True),
+        ({"extra_body": {"reasoning": {"effort": "low"}}}, True),  # OpenRouter's shape
+        ({"extra_body": {"reasoning_effort": "none"}}, False),
+        ({"extra_body": {"reasoning": {"enabled": False}}}, False),
+        ({}, False),
+    ],
+)
+def test_an_estimate_of_a_call_asking_for_reasoning_is_a_lower_bound_whatever_its_model_name(
+    instrumented: Any,
+    telemetry: Telemetry,
+    client: openai.OpenAI,
+    asked: dict[str, Any],
+    lower_bound: bool,
+) -> None:
+    # A deployment or router name no family rule places: the request says it reasons.
+    headers = {**NO_USAGE, "x-mock-response-model": "my-deployment"}
+    list(stream(client, model="my-deployment", extra_headers=headers, **asked))
+    attributes = estimated_usage(telemetry)
+    assert attributes.get(LOWER_BOUND, False) is lower_bound
+
+
 @pytest.mark.parametrize("modalities", [["text"], ["text", "audio"]])
 def test_an_estimate_of_a_call_asking_for_audio_output_is_a_lower_bound(
     instrumented: Any, telemetry: Telemetry, client: openai.OpenAI, modalities: list[str]

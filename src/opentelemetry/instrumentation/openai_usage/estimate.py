@@ -128,6 +128,29 @@ def is_reasoning_model(model: str | None) -> bool:
     return bool(_O_SERIES.match(name)) or name.startswith(("gpt-5", "gpt-oss", "codex-mini"))
 
 
+def asks_for_reasoning(request: Mapping[str, Any]) -> bool:
+    """Whether the request turns reasoning on, whatever its model is called: chat's
+    `reasoning_effort`, or a `reasoning` object (the Responses API's, and OpenAI-compatible
+    routers' in chat, often sent in `extra_body`). A model that reasons bills its hidden
+    reasoning as output, so an estimate can only undercount, even for a deployment or
+    router name no family rule can place. Effort "none" (or `enabled: false`) asks for none.
+    """
+    for fields in (request, request.get("extra_body")):
+        if not isinstance(fields, Mapping):
+            continue
+        effort = fields.get("reasoning_effort")
+        if isinstance(effort, str) and effort != "none":
+            return True
+        reasoning = fields.get("reasoning")
+        if (
+            isinstance(reasoning, Mapping)
+            and reasoning.get("enabled") is not False
+            and reasoning.get("effort") != "none"
+        ):
+            return True
+    return False
+
+
 def rules_for(model: str | None) -> ChatRules:
     if is_reasoning_model(model):
         return RULES["reasoning"]
@@ -513,5 +536,6 @@ def estimate_usage(
         raise  # the estimator reports it
     except Exception:  # odd shapes: a guess is worse than nothing
         return Usage(source=SOURCE_ESTIMATE)
-    lower = is_reasoning_model(model) or counter.partial or bool(tally and tally.truncated)
+    lower = is_reasoning_model(model) or asks_for_reasoning(request) or counter.partial
+    lower = lower or bool(tally and tally.truncated)
     return Usage(prompt, output, prompt + output, source=SOURCE_ESTIMATE, lower_bound=lower)
