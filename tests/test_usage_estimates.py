@@ -454,6 +454,20 @@ def test_an_estimate_of_a_call_asking_for_audio_output_is_a_lower_bound(
     assert attributes.get(LOWER_BOUND, False) is ("audio" in modalities)
 
 
+@pytest.mark.parametrize("predicted", [False, True])
+def test_an_estimate_of_a_call_with_a_predicted_output_is_a_lower_bound(
+    instrumented: Any, telemetry: Telemetry, client: openai.OpenAI, predicted: bool
+) -> None:
+    if "prediction" not in inspect.signature(client.chat.completions.create).parameters:
+        pytest.skip("this openai release has no `prediction` parameter")
+    prediction = {"type": "content", "content": "Two. Or perhaps three, or four."}
+    asked = {"prediction": prediction} if predicted else {}
+    list(stream(client, extra_headers=NO_USAGE, **asked))
+    attributes = estimated_usage(telemetry)
+    # The prediction's rejected tokens are billed as output, and no chunk shows them.
+    assert attributes.get(LOWER_BOUND, False) is predicted
+
+
 # -- modes ---------------------------------------------------------------------------------
 
 

@@ -510,6 +510,8 @@ def estimate_usage(
             prompt = _chat_prompt(request, counter)
             # Audio output is billed in audio tokens that no chunk's text shows.
             counter.partial |= "audio" in _strings(request.get("modalities"))
+            # A predicted output's rejected tokens are billed as output, and never sent.
+            counter.partial |= isinstance(request.get("prediction"), Mapping)
         elif operation == "text_completion":
             prompt = _plain_inputs(request.get("prompt"), counter)
             prompt += _plain_inputs(request.get("suffix"), counter)
