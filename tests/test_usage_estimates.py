@@ -468,6 +468,20 @@ def test_an_estimate_of_a_call_with_a_predicted_output_is_a_lower_bound(
     assert attributes.get(LOWER_BOUND, False) is predicted
 
 
+@pytest.mark.parametrize("referenced", [False, True])
+def test_an_estimate_of_a_prompt_referring_to_an_earlier_audio_reply_is_a_lower_bound(
+    instrumented: Any, telemetry: Telemetry, client: openai.OpenAI, referenced: bool
+) -> None:
+    earlier = {"role": "assistant", "audio": {"id": "audio_abc123"}}
+    if not referenced:
+        earlier = {"role": "assistant", "content": None}
+    messages = [*MESSAGES, earlier, {"role": "user", "content": "Again?"}]
+    list(stream(client, messages=messages, extra_headers=NO_USAGE))
+    attributes = estimated_usage(telemetry)
+    # The earlier reply's audio is billed as (audio) input, and the request shows its id only.
+    assert attributes.get(LOWER_BOUND, False) is referenced
+
+
 # -- modes ---------------------------------------------------------------------------------
 
 

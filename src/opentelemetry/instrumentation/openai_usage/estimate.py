@@ -328,6 +328,8 @@ def _chat_prompt(request: Mapping[str, Any], counter: _Counter) -> int:
         elif isinstance(_get(message, "name"), str):
             total += counter.text(_get(message, "name")) + rules.per_name
         total += counter.calls(_message_calls(message, counter))
+        if _get(message, "audio") is not None:  # an earlier audio reply, billed as audio input
+            counter.partial = True
     functions = _functions(request, counter)
     if functions:
         strict = sum(1 for function in functions if function.get("strict"))
