@@ -153,13 +153,17 @@ def test_overrides_name_the_encoding_of_a_deployment() -> None:
     assert encoding_name_for("openai/gpt-4o", overrides) == "cl100k_base"
 
 
-@pytest.mark.parametrize("model", ["o1-mini", "o3", "o4-mini", "gpt-5", "gpt-5.4-mini"])
+@pytest.mark.parametrize(
+    "model", ["o1-mini", "o3", "o4-mini", "gpt-5", "gpt-5.4-mini", "gpt-5.1-chat-latest"]
+)
 def test_reasoning_models_give_a_lower_bound(model: str, o200k: Encoder) -> None:
     assert is_reasoning_model(model)
     assert chat({"messages": QUESTION}, o200k, {"content": "Two."}, model=model).lower_bound
 
 
-@pytest.mark.parametrize("model", ["gpt-4o", "gpt-4.1", "gpt-4", "gpt-5-chat-latest", None])
+@pytest.mark.parametrize(
+    "model", ["gpt-4o", "gpt-4.1", "gpt-4", "gpt-5-chat-latest", "openai/gpt-5-chat", None]
+)
 def test_other_models_give_an_estimate(model: str | None) -> None:
     assert not is_reasoning_model(model)
 

@@ -123,7 +123,9 @@ def is_reasoning_model(model: str | None) -> bool:
     if not isinstance(model, str):
         return False
     name = _normalise(model)
-    if "chat" in name:  # gpt-5-chat-latest and the like answer without reasoning
+    if name.startswith("gpt-5-chat"):
+        # gpt-5-chat-latest answers without reasoning; its successors (gpt-5.1-chat-latest,
+        # "Instant") reason when a question needs it, and bill it, so they stay below.
         return False
     return bool(_O_SERIES.match(name)) or name.startswith(("gpt-5", "gpt-oss", "codex-mini"))
 
