@@ -482,6 +482,52 @@ def test_an_estimate_of_a_prompt_referring_to_an_earlier_audio_reply_is_a_lower_
     assert attributes.get(LOWER_BOUND, False) is referenced
 
 
+def reasoning_server(field: str | None) -> Any:
+    """A compatible server (DeepSeek, vLLM: `reasoning_content`; OpenRouter: `reasoning`)
+    that shows its model's reasoning in `field` (None: shows none), and reports no usage."""
+    head = {"id": "gen-1", "created": 0, "model": "deepseek-reasoner"}
+    thought = {field: "The capital of France is Paris."} if field else {}
+
+    def handler(request: Any) -> Any:
+        if not json.loads(request.content).get("stream"):
+            message = {"role": "assistant", "content": "Paris.", **thought}
+            choice = {"index": 0, "message": message, "finish_reason": "stop"}
+            return HTTP.Response(
+                200, json={**head, "object": "chat.completion", "choices": [choice]}
+            )
+        deltas = [{"role": "assistant", "content": "", **thought}, {"content": "Paris."}, {}]
+        chunks = [
+            {
+                **head,
+                "object": "chat.completion.chunk",
+                "choices": [
+                    {"index": 0, "delta": delta, "finish_reason": None if delta else "stop"}
+                ],
+            }
+            for delta in deltas
+        ]
+        return sse_reply(chunks)
+
+    return handler
+
+
+@pytest.mark.parametrize("streamed", [True, False])
+@pytest.mark.parametrize("field", ["reasoning_content", "reasoning", None])
+def test_an_estimate_of_a_reply_showing_reasoning_text_is_a_lower_bound(
+    instrumented: Any, telemetry: Telemetry, field: str | None, streamed: bool
+) -> None:
+    client = served_by(reasoning_server(field))
+    request = {"model": "deepseek-reasoner", "messages": MESSAGES}
+    if streamed:
+        list(client.chat.completions.create(**request, stream=True))
+    else:
+        client.chat.completions.create(**request)
+    attributes = estimated_usage(telemetry)
+    # The reasoning is billed as output and not counted: only the answer is.
+    assert attributes["gen_ai.usage.output_tokens"] == tokens("Paris.")
+    assert attributes.get(LOWER_BOUND, False) is (field is not None)
+
+
 # -- modes ---------------------------------------------------------------------------------
 
 

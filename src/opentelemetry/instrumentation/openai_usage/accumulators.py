@@ -13,7 +13,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from .errors import internal_error
-from .tally import CompletionTally, tally_from_response
+from .tally import CompletionTally, shows_reasoning, tally_from_response
 from .telemetry import MAX_ATTRIBUTE_LENGTH
 from .usage import Usage, usage_from
 
@@ -199,12 +199,18 @@ class ChatStreamAccumulator:
                         or delta.tool_calls
                         or delta.function_call
                         or getattr(delta, "refusal", None)  # not in older SDKs
+                        or (not content and self._reasoning(delta))
                     ):
                         self._collect(choice)
                 except AttributeError:  # not an SDK chat chunk
                     self._odd_choice(choice)
         if usage is not None:
             self.raw_usage = usage
+
+    def _reasoning(self, delta: Any) -> bool:
+        """A delta with reasoning text the tally has not noted yet (then `_collect` does)."""
+        tally = self.tally
+        return tally is not None and not tally.reasoned and shows_reasoning(delta)
 
     def _finished(self, choice: Any) -> None:
         index = choice.index

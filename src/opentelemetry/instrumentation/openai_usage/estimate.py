@@ -543,5 +543,5 @@ def estimate_usage(
     except Exception:  # odd shapes: a guess is worse than nothing
         return Usage(source=SOURCE_ESTIMATE)
     lower = is_reasoning_model(model) or asks_for_reasoning(request) or counter.partial
-    lower = lower or bool(tally and tally.truncated)
+    lower = lower or bool(tally and (tally.truncated or tally.reasoned))
     return Usage(prompt, output, prompt + output, source=SOURCE_ESTIMATE, lower_bound=lower)
