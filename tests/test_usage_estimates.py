@@ -801,6 +801,28 @@ def test_call_ending_while_the_encoding_loads_is_finished_later_without_blocking
     assert span.end_time - span.start_time < 10 * 1_000_000_000
 
 
+def test_encodings_whose_loading_thread_could_not_start_are_not_waited_for(
+    instrument: Any, telemetry: Telemetry, client: openai.OpenAI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_start = threading.Thread.start
+
+    def start_fails_once(thread: threading.Thread) -> None:
+        if thread.name == "openai-usage-encodings":
+            monkeypatch.setattr(threading.Thread, "start", real_start)
+            raise RuntimeError("can't start new thread")  # a thread limit, for a moment
+        real_start(thread)
+
+    monkeypatch.setattr(threading.Thread, "start", start_fails_once)
+    monkeypatch.setattr(estimator, "LOADER", EncodingLoader())
+    monkeypatch.setattr(estimator, "ENCODING_WAIT_S", 5.0)
+    instrument()  # the loading thread cannot start
+    # The call's end starts the loading again (rather than waiting for the load that never
+    # started), and is estimated once it is done.
+    list(stream(client, extra_headers=NO_USAGE))
+    assert FINISHER.drain(30)
+    assert estimated_usage(telemetry)["gen_ai.usage.input_tokens"] == EXAMPLE_PROMPT_TOKENS
+
+
 def test_long_stream_estimate_counts_every_piece_in_order(
     instrumented: Any, telemetry: Telemetry, client: openai.OpenAI
 ) -> None:
