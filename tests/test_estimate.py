@@ -32,6 +32,7 @@ from opentelemetry.instrumentation.openai_usage.accumulators import ChatStreamAc
 from opentelemetry.instrumentation.openai_usage.encodings import EncodingLoader
 from opentelemetry.instrumentation.openai_usage.estimate import (
     Encoder,
+    asks_for_reasoning,
     encoding_name_for,
     estimate_usage,
     is_reasoning_model,
@@ -152,15 +153,39 @@ def test_overrides_name_the_encoding_of_a_deployment() -> None:
     assert encoding_name_for("openai/gpt-4o", overrides) == "cl100k_base"
 
 
-@pytest.mark.parametrize("model", ["o1-mini", "o3", "o4-mini", "gpt-5", "gpt-5.4-mini"])
+@pytest.mark.parametrize(
+    "model", ["o1-mini", "o3", "o4-mini", "gpt-5", "gpt-5.4-mini", "gpt-5.1-chat-latest"]
+)
 def test_reasoning_models_give_a_lower_bound(model: str, o200k: Encoder) -> None:
     assert is_reasoning_model(model)
     assert chat({"messages": QUESTION}, o200k, {"content": "Two."}, model=model).lower_bound
 
 
-@pytest.mark.parametrize("model", ["gpt-4o", "gpt-4.1", "gpt-4", "gpt-5-chat-latest", None])
+@pytest.mark.parametrize(
+    "model", ["gpt-4o", "gpt-4.1", "gpt-4", "gpt-5-chat-latest", "openai/gpt-5-chat", None]
+)
 def test_other_models_give_an_estimate(model: str | None) -> None:
     assert not is_reasoning_model(model)
+
+
+@pytest.mark.parametrize(
+    ("request_fields", "asked"),
+    [
+        ({"reasoning_effort": "minimal"}, True),  # chat
+        ({"reasoning": {"summary": "auto"}}, True),  # Responses: the model's default effort
+        ({"extra_body": {"reasoning": {"max_tokens": 200}}}, True),  # a router's, in chat
+        ({"reasoning_effort": "none"}, False),
+        ({"reasoning": {"effort": "none"}}, False),
+        ({"reasoning": None, "reasoning_effort": None}, False),
+    ],
+)
+def test_a_request_asking_for_reasoning_gives_a_lower_bound_for_any_model(
+    request_fields: dict[str, Any], asked: bool, o200k: Encoder
+) -> None:
+    assert asks_for_reasoning(request_fields) is asked
+    request = {"messages": QUESTION, **request_fields}
+    usage = chat(request, o200k, {"content": "Two."}, model="my-deployment")
+    assert usage.lower_bound is asked
 
 
 # ---------------------------------------------------------------- chat prompts and replies

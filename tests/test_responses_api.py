@@ -167,15 +167,35 @@ def test_an_estimate_of_a_response_continuing_a_stored_one_or_in_background_is_a
             )
         else:
             stream = client.responses.stream(**request(), extra_headers=reply).__enter__()
-        for index, _ in enumerate(stream):
-            if index == 6:
-                break
+        for event in stream:
+            if event.type == "response.output_item.done":
+                break  # the whole output read, the final event not yet
         stream.close()
         (span,) = telemetry.spans()
         telemetry.exporter.clear()
         attributes = dict(span.attributes or {})
         assert attributes["openai_usage.usage.source"] == "estimate"
         assert attributes.get("openai_usage.usage.lower_bound") is (True if continued else None)
+
+
+def test_an_estimate_of_a_response_stream_left_before_its_output_ended_is_a_lower_bound(
+    instrumented: Any, telemetry: Telemetry, client: openai.OpenAI
+) -> None:
+    # The server generated (and bills) the whole reply; the caller read two words of it.
+    stream = client.responses.create(
+        **request(stream=True), extra_headers={"x-mock-reply": "one two three four five six"}
+    )
+    deltas = []
+    for event in stream:
+        if event.type == "response.output_text.delta":
+            deltas.append(event.delta)
+            if len(deltas) == 2:
+                break
+    stream.close()
+    attributes = dict(telemetry.span().attributes or {})
+    assert attributes["openai_usage.usage.source"] == "estimate"
+    assert attributes["openai_usage.stream.outcome"] == "closed"
+    assert attributes["openai_usage.usage.lower_bound"] is True
 
 
 def test_abandoned_response_stream_ends_its_span(

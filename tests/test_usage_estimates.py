@@ -212,6 +212,50 @@ def test_stream_cut_by_the_network_is_estimated_and_still_an_error(
     assert attributes["gen_ai.usage.output_tokens"] == tokens(text_of(received)) == 3
 
 
+def test_a_stream_left_before_its_reply_ended_is_a_lower_bound(
+    instrumented: Any, telemetry: Telemetry, client: openai.OpenAI, server: LocalOpenAIServer
+) -> None:
+    # The server sent (and bills) all ten words; the caller read three of them.
+    s = stream(client, extra_headers={"x-mock-reply": LONG_REPLY})
+    received = [next(s) for _ in range(4)]  # role chunk + 3 words
+    s.close()
+    attributes = estimated_usage(telemetry)
+    assert attributes["gen_ai.usage.output_tokens"] == tokens(text_of(received)) == 3
+    assert server.requests[-1].usage["completion_tokens"] == 10
+    assert attributes[LOWER_BOUND] is True
+
+
+def test_a_stream_left_after_every_choice_finished_is_counted_exactly(
+    instrumented: Any, telemetry: Telemetry, client: openai.OpenAI
+) -> None:
+    received = []
+    s = stream(client, n=2, extra_headers={**NO_USAGE, "x-mock-reply": "one two"})
+    for chunk in s:
+        received.append(chunk)
+        if sum(1 for c in received for choice in c.choices if choice.finish_reason) == 2:
+            break  # before the end of the stream, after both replies ended
+    s.close()
+    attributes = estimated_usage(telemetry)
+    assert attributes["openai_usage.stream.outcome"] == "closed"
+    assert attributes["gen_ai.usage.output_tokens"] == 2 * tokens("one two")
+    assert LOWER_BOUND not in attributes
+
+
+def test_a_stream_left_before_one_of_its_choices_finished_is_a_lower_bound(
+    instrumented: Any, telemetry: Telemetry, client: openai.OpenAI
+) -> None:
+    received = []
+    s = stream(client, n=2, extra_headers={**NO_USAGE, "x-mock-reply": "one two"})
+    for chunk in s:
+        received.append(chunk)
+        if any(choice.finish_reason for choice in chunk.choices):
+            break  # one reply ended, the other not yet
+    s.close()
+    attributes = estimated_usage(telemetry)
+    assert attributes["openai_usage.stream.outcome"] == "closed"
+    assert attributes[LOWER_BOUND] is True
+
+
 # -- shapes: n > 1, tools, legacy completions ---------------------------------------------
 
 
@@ -376,6 +420,30 @@ def test_reasoning_model_estimate_is_marked_as_a_lower_bound(
     assert attributes[LOWER_BOUND] is True
 
 
+@pytest.mark.parametrize(
+    ("asked", "lower_bound"),
+    [
+        ({"extra_body": {"reasoning_effort": "high"}}, True),
+        ({"extra_body": {"reasoning": {"effort": "low"}}}, True),  # OpenRouter's shape
+        ({"extra_body": {"reasoning_effort": "none"}}, False),
+        ({"extra_body": {"reasoning": {"enabled": False}}}, False),
+        ({}, False),
+    ],
+)
+def test_an_estimate_of_a_call_asking_for_reasoning_is_a_lower_bound_whatever_its_model_name(
+    instrumented: Any,
+    telemetry: Telemetry,
+    client: openai.OpenAI,
+    asked: dict[str, Any],
+    lower_bound: bool,
+) -> None:
+    # A deployment or router name no family rule places: the request says it reasons.
+    headers = {**NO_USAGE, "x-mock-response-model": "my-deployment"}
+    list(stream(client, model="my-deployment", extra_headers=headers, **asked))
+    attributes = estimated_usage(telemetry)
+    assert attributes.get(LOWER_BOUND, False) is lower_bound
+
+
 @pytest.mark.parametrize("modalities", [["text"], ["text", "audio"]])
 def test_an_estimate_of_a_call_asking_for_audio_output_is_a_lower_bound(
     instrumented: Any, telemetry: Telemetry, client: openai.OpenAI, modalities: list[str]
@@ -386,6 +454,80 @@ def test_an_estimate_of_a_call_asking_for_audio_output_is_a_lower_bound(
     attributes = estimated_usage(telemetry)
     # Audio tokens are billed, and no chunk's text shows them.
     assert attributes.get(LOWER_BOUND, False) is ("audio" in modalities)
+
+
+@pytest.mark.parametrize("predicted", [False, True])
+def test_an_estimate_of_a_call_with_a_predicted_output_is_a_lower_bound(
+    instrumented: Any, telemetry: Telemetry, client: openai.OpenAI, predicted: bool
+) -> None:
+    if "prediction" not in inspect.signature(client.chat.completions.create).parameters:
+        pytest.skip("this openai release has no `prediction` parameter")
+    prediction = {"type": "content", "content": "Two. Or perhaps three, or four."}
+    asked = {"prediction": prediction} if predicted else {}
+    list(stream(client, extra_headers=NO_USAGE, **asked))
+    attributes = estimated_usage(telemetry)
+    # The prediction's rejected tokens are billed as output, and no chunk shows them.
+    assert attributes.get(LOWER_BOUND, False) is predicted
+
+
+@pytest.mark.parametrize("referenced", [False, True])
+def test_an_estimate_of_a_prompt_referring_to_an_earlier_audio_reply_is_a_lower_bound(
+    instrumented: Any, telemetry: Telemetry, client: openai.OpenAI, referenced: bool
+) -> None:
+    earlier = {"role": "assistant", "audio": {"id": "audio_abc123"}}
+    if not referenced:
+        earlier = {"role": "assistant", "content": None}
+    messages = [*MESSAGES, earlier, {"role": "user", "content": "Again?"}]
+    list(stream(client, messages=messages, extra_headers=NO_USAGE))
+    attributes = estimated_usage(telemetry)
+    # The earlier reply's audio is billed as (audio) input, and the request shows its id only.
+    assert attributes.get(LOWER_BOUND, False) is referenced
+
+
+def reasoning_server(field: str | None) -> Any:
+    """A compatible server (DeepSeek, vLLM: `reasoning_content`; OpenRouter: `reasoning`)
+    that shows its model's reasoning in `field` (None: shows none), and reports no usage."""
+    head = {"id": "gen-1", "created": 0, "model": "deepseek-reasoner"}
+    thought = {field: "The capital of France is Paris."} if field else {}
+
+    def handler(request: Any) -> Any:
+        if not json.loads(request.content).get("stream"):
+            message = {"role": "assistant", "content": "Paris.", **thought}
+            choice = {"index": 0, "message": message, "finish_reason": "stop"}
+            return HTTP.Response(
+                200, json={**head, "object": "chat.completion", "choices": [choice]}
+            )
+        deltas = [{"role": "assistant", "content": "", **thought}, {"content": "Paris."}, {}]
+        chunks = [
+            {
+                **head,
+                "object": "chat.completion.chunk",
+                "choices": [
+                    {"index": 0, "delta": delta, "finish_reason": None if delta else "stop"}
+                ],
+            }
+            for delta in deltas
+        ]
+        return sse_reply(chunks)
+
+    return handler
+
+
+@pytest.mark.parametrize("streamed", [True, False])
+@pytest.mark.parametrize("field", ["reasoning_content", "reasoning", None])
+def test_an_estimate_of_a_reply_showing_reasoning_text_is_a_lower_bound(
+    instrumented: Any, telemetry: Telemetry, field: str | None, streamed: bool
+) -> None:
+    client = served_by(reasoning_server(field))
+    request = {"model": "deepseek-reasoner", "messages": MESSAGES}
+    if streamed:
+        list(client.chat.completions.create(**request, stream=True))
+    else:
+        client.chat.completions.create(**request)
+    attributes = estimated_usage(telemetry)
+    # The reasoning is billed as output and not counted: only the answer is.
+    assert attributes["gen_ai.usage.output_tokens"] == tokens("Paris.")
+    assert attributes.get(LOWER_BOUND, False) is (field is not None)
 
 
 # -- modes ---------------------------------------------------------------------------------
@@ -691,6 +833,28 @@ def test_call_ending_while_the_encoding_loads_is_finished_later_without_blocking
     assert span.end_time is not None and span.start_time is not None
     # It still ends at the stream's own end, not when the estimate was made.
     assert span.end_time - span.start_time < 10 * 1_000_000_000
+
+
+def test_encodings_whose_loading_thread_could_not_start_are_not_waited_for(
+    instrument: Any, telemetry: Telemetry, client: openai.OpenAI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_start = threading.Thread.start
+
+    def start_fails_once(thread: threading.Thread) -> None:
+        if thread.name == "openai-usage-encodings":
+            monkeypatch.setattr(threading.Thread, "start", real_start)
+            raise RuntimeError("can't start new thread")  # a thread limit, for a moment
+        real_start(thread)
+
+    monkeypatch.setattr(threading.Thread, "start", start_fails_once)
+    monkeypatch.setattr(estimator, "LOADER", EncodingLoader())
+    monkeypatch.setattr(estimator, "ENCODING_WAIT_S", 5.0)
+    instrument()  # the loading thread cannot start
+    # The call's end starts the loading again (rather than waiting for the load that never
+    # started), and is estimated once it is done.
+    list(stream(client, extra_headers=NO_USAGE))
+    assert FINISHER.drain(30)
+    assert estimated_usage(telemetry)["gen_ai.usage.input_tokens"] == EXAMPLE_PROMPT_TOKENS
 
 
 def test_long_stream_estimate_counts_every_piece_in_order(

@@ -13,7 +13,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from .errors import internal_error
-from .tally import CompletionTally, tally_from_response
+from .tally import CompletionTally, shows_reasoning, tally_from_response
 from .telemetry import MAX_ATTRIBUTE_LENGTH
 from .usage import Usage, usage_from
 
@@ -47,6 +47,10 @@ class ResponseFacts:
     # A stream that always ends with a final event (the Responses API's) came to its end
     # without one: if it was read to the end, the server (or a proxy) cut it short.
     unterminated: bool = False
+    # A stream left (closed, abandoned, broken) before its output ended (a choice without
+    # its finish reason, a Responses output item not done): the server generated, and
+    # billed, more than was read, so an estimate of it can only undercount.
+    cut_short: bool = False
 
     def output_tally(self) -> CompletionTally | None:
         if self.tally is None and self.response is not None:
@@ -195,12 +199,18 @@ class ChatStreamAccumulator:
                         or delta.tool_calls
                         or delta.function_call
                         or getattr(delta, "refusal", None)  # not in older SDKs
+                        or (not content and self._reasoning(delta))
                     ):
                         self._collect(choice)
                 except AttributeError:  # not an SDK chat chunk
                     self._odd_choice(choice)
         if usage is not None:
             self.raw_usage = usage
+
+    def _reasoning(self, delta: Any) -> bool:
+        """A delta with reasoning text the tally has not noted yet (then `_collect` does)."""
+        tally = self.tally
+        return tally is not None and not tally.reasoned and shows_reasoning(delta)
 
     def _finished(self, choice: Any) -> None:
         index = choice.index

@@ -216,12 +216,29 @@ class EncodingLoader:
                         self._done[name] = threading.Event()
                         self._queue.append(name)
                 if self._queue and (self._thread is None or not self._thread.is_alive()):
-                    self._thread = threading.Thread(
+                    thread = threading.Thread(
                         target=self._run, name="openai-usage-encodings", daemon=True
                     )
-                    self._thread.start()
-        except Exception:  # e.g. no threads at interpreter shutdown
+                    try:
+                        thread.start()
+                    except BaseException:
+                        self._forget_queue()
+                        raise
+                    self._thread = thread
+        except Exception:  # e.g. no threads at interpreter shutdown, or none to spare
             logger.debug("cannot start loading encodings", exc_info=True)
+
+    def _forget_queue(self) -> None:
+        """No thread could start to load the queued names: forget them (waking anyone
+        waiting), so that they count as never asked for, not as loading. Left pending, every
+        call wanting an estimate would wait for a load that never runs (each up to
+        `ENCODING_WAIT_S`, one after another); forgotten, calls end without an estimate and
+        the next `get` tries to start the thread again."""
+        for name in self._queue:
+            event = self._done.pop(name, None)
+            if event is not None:
+                event.set()
+        self._queue.clear()
 
     def get(self, name: str) -> Encoder | None:
         """The encoding if loaded, else None (loading is started if it was not)."""

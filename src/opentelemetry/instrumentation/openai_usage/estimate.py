@@ -7,7 +7,8 @@ What cannot be seen cannot be counted: image/audio/file parts, built-in tools, a
 reasoning model's hidden reasoning and the input a Responses call takes from the server's
 store (`previous_response_id`, `conversation`, a stored `prompt`) or the output a
 `background` response goes on to generate after its stream is left; the estimate is then a
-lower bound (`lower_bound`).
+lower bound (`lower_bound`). So it is for any stream left before its output ended (the
+estimator marks it: what was generated but not read was billed all the same).
 """
 
 from __future__ import annotations
@@ -122,9 +123,34 @@ def is_reasoning_model(model: str | None) -> bool:
     if not isinstance(model, str):
         return False
     name = _normalise(model)
-    if "chat" in name:  # gpt-5-chat-latest and the like answer without reasoning
+    if name.startswith("gpt-5-chat"):
+        # gpt-5-chat-latest answers without reasoning; its successors (gpt-5.1-chat-latest,
+        # "Instant") reason when a question needs it, and bill it, so they stay below.
         return False
     return bool(_O_SERIES.match(name)) or name.startswith(("gpt-5", "gpt-oss", "codex-mini"))
+
+
+def asks_for_reasoning(request: Mapping[str, Any]) -> bool:
+    """Whether the request turns reasoning on, whatever its model is called: chat's
+    `reasoning_effort`, or a `reasoning` object (the Responses API's, and OpenAI-compatible
+    routers' in chat, often sent in `extra_body`). A model that reasons bills its hidden
+    reasoning as output, so an estimate can only undercount, even for a deployment or
+    router name no family rule can place. Effort "none" (or `enabled: false`) asks for none.
+    """
+    for fields in (request, request.get("extra_body")):
+        if not isinstance(fields, Mapping):
+            continue
+        effort = fields.get("reasoning_effort")
+        if isinstance(effort, str) and effort != "none":
+            return True
+        reasoning = fields.get("reasoning")
+        if (
+            isinstance(reasoning, Mapping)
+            and reasoning.get("enabled") is not False
+            and reasoning.get("effort") != "none"
+        ):
+            return True
+    return False
 
 
 def rules_for(model: str | None) -> ChatRules:
@@ -304,6 +330,8 @@ def _chat_prompt(request: Mapping[str, Any], counter: _Counter) -> int:
         elif isinstance(_get(message, "name"), str):
             total += counter.text(_get(message, "name")) + rules.per_name
         total += counter.calls(_message_calls(message, counter))
+        if _get(message, "audio") is not None:  # an earlier audio reply, billed as audio input
+            counter.partial = True
     functions = _functions(request, counter)
     if functions:
         strict = sum(1 for function in functions if function.get("strict"))
@@ -486,6 +514,8 @@ def estimate_usage(
             prompt = _chat_prompt(request, counter)
             # Audio output is billed in audio tokens that no chunk's text shows.
             counter.partial |= "audio" in _strings(request.get("modalities"))
+            # A predicted output's rejected tokens are billed as output, and never sent.
+            counter.partial |= isinstance(request.get("prediction"), Mapping)
         elif operation == "text_completion":
             prompt = _plain_inputs(request.get("prompt"), counter)
             prompt += _plain_inputs(request.get("suffix"), counter)
@@ -512,5 +542,6 @@ def estimate_usage(
         raise  # the estimator reports it
     except Exception:  # odd shapes: a guess is worse than nothing
         return Usage(source=SOURCE_ESTIMATE)
-    lower = is_reasoning_model(model) or counter.partial or bool(tally and tally.truncated)
+    lower = is_reasoning_model(model) or asks_for_reasoning(request) or counter.partial
+    lower = lower or bool(tally and (tally.truncated or tally.reasoned))
     return Usage(prompt, output, prompt + output, source=SOURCE_ESTIMATE, lower_bound=lower)

@@ -10,6 +10,7 @@ for it: the caller never waits, and the span still ends at its own end time.
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import os
 import queue
@@ -99,10 +100,14 @@ class Estimator:
             return None
         model = facts.model or request_model
         try:
-            return estimate_usage(operation, request, facts.output_tally(), model, encoding)
+            usage = estimate_usage(operation, request, facts.output_tally(), model, encoding)
         except EncodingFailed as exc:
             internal_error("counting tokens with tiktoken (no estimate for that call)", exc)
             return None
+        if facts.cut_short and not usage.is_empty:
+            # Left before its output ended: what was read is less than what was billed.
+            usage = dataclasses.replace(usage, lower_bound=True)
+        return usage
 
 
 def _has_output(response: Any) -> bool:

@@ -77,7 +77,7 @@ def _failure(response: Any) -> tuple[str, str] | None:
 class ResponsesStreamAccumulator:
     """Responses API events -> ResponseFacts. Per event: one attribute read and a compare."""
 
-    __slots__ = ("called", "calls", "error", "final", "first", "items", "model", "tally")
+    __slots__ = ("called", "calls", "done", "error", "final", "first", "items", "model", "tally")
 
     def __init__(self, tally: CompletionTally | None = None) -> None:
         self.tally = tally
@@ -86,6 +86,7 @@ class ResponsesStreamAccumulator:
         self.final: Any = None
         self.calls: dict[int, int] = {}  # output_index -> tool call slot in the tally
         self.items = 0  # output items the stream added
+        self.done = 0  # output items the stream finished
         self.called = False  # one of them a function call
         self.error: tuple[str, str] | None = None  # an `error` event: (code, message)
 
@@ -106,6 +107,8 @@ class ResponsesStreamAccumulator:
                 self.called = True
                 if self.tally is not None:
                     self._function_call(self.tally, kind, event, item)
+        elif kind == "response.output_item.done":
+            self.done += 1
         elif kind == "response.function_call_arguments.delta" and self.tally is not None:
             self._function_call(self.tally, kind, event, None)
         elif kind == "response.refusal.delta" and self.tally is not None:
@@ -156,6 +159,9 @@ class ResponsesStreamAccumulator:
                 tally=self.tally,
             )
             facts.unterminated = True
+            # Left before its output was (no item yet, or one unfinished): the server
+            # generated, and bills, more than was read.
+            facts.cut_short = not self.items or self.done < self.items
             tally = self.tally
             facts.refused = (
                 self.error is not None

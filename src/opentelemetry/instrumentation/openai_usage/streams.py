@@ -17,7 +17,7 @@ import sys
 import time
 import weakref
 from array import array
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from typing import Any, Protocol
 
 import wrapt
@@ -171,6 +171,8 @@ class StreamState:
                 facts.error = (ERROR_UNTERMINATED, "the stream ended without its final event")
             if facts.error is not None:
                 outcome = OUTCOME_ERROR  # the server's error event ended it, nothing raised
+        elif facts is not None and _unfinished(facts, invocation.request):
+            facts.cut_short = True
         invocation.end(
             facts,
             error,
@@ -189,6 +191,19 @@ class StreamState:
             self.finish(OUTCOME_ABANDONED, at_last_read=True)
         except Exception as exc:
             internal_error("ending an abandoned stream", exc)
+
+
+def _unfinished(facts: ResponseFacts, request: Any) -> bool:
+    """Whether a chat or legacy completion stream ended before its output did: a choice
+    (of the `n` asked for) without its finish reason. The server goes on generating what
+    was not read yet (much of it may already be in flight), and bills it."""
+    finished = facts.finish_by_choice
+    if finished is None:  # not known by choice: the Responses accumulator judges its own
+        return False
+    n = request.get("n") if isinstance(request, Mapping) else None
+    expected = n if isinstance(n, int) and not isinstance(n, bool) and n > 0 else 1
+    seen = facts.tally.choices if facts.tally is not None else {}
+    return len(finished) < expected or any(index not in finished for index in seen)
 
 
 # What an accumulator keeps of a stream's output: its text (for an estimate or captured

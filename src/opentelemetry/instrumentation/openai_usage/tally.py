@@ -26,6 +26,20 @@ def not_given(value: Any) -> bool:
     return type(value).__name__ in ("NotGiven", "Omit")
 
 
+# Where OpenAI-compatible servers put a model's reasoning text (DeepSeek and vLLM:
+# `reasoning_content`; OpenRouter and others: `reasoning`). Billed as output, often on by
+# default, whatever the request or model name says; not counted (its shape and tokens are
+# the server's own), so an estimate of a reply that shows it is a lower bound.
+REASONING_FIELDS = ("reasoning_content", "reasoning")
+
+
+def shows_reasoning(delta: Any) -> bool:
+    """Whether a message or delta carries reasoning text (in a field the SDK keeps as an
+    extra)."""
+    texts = (get(delta, name) for name in REASONING_FIELDS)
+    return any(isinstance(text, str) and text for text in texts)
+
+
 COMPACT_PIECES = 512  # every this many pieces of one text become one string
 MAX_CHARS = 8 << 20  # per call; text beyond it is not kept and the estimate is a lower bound
 
@@ -78,6 +92,7 @@ class CompletionTally:
         self.chars = 0
         self.max_chars = max_chars
         self.truncated = False  # text was dropped at max_chars: the count is a lower bound
+        self.reasoned = False  # the reply showed reasoning text, not counted: a lower bound
         self._first: Pieces | None = None
 
     def choice(self, index: int) -> ChoiceText:
@@ -108,6 +123,8 @@ class CompletionTally:
         if delta is None:
             return
         choice = self.choice(index if isinstance(index, int) else 0)
+        if not self.reasoned and shows_reasoning(delta):
+            self.reasoned = True
         self._add(choice.content, get(delta, "content"))
         self._add(choice.refusal, get(delta, "refusal"))
         for position, call in enumerate(get(delta, "tool_calls") or ()):
@@ -138,7 +155,7 @@ class CompletionTally:
             }
             for i, call in enumerate(get(message, "tool_calls") or ())
         ]
-        fields = ("content", "refusal", "function_call")
+        fields = ("content", "refusal", "function_call", *REASONING_FIELDS)
         delta = {name: get(message, name) for name in fields}
         self.add_chat_delta(index, {**delta, "tool_calls": calls})
 
