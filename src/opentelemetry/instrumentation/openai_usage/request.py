@@ -153,6 +153,40 @@ def _is_azure_client(client: Any) -> bool:
     return known
 
 
+# Parameters that stay the call's whatever `extra_body` says (see `as_sent`).
+_KEPT = frozenset({"stream"})
+_KEPT_ON_AZURE = _KEPT | {"model"}
+
+
+def as_sent(
+    kwargs: Mapping[str, Any], client: Any = None, routed_by_model: bool = True
+) -> Mapping[str, Any]:
+    """The call's parameters as the SDK sends them: `extra_body`'s top-level fields replace
+    the call's own (the SDK merges it in last, leaving out a field set to `omit`).
+
+    It is how a parameter an SDK release lacks is passed (`extra_body={"service_tier":
+    "flex"}`, `{"max_completion_tokens": 64}` before openai 1.45), and what the server
+    reads: the request's attributes, its estimate, its price and its captured content
+    follow it. `stream` stays the call's: it decides what the SDK returns, a stream or not.
+    So does `model` on an Azure client, which puts the call's in the URL as the deployment
+    that serves it (`routed_by_model`: chat, legacy completions and embeddings; not the
+    Responses API, whose body names the deployment): a `model` in the body changes nothing.
+    """
+    extra_body = kwargs.get("extra_body")
+    if not isinstance(extra_body, Mapping) or not extra_body:
+        return kwargs
+    kept = _KEPT_ON_AZURE if routed_by_model and _is_azure_client(client) else _KEPT
+    sent = dict(kwargs)
+    for key, value in extra_body.items():
+        if key in kept or not isinstance(key, str):
+            continue
+        if not_given(value):
+            sent.pop(key, None)
+        else:
+            sent[key] = value
+    return sent
+
+
 def _model_and_stream(kwargs: Mapping[str, Any]) -> dict[str, Any]:
     """What every endpoint's request attributes start from."""
     attributes: dict[str, Any] = {}

@@ -36,6 +36,7 @@ from .parse_errors import completion_of
 from .patches import Endpoint
 from .raw_responses import parsed_or_loose, wrap_raw_response
 from .request import (
+    as_sent,
     azure_deployment,
     endpoint_attributes,
     is_raw_response_call,
@@ -138,7 +139,7 @@ def _endpoint_key(client: Any, server: Mapping[str, Any], kwargs: dict[str, Any]
     )
 
 
-def _secrets(client: Any, kwargs: dict[str, Any]) -> tuple[str, ...]:
+def _secrets(client: Any, kwargs: Mapping[str, Any]) -> tuple[str, ...]:
     """The call's credentials, to scrub from any error text we record: the client's (and
     its organization and project ids), any credential header or query parameter
     (`Authorization`, `api-key`, a gateway's `key=`...) set on the client or for this
@@ -163,7 +164,9 @@ def _secrets(client: Any, kwargs: dict[str, Any]) -> tuple[str, ...]:
 
 def start_call(runtime: Runtime, endpoint: Endpoint, instance: Any, kwargs: dict[str, Any]) -> Call:
     client = getattr(instance, "_client", None)
-    attributes = endpoint.request_attributes(kwargs)
+    # With `extra_body`'s fields, as the server gets them.
+    sent = as_sent(kwargs, client, routed_by_model=endpoint.api_type != "responses")
+    attributes = endpoint.request_attributes(sent)
     server = endpoint_attributes(client)  # provider and server: bounded, and metric keys
     attributes.update(server)
     if t.REQUEST_MODEL not in attributes:
@@ -193,16 +196,16 @@ def start_call(runtime: Runtime, endpoint: Endpoint, instance: Any, kwargs: dict
             runtime.instruments,
             runtime.settings,
             metric_attributes,
-            lambda: _secrets(client, kwargs),
+            lambda: _secrets(client, sent),
             start_ns,
             start_perf,
             runtime.estimator,
             endpoint.estimate_as or endpoint.operation,
-            kwargs,
+            sent,
             runtime.capture,
         )
         if runtime.capture is not None:
-            runtime.capture.started(span, invocation.operation, kwargs)
+            runtime.capture.started(span, invocation.operation, sent)
         stream = kwargs.get("stream") is True
         endpoint_key: EndpointKey = ("", 0, "", "")
         injected = False
