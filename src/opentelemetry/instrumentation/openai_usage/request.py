@@ -350,10 +350,15 @@ def with_usage_requested(kwargs: dict[str, Any]) -> bool:
     The caller's other `stream_options` are kept. When the caller already asked
     for usage (with `True`, or any value but `False` and `None`: one for the server
     to judge, as it would without us), or set `stream_options` through `extra_body`
-    (which wins on the wire), nothing is changed.
+    (which wins on the wire), nothing is changed. Nor when `extra_body` turns streaming
+    off (`{"stream": False}`, which also wins on the wire): OpenAI refuses `stream_options`
+    on a request that does not stream, and that refusal, taken for the endpoint's, would
+    turn the injection off for every later stream there.
     """
     extra_body = kwargs.get("extra_body")
-    if isinstance(extra_body, Mapping) and "stream_options" in extra_body:
+    if isinstance(extra_body, Mapping) and (
+        "stream_options" in extra_body or extra_body.get("stream", True) is not True
+    ):
         return False
     options = kwargs.get("stream_options")
     if isinstance(options, Mapping):
