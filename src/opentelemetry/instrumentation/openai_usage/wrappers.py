@@ -25,6 +25,7 @@ from .capture import Capture
 from .config import Settings
 from .errors import (
     credentials_in,
+    http_client_credentials,
     internal_error,
     sent_request,
     tool_credentials,
@@ -143,13 +144,15 @@ def _secrets(client: Any, kwargs: Mapping[str, Any]) -> tuple[str, ...]:
     """The call's credentials, to scrub from any error text we record: the client's (and
     its organization and project ids), any credential header or query parameter
     (`Authorization`, `api-key`, a gateway's `key=`...) set on the client or for this
-    request, the user info of its base URL, and those given to remote (MCP) tools (an
-    error body may echo them bare, where no key-shaped pattern would catch them). What
-    the SDK sent (a token an `azure_ad_token_provider` made for this request) is read
-    from the error itself, in `record_error`."""
+    request, the user info of its base URL, its HTTP client's headers and Basic `auth`,
+    and those given to remote (MCP) tools (an error body may echo them bare, where no
+    key-shaped pattern would catch them). What the SDK sent (a token an
+    `azure_ad_token_provider` made for this request) is read from the error itself, in
+    `record_error`."""
     names = ("api_key", "_azure_ad_token", "organization", "project", "webhook_secret")
     values = [getattr(client, name, None) for name in names]
     values.extend(url_credentials(getattr(client, "base_url", None)))
+    values.extend(http_client_credentials(client))
     values.extend(tool_credentials(kwargs.get("tools")))
     for pairs in (
         getattr(client, "_custom_headers", None),
