@@ -14,7 +14,7 @@ from opentelemetry.trace import SpanKind, StatusCode
 from opentelemetry import trace
 from opentelemetry.instrumentation.openai_usage.localserver import LocalOpenAIServer
 
-from .conftest import MESSAGES, Telemetry, is_azure
+from .conftest import MESSAGES, Telemetry, is_azure, make_client, sdk_has_responses
 
 USAGE = {"prompt_tokens": 18, "completion_tokens": 2, "cached_tokens": 5, "reasoning_tokens": 1}
 USAGE_HEADERS = {"x-mock-usage": json.dumps(USAGE)}
@@ -227,6 +227,59 @@ def test_the_requested_service_tier_is_recorded_unless_it_is_auto(
     attributes = telemetry.span().attributes or {}
     assert attributes.get("openai.request.service_tier") == recorded
     assert attributes["openai.response.service_tier"] == (recorded or "default")  # as served
+
+
+def test_parameters_given_through_extra_body_are_recorded_as_sent(
+    instrumented: Any, telemetry: Telemetry, client: openai.OpenAI, server: LocalOpenAIServer
+) -> None:
+    # `extra_body` is how a parameter an SDK release lacks is passed, and the SDK merges it
+    # in last: the server gets these values, not the call's, and so does the span.
+    body = {
+        "model": "gpt-4o",
+        "n": 2,
+        "max_completion_tokens": 64,
+        "service_tier": "flex",
+        "temperature": 0.5,
+    }
+    client.chat.completions.create(
+        model="gpt-4o-mini", messages=MESSAGES, temperature=0.2, extra_body=body
+    )
+    sent = server.requests[-1].body
+    assert {key: sent[key] for key in body} == body
+    span = telemetry.span()
+    assert span.name == "chat gpt-4o"
+    attributes = span.attributes or {}
+    assert attributes["gen_ai.request.model"] == "gpt-4o"
+    assert attributes["gen_ai.request.choice.count"] == 2
+    assert attributes["gen_ai.request.max_tokens"] == 64
+    assert attributes["openai.request.service_tier"] == "flex"
+    assert attributes["gen_ai.request.temperature"] == 0.5
+    (point,) = telemetry.points("gen_ai.client.operation.duration")
+    assert point.attributes["gen_ai.request.model"] == "gpt-4o"
+
+
+def test_on_azure_a_model_in_extra_body_does_not_replace_the_deployment(
+    instrumented: Any, telemetry: Telemetry, server: LocalOpenAIServer
+) -> None:
+    # Azure routes the call by the call's `model`, put in the URL as the deployment: the
+    # body's `model` changes nothing there, and the request model stays the deployment.
+    azure = make_client(server, "azure")
+    azure.chat.completions.create(
+        model="my-deployment", messages=MESSAGES, extra_body={"model": "gpt-4o", "n": 2}
+    )
+    assert server.requests[-1].path.startswith("/openai/deployments/my-deployment/")
+    span = telemetry.span()
+    assert span.name == "chat my-deployment"
+    attributes = span.attributes or {}
+    assert attributes["gen_ai.request.model"] == "my-deployment"
+    assert attributes["gen_ai.request.choice.count"] == 2
+    if not sdk_has_responses():
+        return
+    # The Responses API is not routed by deployment on Azure: its body's model is served.
+    telemetry.exporter.clear()
+    azure.responses.create(model="my-deployment", input="Hi", extra_body={"model": "gpt-4o"})
+    assert server.requests[-1].body["model"] == "gpt-4o"
+    assert (telemetry.span().attributes or {})["gen_ai.request.model"] == "gpt-4o"
 
 
 def test_default_usage_details_of_zero_are_recorded_as_zero(

@@ -181,6 +181,50 @@ def test_a_400_for_the_users_own_stream_options_does_not_turn_injection_off(
     assert (telemetry.spans()[-1].attributes or {})["openai_usage.usage.source"] == "response"
 
 
+def test_no_stream_options_are_added_where_extra_body_turns_streaming_off(
+    instrumented: Any, telemetry: Telemetry
+) -> None:
+    # `extra_body` wins on the wire: `{"stream": False}` sends a request that does not
+    # stream, on which OpenAI refuses `stream_options`. Ours would be refused, and the
+    # refusal remembered for the endpoint: its later streams would lose their billed usage.
+    sent: list[dict[str, Any]] = []
+
+    def handler(request: Any) -> Any:
+        body = json.loads(request.content)
+        sent.append(body)
+        if "stream_options" in body and body.get("stream") is not True:
+            message = "The 'stream_options' parameter is only allowed when 'stream' is enabled."
+            error = {"message": message, "type": "invalid_request_error", "param": "stream_options"}
+            return HTTP.Response(400, json={"error": error})
+        usage = {"prompt_tokens": 7, "completion_tokens": 2, "total_tokens": 9}
+        if body.get("stream") is not True:
+            return HTTP.Response(200, json={"id": "chatcmpl-1", "object": "chat.completion"})
+        chunk = {
+            "id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1, "model": "m",
+            "choices": [{"index": 0, "delta": {"content": "Hi."}, "finish_reason": "stop"}],
+        }  # fmt: skip
+        if body.get("stream_options", {}).get("include_usage"):
+            return sse_reply([chunk, {**chunk, "choices": [], "usage": usage}])
+        return sse_reply([chunk])
+
+    client = served_by(handler)
+    off = client.chat.completions.create(
+        model="m", messages=MESSAGES, stream=True, extra_body={"stream": False}
+    )
+    assert list(off) == []  # what the SDK makes of a reply that does not stream
+    assert len(sent) == 1
+    assert "stream_options" not in sent[0]
+    assert (telemetry.span().attributes or {})[
+        "openai_usage.stream.include_usage_injected"
+    ] is False
+    telemetry.exporter.clear()
+    list(client.chat.completions.create(model="m", messages=MESSAGES, stream=True))
+    assert sent[-1]["stream_options"] == {"include_usage": True}
+    attributes = telemetry.span().attributes or {}
+    assert attributes["openai_usage.usage.source"] == "response"
+    assert attributes["gen_ai.usage.input_tokens"] == 7
+
+
 def test_messages_given_as_a_generator_survive_the_retry_without_stream_options(
     instrumented: Any, telemetry: Telemetry, client: openai.OpenAI, server: LocalOpenAIServer
 ) -> None:

@@ -18,7 +18,15 @@ import pytest
 from opentelemetry.instrumentation.openai_usage.localserver import LocalOpenAIServer
 from opentelemetry.instrumentation.openai_usage.pricing import DEFAULT_PRICES, Price
 
-from .conftest import HTTP, MESSAGES, Telemetry, make_client, needs_responses, served_by
+from .conftest import (
+    HTTP,
+    MESSAGES,
+    Telemetry,
+    make_client,
+    needs_responses,
+    served_by,
+    sse_reply,
+)
 
 COST = "openai_usage.cost.usd"
 COST_METRIC = "openai_usage.client.cost"
@@ -553,6 +561,28 @@ def test_another_service_tier_needs_its_own_price(
         model="gpt-4o-mini", messages=MESSAGES, extra_body=flex, extra_headers=USAGE_HEADER
     )
     assert cost_of(telemetry) == pytest.approx((1000 * 0.075 + 500 * 0.3) / 1e6)
+
+
+def test_a_stream_asking_a_tier_through_extra_body_is_priced_at_that_tier(
+    instrument: Any, telemetry: Telemetry
+) -> None:
+    # A stream whose chunks never say the tier that served it (no usage either: estimated)
+    # is priced at the tier it asked for, here as a body field (older SDKs lack it).
+    chunk = {
+        "id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1,
+        "model": "gpt-4o-mini-2024-07-18",
+        "choices": [{"index": 0, "delta": {"content": "Hello there."}, "finish_reason": "stop"}],
+    }  # fmt: skip
+    instrument(prices={"gpt-4o-mini@flex": {"input": 0.075, "output": 0.3}})
+    client = served_by(lambda request: sse_reply([chunk]))
+    stream = client.chat.completions.create(
+        model="gpt-4o-mini", messages=MESSAGES, stream=True, extra_body={"service_tier": "flex"}
+    )
+    list(stream)
+    span = telemetry.span().attributes or {}
+    assert span[SOURCE] == "estimate"
+    expected = span["gen_ai.usage.input_tokens"] * 0.075 + span["gen_ai.usage.output_tokens"] * 0.3
+    assert cost_of(telemetry) == pytest.approx(expected / 1e6)
 
 
 def test_groqs_on_demand_tier_is_its_standard_price(instrument: Any, telemetry: Telemetry) -> None:

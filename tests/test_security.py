@@ -343,6 +343,47 @@ def test_credentials_in_the_base_urls_user_info_are_scrubbed_as_the_basic_token_
     client.close()
 
 
+@pytest.mark.parametrize("stream", [False, True])
+def test_basic_credentials_of_the_http_clients_auth_are_scrubbed_as_echoed(
+    instrumented: Any, telemetry: Telemetry, stream: bool
+) -> None:
+    # `http_client=Client(auth=(user, password))`: the HTTP library adds `Authorization:
+    # Basic base64(user:password)` as it sends (openai 3.x's errors keep no such header). A
+    # gateway echoes the header, its token bare, or the password it decoded.
+    password = "pw-SECRET-of-the-http-auth-9753"
+
+    def handler(request: Any) -> Any:
+        header = request.headers["authorization"]
+        token = header.split()[-1]
+        message = f"Refused {header!r}: token {token} (user gateway-user, password {password})"
+        return HTTP.Response(401, json={"error": {"message": message, "type": "auth"}})
+
+    client = openai.OpenAI(
+        base_url="http://served.invalid/v1",
+        api_key=API_KEY,
+        max_retries=0,
+        http_client=HTTP.Client(
+            auth=HTTP.BasicAuth("gateway-user", password), transport=HTTP.MockTransport(handler)
+        ),
+    )
+    basic = base64.b64encode(f"gateway-user:{password}".encode()).decode()
+    with pytest.raises(openai.AuthenticationError) as raised:
+        client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, stream=stream)
+    assert basic in str(raised.value) and password in str(raised.value)  # the caller's own
+    text = telemetry.span().to_json()
+    assert "Refused" in text and "gateway-user" in text
+    assert basic not in text and password not in text
+    client.close()
+
+
+def test_the_word_basic_in_an_error_does_not_scrub_the_word_after_it() -> None:
+    # Only a token that decodes to `user:password` is taken for Basic credentials.
+    text = "Basic tier: basic requests are limited; see Basic Authentication."
+    assert redact(text, ()) == text
+    token = base64.b64encode(b"someone:pw-SECRET-42").decode()
+    assert redact(f"got Basic {token}", ()) == "got Basic [REDACTED]"
+
+
 @pytest.mark.skipif(not hasattr(openai.OpenAI, "responses"), reason="no Responses API")
 @pytest.mark.parametrize("stream", [False, True])
 def test_credentials_given_to_an_mcp_tool_are_scrubbed_from_an_error_quoting_the_tool(

@@ -46,6 +46,11 @@ _SECRET_PATTERNS = re.compile(
     r"|\borg-[A-Za-z0-9]{16,}|\bproj_[A-Za-z0-9]{16,}"
 )
 _ECHOED = re.compile(_ECHOED_CREDENTIALS)
+# HTTP Basic credentials echoed as a header's value (`Basic <base64 of user:password>`): an
+# `http_client` given `auth=(user, password)`, or a `user:password@` base URL, sends them.
+# Taken only where the token decodes to a `user:password` pair, so that the word "basic"
+# in a message does not scrub the word after it.
+_ECHOED_BASIC = re.compile(r"[Bb]asic\s+([A-Za-z0-9+/]{4,}={0,2})")
 _MAX_TEXT = 4096
 
 
@@ -72,6 +77,8 @@ def redact(text: str, secrets: Iterable[str], texts: Sequence[str] = ()) -> str:
     """An error text without the call's secrets, key-shaped strings, and (given `texts`,
     the request's content) what it quotes of the request's content."""
     echoed = [value for match in _ECHOED.findall(text) for value in match]
+    for token in _ECHOED_BASIC.findall(text):
+        echoed.extend(basic_credentials(token))
     for secret in (*secrets, *echoed):
         # Stripped too: a key read from a file keeps its line break, which the HTTP library
         # refuses, quoting the header's value escaped (`b'<key>\n'`) in its error.
@@ -232,12 +239,44 @@ def credentials_in(pairs: Any) -> list[str]:
                 scheme, _, token = value.partition(" ")
                 if token and scheme.lower() == "bearer":
                     values.append(token.strip())
+                elif token and scheme.lower() == "basic":
+                    values.extend(basic_credentials(token.strip()))
                 if "cookie" in str(name).lower():  # each cookie's value, as echoed alone
                     for cookie in value.split(";"):
                         values.append(cookie.partition("=")[2].strip())
     except Exception:  # an odd mapping: what was found so far
         pass
     return values
+
+
+def basic_credentials(token: str) -> list[str]:
+    """An HTTP Basic token and the password it encodes (an error may echo either bare), or
+    nothing when the token is no base64 of a `user:password` pair."""
+    try:
+        decoded = base64.b64decode(token, validate=True).decode("utf-8")
+    except ValueError:  # not base64, or not text (UnicodeDecodeError is a ValueError)
+        return []
+    _, colon, password = decoded.partition(":")
+    if not colon:
+        return []
+    return [token, password] if password else [token]
+
+
+def http_client_credentials(client: Any) -> list[str]:
+    """The credentials of the HTTP client the SDK sends through (`http_client=`): its
+    default headers, and the header its `auth=(user, password)` adds to each request as it
+    is sent, which openai 3.x keeps in no error it raises."""
+    try:
+        http = getattr(client, "_client", None)
+        if http is None:
+            return []
+        values = credentials_in(getattr(http, "headers", None))
+        header = getattr(getattr(http, "auth", None), "_auth_header", None)  # httpx's BasicAuth
+        if isinstance(header, str):
+            values.extend(credentials_in({"authorization": header}))
+        return values
+    except Exception:  # an odd HTTP client (a property of its own raising): nothing found
+        return []
 
 
 def url_credentials(url: Any) -> list[str]:

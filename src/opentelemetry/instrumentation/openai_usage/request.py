@@ -164,6 +164,40 @@ def _plain(text: str) -> str:
     return text if type(text) is str else str.__str__(text)
 
 
+# Parameters that stay the call's whatever `extra_body` says (see `as_sent`).
+_KEPT = frozenset({"stream"})
+_KEPT_ON_AZURE = _KEPT | {"model"}
+
+
+def as_sent(
+    kwargs: Mapping[str, Any], client: Any = None, routed_by_model: bool = True
+) -> Mapping[str, Any]:
+    """The call's parameters as the SDK sends them: `extra_body`'s top-level fields replace
+    the call's own (the SDK merges it in last, leaving out a field set to `omit`).
+
+    It is how a parameter an SDK release lacks is passed (`extra_body={"service_tier":
+    "flex"}`, `{"max_completion_tokens": 64}` before openai 1.45), and what the server
+    reads: the request's attributes, its estimate, its price and its captured content
+    follow it. `stream` stays the call's: it decides what the SDK returns, a stream or not.
+    So does `model` on an Azure client, which puts the call's in the URL as the deployment
+    that serves it (`routed_by_model`: chat, legacy completions and embeddings; not the
+    Responses API, whose body names the deployment): a `model` in the body changes nothing.
+    """
+    extra_body = kwargs.get("extra_body")
+    if not isinstance(extra_body, Mapping) or not extra_body:
+        return kwargs
+    kept = _KEPT_ON_AZURE if routed_by_model and _is_azure_client(client) else _KEPT
+    sent = dict(kwargs)
+    for key, value in extra_body.items():
+        if key in kept or not isinstance(key, str):
+            continue
+        if not_given(value):
+            sent.pop(key, None)
+        else:
+            sent[key] = value
+    return sent
+
+
 def _model_and_stream(kwargs: Mapping[str, Any]) -> dict[str, Any]:
     """What every endpoint's request attributes start from."""
     attributes: dict[str, Any] = {}
@@ -352,10 +386,15 @@ def with_usage_requested(kwargs: dict[str, Any]) -> bool:
     The caller's other `stream_options` are kept. When the caller already asked
     for usage (with `True`, or any value but `False` and `None`: one for the server
     to judge, as it would without us), or set `stream_options` through `extra_body`
-    (which wins on the wire), nothing is changed.
+    (which wins on the wire), nothing is changed. Nor when `extra_body` turns streaming
+    off (`{"stream": False}`, which also wins on the wire): OpenAI refuses `stream_options`
+    on a request that does not stream, and that refusal, taken for the endpoint's, would
+    turn the injection off for every later stream there.
     """
     extra_body = kwargs.get("extra_body")
-    if isinstance(extra_body, Mapping) and "stream_options" in extra_body:
+    if isinstance(extra_body, Mapping) and (
+        "stream_options" in extra_body or extra_body.get("stream", True) is not True
+    ):
         return False
     options = kwargs.get("stream_options")
     if isinstance(options, Mapping):

@@ -26,6 +26,7 @@ from .capture import Capture
 from .config import Settings
 from .errors import (
     credentials_in,
+    http_client_credentials,
     internal_error,
     sent_request,
     tool_credentials,
@@ -37,6 +38,7 @@ from .parse_errors import completion_of
 from .patches import Endpoint
 from .raw_responses import parsed_or_loose, wrap_raw_response
 from .request import (
+    as_sent,
     azure_deployment,
     endpoint_attributes,
     is_raw_response_call,
@@ -139,17 +141,19 @@ def _endpoint_key(client: Any, server: Mapping[str, Any], kwargs: dict[str, Any]
     )
 
 
-def _secrets(client: Any, kwargs: dict[str, Any]) -> tuple[str, ...]:
+def _secrets(client: Any, kwargs: Mapping[str, Any]) -> tuple[str, ...]:
     """The call's credentials, to scrub from any error text we record: the client's (and
     its organization and project ids), any credential header or query parameter
     (`Authorization`, `api-key`, a gateway's `key=`...) set on the client or for this
-    request, the user info of its base URL, and those given to remote (MCP) tools (an
-    error body may echo them bare, where no key-shaped pattern would catch them). What
-    the SDK sent (a token an `azure_ad_token_provider` made for this request) is read
-    from the error itself, in `record_error`."""
+    request, the user info of its base URL, its HTTP client's headers and Basic `auth`,
+    and those given to remote (MCP) tools (an error body may echo them bare, where no
+    key-shaped pattern would catch them). What the SDK sent (a token an
+    `azure_ad_token_provider` made for this request) is read from the error itself, in
+    `record_error`."""
     names = ("api_key", "_azure_ad_token", "organization", "project", "webhook_secret")
     values = [getattr(client, name, None) for name in names]
     values.extend(url_credentials(getattr(client, "base_url", None)))
+    values.extend(http_client_credentials(client))
     values.extend(tool_credentials(kwargs.get("tools")))
     for pairs in (
         getattr(client, "_custom_headers", None),
@@ -164,7 +168,9 @@ def _secrets(client: Any, kwargs: dict[str, Any]) -> tuple[str, ...]:
 
 def start_call(runtime: Runtime, endpoint: Endpoint, instance: Any, kwargs: dict[str, Any]) -> Call:
     client = getattr(instance, "_client", None)
-    attributes = endpoint.request_attributes(kwargs)
+    # With `extra_body`'s fields, as the server gets them.
+    sent = as_sent(kwargs, client, routed_by_model=endpoint.api_type != "responses")
+    attributes = endpoint.request_attributes(sent)
     server = endpoint_attributes(client)  # provider and server: bounded, and metric keys
     attributes.update(server)
     if t.REQUEST_MODEL not in attributes:
@@ -194,17 +200,17 @@ def start_call(runtime: Runtime, endpoint: Endpoint, instance: Any, kwargs: dict
             runtime.instruments,
             runtime.settings,
             metric_attributes,
-            lambda: _secrets(client, kwargs),
+            lambda: _secrets(client, sent),
             start_ns,
             start_perf,
             runtime.estimator,
             endpoint.estimate_as or endpoint.operation,
-            kwargs,
+            sent,
             runtime.capture,
             attributes,
         )
         if runtime.capture is not None:
-            runtime.capture.started(span, invocation.operation, kwargs)
+            runtime.capture.started(span, invocation.operation, sent)
         stream = kwargs.get("stream") is True
         endpoint_key: EndpointKey = ("", 0, "", "")
         injected = False
