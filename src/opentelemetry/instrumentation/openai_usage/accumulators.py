@@ -235,8 +235,10 @@ class ChatStreamAccumulator:
 
     def _first_facts(self, chunk: Any) -> None:
         # Azure's prompt-filter chunk comes first with an empty id and model.
-        response_id = getattr(chunk, "id", None)
-        if isinstance(response_id, str) and response_id:
+        # Cut like every string a server sends (`_str`): a stream's id goes onto the span
+        # as a non-streamed response's does, and must stay as bounded.
+        response_id = _str(getattr(chunk, "id", None))
+        if response_id is not None:
             self.response_id = response_id
             self.model = _str(getattr(chunk, "model", None))
             self.system_fingerprint = _str(getattr(chunk, "system_fingerprint", None))
