@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from .accumulators import ResponseFacts, _reason, _str
-from .tally import CompletionTally, get
+from .tally import CompletionTally, get, items
 from .usage import usage_from
 
 _FINAL_EVENTS = frozenset({"response.completed", "response.incomplete", "response.failed"})
@@ -26,7 +26,7 @@ def finish_reasons(response: Any, called: bool = False) -> list[str]:
     """
     status = get(response, "status")
     if status == "completed":
-        output = get(response, "output") or ()
+        output = items(get(response, "output"))
         calls = called or any(get(item, "type") == "function_call" for item in output)
         return ["tool_calls" if calls else "stop"]
     if status == "incomplete":
@@ -48,7 +48,11 @@ _PER_CALL_ITEMS = frozenset(
 def has_per_call_fees(response: Any) -> bool:
     """Whether a `Response` used a built-in tool billed per call: its tokens are then
     not its whole cost (a web search costs many times a short answer's tokens)."""
-    return any(get(item, "type") in _PER_CALL_ITEMS for item in get(response, "output") or ())
+    # A server's odd `type` (a dict, a list) is no tool's, and is not hashable.
+    return any(
+        isinstance(kind := get(item, "type"), str) and kind in _PER_CALL_ITEMS
+        for item in items(get(response, "output"))
+    )
 
 
 def facts_from_response(response: Any) -> ResponseFacts:
@@ -129,6 +133,8 @@ class ResponsesStreamAccumulator:
             function = {"arguments": getattr(event, "delta", None)}
             call_id = None
         output_index = getattr(event, "output_index", 0)
+        if not isinstance(output_index, int):  # a broken server's (a list is no dict key)
+            output_index = 0
         slot = self.calls.setdefault(output_index, len(self.calls))
         call = {"index": slot, "id": call_id, "function": function}
         tally.add_chat_delta(0, {"tool_calls": [call]})

@@ -19,6 +19,15 @@ def get(obj: Any, name: str) -> Any:
     return getattr(obj, name, None)
 
 
+def items(value: Any) -> list[Any] | tuple[Any, ...]:
+    """A list a server sent (`output`, `choices`, a message's `content`), or none.
+
+    The SDK keeps a broken server's `"output": 1.5` or `"choices": true` as it came:
+    iterating that would raise in our code and lose the call's other facts.
+    """
+    return value if isinstance(value, (list, tuple)) else ()
+
+
 def not_given(value: Any) -> bool:
     """The SDK's "not given" values (`NOT_GIVEN`, `omit`: falsy singletons of classes so
     named), which its helpers pass on and callers may pass too: a field the SDK leaves out
