@@ -168,7 +168,7 @@ def tally_from_response(response: Any) -> CompletionTally:
     if get(response, "choices") is None and get(response, "output") is not None:
         return tally_from_output(response)
     tally = CompletionTally()
-    for position, choice in enumerate(get(response, "choices") or ()):
+    for position, choice in enumerate(items(get(response, "choices"))):
         index = get(choice, "index")
         index = index if isinstance(index, int) else position
         message = get(choice, "message")
@@ -182,10 +182,10 @@ def tally_from_response(response: Any) -> CompletionTally:
 def tally_from_output(response: Any) -> CompletionTally:
     """The output text and function calls of a `Response`, for an estimate."""
     tally = CompletionTally()
-    for item in get(response, "output") or ():
+    for item in items(get(response, "output")):
         kind = get(item, "type")
         if kind == "message":
-            for part in get(item, "content") or ():
+            for part in items(get(item, "content")):
                 tally.add_text(0, get(part, "text") or get(part, "refusal"))
         elif kind == "function_call":
             index = len(tally.choice(0).tool_calls)
