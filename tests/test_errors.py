@@ -781,3 +781,25 @@ def test_an_error_text_with_half_an_emoji_is_recorded_as_valid_utf8(
         text.encode("utf-8")  # what an exporter does: a lone surrogate raises here
     assert "Bad input" in texts[0]  # (older SDKs show the body's repr(), escaping the half)
     client.close()
+
+
+@pytest.mark.parametrize("operation", ["chat", "completions"])
+def test_an_error_string_in_a_200_body_ends_the_span_in_error(
+    instrumented: Any, telemetry: Telemetry, operation: str
+) -> None:
+    """`{"error": "..."}` with a 200, as some gateways send it: the SDK returns it as a
+    response, raising nothing; the span is in error (code `error`), as for an error object."""
+    body = json.dumps({"error": "upstream model crashed"}).encode()
+    client = served_by(lambda _: HTTP.Response(200, content=body))
+    if operation == "chat":
+        result: Any = client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+    else:
+        result = client.completions.create(model="gpt-3.5-turbo-instruct", prompt="Say hi")
+    client.close()
+    assert result.to_dict() == {"error": "upstream model crashed"}
+    span = telemetry.span()
+    assert span.status.status_code is StatusCode.ERROR
+    assert span.status.description == "error: upstream model crashed"
+    assert (span.attributes or {})["error.type"] == "error"
+    (point,) = telemetry.points("gen_ai.client.operation.duration")
+    assert point.attributes["error.type"] == "error"

@@ -85,6 +85,10 @@ def error_body(response: Any) -> tuple[str, str] | None:
     error = extra.get("error") if isinstance(extra, dict) else getattr(response, "error", None)
     if isinstance(error, SimpleNamespace):  # a body read as JSON (`raw_responses.loose_body`)
         error = vars(error)
+    if isinstance(error, str) and error:
+        # `{"error": "Internal error"}`, as some gateways and compatible servers send it
+        # (the Responses API's reading, `_failure`, fails any error too).
+        return "error", error
     if not isinstance(error, dict):
         return None
     code = _str(error.get("code")) or _str(error.get("type")) or "error"
