@@ -191,6 +191,8 @@ class ChatStreamAccumulator:
                     delta = choice.delta
                     content = delta.content
                     if content and not choice.index and not delta.tool_calls:
+                        if content.__class__ is not str:  # `"content": 5`, kept by the SDK
+                            continue  # no text to count (`"".join` would fail on it)
                         text.append(content)
                         if len(text) >= TEXT_BATCH:
                             self.hand_over_text()
