@@ -540,3 +540,32 @@ def test_a_streamed_function_call_with_an_odd_output_index_is_still_counted(
     attributes = dict(telemetry.span().attributes or {})
     assert attributes["openai_usage.usage.source"] == "estimate"
     assert attributes["gen_ai.usage.output_tokens"] >= 10  # the arguments' 14 tokens, or so
+
+
+@pytest.mark.parametrize("odd_type", [{"odd": 1}, ["odd"]], ids=["object", "list"])
+def test_a_stream_event_whose_type_is_not_text_is_passed_on_without_a_warning(
+    instrumented: Any,
+    telemetry: Telemetry,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+    odd_type: Any,
+) -> None:
+    """An event whose `type` is an object (no hashable key): the caller gets it as the SDK
+    made it, the stream's final usage is read, and nothing of ours warns."""
+    monkeypatch.setattr(errors, "_logged", set())  # each of our warnings is logged once
+    response = _odd_response([])
+    created = {**response, "status": "in_progress", "usage": None}
+    events = [("response.created", {"response": created}), (odd_type, {"delta": "x"})]
+    client = served_by(_sse([*events, ("response.completed", {"response": response})]))
+    with caplog.at_level(logging.WARNING, "opentelemetry.instrumentation.openai_usage"):
+        received = list(client.responses.create(**request(stream=True)))
+    client.close()
+    assert [event.type for event in received] == [
+        "response.created",
+        odd_type,
+        "response.completed",
+    ]
+    assert [r.getMessage() for r in caplog.records] == []
+    attributes = dict(telemetry.span().attributes or {})
+    assert attributes["gen_ai.usage.input_tokens"] == 9
+    assert attributes["openai_usage.stream.outcome"] == "completed"

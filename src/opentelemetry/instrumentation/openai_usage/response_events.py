@@ -14,7 +14,9 @@ from .accumulators import ResponseFacts, _reason, _str
 from .tally import CompletionTally, get, items
 from .usage import usage_from
 
-_FINAL_EVENTS = frozenset({"response.completed", "response.incomplete", "response.failed"})
+# A tuple, not a set: an event's `type` is compared, never hashed (a broken server's
+# `"type": {}` is kept by the SDK, and is no key).
+_FINAL_EVENTS = ("response.completed", "response.incomplete", "response.failed")
 
 
 def finish_reasons(response: Any, called: bool = False) -> list[str]:
