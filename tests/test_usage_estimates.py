@@ -731,3 +731,53 @@ def test_a_reply_whose_choices_are_not_a_list_is_still_estimated(
     assert odd[SOURCE] == empty[SOURCE] == "estimate"
     assert odd["gen_ai.usage.input_tokens"] == empty["gen_ai.usage.input_tokens"] > 0
     assert odd["gen_ai.usage.output_tokens"] == empty["gen_ai.usage.output_tokens"] == 0
+
+
+def _reply_with_tool_calls(tool_calls: Any, stream: bool) -> Any:
+    """A reply without usage: "Hello there", its message (or delta) carrying `tool_calls`
+    (left out when None)."""
+    message: dict[str, Any] = {"role": "assistant", "content": "Hello there"}
+    if tool_calls is not None:
+        message["tool_calls"] = tool_calls
+    head = {"id": "chatcmpl-odd", "created": 1, "model": "gpt-4o-mini"}
+    if stream:
+        chunks = [
+            {**head, "object": "chat.completion.chunk",
+             "choices": [{"index": 0, "delta": message}]},
+            {**head, "object": "chat.completion.chunk",
+             "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]},
+        ]  # fmt: skip
+        return served_by(lambda _: sse_reply(chunks))
+    choice = {"index": 0, "message": message, "finish_reason": "stop"}
+    body = json.dumps({**head, "object": "chat.completion", "choices": [choice]}).encode()
+    return served_by(lambda _: HTTP.Response(200, content=body))
+
+
+@pytest.mark.parametrize("tool_calls", [5, True, 1.5], ids=["int", "bool", "float"])
+@pytest.mark.parametrize("stream", [False, True], ids=["create", "stream"])
+def test_tool_calls_that_are_not_a_list_leave_the_estimate_of_the_text(
+    instrumented: Any,
+    telemetry: Telemetry,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+    stream: bool,
+    tool_calls: Any,
+) -> None:
+    """A broken server's `"tool_calls": 5` beside the text: the text is estimated as it is
+    without it, and nothing of ours warns (iterating the number failed)."""
+    monkeypatch.setattr(errors, "_logged", set())  # each of our warnings is logged once
+    outputs = []
+    with caplog.at_level(logging.WARNING, "opentelemetry.instrumentation.openai_usage"):
+        for calls in (None, tool_calls):
+            client = _reply_with_tool_calls(calls, stream)
+            result = client.chat.completions.create(
+                model="gpt-4o-mini", messages=MESSAGES, stream=stream
+            )
+            if stream:
+                list(result)
+            client.close()
+            attributes = dict(telemetry.spans()[-1].attributes or {})
+            assert attributes[SOURCE] == "estimate"
+            outputs.append(attributes["gen_ai.usage.output_tokens"])
+    assert [r.getMessage() for r in caplog.records] == []
+    assert outputs[1] == outputs[0] == len(encoding("o200k_base").encode("Hello there"))

@@ -119,7 +119,7 @@ class CompletionTally:
         choice = self.choice(index if isinstance(index, int) else 0)
         self._add(choice.content, get(delta, "content"))
         self._add(choice.refusal, get(delta, "refusal"))
-        for position, call in enumerate(get(delta, "tool_calls") or ()):
+        for position, call in enumerate(items(get(delta, "tool_calls"))):
             slot = get(call, "index")
             slot = slot if isinstance(slot, int) else position
             pair = choice.tool_calls.get(slot)
@@ -145,7 +145,7 @@ class CompletionTally:
                 "id": get(call, "id"),
                 "function": get(call, "function") or _custom(get(call, "custom")),
             }
-            for i, call in enumerate(get(message, "tool_calls") or ())
+            for i, call in enumerate(items(get(message, "tool_calls")))
         ]
         fields = ("content", "refusal", "function_call")
         delta = {name: get(message, name) for name in fields}
