@@ -569,3 +569,30 @@ def test_a_stream_event_whose_type_is_not_text_is_passed_on_without_a_warning(
     attributes = dict(telemetry.span().attributes or {})
     assert attributes["gen_ai.usage.input_tokens"] == 9
     assert attributes["openai_usage.stream.outcome"] == "completed"
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["create", "stream"])
+def test_an_error_string_in_a_response_is_the_spans_error_message(
+    instrumented: Any, telemetry: Telemetry, stream: bool
+) -> None:
+    """`"error": "..."` (a string, not the API's object) on a failed response: the span's
+    status carries that text, as it does for an error object's message."""
+    failed = {**_odd_response([]), "status": "failed", "usage": None}
+    failed["error"] = "upstream model crashed"
+    if stream:
+        created = {**failed, "status": "in_progress", "error": None}
+        events = [("response.created", {"response": created})]
+        handler = _sse([*events, ("response.failed", {"response": failed})])
+    else:
+        body = json.dumps(failed).encode()
+        handler = lambda _: HTTP.Response(200, content=body)  # noqa: E731
+    client = served_by(handler)
+    result = client.responses.create(**request(stream=stream))
+    if stream:
+        result = [event.response for event in result][-1]
+    client.close()
+    assert result.error == "upstream model crashed"
+    span = telemetry.span()
+    assert span.status.status_code.name == "ERROR"
+    assert span.status.description == "failed: upstream model crashed"
+    assert (span.attributes or {})["error.type"] == "failed"

@@ -76,7 +76,8 @@ def _failure(response: Any) -> tuple[str, str] | None:
     error = get(response, "error")
     if get(response, "status") != "failed" and error is None:
         return None
-    message = get(error, "message")
+    # `{"error": "..."}`, as some gateways send it: the text is the message.
+    message = error if isinstance(error, str) else get(error, "message")
     return (_str(get(error, "code")) or "failed", message if isinstance(message, str) else "")
 
 
