@@ -992,3 +992,46 @@ def test_a_refusal_naming_stream_options_in_any_shape_is_retried_without_them(
     assert len(spans) == 2
     assert all(s.status.status_code is StatusCode.UNSET for s in spans)
     assert (spans[-1].attributes or {})["gen_ai.usage.input_tokens"] == 7
+
+
+def _chunks_with_content(pieces: list[Any]) -> list[dict[str, Any]]:
+    """A chat stream (no usage) whose content deltas are `pieces`, then `stop`."""
+    base = {"id": "chatcmpl-odd", "object": "chat.completion.chunk", "created": 1,
+            "model": "gpt-4o-mini"}  # fmt: skip
+    deltas = [{"role": "assistant", "content": ""}] + [{"content": p} for p in pieces]
+    chunks = [{**base, "choices": [{"index": 0, "delta": d}]} for d in deltas]
+    return [*chunks, {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}]
+
+
+@pytest.mark.parametrize("odd", [5, 1.5, True, ["x"]], ids=["int", "float", "bool", "list"])
+def test_a_content_delta_that_is_not_text_leaves_the_estimate_and_captured_output_whole(
+    instrument: Any,
+    telemetry: Telemetry,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+    odd: Any,
+) -> None:
+    """A broken server's `"content": 5` amid text (the SDK hands it on as it came): the
+    stream is estimated and captured as if that chunk held no text, and nothing of ours
+    warns (joining it with the text used to drop the whole estimate)."""
+    from opentelemetry.instrumentation.openai_usage import errors
+
+    monkeypatch.setattr(errors, "_logged", set())  # each of our warnings is logged once
+    instrument(capture_message_content="span_only")
+    seen = []
+    with caplog.at_level("WARNING", "opentelemetry.instrumentation.openai_usage"):
+        for pieces in (["Hello", " there"], ["Hello", odd, " there"]):
+            client = served_by(lambda _, p=pieces: sse_reply(_chunks_with_content(p)))
+            stream = client.chat.completions.create(
+                model="gpt-4o-mini", messages=MESSAGES, stream=True
+            )
+            contents = [c.choices[0].delta.content for c in stream]
+            client.close()
+            assert contents == ["", *pieces, None]
+            seen.append(dict(telemetry.spans()[-1].attributes or {}))
+    assert [r.getMessage() for r in caplog.records] == []
+    plain, odd_one = seen
+    assert odd_one["openai_usage.usage.source"] == "estimate"
+    assert odd_one["gen_ai.usage.output_tokens"] == plain["gen_ai.usage.output_tokens"] == 2
+    (message,) = json.loads(str(odd_one["gen_ai.output.messages"]))
+    assert message["parts"] == [{"type": "text", "content": "Hello there"}]

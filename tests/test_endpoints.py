@@ -32,6 +32,7 @@ from .conftest import (
     is_azure,
     make_client,
     needs_responses,
+    served_by,
 )
 
 TOKEN_USAGE = "gen_ai.client.token.usage"
@@ -854,6 +855,33 @@ def test_a_raw_parse_of_an_error_body_in_a_200_ends_the_span_in_error(
     span = telemetry.span()
     assert span.status.status_code is StatusCode.ERROR
     assert (span.attributes or {})["error.type"] == "server_error"
+
+
+@pytest.mark.parametrize("body", [b"", b"upstream timed out"], ids=["empty", "text"])
+@pytest.mark.parametrize("helper", ["create", "with_raw_response", "with_streaming_response"])
+def test_a_200_body_that_is_no_json_ends_the_span_in_error_whichever_way_it_was_read(
+    instrumented: Any, telemetry: Telemetry, helper: str, body: bytes
+) -> None:
+    """A 200 labelled JSON whose body is none (a proxy's text, an empty body): the caller
+    gets the SDK's decoding error, from `create()` or from its own `parse()`, and the span
+    is in error with that error's type, whichever way the call was made."""
+    headers = {"content-type": "application/json"}
+    client = served_by(lambda _: HTTP.Response(200, content=body, headers=headers))
+    request = {"model": "gpt-4o-mini", "messages": MESSAGES}
+    with pytest.raises(ValueError) as raised:  # JSONDecodeError, a ValueError
+        if helper == "create":
+            client.chat.completions.create(**request)
+        elif helper == "with_raw_response":
+            client.chat.completions.with_raw_response.create(**request).parse()
+        else:
+            with client.chat.completions.with_streaming_response.create(**request) as response:
+                response.parse()
+    client.close()
+    span = telemetry.span()
+    assert span.status.status_code is StatusCode.ERROR
+    assert (span.attributes or {})["error.type"] == type(raised.value).__name__
+    (point,) = telemetry.points("gen_ai.client.operation.duration")
+    assert point.attributes["error.type"] == type(raised.value).__name__
 
 
 async def test_an_async_streaming_response_body_the_caller_read_gives_the_span_its_usage(

@@ -810,3 +810,25 @@ def test_a_failed_call_in_an_unsampled_trace_scrubs_no_error_text_yet_counts_the
     (point,) = telemetry.points(DURATION)
     assert point.count == 1
     assert point.attributes["error.type"] == "BadRequestError"
+
+
+@pytest.mark.parametrize("operation", ["chat", "completions"])
+def test_an_error_string_in_a_200_body_ends_the_span_in_error(
+    instrumented: Any, telemetry: Telemetry, operation: str
+) -> None:
+    """`{"error": "..."}` with a 200, as some gateways send it: the SDK returns it as a
+    response, raising nothing; the span is in error (code `error`), as for an error object."""
+    body = json.dumps({"error": "upstream model crashed"}).encode()
+    client = served_by(lambda _: HTTP.Response(200, content=body))
+    if operation == "chat":
+        result: Any = client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+    else:
+        result = client.completions.create(model="gpt-3.5-turbo-instruct", prompt="Say hi")
+    client.close()
+    assert result.to_dict() == {"error": "upstream model crashed"}
+    span = telemetry.span()
+    assert span.status.status_code is StatusCode.ERROR
+    assert span.status.description == "error: upstream model crashed"
+    assert (span.attributes or {})["error.type"] == "error"
+    (point,) = telemetry.points("gen_ai.client.operation.duration")
+    assert point.attributes["error.type"] == "error"

@@ -5,11 +5,14 @@ and `responses.parse`, sync and async, through the real SDK against the local se
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any
 
 import openai
 import pytest
 from pydantic import BaseModel
+
+from opentelemetry.instrumentation.openai_usage import errors
 
 from .conftest import HTTP, OPENAI_MAJOR, Telemetry, collect, is_azure, needs_responses, served_by
 
@@ -512,3 +515,147 @@ def test_a_responses_call_outside_a_conversation_has_no_conversation_id(
 ) -> None:
     client.responses.create(**request())
     assert "gen_ai.conversation.id" not in (telemetry.span().attributes or {})
+
+
+ODD_USAGE = {"input_tokens": 9, "output_tokens": 2, "total_tokens": 11}
+
+
+def _odd_response(output: Any) -> dict[str, Any]:
+    """A completed `Response` whose `output` a broken server sent as it liked."""
+    response = {"id": "resp_odd", "object": "response", "created_at": 1, "model": "gpt-4o-mini"}
+    response |= {"status": "completed", "output": output, "parallel_tool_calls": True}
+    return response | {"tool_choice": "auto", "tools": [], "usage": ODD_USAGE}
+
+
+@pytest.mark.parametrize(
+    "output",
+    [1.5, True, [{"type": {"odd": 1}, "id": "x"}], [{"type": ["odd"], "id": "x"}]],
+    ids=["number", "bool", "type_dict", "type_list"],
+)
+@pytest.mark.parametrize("stream", [False, True], ids=["create", "stream"])
+def test_a_response_with_an_odd_output_keeps_its_billed_usage_and_cost(
+    instrumented: Any,
+    telemetry: Telemetry,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+    output: Any,
+    stream: bool,
+) -> None:
+    """`"output": 1.5`, or an output item whose `type` is an object: the SDK hands it on as
+    it came, and the span keeps the billed usage, id, finish reason and cost, with no
+    warning of ours."""
+    monkeypatch.setattr(errors, "_logged", set())  # each of our warnings is logged once
+    response = _odd_response(output)
+    if stream:
+        created = {**response, "status": "in_progress", "output": [], "usage": None}
+        events = [("response.created", {"response": created})]
+        handler = _sse([*events, ("response.completed", {"response": response})])
+    else:
+        body = json.dumps(response).encode()
+        handler = lambda _: HTTP.Response(200, content=body)  # noqa: E731
+    client = served_by(handler)
+    with caplog.at_level(logging.WARNING, "opentelemetry.instrumentation.openai_usage"):
+        result = client.responses.create(**request(stream=stream))
+        if stream:
+            result = [event.response for event in result][-1]
+    client.close()
+    assert result.to_dict()["output"] == output
+    assert [r.getMessage() for r in caplog.records] == []
+    attributes = dict(telemetry.span().attributes or {})
+    assert attributes["gen_ai.response.id"] == "resp_odd"
+    assert attributes["gen_ai.response.finish_reasons"] == ("stop",)
+    assert attributes["gen_ai.usage.input_tokens"] == 9
+    assert attributes["gen_ai.usage.output_tokens"] == 2
+    assert attributes["openai_usage.usage.source"] == "response"
+    assert attributes["openai_usage.cost.usd"] > 0
+
+
+def test_a_streamed_function_call_with_an_odd_output_index_is_still_counted(
+    instrumented: Any,
+    telemetry: Telemetry,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An `output_index` sent as a list (no dict key): the call's arguments are counted for
+    the estimate all the same, and nothing of ours warns."""
+    monkeypatch.setattr(errors, "_logged", set())  # each of our warnings is logged once
+    call = {"type": "function_call", "id": "fc_1", "call_id": "call_1", "name": "get_weather"}
+    response = {"id": "resp_1", "object": "response", "created_at": 1, "model": "gpt-4o-mini"}
+    response |= {"output": [], "parallel_tool_calls": True, "tool_choice": "auto", "tools": []}
+    arguments = '{"city": "Paris", "unit": "celsius", "days": 3}'
+    client = served_by(
+        _sse(
+            [
+                ("response.created", {"response": {**response, "status": "in_progress"}}),
+                ("response.output_item.added", {"output_index": [0], "item": call}),
+                (
+                    "response.function_call_arguments.delta",
+                    {"output_index": [0], "item_id": "fc_1", "delta": arguments},
+                ),
+            ]
+        )
+    )
+    with caplog.at_level(logging.WARNING, "opentelemetry.instrumentation.openai_usage"):
+        events = list(client.responses.create(**request(stream=True)))
+    client.close()
+    assert [e.type for e in events][-1] == "response.function_call_arguments.delta"
+    assert [r.getMessage() for r in caplog.records] == []
+    attributes = dict(telemetry.span().attributes or {})
+    assert attributes["openai_usage.usage.source"] == "estimate"
+    assert attributes["gen_ai.usage.output_tokens"] >= 10  # the arguments' 14 tokens, or so
+
+
+@pytest.mark.parametrize("odd_type", [{"odd": 1}, ["odd"]], ids=["object", "list"])
+def test_a_stream_event_whose_type_is_not_text_is_passed_on_without_a_warning(
+    instrumented: Any,
+    telemetry: Telemetry,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+    odd_type: Any,
+) -> None:
+    """An event whose `type` is an object (no hashable key): the caller gets it as the SDK
+    made it, the stream's final usage is read, and nothing of ours warns."""
+    monkeypatch.setattr(errors, "_logged", set())  # each of our warnings is logged once
+    response = _odd_response([])
+    created = {**response, "status": "in_progress", "usage": None}
+    events = [("response.created", {"response": created}), (odd_type, {"delta": "x"})]
+    client = served_by(_sse([*events, ("response.completed", {"response": response})]))
+    with caplog.at_level(logging.WARNING, "opentelemetry.instrumentation.openai_usage"):
+        received = list(client.responses.create(**request(stream=True)))
+    client.close()
+    assert [event.type for event in received] == [
+        "response.created",
+        odd_type,
+        "response.completed",
+    ]
+    assert [r.getMessage() for r in caplog.records] == []
+    attributes = dict(telemetry.span().attributes or {})
+    assert attributes["gen_ai.usage.input_tokens"] == 9
+    assert attributes["openai_usage.stream.outcome"] == "completed"
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["create", "stream"])
+def test_an_error_string_in_a_response_is_the_spans_error_message(
+    instrumented: Any, telemetry: Telemetry, stream: bool
+) -> None:
+    """`"error": "..."` (a string, not the API's object) on a failed response: the span's
+    status carries that text, as it does for an error object's message."""
+    failed = {**_odd_response([]), "status": "failed", "usage": None}
+    failed["error"] = "upstream model crashed"
+    if stream:
+        created = {**failed, "status": "in_progress", "error": None}
+        events = [("response.created", {"response": created})]
+        handler = _sse([*events, ("response.failed", {"response": failed})])
+    else:
+        body = json.dumps(failed).encode()
+        handler = lambda _: HTTP.Response(200, content=body)  # noqa: E731
+    client = served_by(handler)
+    result = client.responses.create(**request(stream=stream))
+    if stream:
+        result = [event.response for event in result][-1]
+    client.close()
+    assert result.error == "upstream model crashed"
+    span = telemetry.span()
+    assert span.status.status_code.name == "ERROR"
+    assert span.status.description == "failed: upstream model crashed"
+    assert (span.attributes or {})["error.type"] == "failed"

@@ -40,6 +40,7 @@ from .conftest import (
     make_client,
     metrics_in,
     served_by,
+    sse_reply,
 )
 
 pytestmark = pytest.mark.timeout(60)
@@ -737,3 +738,24 @@ def test_huge_request_parameters_and_content_make_only_bounded_attributes(
             model = dict(point.attributes or {})["gen_ai.request.model"]
             assert model == "m" * MAX_ATTRIBUTE_LENGTH
     assert points > 0
+
+
+def test_a_huge_response_id_in_a_stream_is_cut_to_the_attribute_limit(
+    instrumented: Any, telemetry: Telemetry
+) -> None:
+    """A server's 100 kB chunk id: the span's `gen_ai.response.id` is cut to 256 characters,
+    as a non-streamed response's is; the caller's chunks keep it whole."""
+    huge_id = "i" * 100_000
+    chunks = [
+        {"id": huge_id, "object": "chat.completion.chunk", "created": 1, "model": "gpt-4o-mini",
+         "choices": [{"index": 0, "delta": {"content": "Hi"}, "finish_reason": "stop"}]},
+        {"id": huge_id, "object": "chat.completion.chunk", "created": 1, "model": "gpt-4o-mini",
+         "choices": [], "usage": {"prompt_tokens": 9, "completion_tokens": 2, "total_tokens": 11}},
+    ]  # fmt: skip
+    client = served_by(lambda request: sse_reply(chunks))
+    stream = client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, stream=True)
+    assert [chunk.id for chunk in stream] == [huge_id]
+    client.close()
+    attributes = dict(telemetry.span().attributes or {})
+    assert attributes["gen_ai.response.id"] == "i" * MAX_ATTRIBUTE_LENGTH
+    check_bounded(attributes, "span")

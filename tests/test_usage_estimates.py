@@ -20,7 +20,7 @@ from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 from pydantic import BaseModel
 
 from opentelemetry import trace
-from opentelemetry.instrumentation.openai_usage import encodings, estimator
+from opentelemetry.instrumentation.openai_usage import encodings, errors, estimator
 from opentelemetry.instrumentation.openai_usage.encodings import EncodingLoader
 from opentelemetry.instrumentation.openai_usage.estimate import estimate_usage
 from opentelemetry.instrumentation.openai_usage.estimator import FINISHER, LOADER
@@ -34,6 +34,7 @@ from .conftest import (
     Telemetry,
     collect,
     needs_responses,
+    sdk_has_responses,
     served_by,
     sse_reply,
 )
@@ -881,3 +882,100 @@ def test_bad_encodings_setting_warns_once_naming_the_variable(
     assert len(warnings) == 1 and "o200k_base" in warnings[0]
     list(stream(client, extra_headers=NO_USAGE))  # the default encodings still estimate
     assert estimated_usage(telemetry)["gen_ai.usage.input_tokens"] == EXAMPLE_PROMPT_TOKENS
+
+
+def _without_usage(field: str, value: Any) -> Any:
+    """A non-streamed reply without usage whose list `field` is `value` (a broken server's
+    `"choices": 1.5` the SDK hands on as it came)."""
+    body = {"id": "odd-1", "object": "odd", "created": 1, "model": "gpt-4o-mini", field: value}
+    if field == "output":  # a Responses API `Response`
+        body |= {"created_at": 1, "status": "completed", "parallel_tool_calls": True}
+        body |= {"tool_choice": "auto", "tools": []}
+    content = json.dumps(body).encode()
+    return served_by(lambda _: HTTP.Response(200, content=content))
+
+
+@pytest.mark.parametrize("value", [1.5, True, "text"], ids=["number", "bool", "string"])
+@pytest.mark.parametrize("operation", ["chat", "completions", "responses"])
+def test_a_reply_whose_choices_are_not_a_list_is_still_estimated(
+    instrumented: Any,
+    telemetry: Telemetry,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+    operation: str,
+    value: Any,
+) -> None:
+    """No usage and `choices` (or a Response's `output`) that is no list: the call is
+    estimated as one whose only choice (or output item) is empty, and nothing of ours
+    warns (iterating the number used to lose the whole estimate)."""
+    if operation == "responses" and not sdk_has_responses():
+        pytest.skip("the Responses API arrived in openai 1.66")
+    monkeypatch.setattr(errors, "_logged", set())  # each of our warnings is logged once
+    field = "output" if operation == "responses" else "choices"
+    estimates = []
+    with caplog.at_level(logging.WARNING, "opentelemetry.instrumentation.openai_usage"):
+        for reply in ([{}], value):
+            client = _without_usage(field, reply)
+            if operation == "chat":
+                client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+            elif operation == "completions":
+                client.completions.create(model="gpt-3.5-turbo-instruct", prompt="Say hi")
+            else:
+                client.responses.create(model="gpt-4o-mini", input="Say hi")
+            client.close()
+            estimates.append(dict(telemetry.spans()[-1].attributes or {}))
+    assert [r.getMessage() for r in caplog.records] == []
+    empty, odd = estimates
+    assert odd[SOURCE] == empty[SOURCE] == "estimate"
+    assert odd["gen_ai.usage.input_tokens"] == empty["gen_ai.usage.input_tokens"] > 0
+    assert odd["gen_ai.usage.output_tokens"] == empty["gen_ai.usage.output_tokens"] == 0
+
+
+def _reply_with_tool_calls(tool_calls: Any, stream: bool) -> Any:
+    """A reply without usage: "Hello there", its message (or delta) carrying `tool_calls`
+    (left out when None)."""
+    message: dict[str, Any] = {"role": "assistant", "content": "Hello there"}
+    if tool_calls is not None:
+        message["tool_calls"] = tool_calls
+    head = {"id": "chatcmpl-odd", "created": 1, "model": "gpt-4o-mini"}
+    if stream:
+        chunks = [
+            {**head, "object": "chat.completion.chunk",
+             "choices": [{"index": 0, "delta": message}]},
+            {**head, "object": "chat.completion.chunk",
+             "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]},
+        ]  # fmt: skip
+        return served_by(lambda _: sse_reply(chunks))
+    choice = {"index": 0, "message": message, "finish_reason": "stop"}
+    body = json.dumps({**head, "object": "chat.completion", "choices": [choice]}).encode()
+    return served_by(lambda _: HTTP.Response(200, content=body))
+
+
+@pytest.mark.parametrize("tool_calls", [5, True, 1.5], ids=["int", "bool", "float"])
+@pytest.mark.parametrize("stream", [False, True], ids=["create", "stream"])
+def test_tool_calls_that_are_not_a_list_leave_the_estimate_of_the_text(
+    instrumented: Any,
+    telemetry: Telemetry,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+    stream: bool,
+    tool_calls: Any,
+) -> None:
+    """A broken server's `"tool_calls": 5` beside the text: the text is estimated as it is
+    without it, and nothing of ours warns (iterating the number failed)."""
+    monkeypatch.setattr(errors, "_logged", set())  # each of our warnings is logged once
+    outputs = []
+    with caplog.at_level(logging.WARNING, "opentelemetry.instrumentation.openai_usage"):
+        for calls in (None, tool_calls):
+            client = _reply_with_tool_calls(calls, stream)
+            result = client.chat.completions.create(
+                model="gpt-4o-mini", messages=MESSAGES, stream=stream
+            )
+            if stream:
+                list(result)
+            client.close()
+            attributes = dict(telemetry.spans()[-1].attributes or {})
+            assert attributes[SOURCE] == "estimate"
+            outputs.append(attributes["gen_ai.usage.output_tokens"])
+    assert [r.getMessage() for r in caplog.records] == []
+    assert outputs[1] == outputs[0] == len(encoding("o200k_base").encode("Hello there"))

@@ -89,6 +89,10 @@ def error_body(response: Any) -> tuple[str, str] | None:
     error = extra.get("error") if isinstance(extra, dict) else getattr(response, "error", None)
     if isinstance(error, SimpleNamespace):  # a body read as JSON (`raw_responses.loose_body`)
         error = vars(error)
+    if isinstance(error, str) and error:
+        # `{"error": "Internal error"}`, as some gateways and compatible servers send it
+        # (the Responses API's reading, `_failure`, fails any error too).
+        return "error", error
     if not isinstance(error, dict):
         return None
     code = _str(error.get("code")) or _str(error.get("type")) or "error"
@@ -191,6 +195,8 @@ class ChatStreamAccumulator:
                     delta = choice.delta
                     content = delta.content
                     if content and not choice.index and not delta.tool_calls:
+                        if content.__class__ is not str:  # `"content": 5`, kept by the SDK
+                            continue  # no text to count (`"".join` would fail on it)
                         text.append(content)
                         if len(text) >= TEXT_BATCH:
                             self.hand_over_text()
@@ -245,8 +251,10 @@ class ChatStreamAccumulator:
 
     def _first_facts(self, chunk: Any) -> None:
         # Azure's prompt-filter chunk comes first with an empty id and model.
-        response_id = getattr(chunk, "id", None)
-        if isinstance(response_id, str) and response_id:
+        # Cut like every string a server sends (`_str`): a stream's id goes onto the span
+        # as a non-streamed response's does, and must stay as bounded.
+        response_id = _str(getattr(chunk, "id", None))
+        if response_id is not None:
             self.response_id = response_id
             self.model = _str(getattr(chunk, "model", None))
             self.system_fingerprint = _str(getattr(chunk, "system_fingerprint", None))

@@ -392,7 +392,9 @@ def parsed_or_loose(result: Any) -> tuple[Any, BaseException | None]:
     `parse()` later gets this very object. When the SDK's parse fails (a reply that does
     not validate against the caller's `response_format`), the caller's `parse()` raises
     that error itself: it is not ours to log (its text quotes the reply), and the usage
-    the server reported is still read, from the JSON body, without validation.
+    the server reported is still read, from the JSON body, without validation. A body
+    that is no JSON at all (empty, cut, a proxy's text) failed the call: the span records
+    the error, as it does for `create()` and for `with_streaming_response`'s `parse()`.
     """
     try:
         return result.parse(), None
@@ -403,7 +405,7 @@ def parsed_or_loose(result: Any) -> tuple[Any, BaseException | None]:
         try:
             return loose_body(result), None
         except Exception:
-            return None, None
+            return None, exc
 
 
 def cut_short_completion(exc: BaseException) -> Any:

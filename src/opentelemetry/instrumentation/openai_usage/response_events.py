@@ -11,10 +11,12 @@ from __future__ import annotations
 from typing import Any
 
 from .accumulators import ResponseFacts, _reason, _str
-from .tally import CompletionTally, get
+from .tally import CompletionTally, get, items
 from .usage import usage_from
 
-_FINAL_EVENTS = frozenset({"response.completed", "response.incomplete", "response.failed"})
+# A tuple, not a set: an event's `type` is compared, never hashed (a broken server's
+# `"type": {}` is kept by the SDK, and is no key).
+_FINAL_EVENTS = ("response.completed", "response.incomplete", "response.failed")
 
 
 def finish_reasons(response: Any, called: bool = False) -> list[str]:
@@ -26,7 +28,7 @@ def finish_reasons(response: Any, called: bool = False) -> list[str]:
     """
     status = get(response, "status")
     if status == "completed":
-        output = get(response, "output") or ()
+        output = items(get(response, "output"))
         calls = called or any(get(item, "type") == "function_call" for item in output)
         return ["tool_calls" if calls else "stop"]
     if status == "incomplete":
@@ -48,7 +50,11 @@ _PER_CALL_ITEMS = frozenset(
 def has_per_call_fees(response: Any) -> bool:
     """Whether a `Response` used a built-in tool billed per call: its tokens are then
     not its whole cost (a web search costs many times a short answer's tokens)."""
-    return any(get(item, "type") in _PER_CALL_ITEMS for item in get(response, "output") or ())
+    # A server's odd `type` (a dict, a list) is no tool's, and is not hashable.
+    return any(
+        isinstance(kind := get(item, "type"), str) and kind in _PER_CALL_ITEMS
+        for item in items(get(response, "output"))
+    )
 
 
 def facts_from_response(response: Any) -> ResponseFacts:
@@ -70,7 +76,8 @@ def _failure(response: Any) -> tuple[str, str] | None:
     error = get(response, "error")
     if get(response, "status") != "failed" and error is None:
         return None
-    message = get(error, "message")
+    # `{"error": "..."}`, as some gateways send it: the text is the message.
+    message = error if isinstance(error, str) else get(error, "message")
     return (_str(get(error, "code")) or "failed", message if isinstance(message, str) else "")
 
 
@@ -132,6 +139,8 @@ class ResponsesStreamAccumulator:
             function = {"arguments": getattr(event, "delta", None)}
             call_id = None
         output_index = getattr(event, "output_index", 0)
+        if not isinstance(output_index, int):  # a broken server's (a list is no dict key)
+            output_index = 0
         slot = self.calls.setdefault(output_index, len(self.calls))
         call = {"index": slot, "id": call_id, "function": function}
         tally.add_chat_delta(0, {"tool_calls": [call]})

@@ -19,6 +19,15 @@ def get(obj: Any, name: str) -> Any:
     return getattr(obj, name, None)
 
 
+def items(value: Any) -> list[Any] | tuple[Any, ...]:
+    """A list a server sent (`output`, `choices`, a message's `content`), or none.
+
+    The SDK keeps a broken server's `"output": 1.5` or `"choices": true` as it came:
+    iterating that would raise in our code and lose the call's other facts.
+    """
+    return value if isinstance(value, (list, tuple)) else ()
+
+
 def not_given(value: Any) -> bool:
     """The SDK's "not given" values (`NOT_GIVEN`, `omit`: falsy singletons of classes so
     named), which its helpers pass on and callers may pass too: a field the SDK leaves out
@@ -127,7 +136,7 @@ class CompletionTally:
             self.reasoned = True
         self._add(choice.content, get(delta, "content"))
         self._add(choice.refusal, get(delta, "refusal"))
-        for position, call in enumerate(get(delta, "tool_calls") or ()):
+        for position, call in enumerate(items(get(delta, "tool_calls"))):
             slot = get(call, "index")
             slot = slot if isinstance(slot, int) else position
             pair = choice.tool_calls.get(slot)
@@ -153,7 +162,7 @@ class CompletionTally:
                 "id": get(call, "id"),
                 "function": get(call, "function") or _custom(get(call, "custom")),
             }
-            for i, call in enumerate(get(message, "tool_calls") or ())
+            for i, call in enumerate(items(get(message, "tool_calls")))
         ]
         fields = ("content", "refusal", "function_call", *REASONING_FIELDS)
         delta = {name: get(message, name) for name in fields}
@@ -176,7 +185,7 @@ def tally_from_response(response: Any) -> CompletionTally:
     if get(response, "choices") is None and get(response, "output") is not None:
         return tally_from_output(response)
     tally = CompletionTally()
-    for position, choice in enumerate(get(response, "choices") or ()):
+    for position, choice in enumerate(items(get(response, "choices"))):
         index = get(choice, "index")
         index = index if isinstance(index, int) else position
         message = get(choice, "message")
@@ -190,10 +199,10 @@ def tally_from_response(response: Any) -> CompletionTally:
 def tally_from_output(response: Any) -> CompletionTally:
     """The output text and function calls of a `Response`, for an estimate."""
     tally = CompletionTally()
-    for item in get(response, "output") or ():
+    for item in items(get(response, "output")):
         kind = get(item, "type")
         if kind == "message":
-            for part in get(item, "content") or ():
+            for part in items(get(item, "content")):
                 tally.add_text(0, get(part, "text") or get(part, "refusal"))
         elif kind == "function_call":
             index = len(tally.choice(0).tool_calls)
