@@ -226,35 +226,26 @@ def test_a_stream_left_before_its_reply_ended_is_a_lower_bound(
     assert attributes[LOWER_BOUND] is True
 
 
-def test_a_stream_left_after_every_choice_finished_is_counted_exactly(
-    instrumented: Any, telemetry: Telemetry, client: openai.OpenAI
-) -> None:
-    received = []
-    s = stream(client, n=2, extra_headers={**NO_USAGE, "x-mock-reply": "one two"})
-    for chunk in s:
-        received.append(chunk)
-        if sum(1 for c in received for choice in c.choices if choice.finish_reason) == 2:
-            break  # before the end of the stream, after both replies ended
-    s.close()
-    attributes = estimated_usage(telemetry)
-    assert attributes["openai_usage.stream.outcome"] == "closed"
-    assert attributes["gen_ai.usage.output_tokens"] == 2 * tokens("one two")
-    assert LOWER_BOUND not in attributes
-
-
+@pytest.mark.parametrize("finished", [2, 1], ids=["both-replies-ended", "one-reply-ended"])
 def test_a_stream_left_before_one_of_its_choices_finished_is_a_lower_bound(
-    instrumented: Any, telemetry: Telemetry, client: openai.OpenAI
+    instrumented: Any, telemetry: Telemetry, client: openai.OpenAI, finished: int
 ) -> None:
+    # Left once `finished` of its two replies ended, before the end of the stream: exact
+    # when both had, a lower bound when the other was still being generated (and billed).
     received = []
     s = stream(client, n=2, extra_headers={**NO_USAGE, "x-mock-reply": "one two"})
     for chunk in s:
         received.append(chunk)
-        if any(choice.finish_reason for choice in chunk.choices):
-            break  # one reply ended, the other not yet
+        if sum(1 for c in received for choice in c.choices if choice.finish_reason) == finished:
+            break
     s.close()
     attributes = estimated_usage(telemetry)
     assert attributes["openai_usage.stream.outcome"] == "closed"
-    assert attributes[LOWER_BOUND] is True
+    if finished == 2:
+        assert attributes["gen_ai.usage.output_tokens"] == 2 * tokens("one two")
+        assert LOWER_BOUND not in attributes
+    else:
+        assert attributes[LOWER_BOUND] is True
 
 
 # -- shapes: n > 1, tools, legacy completions ---------------------------------------------
