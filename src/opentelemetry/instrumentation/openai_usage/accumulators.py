@@ -114,6 +114,16 @@ def facts_from_completion(response: Any) -> ResponseFacts:
     )
 
 
+def _joined(pieces: list[str]) -> str:
+    """Choice 0's content pieces as one text. A broken server's content that is no text
+    (`"content": 5`, which the SDK keeps as it came) is left out: looked for here, once per
+    batch when a join fails, rather than checked on every chunk."""
+    try:
+        return "".join(pieces)
+    except TypeError:
+        return "".join(piece for piece in pieces if isinstance(piece, str))
+
+
 # Choice 0's content pieces are kept in a plain list and handed to the tally in
 # batches this long: one `list.append` per chunk, not a chain of calls. Short, so that
 # what is held beyond the tally's cap stays small even for a server's huge pieces.
@@ -195,8 +205,6 @@ class ChatStreamAccumulator:
                     delta = choice.delta
                     content = delta.content
                     if content and not choice.index and not delta.tool_calls:
-                        if content.__class__ is not str:  # `"content": 5`, kept by the SDK
-                            continue  # no text to count (`"".join` would fail on it)
                         text.append(content)
                         if len(text) >= TEXT_BATCH:
                             self.hand_over_text()
@@ -226,7 +234,7 @@ class ChatStreamAccumulator:
         if self.tally is None or not self.text:
             return
         try:
-            self.tally.add_first_content("".join(self.text))
+            self.tally.add_first_content(_joined(self.text))
             self.text.clear()
             if self.tally.truncated:  # at the cap: nothing more is counted, none is kept
                 self.text = None

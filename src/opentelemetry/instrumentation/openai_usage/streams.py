@@ -331,8 +331,6 @@ def common_chunk(chunk: Any, accumulator: Any, injected: bool) -> bool:
         content = delta.content
         if not content or choice.finish_reason is not None or choice.index != 0:
             return False
-        if content.__class__ is not str:  # a broken server's `"content": 5`: no text
-            return False
         if delta.tool_calls is not None:
             return False
         if injected:
