@@ -301,6 +301,7 @@ def watched(raw_chunks: list[Any], fast: bool, injected: bool, estimating: bool)
     ended: list[dict[str, Any]] = []
     invocation = SimpleNamespace(
         settings=SimpleNamespace(chunk_timing="per_stream"),
+        request={},  # as the caller's arguments: one choice asked for
         ended=False,
         end=lambda facts, error, **kw: ended.append({"facts": facts, "error": error, **kw}),
     )

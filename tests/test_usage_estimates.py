@@ -248,6 +248,36 @@ def test_a_stream_left_before_one_of_its_choices_finished_is_a_lower_bound(
         assert attributes[LOWER_BOUND] is True
 
 
+@pytest.mark.parametrize(
+    ("finish", "n"),
+    [(None, 1), ("stop", 1), ("stop", 2)],
+    ids=["cut", "finished", "finished-n-ignored"],
+)
+def test_a_stream_that_ends_before_its_reply_did_is_a_lower_bound(
+    instrumented: Any, telemetry: Telemetry, finish: str | None, n: int
+) -> None:
+    """Read to its end, a stream whose reply has no finish reason (a gateway's timeout
+    ending the body cleanly, `[DONE]` and all) was cut short, as one the caller left: the
+    server generated, and bills, more than came. With its finish reason, it is exact, even
+    when `n=2` was asked of a server that ignores it (one choice sent, and finished)."""
+    head = {"id": "chatcmpl-cut", "created": 1, "model": "gpt-4o-mini"}
+    chunk = {**head, "object": "chat.completion.chunk"}
+    chunks = [
+        {**chunk, "choices": [{"index": 0, "delta": {"role": "assistant", "content": word}}]}
+        for word in ("one", " two", " three")
+    ]
+    if finish is not None:
+        chunks.append({**chunk, "choices": [{"index": 0, "delta": {}, "finish_reason": finish}]})
+    client = served_by(lambda _: sse_reply(chunks))
+    received = list(stream(client, n=n))
+    client.close()
+    assert text_of(received) == "one two three"
+    attributes = estimated_usage(telemetry)
+    assert attributes["openai_usage.stream.outcome"] == "completed"
+    assert attributes["gen_ai.usage.output_tokens"] == tokens("one two three") == 3
+    assert attributes.get(LOWER_BOUND) is (None if finish else True)
+
+
 # -- shapes: n > 1, tools, legacy completions ---------------------------------------------
 
 

@@ -47,9 +47,11 @@ class ResponseFacts:
     # A stream that always ends with a final event (the Responses API's) came to its end
     # without one: if it was read to the end, the server (or a proxy) cut it short.
     unterminated: bool = False
-    # A stream left (closed, abandoned, broken) before its output ended (a choice without
-    # its finish reason, a Responses output item not done): the server generated, and
-    # billed, more than was read, so an estimate of it can only undercount.
+    # A stream left (closed, abandoned, broken), or ended by the server or a proxy, before
+    # its output ended (a choice without its finish reason, a Responses output item not
+    # done): the server generated, and billed, more than was read, so an estimate of it
+    # can only undercount (only an estimate reads it: for a chat or completions stream it
+    # is looked for only when no usage came).
     cut_short: bool = False
 
     def output_tally(self) -> CompletionTally | None:

@@ -171,8 +171,19 @@ class StreamState:
                 facts.error = (ERROR_UNTERMINATED, "the stream ended without its final event")
             if facts.error is not None:
                 outcome = OUTCOME_ERROR  # the server's error event ended it, nothing raised
-        elif facts is not None and _unfinished(facts, invocation.request):
-            facts.cut_short = True
+        # Also for a stream read to its end: one that a proxy or the server ended cleanly
+        # with a choice unfinished (no finish reason, no usage) was cut short all the same.
+        # Only an estimate in place of usage reads it: with usage reported, not looked for.
+        try:
+            read_to_end = outcome == OUTCOME_COMPLETED
+            if (
+                facts is not None
+                and facts.usage is None
+                and _unfinished(facts, invocation.request, read_to_end)
+            ):
+                facts.cut_short = True
+        except Exception as exc:  # ours: the stream still ends, its span too
+            internal_error("summarising a stream", exc)
         invocation.end(
             facts,
             error,
@@ -193,14 +204,17 @@ class StreamState:
             internal_error("ending an abandoned stream", exc)
 
 
-def _unfinished(facts: ResponseFacts, request: Any) -> bool:
+def _unfinished(facts: ResponseFacts, request: Any, read_to_end: bool = False) -> bool:
     """Whether a chat or legacy completion stream ended before its output did: a choice
     (of the `n` asked for) without its finish reason. The server goes on generating what
-    was not read yet (much of it may already be in flight), and bills it."""
+    was not read yet (much of it may already be in flight), and bills it; so it did, or
+    may have, when the stream itself stopped short (a gateway's timeout ending the body
+    cleanly), which the SDK reads as a stream's end. Read to its end, a stream is judged by
+    the choices it sent: a server that ignores `n` (Ollama's) sends fewer, all finished."""
     finished = facts.finish_by_choice
     if finished is None:  # not known by choice: the Responses accumulator judges its own
         return False
-    n = request.get("n") if isinstance(request, Mapping) else None
+    n = request.get("n") if isinstance(request, Mapping) and not read_to_end else None
     expected = n if isinstance(n, int) and not isinstance(n, bool) and n > 0 else 1
     seen = facts.tally.choices if facts.tally is not None else {}
     return len(finished) < expected or any(index not in finished for index in seen)
