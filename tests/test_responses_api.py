@@ -158,6 +158,60 @@ def test_response_stream_closed_early_is_estimated_as_a_lower_bound(
     assert attributes["openai_usage.usage.lower_bound"] is True
 
 
+def _responses_stream_of(kinds: tuple[str, ...]) -> Any:
+    """A client whose Responses stream sends one output item of each kind (a function
+    call, or a message saying "Hello there"), then `response.completed`, without usage."""
+    response = {"id": "resp_items", "object": "response", "created_at": 1, "output": []}
+    response = {**response, "model": "gpt-4o-mini", "status": "in_progress"}
+    events: list[tuple[str, dict[str, Any]]] = [("response.created", {"response": response})]
+    for index, kind in enumerate(kinds):
+        if kind == "function_call":
+            item = {"type": kind, "id": f"fc_{index}", "call_id": f"call_{index}"}
+            item = {**item, "name": "get_weather", "arguments": "", "status": "in_progress"}
+            delta = {"type": "response.function_call_arguments.delta", "delta": '{"city":"Paris"}'}
+            done = {**item, "arguments": '{"city":"Paris"}', "status": "completed"}
+        else:
+            item = {"type": kind, "id": f"msg_{index}", "role": "assistant", "content": []}
+            item = {**item, "status": "in_progress"}
+            delta = {"type": "response.output_text.delta", "delta": "Hello there"}
+            done = {**item, "status": "completed"}
+        events.append(("response.output_item.added", {"output_index": index, "item": item}))
+        events.append((delta["type"], {"output_index": index, "item_id": item["id"], **delta}))
+        events.append(("response.output_item.done", {"output_index": index, "item": done}))
+    events.append(("response.completed", {"response": {**response, "status": "completed"}}))
+    body = b"".join(
+        f"event: {name}\ndata: {json.dumps({'type': name, 'sequence_number': i, **fields})}\n\n"
+        .encode()
+        for i, (name, fields) in enumerate(events)
+    )  # fmt: skip
+    headers = {"content-type": "text/event-stream"}
+    return served_by(lambda _: HTTP.Response(200, headers=headers, content=body))
+
+
+@pytest.mark.parametrize(
+    ("kinds", "lower_bound"),
+    [(("function_call", "function_call"), True), (("message",), None)],
+    ids=["after-a-function-call", "after-the-message"],
+)
+def test_a_response_stream_left_after_a_finished_function_call_is_a_lower_bound(
+    instrumented: Any, telemetry: Telemetry, kinds: tuple[str, ...], lower_bound: bool | None
+) -> None:
+    """Left once its first output item was done, before the final event: after a function
+    call, parallel calls (or the answer) may follow, generated and billed all the same, so
+    the estimate is a lower bound; after a message, the turn's answer, it is exact."""
+    client = _responses_stream_of(kinds)
+    stream = client.responses.create(**request(stream=True))
+    for event in stream:
+        if event.type == "response.output_item.done":
+            break  # the first call is ready: the caller goes to run it
+    stream.close()
+    client.close()
+    attributes = dict(telemetry.span().attributes or {})
+    assert attributes["openai_usage.stream.outcome"] == "closed"
+    assert attributes["openai_usage.usage.source"] == "estimate"
+    assert attributes.get("openai_usage.usage.lower_bound") is lower_bound
+
+
 def test_an_estimate_of_a_response_continuing_a_stored_one_or_in_background_is_a_lower_bound(
     instrumented: Any, telemetry: Telemetry, client: openai.OpenAI
 ) -> None:

@@ -48,10 +48,11 @@ class ResponseFacts:
     # without one: if it was read to the end, the server (or a proxy) cut it short.
     unterminated: bool = False
     # A stream left (closed, abandoned, broken), or ended by the server or a proxy, before
-    # its output ended (a choice without its finish reason, a Responses output item not
-    # done): the server generated, and billed, more than was read, so an estimate of it
-    # can only undercount (only an estimate reads it: for a chat or completions stream it
-    # is looked for only when no usage came).
+    # its output ended (a choice without its finish reason; a Responses stream without its
+    # final event, an output item not done or the last one done no message): the server
+    # generated, and billed, more than was read, so an estimate of it can only undercount
+    # (only an estimate reads it: for a chat or completions stream it is looked for only
+    # when no usage came).
     cut_short: bool = False
 
     def output_tally(self) -> CompletionTally | None:

@@ -84,7 +84,18 @@ def _failure(response: Any) -> tuple[str, str] | None:
 class ResponsesStreamAccumulator:
     """Responses API events -> ResponseFacts. Per event: one attribute read and a compare."""
 
-    __slots__ = ("called", "calls", "done", "error", "final", "first", "items", "model", "tally")
+    __slots__ = (
+        "answered",
+        "called",
+        "calls",
+        "done",
+        "error",
+        "final",
+        "first",
+        "items",
+        "model",
+        "tally",
+    )
 
     def __init__(self, tally: CompletionTally | None = None) -> None:
         self.tally = tally
@@ -94,6 +105,7 @@ class ResponsesStreamAccumulator:
         self.calls: dict[int, int] = {}  # output_index -> tool call slot in the tally
         self.items = 0  # output items the stream added
         self.done = 0  # output items the stream finished
+        self.answered = False  # the last of them a message: the turn's answer
         self.called = False  # one of them a function call
         self.error: tuple[str, str] | None = None  # an `error` event: (code, message)
 
@@ -116,6 +128,7 @@ class ResponsesStreamAccumulator:
                     self._function_call(self.tally, kind, event, item)
         elif kind == "response.output_item.done":
             self.done += 1
+            self.answered = get(getattr(event, "item", None), "type") == "message"
         elif kind == "response.function_call_arguments.delta" and self.tally is not None:
             self._function_call(self.tally, kind, event, None)
         elif kind == "response.refusal.delta" and self.tally is not None:
@@ -169,8 +182,10 @@ class ResponsesStreamAccumulator:
             )
             facts.unterminated = True
             # Left before its output was (no item yet, or one unfinished): the server
-            # generated, and bills, more than was read.
-            facts.cut_short = not self.items or self.done < self.items
+            # generated, and bills, more than was read. So it may have after a finished
+            # function call or reasoning item: parallel calls, or the answer, come next;
+            # only a message ends the turn.
+            facts.cut_short = not self.items or self.done < self.items or not self.answered
             tally = self.tally
             facts.refused = (
                 self.error is not None
