@@ -361,6 +361,21 @@ def test_a_model_given_as_a_str_enum_member_is_named_by_the_string_it_holds(
     assert type(point.attributes["gen_ai.request.model"]) is str
 
 
+class Tier(str, enum.Enum):
+    FLEX = "flex"
+
+
+@pytest.mark.skipif(not sdk_has_parameter("service_tier"), reason="SDK predates service_tier")
+def test_a_service_tier_given_as_a_str_enum_member_is_recorded_as_the_string_it_holds(
+    instrumented: Any, telemetry: Telemetry, client: openai.OpenAI, server: LocalOpenAIServer
+) -> None:
+    server.clear()
+    client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, service_tier=Tier.FLEX)
+    assert server.requests[-1].body["service_tier"] == "flex"  # what the SDK sent
+    tier = (telemetry.span().attributes or {})["openai.request.service_tier"]
+    assert tier == "flex" and type(tier) is str
+
+
 @pytest.mark.parametrize("stream", [False, True])
 def test_attribute_values_are_bounded_in_length(
     instrumented: Any, telemetry: Telemetry, client: openai.OpenAI, stream: bool

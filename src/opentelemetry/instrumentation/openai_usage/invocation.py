@@ -29,6 +29,7 @@ from .errors import (
 )
 from .estimator import FINISHER, Estimator
 from .modalities import TEXT, UNKNOWN, input_is_text
+from .request import requested_tier
 from .response_events import has_per_call_fees
 
 if TYPE_CHECKING:
@@ -351,8 +352,7 @@ class Invocation:
             return  # the tokens' cost alone would pass for the call's whole cost
         tier = facts.service_tier
         if tier is None and self.request is not None:  # a stream cut before it said
-            asked = self.request.get("service_tier")
-            tier = asked if isinstance(asked, str) and asked != "auto" else None
+            tier = requested_tier(self.request.get("service_tier"))
         cost = prices.cost((facts.model, self._request_model()), usage, tier)
         if cost is not None:
             self.span.set_attribute(t.COST, cost)

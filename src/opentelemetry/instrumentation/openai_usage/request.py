@@ -228,13 +228,14 @@ _CHAT_PARAMETERS = frozenset(_CHAT_NUMBERS) | {
 }
 
 
-def _requested_tier(tier: Any) -> str | None:
+def requested_tier(tier: Any) -> str | None:
     """`openai.request.service_tier`, which the conventions ask for when the request names
     a tier other than `auto`: `auto` (the API's default, named or not) leaves the choice
     to the service, whose answer is `openai.response.service_tier`. Recorded, it would
-    tell apart calls that asked for the same thing, some by naming the default."""
+    tell apart calls that asked for the same thing, some by naming the default. A tier
+    given as a str-enum member is the string the SDK sends (`_plain`), as a model is."""
     if isinstance(tier, str) and tier and tier != "auto":
-        return tier
+        return _plain(tier)
     return None
 
 
@@ -265,7 +266,7 @@ def chat_request_attributes(kwargs: Mapping[str, Any]) -> dict[str, Any]:
         if _integer(n) and n != 1:
             attributes[t.REQUEST_CHOICE_COUNT] = n
     if "service_tier" in passed:
-        tier = _requested_tier(kwargs["service_tier"])
+        tier = requested_tier(kwargs["service_tier"])
         if tier:
             attributes[t.OPENAI_REQUEST_SERVICE_TIER] = tier
     if "response_format" in passed:
@@ -285,7 +286,7 @@ def responses_request_attributes(kwargs: Mapping[str, Any]) -> dict[str, Any]:
     max_tokens = kwargs.get("max_output_tokens")
     if _integer(max_tokens):
         attributes[t.REQUEST_MAX_TOKENS] = max_tokens
-    tier = _requested_tier(kwargs.get("service_tier"))
+    tier = requested_tier(kwargs.get("service_tier"))
     if tier:
         attributes[t.OPENAI_REQUEST_SERVICE_TIER] = tier
     conversation = _conversation_id(kwargs.get("conversation"))
