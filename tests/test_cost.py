@@ -6,6 +6,7 @@ billed counts; it answers with dated model names, as OpenAI does).
 
 from __future__ import annotations
 
+import enum
 import json
 import logging
 import sys
@@ -561,6 +562,26 @@ def test_another_service_tier_needs_its_own_price(
         model="gpt-4o-mini", messages=MESSAGES, extra_body=flex, extra_headers=USAGE_HEADER
     )
     assert cost_of(telemetry) == pytest.approx((1000 * 0.075 + 500 * 0.3) / 1e6)
+
+
+class Deployment(str, enum.Enum):
+    MINE = "My-Model"
+
+
+def test_a_model_given_as_a_str_enum_member_is_priced_by_the_string_it_holds(
+    instrument: Any, telemetry: Telemetry, client: openai.OpenAI
+) -> None:
+    # The response names another model, so the price is the requested one's, under a
+    # tier's key: built from the enum member itself it read "Deployment.MINE@flex" (its
+    # format() since Python 3.11), and the entry the caller wrote was never found.
+    instrument(prices={"My-Model@flex": {"input": 1.0, "output": 2.0}})
+    client.chat.completions.create(
+        model=Deployment.MINE,
+        messages=MESSAGES,
+        extra_body={"service_tier": "flex"},
+        extra_headers={**USAGE_HEADER, "x-mock-response-model": "unpriced-model"},
+    )
+    assert cost_of(telemetry) == pytest.approx((1000 * 1.0 + 500 * 2.0) / 1e6)
 
 
 def test_a_stream_asking_a_tier_through_extra_body_is_priced_at_that_tier(

@@ -29,7 +29,7 @@ from .errors import (
 )
 from .estimator import FINISHER, Estimator
 from .modalities import TEXT, UNKNOWN, input_is_text
-from .request import requested_tier
+from .request import plain, requested_tier
 from .response_events import has_per_call_fees
 
 if TYPE_CHECKING:
@@ -183,7 +183,7 @@ class Invocation:
 
     def _request_model(self) -> str | None:
         model = self.request.get("model") if self.request is not None else None
-        return model if isinstance(model, str) else None
+        return plain(model) if isinstance(model, str) else None  # a str-enum: what was sent
 
     def _with_estimate(self, facts: ResponseFacts, encoding: Encoder | None) -> ResponseFacts:
         """The facts with the estimate in place of missing usage, or beside it ("compare")."""

@@ -156,7 +156,7 @@ def _is_azure_client(client: Any) -> bool:
     return known
 
 
-def _plain(text: str) -> str:
+def plain(text: str) -> str:
     """A `str` subclass (a `class Model(str, Enum)` member) as the plain string it holds,
     which is what the SDK sends: as is, the span would be named after the member
     (`chat Model.GPT_4O`, its `format()` since Python 3.11) and the attribute hold the
@@ -203,7 +203,7 @@ def _model_and_stream(kwargs: Mapping[str, Any]) -> dict[str, Any]:
     attributes: dict[str, Any] = {}
     model = kwargs.get("model")
     if isinstance(model, str) and model:
-        attributes[t.REQUEST_MODEL] = _plain(model)
+        attributes[t.REQUEST_MODEL] = plain(model)
     if kwargs.get("stream") is True:
         attributes[t.REQUEST_STREAM] = True
     return attributes
@@ -233,9 +233,9 @@ def requested_tier(tier: Any) -> str | None:
     a tier other than `auto`: `auto` (the API's default, named or not) leaves the choice
     to the service, whose answer is `openai.response.service_tier`. Recorded, it would
     tell apart calls that asked for the same thing, some by naming the default. A tier
-    given as a str-enum member is the string the SDK sends (`_plain`), as a model is."""
+    given as a str-enum member is the string the SDK sends (`plain`), as a model is."""
     if isinstance(tier, str) and tier and tier != "auto":
-        return _plain(tier)
+        return plain(tier)
     return None
 
 
@@ -308,7 +308,7 @@ def _conversation_id(conversation: Any) -> str | None:
     if isinstance(conversation, Mapping):
         conversation = conversation.get("id")
     if isinstance(conversation, str) and conversation:
-        return _plain(conversation)
+        return plain(conversation)
     return None
 
 
