@@ -793,3 +793,55 @@ def test_fields_given_as_not_given_or_omit_are_left_out_as_the_sdk_leaves_them_o
         for value in (telemetry.span().attributes or {}).values():
             assert "NOT_GIVEN" not in str(value) and "Omit" not in str(value)
     client.close()
+
+
+def test_a_file_sent_inline_is_captured_as_a_blob_not_a_file_part_without_its_id(
+    capture: Any, telemetry: Telemetry, client: Any
+) -> None:
+    # The conventions' `file` part requires a `file_id`; a file sent inline has none,
+    # its data is the content (as an inline image's): a `blob`, with its MIME type.
+    capture(capture_message_content="SPAN_ONLY")
+    files = [
+        {"file_id": "file-abc"},
+        {"file_data": "data:application/pdf;base64,JVBERi0x", "filename": "a.pdf"},
+        {"file_data": "JVBERi0y", "filename": "b.pdf"},
+    ]
+    content = [{"type": "file", "file": file} for file in files]
+    client.chat.completions.create(
+        model="gpt-4o-mini", messages=[{"role": "user", "content": content}]
+    )
+    assert captured(telemetry)[INPUT][0]["parts"] == [
+        {"type": "file", "modality": "file", "file_id": "file-abc"},
+        {"type": "blob", "modality": "file", "mime_type": "application/pdf", "content": "JVBERi0x"},
+        {"type": "blob", "modality": "file", "mime_type": "application/pdf", "content": "JVBERi0y"},
+    ]
+
+
+@needs_responses
+def test_responses_files_and_images_are_captured_by_id_inline_or_by_url(
+    capture: Any, telemetry: Telemetry, client: Any
+) -> None:
+    # By id: a `file` part; inline: a `blob`; by URL: a `uri`, without its credentials.
+    capture(capture_message_content="SPAN_ONLY")
+    signed = "https://acct.blob.core.windows.net/c/doc.pdf?sv=2024-05-04&sig=SECRET"
+    content = [
+        {"type": "input_file", "file_id": "file-1"},
+        {"type": "input_file", "file_url": signed},
+        {
+            "type": "input_file",
+            "file_data": "data:application/pdf;base64,JVBE",
+            "filename": "x.pdf",
+        },
+        {"type": "input_image", "file_id": "file-2", "detail": "auto"},
+    ]
+    client.responses.create(model="gpt-4.1", input=[{"role": "user", "content": content}])
+    assert captured(telemetry)[INPUT][0]["parts"] == [
+        {"type": "file", "modality": "file", "file_id": "file-1"},
+        {
+            "type": "uri",
+            "modality": "file",
+            "uri": "https://acct.blob.core.windows.net/c/doc.pdf?sv=2024-05-04&sig=[REDACTED]",
+        },
+        {"type": "blob", "modality": "file", "mime_type": "application/pdf", "content": "JVBE"},
+        {"type": "file", "modality": "image", "file_id": "file-2"},
+    ]

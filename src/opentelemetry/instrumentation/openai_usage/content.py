@@ -14,6 +14,7 @@ what the tally collected), never raising on odd input.
 from __future__ import annotations
 
 import json
+import mimetypes
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import unquote_plus, urlsplit, urlunsplit
@@ -113,9 +114,28 @@ def _chat_part(part: Any) -> Part:
             "content": _text(get(audio, "data")) or "",
         }
     if kind == "file":
-        file = get(part, "file")
-        return {"type": "file", "modality": "file", "file_id": _text(get(file, "file_id"))}
+        return _file_part(get(part, "file"), "file")
     return {"type": str(kind)}
+
+
+def _file_part(file: Any, modality: str) -> Part:
+    """A file the caller sent: by id (a `file` part), inline (`file_data`, a `blob`) or by
+    URL (`file_url`, a `uri`). The conventions' `file` part requires its `file_id`: a file
+    sent inline has none, and its data is the content, as an inline image's is."""
+    file_id = _text(get(file, "file_id"))
+    if file_id is not None:
+        return {"type": "file", "modality": modality, "file_id": file_id}
+    data = _text(get(file, "file_data"))
+    if data is not None:
+        if data.startswith("data:") and "," in data:
+            return _data_url(data, modality)
+        filename = _text(get(file, "filename"))
+        mime_type = mimetypes.guess_type(filename)[0] if filename else None
+        return {"type": "blob", "modality": modality, "mime_type": mime_type, "content": data}
+    url = _text(get(file, "file_url")) or _text(get(file, "image_url"))
+    if url is not None:
+        return _data_url(url, modality)
+    return {"type": "blob", "modality": modality, "mime_type": None, "content": ""}
 
 
 def _content_parts(content: Any) -> list[Part]:
@@ -276,12 +296,9 @@ def _parts(content: Any) -> tuple[Any, ...]:
 def _response_part(part: Any) -> Part:
     kind = get(part, "type")
     if kind == "input_image":
-        url = _text(get(part, "image_url"))
-        if url:
-            return _data_url(url, "image")
-        return {"type": "file", "modality": "image", "file_id": _text(get(part, "file_id"))}
+        return _file_part(part, "image")
     if kind == "input_file":
-        return {"type": "file", "modality": "file", "file_id": _text(get(part, "file_id"))}
+        return _file_part(part, "file")
     return _chat_part(part)
 
 
