@@ -31,6 +31,7 @@ from opentelemetry.instrumentation.openai_usage.localserver import (
 
 from .conftest import (
     API_KEY,
+    HTTP,
     Telemetry,
     make_client,
     needs_responses,
@@ -845,3 +846,33 @@ def test_responses_files_and_images_are_captured_by_id_inline_or_by_url(
         {"type": "blob", "modality": "file", "mime_type": "application/pdf", "content": "JVBE"},
         {"type": "file", "modality": "image", "file_id": "file-2"},
     ]
+
+
+@needs_responses
+def test_responses_custom_tool_calls_and_their_outputs_are_tool_call_parts(
+    capture: Any, telemetry: Telemetry
+) -> None:
+    # A custom tool (free-text `input`) is the caller's to run, as a function is: its call
+    # is a `tool_call` with its name, id and input, its result a `tool_call_response`.
+    capture(capture_message_content="SPAN_ONLY")
+    call = {"id": "ctc_1", "type": "custom_tool_call", "call_id": "call_2", "name": "sql",
+            "input": "SELECT 1"}  # fmt: skip
+    body = {
+        "id": "resp_1", "object": "response", "created_at": 1, "model": "gpt-5",
+        "status": "completed", "output": [call], "parallel_tool_calls": True,
+        "tool_choice": "auto", "tools": [],
+    }  # fmt: skip
+    client = served_by(lambda request: HTTP.Response(200, json=body))
+    result = {"type": "custom_tool_call_output", "call_id": "call_1", "output": "1 row"}
+    client.responses.create(model="gpt-5", input=[{**call, "call_id": "call_1"}, result])
+    part = {"type": "tool_call", "name": "sql", "arguments": "SELECT 1"}
+    content = captured(telemetry)
+    assert content[INPUT] == [
+        {"role": "assistant", "parts": [{**part, "id": "call_1"}]},
+        {
+            "role": "tool",
+            "parts": [{"type": "tool_call_response", "id": "call_1", "response": "1 row"}],
+        },
+    ]
+    assert content[OUTPUT][0]["parts"] == [{**part, "id": "call_2"}]
+    client.close()

@@ -272,10 +272,12 @@ def tally_output(tally: CompletionTally, finish_reasons: Mapping[int, str]) -> l
 
 def _response_item(item: Any) -> Message:
     kind = get(item, "type")
-    if kind == "function_call":
+    # A custom tool's call (its `input` free text) is the caller's tool to run, as a
+    # function's is, and as chat's `custom` tool calls are captured.
+    if kind in ("function_call", "custom_tool_call"):
         call = {"id": get(item, "call_id"), "function": item}
         return {"role": "assistant", "parts": [_tool_call_part(call)]}
-    if kind == "function_call_output":
+    if kind in ("function_call_output", "custom_tool_call_output"):
         part = {"type": "tool_call_response", "id": _text(get(item, "call_id"))}
         return {"role": "tool", "parts": [{**part, "response": _given(get(item, "output"))}]}
     if kind == "reasoning":
