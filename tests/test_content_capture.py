@@ -876,3 +876,21 @@ def test_responses_custom_tool_calls_and_their_outputs_are_tool_call_parts(
     ]
     assert content[OUTPUT][0]["parts"] == [{**part, "id": "call_2"}]
     client.close()
+
+
+def test_a_chat_custom_tool_is_defined_by_its_own_name_and_description(
+    capture: Any, telemetry: Telemetry, client: Any
+) -> None:
+    # Chat nests a custom tool's definition under `custom`, as a function's under `function`.
+    capture(capture_message_content="SPAN_ONLY")
+    custom = {"name": "sql", "description": "Runs SQL.", "format": {"type": "text"}}
+    client.chat.completions.create(
+        model="gpt-5",
+        messages=[{"role": "user", "content": "Count rows."}],
+        tools=[{"type": "custom", "custom": custom}, *TOOLS],
+    )
+    function = TOOLS[0]["function"]
+    assert captured(telemetry)[TOOL_DEFINITIONS] == [
+        {"type": "custom", "name": "sql", "description": "Runs SQL."},
+        {"type": "function", **function},
+    ]

@@ -195,7 +195,9 @@ def tool_definitions(request: Mapping[str, Any]) -> list[dict[str, Any]]:
     definitions = []
     for tool in list(_sequence(request.get("tools"))) + list(_sequence(request.get("functions"))):
         kind = _text(get(tool, "type")) or "function"
-        function = get(tool, "function") if get(tool, "function") is not None else tool
+        # Chat nests a tool's definition under its type (`function`, `custom`); Responses
+        # and legacy `functions` give it flat.
+        function = next((d for d in (get(tool, "function"), get(tool, "custom")) if d), tool)
         definition: dict[str, Any] = {"type": kind, "name": _text(get(function, "name")) or kind}
         for key in ("description", "parameters"):
             value = _given(get(function, key))
