@@ -894,3 +894,22 @@ def test_a_chat_custom_tool_is_defined_by_its_own_name_and_description(
         {"type": "custom", "name": "sql", "description": "Runs SQL."},
         {"type": "function", **function},
     ]
+
+
+def test_input_audio_is_a_blob_with_the_iana_media_type_of_its_format(
+    capture: Any, telemetry: Telemetry, client: Any
+) -> None:
+    # The conventions' `mime_type` is the IANA media type: MP3 is `audio/mpeg`.
+    capture(capture_message_content="SPAN_ONLY")
+    content = [
+        {"type": "input_audio", "input_audio": {"data": data, "format": audio_format}}
+        for data, audio_format in (("SUQz", "mp3"), ("UklG", "wav"))
+    ]
+    client.chat.completions.create(
+        model="gpt-4o-audio-preview", messages=[{"role": "user", "content": content}]
+    )
+    blob = {"type": "blob", "modality": "audio"}
+    assert captured(telemetry)[INPUT][0]["parts"] == [
+        {**blob, "mime_type": "audio/mpeg", "content": "SUQz"},
+        {**blob, "mime_type": "audio/wav", "content": "UklG"},
+    ]

@@ -95,6 +95,11 @@ def without_credentials(url: str) -> str:
 # ----------------------------------------------------------------- chat input
 
 
+# An audio format's IANA media type, where it is not `audio/<format>`: the conventions'
+# `mime_type` is the IANA one, which for MP3 is `audio/mpeg` (there is no `audio/mp3`).
+_AUDIO_MIME_TYPES = {"mp3": "audio/mpeg"}
+
+
 def _chat_part(part: Any) -> Part:
     kind = get(part, "type")
     if kind in ("text", "input_text", "output_text"):
@@ -107,10 +112,13 @@ def _chat_part(part: Any) -> Part:
     if kind == "input_audio":
         audio = get(part, "input_audio")
         audio_format = _text(get(audio, "format"))
+        mime_type = None
+        if audio_format:
+            mime_type = _AUDIO_MIME_TYPES.get(audio_format, f"audio/{audio_format}")
         return {
             "type": "blob",
             "modality": "audio",
-            "mime_type": f"audio/{audio_format}" if audio_format else None,
+            "mime_type": mime_type,
             "content": _text(get(audio, "data")) or "",
         }
     if kind == "file":
