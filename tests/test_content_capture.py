@@ -913,3 +913,61 @@ def test_input_audio_is_a_blob_with_the_iana_media_type_of_its_format(
         {**blob, "mime_type": "audio/mpeg", "content": "SUQz"},
         {**blob, "mime_type": "audio/wav", "content": "UklG"},
     ]
+
+
+def _audio_reply(stream: bool) -> Any:
+    """A chat reply spoken (`modalities=["text", "audio"]`): no `content`, its words in
+    the audio's transcript, streamed in pieces as the service streams it."""
+    base = {"id": "chatcmpl-au", "created": 1, "model": "gpt-4o-audio-preview"}
+    if not stream:
+        audio = {"id": "audio_1", "data": "UklGRgAA", "expires_at": 1, "transcript": "Hi there"}
+        message = {"role": "assistant", "content": None, "audio": audio}
+        choice = {"index": 0, "message": message, "finish_reason": "stop"}
+        body = {**base, "object": "chat.completion", "choices": [choice]}
+        return lambda request: HTTP.Response(200, json=body)
+    deltas = [
+        {"role": "assistant", "audio": {"id": "audio_1", "transcript": "Hi "}},
+        {"audio": {"data": "UklGRgAA", "transcript": "there"}},
+        {"audio": {"data": "AAAA"}},
+    ]
+    chunks = [
+        {**base, "object": "chat.completion.chunk",
+         "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+        for delta, finish in [*((d, None) for d in deltas), ({}, "stop")]
+    ]  # fmt: skip
+    return lambda request: sse_reply(chunks)
+
+
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize("estimate", ["on", "off"])
+def test_an_audio_reply_is_captured_as_the_text_of_its_transcript(
+    capture: Any, telemetry: Telemetry, stream: bool, estimate: str
+) -> None:
+    capture(capture_message_content="SPAN_ONLY", usage_estimate=estimate)
+    client = served_by(_audio_reply(stream))
+    reply = client.chat.completions.create(
+        model="gpt-4o-audio-preview",
+        messages=[{"role": "user", "content": "Say hi."}],
+        # As `extra_body`: older SDKs have no `modalities` parameter.
+        extra_body={"modalities": ["text", "audio"], "audio": {"voice": "alloy", "format": "wav"}},
+        stream=stream,
+    )
+    if stream:
+        list(reply)
+    assert captured(telemetry)[OUTPUT] == [
+        {
+            "role": "assistant",
+            "parts": [{"type": "text", "content": "Hi there"}],
+            "finish_reason": "stop",
+        }
+    ]
+    client.close()
+
+
+def test_an_audio_replys_transcript_is_not_kept_when_content_is_not_captured() -> None:
+    # Kept for captured content only: an estimate does not count it (audio is billed as
+    # audio tokens), and nothing of the content is held that nothing records.
+    tally = Estimator(Settings()).new_tally()
+    assert tally is not None
+    tally.add_chat_delta(0, {"audio": {"transcript": "Hi there"}})
+    assert list(tally.choice(0).audio_transcript) == []

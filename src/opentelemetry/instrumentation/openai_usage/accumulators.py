@@ -217,6 +217,7 @@ class ChatStreamAccumulator:
                         or delta.function_call
                         or getattr(delta, "refusal", None)  # not in older SDKs
                         or (not content and self._reasoning(delta))
+                        or (not content and self._audio(delta))
                     ):
                         self._collect(choice)
                 except AttributeError:  # not an SDK chat chunk
@@ -228,6 +229,11 @@ class ChatStreamAccumulator:
         """A delta with reasoning text the tally has not noted yet (then `_collect` does)."""
         tally = self.tally
         return tally is not None and not tally.reasoned and shows_reasoning(delta)
+
+    def _audio(self, delta: Any) -> bool:
+        """A delta of an audio reply, whose transcript captured content keeps."""
+        tally = self.tally
+        return tally is not None and tally.keep_audio and getattr(delta, "audio", None) is not None
 
     def _finished(self, choice: Any) -> None:
         index = choice.index

@@ -176,6 +176,10 @@ def _chat_message(message: Any) -> Message:
         part = {"type": "tool_call_response", "id": _text(get(message, "tool_call_id"))}
         return {"role": "tool", "parts": [{**part, "response": response}]}
     parts = _content_parts(get(message, "content"))
+    # An audio reply has no `content`: what it says is its transcript.
+    transcript = _text(get(get(message, "audio"), "transcript"))
+    if transcript:
+        parts.append({"type": "text", "content": transcript})
     refusal = _text(get(message, "refusal"))
     if refusal:
         parts.append({"type": "refusal", "content": refusal})
@@ -245,6 +249,8 @@ def _choice_message(choice: ChoiceText, finish_reason: str) -> Message:
     parts: list[Part] = []
     if choice.content:
         parts.append({"type": "text", "content": _joined(choice.content)})
+    if choice.audio_transcript:
+        parts.append({"type": "text", "content": _joined(choice.audio_transcript)})
     if choice.refusal:
         parts.append({"type": "refusal", "content": _joined(choice.refusal)})
     for slot in sorted(choice.tool_calls):

@@ -59,10 +59,11 @@ class Estimator:
     def new_tally(self) -> CompletionTally | None:
         """Somewhere for a stream to keep its output text, if an estimate or capture may
         want it; with both off, none: no content is held at all."""
+        keep_audio = self.keep_text_for_capture
         if self.enabled:
-            return CompletionTally()
+            return CompletionTally(keep_audio=keep_audio)
         if self.keep_text_for_capture:
-            return CompletionTally(max_chars=self.content_chars)
+            return CompletionTally(max_chars=self.content_chars, keep_audio=keep_audio)
         return None
 
     def wanted(self, facts: ResponseFacts | None, chunk_count: int) -> bool:

@@ -83,6 +83,9 @@ class ChoiceText:
     function_call: tuple[Pieces, Pieces] | None = None  # legacy
     # Tool call ids, for captured content only (ids are not counted, and are short).
     tool_call_ids: dict[int, str] = field(default_factory=dict)
+    # An audio reply's transcript, for captured content only (audio is billed as audio
+    # tokens, not counted from its text): kept only when content is captured.
+    audio_transcript: Pieces = field(default_factory=Pieces)
 
 
 def _custom(call: Any) -> dict[str, Any] | None:
@@ -96,8 +99,9 @@ class CompletionTally:
     Per chunk it appends strings and nothing else: no encoding, no joining beyond `Pieces`.
     """
 
-    def __init__(self, max_chars: int = MAX_CHARS) -> None:
+    def __init__(self, max_chars: int = MAX_CHARS, keep_audio: bool = False) -> None:
         self.choices: dict[int, ChoiceText] = {}
+        self.keep_audio = keep_audio  # an audio reply's transcript, for captured content
         self.chars = 0
         self.max_chars = max_chars
         self.truncated = False  # text was dropped at max_chars: the count is a lower bound
@@ -136,6 +140,8 @@ class CompletionTally:
             self.reasoned = True
         self._add(choice.content, get(delta, "content"))
         self._add(choice.refusal, get(delta, "refusal"))
+        if self.keep_audio:
+            self._add(choice.audio_transcript, get(get(delta, "audio"), "transcript"))
         for position, call in enumerate(items(get(delta, "tool_calls"))):
             slot = get(call, "index")
             slot = slot if isinstance(slot, int) else position
