@@ -971,3 +971,46 @@ def test_an_audio_replys_transcript_is_not_kept_when_content_is_not_captured() -
     assert tally is not None
     tally.add_chat_delta(0, {"audio": {"transcript": "Hi there"}})
     assert list(tally.choice(0).audio_transcript) == []
+
+
+@needs_responses
+def test_a_tool_results_image_and_file_urls_are_captured_without_their_credentials(
+    capture: Any, telemetry: Telemetry, logs: InMemoryLogRecordExporter, client: Any
+) -> None:
+    # A function's output given as content parts holds URLs as a message does: their
+    # signature or user info would let whoever reads the trace fetch the file.
+    capture(capture_message_content="SPAN_AND_EVENT")
+    output = [
+        {"type": "input_text", "text": "The chart:"},
+        {
+            "type": "input_image",
+            "image_url": "https://acct.blob.core.windows.net/c/a.png?sig=SECRET1",
+        },
+        {"type": "input_file", "file_url": "https://user:SECRET2@files.example/report.pdf"},
+    ]
+    call = {"type": "function_call", "call_id": "call_1", "name": "chart", "arguments": "{}"}
+    result = {"type": "function_call_output", "call_id": "call_1", "output": output}
+    client.responses.create(model="gpt-4.1", input=[call, result])
+    assert captured(telemetry)[INPUT][1]["parts"] == [
+        {
+            "type": "tool_call_response",
+            "id": "call_1",
+            "response": [
+                {"type": "text", "content": "The chart:"},
+                {
+                    "type": "uri",
+                    "modality": "image",
+                    "uri": "https://acct.blob.core.windows.net/c/a.png?sig=[REDACTED]",
+                },
+                {
+                    "type": "uri",
+                    "modality": "file",
+                    "uri": "https://[REDACTED]@files.example/report.pdf",
+                },
+            ],
+        }
+    ]
+    assert "SECRET" not in telemetry.span().to_json()
+    (record,) = logs.get_finished_logs()
+    readable = record if hasattr(record, "to_json") else record.log_record
+    assert "SECRET" not in readable.to_json()

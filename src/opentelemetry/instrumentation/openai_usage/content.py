@@ -295,7 +295,7 @@ def _response_item(item: Any) -> Message:
         return {"role": "assistant", "parts": [_tool_call_part(call)]}
     if kind in ("function_call_output", "custom_tool_call_output"):
         part = {"type": "tool_call_response", "id": _text(get(item, "call_id"))}
-        return {"role": "tool", "parts": [{**part, "response": _given(get(item, "output"))}]}
+        return {"role": "tool", "parts": [{**part, "response": _tool_output(get(item, "output"))}]}
     if kind == "reasoning":
         summary = "".join(_text(get(s, "text")) or "" for s in _sequence(get(item, "summary")))
         return {"role": "assistant", "parts": [{"type": "reasoning", "content": summary}]}
@@ -303,6 +303,14 @@ def _response_item(item: Any) -> Message:
         role = _text(get(item, "role")) or "user"
         return {"role": role, "parts": [_response_part(p) for p in _parts(get(item, "content"))]}
     return {"role": "assistant", "parts": [{"type": str(kind)}]}
+
+
+def _tool_output(output: Any) -> Any:
+    """A tool's result: its text, or its content parts (text, images, files) read as a
+    message's are, never as given: an image or file URL keeps no credentials."""
+    if isinstance(output, (list, tuple)):
+        return [_response_part(part) for part in output]
+    return _given(output)
 
 
 def _parts(content: Any) -> tuple[Any, ...]:
