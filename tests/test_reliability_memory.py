@@ -156,3 +156,44 @@ def test_endpoints_refusing_stream_options_are_remembered_within_a_bound(
         assert len(list(stream)) == 7
     assert len(telemetry.spans()) == 600
     assert 0 < len(instrumentor._runtime.rejects_stream_options) <= 256
+
+
+class _Messages(list):  # type: ignore[type-arg]
+    """A message list a weak reference can follow."""
+
+
+def _finished_stream(client: openai.OpenAI, kind: str, messages: Any) -> Any:
+    kept: Any
+    if kind == "stream":
+        kept = client.chat.completions.create(model="gpt-4o", messages=messages, stream=True)
+        for _ in kept:
+            pass
+    elif kind == "raw stream":
+        raw = client.chat.completions.with_raw_response.create(
+            model="gpt-4o", messages=messages, stream=True
+        )
+        kept = raw.parse()
+        for _ in kept:
+            pass
+    else:  # the `stream()` helper, whose stream a caller keeps for `get_final_completion()`
+        with client.chat.completions.stream(model="gpt-4o", messages=messages) as kept:
+            for _ in kept:
+                pass
+    return kept
+
+
+@pytest.mark.parametrize("kind", ["stream", "raw stream", "stream helper"])
+def test_a_finished_stream_kept_by_the_caller_does_not_keep_the_request_alive(
+    instrumented: Any, telemetry: Telemetry, client: openai.OpenAI, kind: str
+) -> None:
+    if kind == "stream helper" and not hasattr(client.chat.completions, "stream"):
+        pytest.skip("no chat.completions.stream() in this SDK")
+    messages = _Messages(MESSAGES)
+    request = weakref.ref(messages)
+    kept = _finished_stream(client, kind, messages)
+    del messages
+    gc.collect()
+    # The SDK's own finished stream holds no reference to the call's arguments: ours neither.
+    assert request() is None
+    assert kept is not None
+    assert len(telemetry.spans()) == 1

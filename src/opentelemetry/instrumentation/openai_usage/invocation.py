@@ -57,6 +57,10 @@ if hasattr(os, "register_at_fork"):  # not on Windows
     os.register_at_fork(after_in_child=_Process.forked)
 
 
+def _no_secrets() -> tuple[str, ...]:
+    return ()
+
+
 class Invocation:
     __slots__ = (
         "_ended",
@@ -257,6 +261,17 @@ class Invocation:
                 self.span.end(end_time=end_ns)
             except Exception as exc:
                 internal_error("ending a span", exc)
+            self._release()
+
+    def _release(self) -> None:
+        """Let go of the caller's request once the call is recorded: a finished stream
+        (or raw response) the caller keeps holds this invocation, and through it the
+        call's arguments (messages, images, tools), the request the SDK sent and, in the
+        `secrets` closure, the client, which the SDK's own finished objects no longer
+        reference. Nothing reads them after the end."""
+        self.request = None
+        self.sent = None
+        self.secrets = _no_secrets
 
     def activate(self) -> object | None:
         """Make the call's span current: while the SDK's method runs (`wrappers`), and
