@@ -563,6 +563,21 @@ def _odd_response(output: Any) -> dict[str, Any]:
     return response | {"tool_choice": "auto", "tools": [], "usage": ODD_USAGE}
 
 
+def _replying(response: dict[str, Any], stream: bool, final: str = "response.completed") -> Any:
+    """A client whose server answers with `response`: as one JSON body, or as a stream of
+    its `response.created` (in progress, nothing out yet) and `final` events."""
+    if stream:
+        created = {**response, "status": "in_progress", "output": [], "usage": None}
+        created["error"] = None
+        handler = _sse(
+            [("response.created", {"response": created}), (final, {"response": response})]
+        )
+    else:
+        body = json.dumps(response).encode()
+        handler = lambda _: HTTP.Response(200, content=body)  # noqa: E731
+    return served_by(handler)
+
+
 @pytest.mark.parametrize(
     "output",
     [1.5, True, [{"type": {"odd": 1}, "id": "x"}], [{"type": ["odd"], "id": "x"}]],
@@ -583,15 +598,7 @@ def test_a_response_with_an_odd_output_keeps_its_billed_usage_and_cost(
     it came, and the span keeps the billed usage, id, finish reason and cost, with no
     warning of ours."""
     monkeypatch.setattr(errors, "_logged", set())  # each of our warnings is logged once
-    response = _odd_response(output)
-    if stream:
-        created = {**response, "status": "in_progress", "output": [], "usage": None}
-        events = [("response.created", {"response": created})]
-        handler = _sse([*events, ("response.completed", {"response": response})])
-    else:
-        body = json.dumps(response).encode()
-        handler = lambda _: HTTP.Response(200, content=body)  # noqa: E731
-    client = served_by(handler)
+    client = _replying(_odd_response(output), stream)
     with caplog.at_level(logging.WARNING, "opentelemetry.instrumentation.openai_usage"):
         result = client.responses.create(**request(stream=stream))
         if stream:
@@ -680,14 +687,7 @@ def test_an_error_string_in_a_response_is_the_spans_error_message(
     status carries that text, as it does for an error object's message."""
     failed = {**_odd_response([]), "status": "failed", "usage": None}
     failed["error"] = "upstream model crashed"
-    if stream:
-        created = {**failed, "status": "in_progress", "error": None}
-        events = [("response.created", {"response": created})]
-        handler = _sse([*events, ("response.failed", {"response": failed})])
-    else:
-        body = json.dumps(failed).encode()
-        handler = lambda _: HTTP.Response(200, content=body)  # noqa: E731
-    client = served_by(handler)
+    client = _replying(failed, stream, final="response.failed")
     result = client.responses.create(**request(stream=stream))
     if stream:
         result = [event.response for event in result][-1]
