@@ -47,16 +47,24 @@ def _arguments(raw: Any) -> Any:
     return raw
 
 
+def _inline(url: str, modality: str) -> Part | None:
+    """`data:image/png;base64,...` -> a blob part; None for anything else."""
+    if not (url.startswith("data:") and "," in url):
+        return None
+    header, data = url[5:].split(",", 1)
+    return {
+        "type": "blob",
+        "modality": modality,
+        "mime_type": header.split(";", 1)[0] or None,
+        "content": data,
+    }
+
+
 def _data_url(url: str, modality: str) -> Part:
-    """`data:image/png;base64,...` -> a blob part; any other URL -> a uri part."""
-    if url.startswith("data:") and "," in url:
-        header, data = url[5:].split(",", 1)
-        return {
-            "type": "blob",
-            "modality": modality,
-            "mime_type": header.split(";", 1)[0] or None,
-            "content": data,
-        }
+    """A data URL -> a blob part; any other URL -> a uri part."""
+    blob = _inline(url, modality)
+    if blob is not None:
+        return blob
     return {"type": "uri", "modality": modality, "uri": without_credentials(url)}
 
 
@@ -135,8 +143,9 @@ def _file_part(file: Any, modality: str) -> Part:
         return {"type": "file", "modality": modality, "file_id": file_id}
     data = _text(get(file, "file_data"))
     if data is not None:
-        if data.startswith("data:") and "," in data:
-            return _data_url(data, modality)
+        blob = _inline(data, modality)
+        if blob is not None:
+            return blob
         filename = _text(get(file, "filename"))
         mime_type = mimetypes.guess_type(filename)[0] if filename else None
         return {"type": "blob", "modality": modality, "mime_type": mime_type, "content": data}

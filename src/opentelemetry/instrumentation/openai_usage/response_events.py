@@ -185,7 +185,7 @@ class ResponsesStreamAccumulator:
             # generated, and bills, more than was read. So it may have after a finished
             # function call or reasoning item: parallel calls, or the answer, come next;
             # only a message ends the turn.
-            facts.cut_short = not self.items or self.done < self.items or not self.answered
+            facts.cut_short = self.done < self.items or not self.answered
             tally = self.tally
             facts.refused = (
                 self.error is not None

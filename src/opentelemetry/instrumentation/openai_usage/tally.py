@@ -184,7 +184,9 @@ class CompletionTally:
             }
             for i, call in enumerate(items(get(message, "tool_calls")))
         ]
-        fields = ("content", "refusal", "function_call", *REASONING_FIELDS)
+        if not self.reasoned and shows_reasoning(message):
+            self.reasoned = True
+        fields = ("content", "refusal", "function_call")
         delta = {name: get(message, name) for name in fields}
         self.add_chat_delta(index, {**delta, "tool_calls": calls})
 

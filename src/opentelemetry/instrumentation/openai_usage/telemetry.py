@@ -244,11 +244,11 @@ def _modality_attributes(
 ) -> dict[str, int]:
     """`gen_ai.usage.{modality}.input_tokens` / `.output_tokens`, set, as the conventions
     say, only for what the provider reported (a count of 0 reads as none reported, as for
-    the per-modality counters). Each is a subset of the total: a breakdown past it is not
-    believed, here as in `modalities.split`."""
-    if total is None or sum(count for _, count in reported) > total:
-        return {}
-    return {names[modality]: count for modality, count in reported if modality in names}
+    the per-modality counters): the counters' breakdown (`modalities.split`), whose
+    remainder, and whole total when the breakdown says more than it, is `unknown`, which
+    names no attribute."""
+    parts = modalities.split(total, reported, modalities.UNKNOWN)
+    return {names[modality]: count for modality, count in parts if modality in names}
 
 
 def comparison_attributes(reported: Usage, estimate: Usage) -> dict[str, Any]:
