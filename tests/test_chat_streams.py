@@ -22,10 +22,12 @@ from opentelemetry.instrumentation.openai_usage.localserver import LocalOpenAISe
 from .conftest import (
     HTTP,
     MESSAGES,
+    MID_STREAM_CONNECTION_ERRORS,
     Telemetry,
     collect,
     comparable,
     is_azure,
+    make_client,
     served_by,
     sse_reply,
 )
@@ -617,6 +619,51 @@ def test_per_chunk_timing_records_one_point_per_chunk_after_the_first(
     (gap,) = telemetry.points("gen_ai.client.operation.time_per_output_chunk")
     # The usage chunk we asked for and hid is no output chunk: it is not timed.
     assert gap.count == len(chunks) - 1
+
+
+@pytest.mark.parametrize("usage_asked_by", ["us", "the caller"])
+def test_the_usage_chunk_is_no_output_chunk_whoever_asked_for_it(
+    instrument: Any, telemetry: Telemetry, client: openai.OpenAI, usage_asked_by: str
+) -> None:
+    instrument(chunk_timing="per_chunk")
+    options = {"stream_options": {"include_usage": True}} if usage_asked_by != "us" else {}
+    chunks = list(stream_call(client, extra_headers={"x-mock-chunks": "5"}, **options))
+    # Role, 5 pieces, finish (and the caller's usage chunk, which carries no choice).
+    assert len(chunks) == (8 if options else 7)
+    (gaps,) = telemetry.points("gen_ai.client.operation.time_per_output_chunk")
+    assert gaps.count == 6  # one per output chunk after the first, the same either way
+
+
+def test_azure_prompt_filter_chunk_is_not_the_first_chunk(
+    instrument: Any, telemetry: Telemetry, server: LocalOpenAIServer
+) -> None:
+    instrument(chunk_timing="per_chunk")
+    client = make_client(server, "azure")
+    # The server sends the prompt-filter chunk at once, every other chunk 100 ms later.
+    headers = {"x-mock-chunks": "2", "x-mock-chunk-delay-ms": "100"}
+    chunks = list(stream_call(client, extra_headers=headers))
+    assert chunks[0].choices == [] and len(chunks) == 5  # filter, role, 2 pieces, finish
+    (first,) = telemetry.points("gen_ai.client.operation.time_to_first_chunk")
+    assert first.count == 1 and first.sum >= 0.1  # the role chunk's, with the first output
+    assert (telemetry.span().attributes or {})["gen_ai.response.time_to_first_chunk"] == first.sum
+    (gaps,) = telemetry.points("gen_ai.client.operation.time_per_output_chunk")
+    assert gaps.count == 3
+
+
+def test_azure_stream_cut_after_its_prompt_filter_chunk_has_no_first_chunk_but_an_estimate(
+    instrumented: Any, telemetry: Telemetry, server: LocalOpenAIServer
+) -> None:
+    client = make_client(server, "azure")
+    with pytest.raises(MID_STREAM_CONNECTION_ERRORS):
+        list(stream_call(client, extra_headers={"x-mock-scenario": "cut_after:1"}))
+    attributes = telemetry.span().attributes or {}
+    assert "gen_ai.response.time_to_first_chunk" not in attributes
+    assert telemetry.points("gen_ai.client.operation.time_to_first_chunk") == []
+    # The prompt was read and passed the filter: its tokens are estimated, as before.
+    assert attributes["openai_usage.usage.source"] == "estimate"
+    assert attributes["gen_ai.usage.output_tokens"] == 0
+    input_tokens = attributes["gen_ai.usage.input_tokens"]
+    assert isinstance(input_tokens, int) and input_tokens > 0
 
 
 def test_per_chunk_gaps_of_a_stream_that_breaks_carry_its_error_as_its_other_points(

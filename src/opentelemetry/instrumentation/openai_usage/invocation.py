@@ -145,11 +145,14 @@ class Invocation:
         chunk_count: int = 0,
         chunk_gaps: Sequence[float] = (),
         extra_attributes: dict[str, Any] | None = None,
+        chunks_read: int | None = None,
     ) -> None:
         """Record everything about the finished call and end the span, once.
 
         `end_perf` lets a stream end at its last read rather than now (an
         abandoned stream is collected long after anyone read from it).
+        `chunk_count` is a stream's output chunks (those timed), `chunks_read` every chunk
+        the caller saw (an estimate is wanted once anything came), when they differ.
         """
         if not self._claim():
             return
@@ -157,7 +160,8 @@ class Invocation:
             end_perf = time.perf_counter()
         timing = (end_perf, first_chunk_perf, last_chunk_perf, chunk_count, chunk_gaps)
         try:
-            name = self._estimate_encoding(facts, chunk_count)
+            read = chunk_count if chunks_read is None else chunks_read
+            name = self._estimate_encoding(facts, read)
             if name is not None and facts is not None and self.estimator is not None:
                 if self.estimator.is_loading(name):
                     # The first calls after instrument(): let a background thread wait.

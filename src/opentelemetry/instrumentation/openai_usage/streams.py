@@ -94,6 +94,7 @@ class StreamState:
     __slots__ = (
         "__weakref__",
         "accumulator",
+        "by_choices",
         "closing",
         "count",
         "fast",
@@ -102,6 +103,8 @@ class StreamState:
         "injected",
         "invocation",
         "last_perf",
+        "others",
+        "others_perf",
     )
 
     def __init__(self, invocation: Invocation, accumulator: StreamAccumulator, injected: bool):
@@ -111,7 +114,13 @@ class StreamState:
         self.first_perf: float | None = None
         # Until a chunk arrives, the last "read" is the call that returned the stream.
         self.last_perf = time.perf_counter()
-        self.count = 0
+        self.count = 0  # output chunks: those timed
+        # Chunks read that carry no choice (see `_no_choice`), and when the last one was.
+        self.others = 0
+        self.others_perf: float | None = None
+        # Chat and legacy completion chunks: output comes in choices (Responses events
+        # are all chunks, see the README's Limits).
+        self.by_choices = isinstance(accumulator, ChatStreamAccumulator)
         # Set as the caller closes the stream: a read that fails in another thread (or
         # task) from then on fails because of that close, and the stream was closed.
         self.closing = False
@@ -144,6 +153,13 @@ class StreamState:
             except Exception:  # not a pydantic-v2 chunk: the careful, slower way
                 if not hide_injected_usage(chunk):
                     return False
+        if self.by_choices and _no_choice(chunk):
+            # The caller sees it, but it is no output chunk: not timed, as the usage chunk
+            # we hide is not (a time to first chunk and gaps that changed with who asked
+            # for usage, or with Azure's prompt-filter chunk, would not compare).
+            self.others += 1
+            self.others_perf = now
+            return True
         if self.first_perf is None:
             self.first_perf = now
         elif self.gaps is not None:
@@ -184,13 +200,17 @@ class StreamState:
                 facts.cut_short = True
         except Exception as exc:  # ours: the stream still ends, its span too
             internal_error("summarising a stream", exc)
+        last_read = self.last_perf
+        if self.others_perf is not None and self.others_perf > last_read:
+            last_read = self.others_perf  # the user's usage chunk, read after the output
         invocation.end(
             facts,
             error,
-            end_perf=self.last_perf if at_last_read else None,
+            end_perf=last_read if at_last_read else None,
             first_chunk_perf=self.first_perf,
             last_chunk_perf=self.last_perf,
             chunk_count=self.count,
+            chunks_read=self.count + self.others,
             chunk_gaps=self.gaps or (),
             extra_attributes={t.STREAM_OUTCOME: outcome, t.STREAM_USAGE_INJECTED: self.injected},
         )
@@ -202,6 +222,16 @@ class StreamState:
             self.finish(OUTCOME_ABANDONED, at_last_read=True)
         except Exception as exc:
             internal_error("ending an abandoned stream", exc)
+
+
+def _no_choice(chunk: Any) -> bool:
+    """A chat or legacy completion chunk without a choice, hence without output: Azure's
+    prompt-filter chunk (sent before any output), the usage chunk the caller asked for,
+    a server's keep-alive. A chunk of another shape (not the SDK's) is taken as output."""
+    try:
+        return not chunk.choices
+    except Exception:
+        return False
 
 
 def _unfinished(facts: ResponseFacts, request: Any, read_to_end: bool = False) -> bool:
@@ -378,7 +408,7 @@ def read_twice(exc: BaseException) -> bool:
 def _read_before(exc: BaseException, state: StreamState) -> bool:
     """A raw response's stream whose body the caller had read already (`iter_lines()`,
     then `parse()`): it fails before its first chunk, and the call did not."""
-    return state.count == 0 and read_twice(exc)
+    return state.count + state.others == 0 and read_twice(exc)
 
 
 def _read_failed(state: StreamState, exc: BaseException) -> None:
