@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from typing import Any
 
@@ -24,6 +25,7 @@ from opentelemetry import trace
 from opentelemetry.instrumentation.openai_usage import OpenAIUsageInstrumentor
 from opentelemetry.instrumentation.openai_usage.estimator import ENCODING_WAIT_S, FINISHER
 from opentelemetry.instrumentation.openai_usage.localserver import LocalOpenAIServer
+from opentelemetry.instrumentation.openai_usage.streams import end_open_streams
 
 from .conftest import API_KEY, AZURE_KEY, HTTP, MESSAGES, Telemetry, make_client
 
@@ -31,6 +33,7 @@ pytestmark = pytest.mark.timeout(30)
 
 USAGE_HEADERS = {"x-mock-usage": json.dumps({"prompt_tokens": 13, "completion_tokens": 4})}
 PER_CHUNK = "gen_ai.client.operation.time_per_output_chunk"
+OUTCOME = "openai_usage.stream.outcome"
 ENV_TIMING = "OTEL_INSTRUMENTATION_OPENAI_USAGE_CHUNK_TIMING"
 ENV_INJECT = "OTEL_INSTRUMENTATION_OPENAI_USAGE_INJECT_STREAM_USAGE"
 PACKAGE_LOGGER = "opentelemetry.instrumentation.openai_usage"
@@ -695,6 +698,50 @@ def test_streams_one_after_another_leave_no_trace_in_the_exit_hooks(
     list(raw.parse())
     assert atexit._ncallbacks() == slots  # type: ignore[attr-defined]
     assert len(telemetry.spans()) == 22
+
+
+def test_streams_open_at_exit_all_end_while_another_thread_ends_one_meanwhile(
+    instrumented: Any, telemetry: Telemetry, client: openai.OpenAI
+) -> None:
+    """Daemon threads run on while the exit hooks do: one may end (or open) a stream just as
+    `end_open_streams` takes the list of open ones. Taken by walking the set, that list
+    failed ("Set changed size during iteration") and no open stream was ended at all. Here
+    the other thread ends its stream at the worst moment: while that walk would be half
+    way (a trace hook in this thread stops it there until the other is done)."""
+    kept = [chat(client, stream=True) for _ in range(3)]
+    kept_ids = [next(stream).id for stream in kept]
+    other = chat(client, stream=True)
+    next(other)
+    walking, closed = threading.Event(), threading.Event()
+
+    def close_other() -> None:
+        walking.wait(10)
+        other.close()  # another thread's stream ends: it leaves the set of open ones
+        closed.set()
+
+    def stop_half_way(frame: Any, event: str, arg: Any) -> Any:
+        if not frame.f_code.co_filename.endswith("_weakrefset.py"):
+            return None
+        if event == "line" and "itemref" in frame.f_locals and not walking.is_set():
+            walking.set()  # the walk has begun: let the other thread end its stream now
+            closed.wait(10)
+        return stop_half_way
+
+    closer = threading.Thread(target=close_other)
+    closer.start()
+    previous_trace = sys.gettrace()
+    sys.settrace(stop_half_way)
+    try:
+        end_open_streams()
+    finally:
+        sys.settrace(previous_trace)
+        FINISHER.exiting = False  # `end_open_streams` is for exit: the tests go on
+        walking.set()  # no walk stopped (the list was taken at once): the other ends now
+        closer.join(10)
+    spans = {(span.attributes or {})["gen_ai.response.id"]: span for span in telemetry.spans()}
+    assert len(spans) == 4
+    # Every stream still open is ended, the other one either way (closed, or taken first).
+    assert [(spans[i].attributes or {})[OUTCOME] for i in kept_ids] == ["abandoned"] * 3
 
 
 def test_a_call_end_handed_over_by_a_background_job_runs_before_drain_returns() -> None:

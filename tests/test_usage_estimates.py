@@ -11,6 +11,7 @@ from __future__ import annotations
 import inspect
 import json
 import logging
+import sys
 import threading
 from typing import Any
 
@@ -855,6 +856,47 @@ def test_call_ending_while_the_encoding_loads_is_finished_later_without_blocking
     assert span.end_time is not None and span.start_time is not None
     # It still ends at the stream's own end, not when the estimate was made.
     assert span.end_time - span.start_time < 10 * 1_000_000_000
+
+
+def test_an_interrupt_while_the_estimate_is_counted_still_ends_the_span_once(
+    instrumented: Any, telemetry: Telemetry, client: openai.OpenAI
+) -> None:
+    """Ctrl-C (or a signal handler's `sys.exit()`) may land while a long output's estimate
+    is counted, at the end of the stream. The call was already claimed as ending: the span
+    was never ended, by that end or any later one (closing, collection, exit), and lost.
+    It ends now, with what the stream told (no estimate), and the interrupt goes on. A
+    trace hook stands in for the signal, landing in the estimate."""
+    received: list[Any] = []
+
+    def interrupt_in_the_estimate(frame: Any, event: str, arg: Any) -> Any:
+        if event == "call" and frame.f_code is estimate_usage.__code__:
+            raise KeyboardInterrupt
+        return None
+
+    chunks = stream(client, extra_headers={**NO_USAGE, "x-mock-chunks": "5"})
+    previous_trace = sys.gettrace()
+    sys.settrace(interrupt_in_the_estimate)
+    try:
+        for chunk in chunks:
+            received.append(chunk)
+    except KeyboardInterrupt:
+        interrupted = True
+    else:
+        interrupted = False
+    finally:
+        sys.settrace(previous_trace)
+    assert interrupted  # it reached the caller, as from the stream's own code
+    assert len(received) == 7  # role, 5 words, finish: all of it, before the interrupt
+    chunks.close()
+    collect()
+    span = telemetry.span()  # ended once: closing and collecting it ended nothing more
+    attributes = span.attributes or {}
+    assert attributes["openai_usage.stream.outcome"] == "completed"
+    assert attributes["gen_ai.response.finish_reasons"] == ("stop",)
+    assert "gen_ai.usage.input_tokens" not in attributes  # the estimate was interrupted
+    assert span.status.status_code == trace.StatusCode.UNSET
+    durations = telemetry.points("gen_ai.client.operation.duration")
+    assert [point.count for point in durations] == [1]
 
 
 def test_encodings_whose_loading_thread_could_not_start_are_not_waited_for(

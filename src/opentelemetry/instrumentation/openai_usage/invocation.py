@@ -65,6 +65,7 @@ class Invocation:
     __slots__ = (
         "_ended",
         "_lock",
+        "_recorded",
         "capture",
         "estimator",
         "instruments",
@@ -115,6 +116,7 @@ class Invocation:
         self.start_ns = start_ns
         self.start_perf = start_perf
         self._ended = False
+        self._recorded = False
         self._lock = threading.Lock()
         self.pid = _Process.pid
 
@@ -175,6 +177,13 @@ class Invocation:
                 facts = self._with_estimate(facts, self.estimator.loader.get(name))
         except Exception as exc:
             internal_error("estimating usage", exc)
+        except BaseException:
+            # An interrupt (Ctrl-C, a signal handler's `sys.exit()`) landing while the
+            # estimate is counted, which can take a while for a long output: the call is
+            # claimed, so nothing else would ever end its span. It ends now, with what
+            # the call reported, and the interrupt goes on to the caller.
+            self._finish(facts, error, *timing, extra_attributes)
+            raise
         self._finish(facts, error, *timing, extra_attributes)
 
     def _estimate_encoding(self, facts: ResponseFacts | None, chunk_count: int) -> str | None:
@@ -237,6 +246,8 @@ class Invocation:
         chunk_gaps: Sequence[float],
         extra_attributes: dict[str, Any] | None,
     ) -> None:
+        if not self._record_once():
+            return
         token = self.activate()
         try:
             metric_attributes = self.final_metric_attributes(facts, error)
@@ -266,6 +277,15 @@ class Invocation:
             except Exception as exc:
                 internal_error("ending a span", exc)
             self._release()
+
+    def _record_once(self) -> bool:
+        """Whether this is the one recording of the call: after an interrupt in `end`, the
+        call's end may be run there and by the background job it had just handed it to."""
+        with self._lock:
+            if self._recorded:
+                return False
+            self._recorded = True
+            return True
 
     def _release(self) -> None:
         """Let go of the caller's request once the call is recorded: a finished stream

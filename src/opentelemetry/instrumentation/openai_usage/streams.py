@@ -324,12 +324,24 @@ def any_open() -> bool:
     return len(_OPEN) > 0
 
 
+def _open_now() -> list[Abandonable]:
+    """The streams (and raw responses) open now, taken at once.
+
+    Other threads may open or end one meanwhile: daemon threads run on while the exit
+    hooks do. `list(_OPEN)` walks the set in Python, between thread switches, and fails
+    ("Set changed size during iteration") if another thread changed it meanwhile, which
+    would leave every open stream unended. The set of references under it is copied in
+    one step of C instead, which no other thread can interrupt."""
+    references: set[weakref.ref[Abandonable]] = _OPEN.data.copy()  # type: ignore[attr-defined]
+    return [item for item in (reference() for reference in references) if item is not None]
+
+
 def end_open_streams() -> None:
     """At exit: finish what the background finisher holds, then end open streams in place."""
     try:
         FINISHER.drain(EXIT_WAIT_S)
         FINISHER.exiting = True  # from now on, nothing is handed to a thread
-        for state in list(_OPEN):
+        for state in _open_now():
             state.abandon()
     except Exception as exc:
         internal_error("ending open streams at exit", exc)
