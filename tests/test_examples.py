@@ -7,6 +7,7 @@ configuration is checked for the pieces the README promises.)
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -86,3 +87,28 @@ def test_the_quiet_demo_prints_only_the_token_table() -> None:
     assert "[demo]" not in quiet.stderr
     assert "Token usage per call (from the spans):" in quiet.stdout
     assert '"name": "chat gpt-4o-mini"' not in quiet.stdout  # no console spans either
+
+
+def test_the_demo_with_a_key_it_cannot_use_says_why_and_how_to_run_locally() -> None:
+    # OPENAI_API_KEY set on a machine that cannot reach the service: a port where nothing
+    # listens stands for it (the demo's real-service client honours OPENAI_BASE_URL).
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "OTEL_"))}
+    env.update(OPENAI_API_KEY="sk-dummy", OPENAI_BASE_URL=f"http://127.0.0.1:{port}/v1")
+    done = subprocess.run(
+        [sys.executable, "-m", "opentelemetry.instrumentation.openai_usage.demo", "--quiet"],
+        capture_output=True, text=True, env=env, timeout=100,
+    )  # fmt: skip
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr
+    assert done.stderr.splitlines() == [
+        "[demo] call 1/7 failed: APIConnectionError: Connection error.",
+        "[demo] OPENAI_API_KEY is set, so the demo calls the real OpenAI service; "
+        "`bash examples/demo.sh --local` uses the bundled local server instead",
+    ]
+    # The one call made is still in the table, with why it failed.
+    rows = done.stdout.strip().splitlines()[-1].split()
+    assert rows == ["1", "chat", "gpt-4o-mini", "no", "error", "(APIConnectionError)",
+                    "-", "-", "-", "none"]  # fmt: skip

@@ -764,3 +764,46 @@ def test_a_call_end_handed_over_by_a_background_job_runs_before_drain_returns() 
         FINISHER.collecting = False
     assert FINISHER.drain(10)
     assert ran == [("call end", ENCODING_WAIT_S), "collected stream"]
+
+
+LAZY_SCRIPT = textwrap.dedent(
+    """
+    import importlib, json, sys
+    import openai
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+    from opentelemetry.instrumentation.openai_usage import OpenAIUsageInstrumentor
+    from opentelemetry.instrumentation.openai_usage.localserver import LocalOpenAIServer
+    from opentelemetry.instrumentation.openai_usage.others import _PROBE
+    from opentelemetry.instrumentation.openai_usage.patches import ENDPOINTS, HELPER_CLOSES
+
+    # The chat class is loaded to look for another instrumentation's wrapper on it.
+    getattr(importlib.import_module(_PROBE[0]), _PROBE[1])
+    modules = {target.module for target in (*ENDPOINTS, *HELPER_CLOSES)}
+    before = set(sys.modules)
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    OpenAIUsageInstrumentor().instrument(tracer_provider=provider)
+    print(json.dumps(sorted(m for m in modules if m in sys.modules and m not in before)))
+    with LocalOpenAIServer() as server:
+        client = openai.OpenAI(base_url=server.base_url, api_key="k", max_retries=0)
+        client.embeddings.create(model="text-embedding-3-small", input="hi")
+        client.completions.create(model="gpt-3.5-turbo-instruct", prompt="hi")
+    print(json.dumps([span.name for span in exporter.get_finished_spans()]))
+    """
+)
+
+
+def test_instrument_leaves_sdk_modules_unimported_and_patches_each_on_first_import() -> None:
+    # A fresh process, as under `opentelemetry-instrument`: the SDK imports an API's module
+    # when the client's attribute for it is first used. Importing them all at instrument()
+    # cost every process's start (openai 3.x's beta.responses alone: ~500 modules).
+    done = subprocess.run(
+        [sys.executable, "-c", LAZY_SCRIPT], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    imported, spans = (json.loads(line) for line in done.stdout.splitlines())
+    assert imported == []
+    assert spans == ["embeddings text-embedding-3-small", "text_completion gpt-3.5-turbo-instruct"]

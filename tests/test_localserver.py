@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import errno
 import http.client
 import json
+import os
 import signal
 import socket
 import struct
@@ -822,6 +824,20 @@ def test_recording_clear_and_stop_idempotent() -> None:
 def test_start_fails_on_busy_port(server: LocalOpenAIServer) -> None:
     with pytest.raises(OSError):
         LocalOpenAIServer(port=server.port).start()
+
+
+def test_cli_on_a_busy_port_says_so_in_one_line_and_exits_1(server: LocalOpenAIServer) -> None:
+    module = "opentelemetry.instrumentation.openai_usage.localserver"
+    done = subprocess.run(
+        [sys.executable, "-m", module, "--port", str(server.port)],
+        capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert done.returncode == 1
+    assert done.stdout == ""
+    assert done.stderr == (
+        f"Cannot serve on 127.0.0.1:{server.port}: {os.strerror(errno.EADDRINUSE)}. "
+        "Choose another with --host / --port (--port 0 picks a free one).\n"
+    )
 
 
 def test_cli_serves_until_interrupted() -> None:

@@ -79,6 +79,9 @@ def test_wheel_metadata_names_license_classifiers_urls_and_the_version(dist: Pat
         licenses = [n for n in archive.namelist() if "/licenses/" in n]
     assert f"Version: {__version__}\n" in meta
     assert "License-Expression: Apache-2.0" in meta
+    # PEP 639: the expression supersedes `License ::` classifiers, which tools may refuse
+    # beside it (setuptools >= 77 does); one licence statement, not two.
+    assert [line for line in meta.splitlines() if line.startswith("Classifier: License ::")] == []
     assert "Classifier: Typing :: Typed" in meta
     assert "Classifier: Programming Language :: Python :: 3.10" in meta
     assert "Project-URL: Changelog," in meta

@@ -173,6 +173,36 @@ def _calls(
     ]
 
 
+def _outcome(attributes: Any) -> str:
+    """A stream's outcome; for a call that failed before any stream, its error type."""
+    if t.STREAM_OUTCOME in attributes:
+        return str(attributes[t.STREAM_OUTCOME])
+    if t.ERROR_TYPE in attributes:
+        return f"error ({attributes[t.ERROR_TYPE]})"
+    return "-"
+
+
+def _run(calls: list[tuple[str, Callable[[], Any]]], real: bool) -> bool:
+    """Make the calls in order; False, after saying why in one line, at the first that the
+    SDK failed. With OPENAI_API_KEY set, a machine offline or a key the service refuses
+    fails the first call: a traceback would hide both the cause and the `--local` way
+    out, and the calls after it would each wait out the SDK's retries for the same answer.
+    """
+    for i, (label, call) in enumerate(calls, 1):
+        _progress(f"call {i}/{len(calls)}: {label}")
+        try:
+            call()
+        except openai.APIError as exc:
+            _say(f"call {i}/{len(calls)} failed: {type(exc).__name__}: {exc}")
+            if real:
+                _say(
+                    "OPENAI_API_KEY is set, so the demo calls the real OpenAI service; "
+                    "`bash examples/demo.sh --local` uses the bundled local server instead"
+                )
+            return False
+    return True
+
+
 def _table(spans: list[ReadableSpan]) -> str:
     header = ("#", "span", "stream", "outcome", "input", "output", "total", "usage")
     rows = [header]
@@ -187,7 +217,7 @@ def _table(spans: list[ReadableSpan]) -> str:
                 str(i),
                 span.name,
                 "yes" if a.get(t.REQUEST_STREAM) else "no",
-                str(a.get(t.STREAM_OUTCOME, "-")),
+                _outcome(a),
                 str(a.get(t.USAGE_INPUT, "-")),
                 str(a.get(t.USAGE_OUTPUT, "-")),
                 str(a.get(t.USAGE_TOTAL, "-")),
@@ -225,10 +255,7 @@ def main(argv: list[str] | None = None) -> int:
         with _target(real) as client_args:
             client = openai.OpenAI(**client_args)
             aclient = openai.AsyncOpenAI(**client_args)
-            calls = _calls(client, aclient)
-            for i, (label, call) in enumerate(calls, 1):
-                _progress(f"call {i}/{len(calls)}: {label}")
-                call()
+            succeeded = _run(_calls(client, aclient), real)
             client.close()
     finally:
         instrumentor.uninstrument()
@@ -239,14 +266,14 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print("Token usage per call (from the spans):")
     print(_table(list(collected.get_finished_spans())))
-    if not real:
+    if not real and succeeded:
         print(
             "\n'reported' = the server's usage; 'estimated' = counted by us with tiktoken.\n"
             "The bundled server reports a simple word count, not a tokenizer's, so the two\n"
             "differ here; against the real service estimates match billed usage closely\n"
             "(see 'Estimated usage' in the README)."
         )
-    return 0
+    return 0 if succeeded else 1
 
 
 if __name__ == "__main__":

@@ -40,11 +40,13 @@ import contextlib
 import email.utils
 import http
 import json
+import os
 import random
 import re
 import signal
 import socket
 import struct
+import sys
 import threading
 import time
 import zlib
@@ -884,7 +886,22 @@ def main(argv: list[str] | None = None) -> int:
     # Installed explicitly: a shell's background job inherits SIGINT ignored.
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
-    server = LocalOpenAIServer(args.host, args.port).start()
+    try:
+        server = LocalOpenAIServer(args.host, args.port).start()
+    except OSError as exc:
+        # Port 8000 is many a dev server's default (vLLM's among them): say what to do, in
+        # one line, rather than a traceback through the server's thread.
+        # asyncio words a bind error at length; a host that does not resolve has a
+        # negative (getaddrinfo) errno, whose text only the exception holds.
+        errno = exc.errno if isinstance(exc.errno, int) and exc.errno > 0 else None
+        reason = os.strerror(errno) if errno else exc.strerror or str(exc)
+        print(
+            f"Cannot serve on {args.host}:{args.port}: {reason}. "
+            "Choose another with --host / --port (--port 0 picks a free one).",
+            file=sys.stderr,
+            flush=True,
+        )
+        return 1
     print(f"Serving an OpenAI-compatible API at {server.base_url}", flush=True)
     print("Press Ctrl-C to stop.", flush=True)
     try:
