@@ -312,7 +312,7 @@ class Invocation:
         # The metrics below take what they need from the facts, recording or not.
         if span.is_recording():
             if facts is not None:
-                span.set_attributes(t.response_attributes(facts))
+                span.set_attributes(t.response_attributes(facts, self._openai_flavour()))
             if extra_attributes:
                 span.set_attributes(extra_attributes)
             if error is not None:
@@ -348,12 +348,17 @@ class Invocation:
         stream's time to first chunk, as the span has them."""
         attributes = dict(self.request_attributes or {})
         if facts is not None:
-            attributes.update(t.response_attributes(facts))
+            attributes.update(t.response_attributes(facts, self._openai_flavour()))
         attributes.update(metric_attributes)  # error.type, and the server and models again
         if first_chunk_perf is not None:
             to_first = max(0.0, first_chunk_perf - self.start_perf)
             attributes[t.RESPONSE_TIME_TO_FIRST_CHUNK] = to_first
         return attributes
+
+    def _openai_flavour(self) -> bool:
+        """Whether the call's provider is OpenAI itself, whose flavour of the conventions
+        the `openai.*` attributes are (`t.OPENAI_ONLY`); the tier still prices the call."""
+        return self.metric_attributes.get(t.PROVIDER) == t.PROVIDER_OPENAI
 
     def _record_cost(
         self, facts: ResponseFacts, usage: Usage, metric_attributes: dict[str, Any]
@@ -381,7 +386,8 @@ class Invocation:
         timed apart) and any error are known."""
         attributes = self.metric_attributes
         if facts is not None:
-            response = t.response_metric_attributes(facts.model, facts.service_tier)
+            tier = facts.service_tier if self._openai_flavour() else None
+            response = t.response_metric_attributes(facts.model, tier)
             if response:
                 attributes = {**attributes, **response}
         if error is not None:
