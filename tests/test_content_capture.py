@@ -188,7 +188,7 @@ async def test_output_holds_every_choice_and_its_tool_calls(
                     "arguments": json.loads(TOOL_ARGUMENTS),
                 }
             ],
-            "finish_reason": "tool_calls",
+            "finish_reason": "tool_call",
         }
         for i in (0, 1)
     ]
@@ -1014,3 +1014,63 @@ def test_a_tool_results_image_and_file_urls_are_captured_without_their_credentia
     (record,) = logs.get_finished_logs()
     readable = record if hasattr(record, "to_json") else record.log_record
     assert "SECRET" not in readable.to_json()
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_captured_finish_reasons_use_the_output_message_schemas_values(
+    capture: Any, telemetry: Telemetry, stream: bool
+) -> None:
+    # The output-message schema's `FinishReason` says `tool_call` where OpenAI says
+    # `tool_calls`, or `function_call` for a legacy function call; the span attribute
+    # `gen_ai.response.finish_reasons` (no vocabulary of the conventions') keeps OpenAI's.
+    capture(capture_message_content="SPAN_ONLY")
+    call = {"name": "get_weather", "arguments": '{"city": "Paris"}'}
+    message = {"role": "assistant", "content": None, "function_call": call}
+    head = {"id": "chatcmpl-1", "created": 1, "model": "gpt-4o-mini"}
+    if stream:
+        chunk = {**head, "object": "chat.completion.chunk"}
+        chunks = [
+            {**chunk, "choices": [{"index": 0, "delta": message, "finish_reason": None}]},
+            {**chunk, "choices": [{"index": 0, "delta": {}, "finish_reason": "function_call"}]},
+        ]
+        client = served_by(lambda request: sse_reply(chunks))
+    else:
+        choice = {"index": 0, "message": message, "finish_reason": "function_call"}
+        body = {**head, "object": "chat.completion", "choices": [choice]}
+        client = served_by(lambda request: HTTP.Response(200, json=body))
+    result = client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, stream=stream)
+    if stream:
+        list(result)
+    assert captured(telemetry)[OUTPUT] == [
+        {
+            "role": "assistant",
+            "parts": [
+                {
+                    "type": "tool_call",
+                    "id": None,
+                    "name": "get_weather",
+                    "arguments": {"city": "Paris"},
+                }
+            ],
+            "finish_reason": "tool_call",
+        }
+    ]
+    assert telemetry.span().attributes["gen_ai.response.finish_reasons"] == ("function_call",)
+    client.close()
+
+
+@needs_responses
+def test_a_responses_function_call_is_captured_with_the_tool_call_finish_reason(
+    capture: Any, telemetry: Telemetry, server: LocalOpenAIServer
+) -> None:
+    capture(capture_message_content="SPAN_ONLY")
+    client = make_client(server, "openai")
+    response = client.responses.create(
+        model="gpt-4o-mini", input="Weather?", extra_headers={"x-mock-tool-call": "get_weather"}
+    )
+    (output,) = captured(telemetry)[OUTPUT]
+    assert output["finish_reason"] == "tool_call"
+    assert [part["type"] for part in output["parts"]] == ["tool_call"]
+    assert output["parts"][0]["id"] == response.output[0].call_id
+    assert telemetry.span().attributes["gen_ai.response.finish_reasons"] == ("tool_calls",)
+    client.close()

@@ -239,6 +239,20 @@ def _joined(pieces: Pieces) -> str:
     return "".join(pieces)
 
 
+# OpenAI's finish reasons where the output-message schema's `FinishReason` names the same
+# thing otherwise (`stop`, `length`, `content_filter`, `tool_call`, `error`): a consumer of
+# captured messages reads one vocabulary whatever the provider. Others (`unknown` for a
+# stream that ended before it said, a compatible server's own) are kept, as the schema
+# allows any string. `gen_ai.response.finish_reasons` keeps the provider's values (the
+# conventions define no vocabulary for it: its example is OpenAI's own `stop`).
+_FINISH_REASONS = {"tool_calls": "tool_call", "function_call": "tool_call"}
+
+
+def finish_reason(reason: str) -> str:
+    """A choice's finish reason as an output message's `finish_reason`."""
+    return _FINISH_REASONS.get(reason, reason)
+
+
 def chat_output(response: Any) -> list[Message]:
     """A non-streamed chat or legacy completion: one message per choice."""
     messages = []
@@ -249,12 +263,12 @@ def chat_output(response: Any) -> list[Message]:
             out["role"] = "assistant"
         else:  # a legacy completion choice
             out = {"role": "assistant", "parts": _content_parts(get(choice, "text"))}
-        out["finish_reason"] = _text(get(choice, "finish_reason")) or "unknown"
+        out["finish_reason"] = finish_reason(_text(get(choice, "finish_reason")) or "unknown")
         messages.append(out)
     return messages
 
 
-def _choice_message(choice: ChoiceText, finish_reason: str) -> Message:
+def _choice_message(choice: ChoiceText, reason: str) -> Message:
     parts: list[Part] = []
     if choice.content:
         parts.append({"type": "text", "content": _joined(choice.content)})
@@ -274,9 +288,10 @@ def _choice_message(choice: ChoiceText, finish_reason: str) -> Message:
         )
     if choice.function_call is not None:
         name, arguments = choice.function_call
-        part = {"type": "tool_call", "name": _joined(name)}
+        # No id: a legacy function call has none, as its non-streamed message shows it.
+        part = {"type": "tool_call", "id": None, "name": _joined(name)}
         parts.append({**part, "arguments": _arguments(_joined(arguments))})
-    return {"role": "assistant", "parts": parts, "finish_reason": finish_reason}
+    return {"role": "assistant", "parts": parts, "finish_reason": finish_reason(reason)}
 
 
 def tally_output(tally: CompletionTally, finish_reasons: Mapping[int, str]) -> list[Message]:
@@ -357,7 +372,7 @@ def responses_output(response: Any, finish_reasons: list[str]) -> list[Message]:
     for item in _sequence(get(response, "output")):
         parts.extend(_response_item(item)["parts"])
     reason = finish_reasons[0] if finish_reasons else "unknown"
-    return [{"role": "assistant", "parts": parts, "finish_reason": reason}]
+    return [{"role": "assistant", "parts": parts, "finish_reason": finish_reason(reason)}]
 
 
 def completion_input(request: Mapping[str, Any]) -> list[Message]:
