@@ -238,6 +238,39 @@ def test_a_conversation_with_tool_results_is_captured_as_parts(
     ]
 
 
+def test_a_legacy_function_result_is_captured_with_the_function_name_that_pairs_it(
+    capture: Any, telemetry: Telemetry, client: Any
+) -> None:
+    # A `function` message has no call id (null in the schema's tool_call_response): its
+    # `name`, the function's, is what pairs it with the function call before it.
+    capture(capture_message_content="span_only")
+    call = {"name": "get_weather", "arguments": '{"city": "Paris"}'}
+    messages = [
+        {"role": "user", "content": "Weather in Paris?"},
+        {"role": "assistant", "content": None, "function_call": call},
+        {"role": "function", "name": "get_weather", "content": "sunny"},
+    ]
+    client.chat.completions.create(model="gpt-4o-mini", messages=messages)
+    assert captured(telemetry)[INPUT][1:] == [
+        {
+            "role": "assistant",
+            "parts": [
+                {
+                    "type": "tool_call",
+                    "id": None,
+                    "name": "get_weather",
+                    "arguments": {"city": "Paris"},
+                }
+            ],
+        },
+        {
+            "role": "tool",
+            "parts": [{"type": "tool_call_response", "id": None, "response": "sunny"}],
+            "name": "get_weather",
+        },
+    ]
+
+
 def test_capture_never_uses_up_an_iterable_the_sdk_still_has_to_send(
     capture: Any, telemetry: Telemetry, client: Any, server: LocalOpenAIServer
 ) -> None:

@@ -183,7 +183,14 @@ def _chat_message(message: Any) -> Message:
         if isinstance(response, (list, tuple)):
             response = "".join(_text(get(p, "text")) or "" for p in response)
         part = {"type": "tool_call_response", "id": _text(get(message, "tool_call_id"))}
-        return {"role": "tool", "parts": [{**part, "response": response}]}
+        answer: Message = {"role": "tool", "parts": [{**part, "response": response}]}
+        # A legacy function's result has no call id (the schema's `id` may be null): the
+        # function's `name`, which it must give, is what pairs it with the call, and names
+        # the participant whose message it is, as the schema's message `name` does.
+        name = _text(get(message, "name")) if role == "function" else None
+        if name:
+            answer["name"] = name
+        return answer
     parts = _content_parts(get(message, "content"))
     # An audio reply has no `content`: what it says is its transcript.
     transcript = _text(get(get(message, "audio"), "transcript"))
