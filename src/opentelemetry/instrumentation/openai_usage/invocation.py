@@ -239,7 +239,11 @@ class Invocation:
             self._record(facts, error, end_perf, extra_attributes, metric_attributes)
             if first_chunk_perf is not None:
                 self._record_chunks(
-                    first_chunk_perf, last_chunk_perf, chunk_count, chunk_gaps, metric_attributes
+                    first_chunk_perf,
+                    last_chunk_perf,
+                    chunk_count,
+                    chunk_gaps,
+                    t.without_error(metric_attributes),
                 )
             if self.capture is not None:
                 event_attributes = metric_attributes
@@ -326,13 +330,20 @@ class Invocation:
 
         instruments = self.instruments
         instruments.duration.record(max(0.0, end_perf - self.start_perf), metric_attributes)
+        # `error.type` is an attribute of the duration alone: the conventions define none on
+        # the token and chunk metrics. A failed call's tokens (billed, or estimated for a
+        # stream broken mid-way) go to the usage counters, which count every call, failed
+        # ones included; not to the `gen_ai.client.token.usage` histogram, which the
+        # conventions keep for operations that succeeded.
+        failed = t.ERROR_TYPE in metric_attributes
+        usage_attributes = t.without_error(metric_attributes)
         usage = facts.usage if facts is not None else None
-        if usage is not None:
-            t.record_token_usage(instruments, metric_attributes, usage)
+        if usage is not None and not failed:
+            t.record_token_usage(instruments, usage_attributes, usage)
         input_rest = TEXT if input_is_text(self.operation, self.request) else UNKNOWN
-        t.record_detailed_usage(instruments, metric_attributes, usage, input_rest)
+        t.record_detailed_usage(instruments, usage_attributes, usage, input_rest)
         if usage is not None and facts is not None:
-            self._record_cost(facts, usage, metric_attributes)
+            self._record_cost(facts, usage, usage_attributes)
 
     def _event_attributes(
         self,

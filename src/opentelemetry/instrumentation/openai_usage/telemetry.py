@@ -220,6 +220,15 @@ def response_metric_attributes(model: str | None, service_tier: str | None) -> d
     return attributes
 
 
+def without_error(attributes: dict[str, Any]) -> dict[str, Any]:
+    """Metric attributes for the points other than the duration's: the conventions give
+    `error.type` to `gen_ai.client.operation.duration` only (and a failed call's usage
+    counters and cost are counted as any call's)."""
+    if ERROR_TYPE not in attributes:
+        return attributes
+    return {key: value for key, value in attributes.items() if key != ERROR_TYPE}
+
+
 def usage_attributes(usage: Usage) -> dict[str, Any]:
     attributes: dict[str, Any] = {}
     if usage.input_tokens is not None:
