@@ -1107,3 +1107,118 @@ def test_a_responses_function_call_is_captured_with_the_tool_call_finish_reason(
     assert output["parts"][0]["id"] == response.output[0].call_id
     assert telemetry.span().attributes["gen_ai.response.finish_reasons"] == ("tool_calls",)
     client.close()
+
+
+@needs_responses
+def test_responses_built_in_tool_calls_are_captured_as_server_tool_calls_without_leaks(
+    capture: Any, telemetry: Telemetry
+) -> None:
+    # OpenAI's own tools are `server_tool_call` parts (and what they found a
+    # `server_tool_call_response`), those the caller runs `tool_call` parts. Read field by
+    # field: no URL's signature, no searched file's text, no generated image's data, no
+    # shell's environment reaches the span.
+    capture(capture_message_content="SPAN_ONLY")
+    signed = "https://files.example/out.png?sv=2024&sig=SIGNATURE123"
+    output = [
+        {"id": "ws_1", "type": "web_search_call", "status": "completed",
+         "action": {"type": "search", "query": "weather Paris",
+                    "sources": [{"type": "url", "url": signed}]}},
+        {"id": "fs_1", "type": "file_search_call", "status": "completed",
+         "queries": ["budget"],
+         "results": [{"file_id": "file-1", "filename": "q3.pdf", "score": 0.9,
+                      "text": "CONFIDENTIAL FILE TEXT"}]},
+        {"id": "ci_1", "type": "code_interpreter_call", "status": "completed",
+         "code": "print(1)", "container_id": "cntr_1",
+         "outputs": [{"type": "logs", "logs": "1"}, {"type": "image", "url": signed}]},
+        {"id": "ig_1", "type": "image_generation_call", "status": "completed",
+         "result": "QkFTRTY0SU1BR0U="},
+        {"id": "mcp_1", "type": "mcp_call", "name": "roll", "server_label": "dice",
+         "arguments": '{"sides": 6}', "output": "4"},
+        {"id": "lsc_1", "type": "local_shell_call", "call_id": "call_9", "status": "completed",
+         "action": {"type": "exec", "command": ["ls"], "env": {"TOKEN": "ENV-SECRET"}}},
+    ]  # fmt: skip
+    body = {
+        "id": "resp_1", "object": "response", "created_at": 1, "model": "gpt-5",
+        "status": "completed", "output": output, "parallel_tool_calls": True,
+        "tool_choice": "auto", "tools": [],
+    }  # fmt: skip
+    client = served_by(lambda request: HTTP.Response(200, json=body))
+    client.responses.create(model="gpt-5", input="Go")
+    clean = "https://files.example/out.png?sv=2024&sig=[REDACTED]"
+
+    def server(item_id: str, name: str, tool: str, arguments: Any) -> dict[str, Any]:
+        details = {"type": tool, "arguments": arguments, "status": "completed"}
+        return {
+            "type": "server_tool_call",
+            "id": item_id,
+            "name": name,
+            "server_tool_call": details,
+        }
+
+    def found(item_id: str, tool: str, response: Any) -> dict[str, Any]:
+        answer = {"type": tool, "response": response}
+        return {
+            "type": "server_tool_call_response",
+            "id": item_id,
+            "server_tool_call_response": answer,
+        }
+
+    mcp = server("mcp_1", "roll", "mcp", {"server_label": "dice", "arguments": {"sides": 6}})
+    del mcp["server_tool_call"]["status"]  # an MCP call says none
+    assert captured(telemetry)[OUTPUT][0]["parts"] == [
+        server("ws_1", "web_search", "web_search",
+               {"action": {"type": "search", "query": "weather Paris", "sources": [clean]}}),
+        server("fs_1", "file_search", "file_search", {"queries": ["budget"]}),
+        found("fs_1", "file_search",
+              {"results": [{"file_id": "file-1", "filename": "q3.pdf", "score": 0.9}]}),
+        server("ci_1", "code_interpreter", "code_interpreter",
+               {"code": "print(1)", "container_id": "cntr_1"}),
+        found("ci_1", "code_interpreter",
+              {"outputs": [{"type": "logs", "logs": "1"}, {"type": "image", "url": clean}]}),
+        server("ig_1", "image_generation", "image_generation", {}),
+        mcp,
+        found("mcp_1", "mcp", {"output": "4"}),
+        {"type": "tool_call", "id": "call_9", "name": "shell",
+         "arguments": {"type": "exec", "command": ["ls"]}},
+    ]  # fmt: skip
+    text = json.dumps(dict(telemetry.span().attributes or {}))
+    for leak in ("SIGNATURE123", "CONFIDENTIAL FILE TEXT", "QkFTRTY0SU1BR0U=", "ENV-SECRET"):
+        assert leak not in text
+    client.close()
+
+
+@needs_responses
+def test_the_callers_answers_to_built_in_tool_calls_are_tool_call_responses(
+    capture: Any, telemetry: Telemetry
+) -> None:
+    # A computer's screenshot and a shell's output, sent back as input items: results of
+    # the caller's tool calls, read as such (a screenshot's URL without its signature).
+    capture(capture_message_content="SPAN_ONLY")
+    body = {
+        "id": "resp_1", "object": "response", "created_at": 1, "model": "gpt-5",
+        "status": "completed", "output": [], "parallel_tool_calls": True,
+        "tool_choice": "auto", "tools": [],
+    }  # fmt: skip
+    client = served_by(lambda request: HTTP.Response(200, json=body))
+    shot = {
+        "type": "computer_screenshot",
+        "image_url": "https://s.example/a.png?X-Amz-Signature=S1",
+    }
+    items = [
+        {"type": "computer_call_output", "call_id": "call_1", "output": shot},
+        {"type": "local_shell_call_output", "id": "lsco_1", "call_id": "call_2", "output": "a.txt"},
+    ]
+    client.responses.create(model="gpt-5", input=items)
+    uri = "https://s.example/a.png?X-Amz-Signature=[REDACTED]"
+    image = {"type": "uri", "modality": "image", "uri": uri}
+    assert captured(telemetry)[INPUT] == [
+        {
+            "role": "tool",
+            "parts": [{"type": "tool_call_response", "id": "call_1", "response": [image]}],
+        },
+        {
+            "role": "tool",
+            "parts": [{"type": "tool_call_response", "id": "call_2", "response": "a.txt"}],
+        },
+    ]
+    client.close()
