@@ -1222,3 +1222,25 @@ def test_the_callers_answers_to_built_in_tool_calls_are_tool_call_responses(
         },
     ]
     client.close()
+
+
+@needs_responses
+def test_a_computer_calls_action_is_captured_as_its_fields_not_the_sdks_repr(
+    capture: Any, telemetry: Telemetry
+) -> None:
+    capture(capture_message_content="SPAN_ONLY")
+    action = {"type": "drag", "path": [{"x": 1, "y": 2}, {"x": 3, "y": 4}]}
+    item = {"id": "cu_1", "type": "computer_call", "call_id": "call_1", "status": "completed",
+            "pending_safety_checks": [], "action": action}  # fmt: skip
+    body = {
+        "id": "resp_1", "object": "response", "created_at": 1, "model": "gpt-5",
+        "status": "completed", "output": [item], "parallel_tool_calls": True,
+        "tool_choice": "auto", "tools": [],
+    }  # fmt: skip
+    client = served_by(lambda request: HTTP.Response(200, json=body))
+    client.responses.create(model="gpt-5", input="Go")
+    call = {"type": "tool_call", "id": "call_1", "name": "computer_use", "arguments": action}
+    assert captured(telemetry)[OUTPUT] == [
+        {"role": "assistant", "parts": [call], "finish_reason": "tool_call"}
+    ]
+    client.close()

@@ -359,13 +359,21 @@ def _response_item(item: Any) -> Message:
 
 
 def _fields(value: Any, names: tuple[str, ...]) -> dict[str, Any]:
-    """The named fields of an SDK object or dict that are set (JSON values as they are)."""
+    """The named fields of an SDK object or dict that are set, as JSON values (a nested
+    SDK object, a drag's path of points say, as its fields, not its `repr`)."""
     found = {}
     for name in names:
         field = _given(get(value, name))
+        if isinstance(field, (list, tuple)):
+            field = [_plain(v) for v in field]
         if field is not None:
-            found[name] = field
+            found[name] = _plain(field)
     return found
+
+
+def _plain(value: Any) -> Any:
+    dump = getattr(value, "model_dump", None)
+    return dump(mode="json") if callable(dump) else value
 
 
 def _url_fields(value: Any, names: tuple[str, ...]) -> dict[str, Any]:
