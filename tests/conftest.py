@@ -307,3 +307,9 @@ def comparable(chunks: list[Any]) -> list[dict[str, Any]]:
 
 def is_azure(client: Any) -> bool:
     return isinstance(client, (openai.AzureOpenAI, openai.AsyncAzureOpenAI))
+
+
+def openai_only(client: Any, attributes: dict[str, Any]) -> dict[str, Any]:
+    """`attributes` (`openai.*` ones) for an OpenAI client's span, none for an Azure one's:
+    they are the conventions' OpenAI flavour, which `azure.ai.openai` is not."""
+    return {} if is_azure(client) else attributes

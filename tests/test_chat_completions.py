@@ -14,7 +14,14 @@ from opentelemetry.trace import SpanKind, StatusCode
 from opentelemetry import trace
 from opentelemetry.instrumentation.openai_usage.localserver import LocalOpenAIServer
 
-from .conftest import MESSAGES, Telemetry, is_azure, make_client, sdk_has_responses
+from .conftest import (
+    MESSAGES,
+    Telemetry,
+    is_azure,
+    make_client,
+    openai_only,
+    sdk_has_responses,
+)
 
 USAGE = {"prompt_tokens": 18, "completion_tokens": 2, "cached_tokens": 5, "reasoning_tokens": 1}
 USAGE_HEADERS = {"x-mock-usage": json.dumps(USAGE)}
@@ -43,7 +50,7 @@ def check_call(telemetry: Telemetry, client: Any, server: LocalOpenAIServer, res
     attributes = dict(span.attributes or {})
     expected = {
         **expected_common(client, server),
-        "openai.api.type": "chat_completions",
+        **openai_only(client, {"openai.api.type": "chat_completions"}),
         "gen_ai.request.temperature": 0.2,
         "gen_ai.request.top_p": 0.9,
         "gen_ai.request.max_tokens": 50,
@@ -54,8 +61,13 @@ def check_call(telemetry: Telemetry, client: Any, server: LocalOpenAIServer, res
         "gen_ai.response.model": "gpt-4o-mini-2024-07-18",
         "gen_ai.response.id": result.id,
         "gen_ai.response.finish_reasons": ("stop",),
-        "openai.response.system_fingerprint": "fp_local0001",
-        "openai.response.service_tier": "default",
+        **openai_only(
+            client,
+            {
+                "openai.response.system_fingerprint": "fp_local0001",
+                "openai.response.service_tier": "default",
+            },
+        ),
         "gen_ai.usage.input_tokens": 18,
         "gen_ai.usage.output_tokens": 2,
         "gen_ai.usage.total_tokens": 20,
@@ -73,7 +85,7 @@ def check_call(telemetry: Telemetry, client: Any, server: LocalOpenAIServer, res
     metric_attributes = {
         **expected_common(client, server),
         "gen_ai.response.model": "gpt-4o-mini-2024-07-18",
-        "openai.response.service_tier": "default",
+        **openai_only(client, {"openai.response.service_tier": "default"}),
     }
     tokens = {
         p.attributes["gen_ai.token.type"]: p for p in telemetry.points("gen_ai.client.token.usage")

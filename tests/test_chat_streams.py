@@ -666,17 +666,20 @@ def test_azure_stream_cut_after_its_prompt_filter_chunk_has_no_first_chunk_but_a
     assert isinstance(input_tokens, int) and input_tokens > 0
 
 
-def test_per_chunk_gaps_of_a_stream_that_breaks_carry_its_error_as_its_other_points(
+def test_per_chunk_gaps_of_a_stream_that_breaks_carry_the_attributes_of_its_duration_but_error(
     instrument: Any, telemetry: Telemetry, client: openai.OpenAI
 ) -> None:
+    # The conventions give `error.type` to `gen_ai.client.operation.duration` alone.
     instrument(chunk_timing="per_chunk")
     headers = {"x-mock-chunks": "20", "x-mock-scenario": "sse_error_after:8"}
     with pytest.raises(openai.APIError):
         list(stream_call(client, extra_headers=headers))
     (duration,) = telemetry.points("gen_ai.client.operation.duration")
     (gaps,) = telemetry.points("gen_ai.client.operation.time_per_output_chunk")
-    assert dict(gaps.attributes) == dict(duration.attributes)
-    assert dict(gaps.attributes)["error.type"] == "APIError"
+    (first,) = telemetry.points("gen_ai.client.operation.time_to_first_chunk")
+    assert dict(duration.attributes)["error.type"] == "APIError"
+    expected = {k: v for k, v in duration.attributes.items() if k != "error.type"}
+    assert dict(gaps.attributes) == dict(first.attributes) == expected
     assert gaps.count == 7  # 8 chunks read before the error event
 
 

@@ -188,7 +188,7 @@ async def test_output_holds_every_choice_and_its_tool_calls(
                     "arguments": json.loads(TOOL_ARGUMENTS),
                 }
             ],
-            "finish_reason": "tool_calls",
+            "finish_reason": "tool_call",
         }
         for i in (0, 1)
     ]
@@ -234,6 +234,39 @@ def test_a_conversation_with_tool_results_is_captured_as_parts(
                 {"type": "text", "content": "And this?"},
                 {"type": "uri", "modality": "image", "uri": "https://example.com/a.png"},
             ],
+        },
+    ]
+
+
+def test_a_legacy_function_result_is_captured_with_the_function_name_that_pairs_it(
+    capture: Any, telemetry: Telemetry, client: Any
+) -> None:
+    # A `function` message has no call id (null in the schema's tool_call_response): its
+    # `name`, the function's, is what pairs it with the function call before it.
+    capture(capture_message_content="span_only")
+    call = {"name": "get_weather", "arguments": '{"city": "Paris"}'}
+    messages = [
+        {"role": "user", "content": "Weather in Paris?"},
+        {"role": "assistant", "content": None, "function_call": call},
+        {"role": "function", "name": "get_weather", "content": "sunny"},
+    ]
+    client.chat.completions.create(model="gpt-4o-mini", messages=messages)
+    assert captured(telemetry)[INPUT][1:] == [
+        {
+            "role": "assistant",
+            "parts": [
+                {
+                    "type": "tool_call",
+                    "id": None,
+                    "name": "get_weather",
+                    "arguments": {"city": "Paris"},
+                }
+            ],
+        },
+        {
+            "role": "tool",
+            "parts": [{"type": "tool_call_response", "id": None, "response": "sunny"}],
+            "name": "get_weather",
         },
     ]
 
@@ -1014,3 +1047,200 @@ def test_a_tool_results_image_and_file_urls_are_captured_without_their_credentia
     (record,) = logs.get_finished_logs()
     readable = record if hasattr(record, "to_json") else record.log_record
     assert "SECRET" not in readable.to_json()
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_captured_finish_reasons_use_the_output_message_schemas_values(
+    capture: Any, telemetry: Telemetry, stream: bool
+) -> None:
+    # The output-message schema's `FinishReason` says `tool_call` where OpenAI says
+    # `tool_calls`, or `function_call` for a legacy function call; the span attribute
+    # `gen_ai.response.finish_reasons` (no vocabulary of the conventions') keeps OpenAI's.
+    capture(capture_message_content="SPAN_ONLY")
+    call = {"name": "get_weather", "arguments": '{"city": "Paris"}'}
+    message = {"role": "assistant", "content": None, "function_call": call}
+    head = {"id": "chatcmpl-1", "created": 1, "model": "gpt-4o-mini"}
+    if stream:
+        chunk = {**head, "object": "chat.completion.chunk"}
+        chunks = [
+            {**chunk, "choices": [{"index": 0, "delta": message, "finish_reason": None}]},
+            {**chunk, "choices": [{"index": 0, "delta": {}, "finish_reason": "function_call"}]},
+        ]
+        client = served_by(lambda request: sse_reply(chunks))
+    else:
+        choice = {"index": 0, "message": message, "finish_reason": "function_call"}
+        body = {**head, "object": "chat.completion", "choices": [choice]}
+        client = served_by(lambda request: HTTP.Response(200, json=body))
+    result = client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, stream=stream)
+    if stream:
+        list(result)
+    assert captured(telemetry)[OUTPUT] == [
+        {
+            "role": "assistant",
+            "parts": [
+                {
+                    "type": "tool_call",
+                    "id": None,
+                    "name": "get_weather",
+                    "arguments": {"city": "Paris"},
+                }
+            ],
+            "finish_reason": "tool_call",
+        }
+    ]
+    assert telemetry.span().attributes["gen_ai.response.finish_reasons"] == ("function_call",)
+    client.close()
+
+
+@needs_responses
+def test_a_responses_function_call_is_captured_with_the_tool_call_finish_reason(
+    capture: Any, telemetry: Telemetry, server: LocalOpenAIServer
+) -> None:
+    capture(capture_message_content="SPAN_ONLY")
+    client = make_client(server, "openai")
+    response = client.responses.create(
+        model="gpt-4o-mini", input="Weather?", extra_headers={"x-mock-tool-call": "get_weather"}
+    )
+    (output,) = captured(telemetry)[OUTPUT]
+    assert output["finish_reason"] == "tool_call"
+    assert [part["type"] for part in output["parts"]] == ["tool_call"]
+    assert output["parts"][0]["id"] == response.output[0].call_id
+    assert telemetry.span().attributes["gen_ai.response.finish_reasons"] == ("tool_calls",)
+    client.close()
+
+
+@needs_responses
+def test_responses_built_in_tool_calls_are_captured_as_server_tool_calls_without_leaks(
+    capture: Any, telemetry: Telemetry
+) -> None:
+    # OpenAI's own tools are `server_tool_call` parts (and what they found a
+    # `server_tool_call_response`), those the caller runs `tool_call` parts. Read field by
+    # field: no URL's signature, no searched file's text, no generated image's data, no
+    # shell's environment reaches the span.
+    capture(capture_message_content="SPAN_ONLY")
+    signed = "https://files.example/out.png?sv=2024&sig=SIGNATURE123"
+    output = [
+        {"id": "ws_1", "type": "web_search_call", "status": "completed",
+         "action": {"type": "search", "query": "weather Paris",
+                    "sources": [{"type": "url", "url": signed}]}},
+        {"id": "fs_1", "type": "file_search_call", "status": "completed",
+         "queries": ["budget"],
+         "results": [{"file_id": "file-1", "filename": "q3.pdf", "score": 0.9,
+                      "text": "CONFIDENTIAL FILE TEXT"}]},
+        {"id": "ci_1", "type": "code_interpreter_call", "status": "completed",
+         "code": "print(1)", "container_id": "cntr_1",
+         "outputs": [{"type": "logs", "logs": "1"}, {"type": "image", "url": signed}]},
+        {"id": "ig_1", "type": "image_generation_call", "status": "completed",
+         "result": "QkFTRTY0SU1BR0U="},
+        {"id": "mcp_1", "type": "mcp_call", "name": "roll", "server_label": "dice",
+         "arguments": '{"sides": 6}', "output": "4"},
+        {"id": "lsc_1", "type": "local_shell_call", "call_id": "call_9", "status": "completed",
+         "action": {"type": "exec", "command": ["ls"], "env": {"TOKEN": "ENV-SECRET"}}},
+    ]  # fmt: skip
+    body = {
+        "id": "resp_1", "object": "response", "created_at": 1, "model": "gpt-5",
+        "status": "completed", "output": output, "parallel_tool_calls": True,
+        "tool_choice": "auto", "tools": [],
+    }  # fmt: skip
+    client = served_by(lambda request: HTTP.Response(200, json=body))
+    client.responses.create(model="gpt-5", input="Go")
+    clean = "https://files.example/out.png?sv=2024&sig=[REDACTED]"
+
+    def server(item_id: str, name: str, tool: str, arguments: Any) -> dict[str, Any]:
+        details = {"type": tool, "arguments": arguments, "status": "completed"}
+        return {
+            "type": "server_tool_call",
+            "id": item_id,
+            "name": name,
+            "server_tool_call": details,
+        }
+
+    def found(item_id: str, tool: str, response: Any) -> dict[str, Any]:
+        answer = {"type": tool, "response": response}
+        return {
+            "type": "server_tool_call_response",
+            "id": item_id,
+            "server_tool_call_response": answer,
+        }
+
+    mcp = server("mcp_1", "roll", "mcp", {"server_label": "dice", "arguments": {"sides": 6}})
+    del mcp["server_tool_call"]["status"]  # an MCP call says none
+    assert captured(telemetry)[OUTPUT][0]["parts"] == [
+        server("ws_1", "web_search", "web_search",
+               {"action": {"type": "search", "query": "weather Paris", "sources": [clean]}}),
+        server("fs_1", "file_search", "file_search", {"queries": ["budget"]}),
+        found("fs_1", "file_search",
+              {"results": [{"file_id": "file-1", "filename": "q3.pdf", "score": 0.9}]}),
+        server("ci_1", "code_interpreter", "code_interpreter",
+               {"code": "print(1)", "container_id": "cntr_1"}),
+        found("ci_1", "code_interpreter",
+              {"outputs": [{"type": "logs", "logs": "1"}, {"type": "image", "url": clean}]}),
+        server("ig_1", "image_generation", "image_generation", {}),
+        mcp,
+        found("mcp_1", "mcp", {"output": "4"}),
+        {"type": "tool_call", "id": "call_9", "name": "shell",
+         "arguments": {"type": "exec", "command": ["ls"]}},
+    ]  # fmt: skip
+    text = json.dumps(dict(telemetry.span().attributes or {}))
+    for leak in ("SIGNATURE123", "CONFIDENTIAL FILE TEXT", "QkFTRTY0SU1BR0U=", "ENV-SECRET"):
+        assert leak not in text
+    client.close()
+
+
+@needs_responses
+def test_the_callers_answers_to_built_in_tool_calls_are_tool_call_responses(
+    capture: Any, telemetry: Telemetry
+) -> None:
+    # A computer's screenshot and a shell's output, sent back as input items: results of
+    # the caller's tool calls, read as such (a screenshot's URL without its signature).
+    capture(capture_message_content="SPAN_ONLY")
+    body = {
+        "id": "resp_1", "object": "response", "created_at": 1, "model": "gpt-5",
+        "status": "completed", "output": [], "parallel_tool_calls": True,
+        "tool_choice": "auto", "tools": [],
+    }  # fmt: skip
+    client = served_by(lambda request: HTTP.Response(200, json=body))
+    shot = {
+        "type": "computer_screenshot",
+        "image_url": "https://s.example/a.png?X-Amz-Signature=S1",
+    }
+    items = [
+        {"type": "computer_call_output", "call_id": "call_1", "output": shot},
+        {"type": "local_shell_call_output", "id": "lsco_1", "call_id": "call_2", "output": "a.txt"},
+    ]
+    client.responses.create(model="gpt-5", input=items)
+    uri = "https://s.example/a.png?X-Amz-Signature=[REDACTED]"
+    image = {"type": "uri", "modality": "image", "uri": uri}
+    assert captured(telemetry)[INPUT] == [
+        {
+            "role": "tool",
+            "parts": [{"type": "tool_call_response", "id": "call_1", "response": [image]}],
+        },
+        {
+            "role": "tool",
+            "parts": [{"type": "tool_call_response", "id": "call_2", "response": "a.txt"}],
+        },
+    ]
+    client.close()
+
+
+@needs_responses
+def test_a_computer_calls_action_is_captured_as_its_fields_not_the_sdks_repr(
+    capture: Any, telemetry: Telemetry
+) -> None:
+    capture(capture_message_content="SPAN_ONLY")
+    action = {"type": "drag", "path": [{"x": 1, "y": 2}, {"x": 3, "y": 4}]}
+    item = {"id": "cu_1", "type": "computer_call", "call_id": "call_1", "status": "completed",
+            "pending_safety_checks": [], "action": action}  # fmt: skip
+    body = {
+        "id": "resp_1", "object": "response", "created_at": 1, "model": "gpt-5",
+        "status": "completed", "output": [item], "parallel_tool_calls": True,
+        "tool_choice": "auto", "tools": [],
+    }  # fmt: skip
+    client = served_by(lambda request: HTTP.Response(200, json=body))
+    client.responses.create(model="gpt-5", input="Go")
+    call = {"type": "tool_call", "id": "call_1", "name": "computer_use", "arguments": action}
+    assert captured(telemetry)[OUTPUT] == [
+        {"role": "assistant", "parts": [call], "finish_reason": "tool_call"}
+    ]
+    client.close()

@@ -245,8 +245,15 @@ async def test_a_parse_the_sdk_fails_after_the_reply_keeps_the_billed_usage(
     assert attributes["gen_ai.usage.output_tokens"] == output_tokens
     assert attributes["gen_ai.response.finish_reasons"] == (finish,)
     assert attributes["openai_usage.usage.source"] == "response"
-    points = telemetry.points("gen_ai.client.token.usage")
-    assert sorted(p.sum for p in points) == sorted([40, output_tokens])
+    # A failed call: its billed tokens are counted by the usage counters, not put in the
+    # token histogram, which the conventions keep for operations that succeeded.
+    assert telemetry.points("gen_ai.client.token.usage") == []
+    counted = [
+        p.value
+        for kind in ("input", "output")
+        for p in telemetry.points(f"gen_ai.client.inference.usage.{kind}_tokens")
+    ]
+    assert counted == [40, output_tokens]
 
 
 @needs_parse
@@ -1377,3 +1384,59 @@ async def test_async_legacy_completion_records_billed_usage(
     attributes = dict(telemetry.span().attributes or {})
     assert attributes["gen_ai.operation.name"] == "text_completion"
     assert attributes["gen_ai.usage.output_tokens"] == result.usage.completion_tokens
+
+
+@pytest.mark.parametrize(
+    ("host", "provider", "flavour"),
+    [
+        ("api.groq.com", "groq", False),
+        ("my-resource.openai.azure.com", "azure.ai.openai", False),
+        ("llm.internal.example", "openai", True),
+    ],
+)
+def test_openai_attributes_are_recorded_only_for_the_openai_provider(
+    instrumented: Any, telemetry: Telemetry, host: str, provider: str, flavour: bool
+) -> None:
+    # `gen_ai.provider.name` is the conventions' discriminator of a flavour, to be set
+    # consistently with provider-specific attributes: `openai.*` is OpenAI's (openai.md),
+    # not another OpenAI-compatible provider's, on the span or on the metric points.
+    reply = {
+        "id": "chatcmpl-1",
+        "object": "chat.completion",
+        "created": 1,
+        "model": "some-model",
+        "system_fingerprint": "fp_1",
+        "service_tier": "on_demand",
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": "Hi"},
+                "finish_reason": "stop",
+            }
+        ],
+        "usage": {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4},
+    }
+    transport = HTTP.MockTransport(lambda request: HTTP.Response(200, json=reply))
+    client = openai.OpenAI(
+        base_url=f"https://{host}/v1",
+        api_key=API_KEY,
+        max_retries=0,
+        http_client=HTTP.Client(transport=transport),
+    )
+    client.chat.completions.create(
+        model="some-model", messages=MESSAGES, extra_body={"service_tier": "flex"}
+    )
+    attributes = dict(telemetry.span().attributes or {})
+    assert attributes["gen_ai.provider.name"] == provider
+    found = {k: v for k, v in attributes.items() if k.startswith("openai.")}
+    expected = {
+        "openai.api.type": "chat_completions",
+        "openai.request.service_tier": "flex",
+        "openai.response.system_fingerprint": "fp_1",
+        "openai.response.service_tier": "on_demand",
+    }
+    assert found == (expected if flavour else {})
+    for name in ("gen_ai.client.operation.duration", "gen_ai.client.token.usage"):
+        for point in telemetry.points(name):
+            tier = dict(point.attributes).get("openai.response.service_tier")
+            assert tier == ("on_demand" if flavour else None)

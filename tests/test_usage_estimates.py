@@ -90,6 +90,20 @@ def estimated_usage(telemetry: Telemetry) -> dict[str, Any]:
     attributes = dict(telemetry.span().attributes or {})
     assert attributes[SOURCE] == "estimate"
     points = telemetry.points(TOKEN_USAGE)
+    if "error.type" in attributes:  # a failed call: its tokens go to the counters alone
+        assert points == []
+        points = [
+            {"gen_ai.token.type": kind, SOURCE: p.attributes[SOURCE], "sum": p.value}
+            for kind in ("input", "output")
+            for p in telemetry.points(f"gen_ai.client.inference.usage.{kind}_tokens")
+        ]
+        assert {p[SOURCE] for p in points} == {"estimate"}
+        by_kind = {p["gen_ai.token.type"]: p["sum"] for p in points}
+        assert by_kind == {
+            "input": attributes["gen_ai.usage.input_tokens"],
+            "output": attributes["gen_ai.usage.output_tokens"],
+        }
+        return attributes
     assert sorted(p.attributes["gen_ai.token.type"] for p in points) == ["input", "output"]
     assert {p.attributes[SOURCE] for p in points} == {"estimate"}
     by_type = {p.attributes["gen_ai.token.type"]: p.sum for p in points}

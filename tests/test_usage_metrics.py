@@ -16,7 +16,14 @@ import pytest
 from opentelemetry.instrumentation.openai_usage import modalities
 from opentelemetry.instrumentation.openai_usage.localserver import LocalOpenAIServer
 
-from .conftest import MESSAGES, Telemetry, make_client, metrics_in, needs_responses
+from .conftest import (
+    MESSAGES,
+    MID_STREAM_CONNECTION_ERRORS,
+    Telemetry,
+    make_client,
+    metrics_in,
+    needs_responses,
+)
 
 PREFIX = "gen_ai.client.inference.usage."
 INPUT = PREFIX + "input_tokens"
@@ -202,7 +209,8 @@ def test_a_failed_call_adds_zero_under_unknown(
         (point,) = telemetry.points(name)
         assert point.value == 0
         assert point.attributes[MODALITY] == "unknown"
-        assert point.attributes["error.type"] == "InternalServerError"
+        # The conventions give `error.type` to the duration alone.
+        assert "error.type" not in point.attributes
         # No count, so nothing to say where one came from (as the README says).
         assert "openai_usage.usage.source" not in point.attributes
     assert telemetry.points(CACHE_READ) == []
@@ -328,3 +336,38 @@ async def test_a_calls_histogram_exemplar_links_to_its_own_span_not_the_callers(
     (call,) = (s for s in telemetry.spans() if s.name.startswith("chat"))
     assert call.context is not None
     assert duration_exemplar_span_ids(telemetry) == {call.context.span_id}
+
+
+def test_a_failed_calls_tokens_are_counted_but_not_in_the_token_histogram(
+    instrumented: Any, telemetry: Telemetry, client: openai.OpenAI
+) -> None:
+    # A stream broken mid-way: its estimate goes to the usage counters, which count every
+    # call, failed ones included; `gen_ai.client.token.usage` is for operations that
+    # succeeded, and `error.type` is an attribute of the duration alone.
+    stream = client.chat.completions.create(
+        model="gpt-4o-mini",
+        messages=MESSAGES,
+        stream=True,
+        extra_headers={"x-mock-scenario": "cut_after:3"},
+    )
+    with pytest.raises(MID_STREAM_CONNECTION_ERRORS):
+        list(stream)
+    attributes = telemetry.span().attributes or {}
+    assert attributes["openai_usage.usage.source"] == "estimate"
+    assert telemetry.points("gen_ai.client.token.usage") == []
+    (duration,) = telemetry.points("gen_ai.client.operation.duration")
+    assert duration.attributes["error.type"] == attributes["error.type"]
+    for name, count in (
+        (INPUT, attributes["gen_ai.usage.input_tokens"]),
+        (OUTPUT, attributes["gen_ai.usage.output_tokens"]),
+    ):
+        (point,) = telemetry.points(name)
+        assert point.value == count
+        assert point.attributes["openai_usage.usage.source"] == "estimate"
+        assert "error.type" not in point.attributes
+    for name in (
+        "gen_ai.client.operation.time_to_first_chunk",
+        "gen_ai.client.operation.time_per_output_chunk",
+    ):
+        (point,) = telemetry.points(name)
+        assert "error.type" not in point.attributes

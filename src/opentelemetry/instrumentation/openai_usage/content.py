@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import mimetypes
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import unquote_plus, urlsplit, urlunsplit
 
@@ -183,7 +183,14 @@ def _chat_message(message: Any) -> Message:
         if isinstance(response, (list, tuple)):
             response = "".join(_text(get(p, "text")) or "" for p in response)
         part = {"type": "tool_call_response", "id": _text(get(message, "tool_call_id"))}
-        return {"role": "tool", "parts": [{**part, "response": response}]}
+        answer: Message = {"role": "tool", "parts": [{**part, "response": response}]}
+        # A legacy function's result has no call id (the schema's `id` may be null): the
+        # function's `name`, which it must give, is what pairs it with the call, and names
+        # the participant whose message it is, as the schema's message `name` does.
+        name = _text(get(message, "name")) if role == "function" else None
+        if name:
+            answer["name"] = name
+        return answer
     parts = _content_parts(get(message, "content"))
     # An audio reply has no `content`: what it says is its transcript.
     transcript = _text(get(get(message, "audio"), "transcript"))
@@ -239,6 +246,20 @@ def _joined(pieces: Pieces) -> str:
     return "".join(pieces)
 
 
+# OpenAI's finish reasons where the output-message schema's `FinishReason` names the same
+# thing otherwise (`stop`, `length`, `content_filter`, `tool_call`, `error`): a consumer of
+# captured messages reads one vocabulary whatever the provider. Others (`unknown` for a
+# stream that ended before it said, a compatible server's own) are kept, as the schema
+# allows any string. `gen_ai.response.finish_reasons` keeps the provider's values (the
+# conventions define no vocabulary for it: its example is OpenAI's own `stop`).
+_FINISH_REASONS = {"tool_calls": "tool_call", "function_call": "tool_call"}
+
+
+def finish_reason(reason: str) -> str:
+    """A choice's finish reason as an output message's `finish_reason`."""
+    return _FINISH_REASONS.get(reason, reason)
+
+
 def chat_output(response: Any) -> list[Message]:
     """A non-streamed chat or legacy completion: one message per choice."""
     messages = []
@@ -249,12 +270,12 @@ def chat_output(response: Any) -> list[Message]:
             out["role"] = "assistant"
         else:  # a legacy completion choice
             out = {"role": "assistant", "parts": _content_parts(get(choice, "text"))}
-        out["finish_reason"] = _text(get(choice, "finish_reason")) or "unknown"
+        out["finish_reason"] = finish_reason(_text(get(choice, "finish_reason")) or "unknown")
         messages.append(out)
     return messages
 
 
-def _choice_message(choice: ChoiceText, finish_reason: str) -> Message:
+def _choice_message(choice: ChoiceText, reason: str) -> Message:
     parts: list[Part] = []
     if choice.content:
         parts.append({"type": "text", "content": _joined(choice.content)})
@@ -274,9 +295,10 @@ def _choice_message(choice: ChoiceText, finish_reason: str) -> Message:
         )
     if choice.function_call is not None:
         name, arguments = choice.function_call
-        part = {"type": "tool_call", "name": _joined(name)}
+        # No id: a legacy function call has none, as its non-streamed message shows it.
+        part = {"type": "tool_call", "id": None, "name": _joined(name)}
         parts.append({**part, "arguments": _arguments(_joined(arguments))})
-    return {"role": "assistant", "parts": parts, "finish_reason": finish_reason}
+    return {"role": "assistant", "parts": parts, "finish_reason": finish_reason(reason)}
 
 
 def tally_output(tally: CompletionTally, finish_reasons: Mapping[int, str]) -> list[Message]:
@@ -311,7 +333,196 @@ def _response_item(item: Any) -> Message:
     if kind in (None, "message"):
         role = _text(get(item, "role")) or "user"
         return {"role": role, "parts": [_response_part(p) for p in _parts(get(item, "content"))]}
+    if isinstance(kind, str) and kind in _SERVER_TOOLS:
+        return {"role": "assistant", "parts": _server_tool_parts(kind, item)}
+    if isinstance(kind, str) and kind in _CLIENT_TOOLS:
+        name, arguments = _CLIENT_TOOLS[kind](item)
+        call = {"type": "tool_call", "id": _text(get(item, "call_id")), "name": name}
+        return {"role": "assistant", "parts": [{**call, "arguments": arguments}]}
+    if isinstance(kind, str) and kind in _CLIENT_TOOL_OUTPUTS:
+        part = {"type": "tool_call_response", "id": _text(get(item, "call_id"))}
+        response = _CLIENT_TOOL_OUTPUTS[kind](item)
+        return {"role": "tool", "parts": [{**part, "response": response}]}
     return {"role": "assistant", "parts": [{"type": str(kind)}]}
+
+
+# Built-in tools: the Responses API's output items of the tools OpenAI runs itself (a
+# `server_tool_call` part of the schemas, with the tool's `type`, and what it found as a
+# `server_tool_call_response`), and of those it hands to the caller to run (a computer, a
+# shell, a patch: a `tool_call`, as a function's call is, answered by the caller's output
+# item). What each holds is read field by field, never copied whole: a URL keeps no
+# credentials (`without_credentials`: a code interpreter's image, a page searched), a file
+# search's results are named (file, score), never quoted (their text is the user's files),
+# a generated image's data is left out (megabytes of base64 no cut would keep readable),
+# and a shell's environment (`env`: where secrets are passed) is not read at all. Their
+# contents sit under `arguments` and `response`, the keys whose strings are cut to size.
+
+
+def _fields(value: Any, names: tuple[str, ...]) -> dict[str, Any]:
+    """The named fields of an SDK object or dict that are set, as JSON values (a nested
+    SDK object, a drag's path of points say, as its fields, not its `repr`)."""
+    found = {}
+    for name in names:
+        field = _given(get(value, name))
+        if isinstance(field, (list, tuple)):
+            field = [_plain(v) for v in field]
+        if field is not None:
+            found[name] = _plain(field)
+    return found
+
+
+def _plain(value: Any) -> Any:
+    dump = getattr(value, "model_dump", None)
+    return dump(mode="json") if callable(dump) else value
+
+
+def _url_fields(value: Any, names: tuple[str, ...]) -> dict[str, Any]:
+    """`_fields`, its `url` without credentials, its `sources` as their URLs."""
+    found = _fields(value, names)
+    url = _text(found.get("url"))
+    if url is not None:
+        found["url"] = without_credentials(url)
+    if "sources" in found:
+        urls = (_text(get(source, "url")) for source in _sequence(found["sources"]))
+        found["sources"] = [without_credentials(u) for u in urls if u is not None]
+    return found
+
+
+def _web_search(item: Any) -> tuple[dict[str, Any], Any]:
+    fields = ("type", "query", "queries", "url", "pattern", "sources")
+    action = _url_fields(get(item, "action"), fields)
+    return {"action": action}, None
+
+
+def _file_search(item: Any) -> tuple[dict[str, Any], Any]:
+    results = [
+        _fields(result, ("file_id", "filename", "score"))
+        for result in _sequence(get(item, "results"))
+    ]
+    return _fields(item, ("queries",)), ({"results": results} if results else None)
+
+
+def _code_interpreter(item: Any) -> tuple[dict[str, Any], Any]:
+    outputs = [
+        _url_fields(output, ("type", "logs", "url")) for output in _sequence(get(item, "outputs"))
+    ]
+    return _fields(item, ("code", "container_id")), ({"outputs": outputs} if outputs else None)
+
+
+def _image_generation(item: Any) -> tuple[dict[str, Any], Any]:
+    return {}, _fields(item, ("revised_prompt",)) or None
+
+
+def _mcp_call(item: Any) -> tuple[dict[str, Any], Any]:
+    arguments = {"server_label": _given(get(item, "server_label"))}
+    arguments["arguments"] = _arguments(_given(get(item, "arguments")))
+    response = _fields(item, ("output",))
+    error = _given(get(item, "error"))
+    if error is not None:
+        response["error"] = error if isinstance(error, str) else _fields(error, ("message",))
+    return arguments, response or None
+
+
+def _mcp_list_tools(item: Any) -> tuple[dict[str, Any], Any]:
+    tools = [_text(get(tool, "name")) for tool in _sequence(get(item, "tools"))]
+    return _fields(item, ("server_label",)), {"tools": [t for t in tools if t]}
+
+
+# Output item type -> (the tool's type, how its call and its response are read).
+_SERVER_TOOLS: dict[str, tuple[str, Callable[[Any], tuple[dict[str, Any], Any]]]] = {
+    "web_search_call": ("web_search", _web_search),
+    "file_search_call": ("file_search", _file_search),
+    "code_interpreter_call": ("code_interpreter", _code_interpreter),
+    "image_generation_call": ("image_generation", _image_generation),
+    "mcp_call": ("mcp", _mcp_call),
+    "mcp_list_tools": ("mcp_list_tools", _mcp_list_tools),
+    "mcp_approval_request": ("mcp_approval_request", _mcp_call),
+}
+
+
+def _server_tool_parts(kind: str, item: Any) -> list[Part]:
+    tool, read = _SERVER_TOOLS[kind]
+    arguments, response = read(item)
+    item_id = _text(get(item, "id"))
+    status = _text(get(item, "status"))
+    # An MCP tool is named by its server's tool; the others by the built-in tool's type.
+    name = _text(get(item, "name")) if kind in ("mcp_call", "mcp_approval_request") else None
+    details: dict[str, Any] = {"type": tool, "arguments": arguments}
+    if status is not None:
+        details["status"] = status
+    parts: list[Part] = [
+        {
+            "type": "server_tool_call",
+            "id": item_id,
+            "name": name or tool,
+            "server_tool_call": details,
+        }
+    ]
+    if response is not None:
+        answer = {"type": tool, "response": response}
+        parts.append(
+            {
+                "type": "server_tool_call_response",
+                "id": item_id,
+                "server_tool_call_response": answer,
+            }
+        )
+    return parts
+
+
+_ACTION_FIELDS = (
+    "type", "button", "x", "y", "keys", "text", "scroll_x", "scroll_y", "path", "ms",
+)  # fmt: skip
+
+
+def _computer_call(item: Any) -> tuple[str, Any]:
+    return "computer_use", _fields(get(item, "action"), _ACTION_FIELDS)
+
+
+def _shell_call(item: Any) -> tuple[str, Any]:
+    # `env` is never read: it is where a caller passes the shell its secrets.
+    action = _fields(get(item, "action"), ("type", "command", "commands", "working_directory"))
+    return "shell", action
+
+
+def _apply_patch_call(item: Any) -> tuple[str, Any]:
+    return "apply_patch", _fields(get(item, "operation"), ("type", "path", "diff"))
+
+
+# Output item type -> how the call the caller runs is read: (tool name, arguments).
+_CLIENT_TOOLS: dict[str, Callable[[Any], tuple[str, Any]]] = {
+    "computer_call": _computer_call,
+    "local_shell_call": _shell_call,
+    "shell_call": _shell_call,
+    "apply_patch_call": _apply_patch_call,
+}
+
+
+def _computer_output(item: Any) -> Any:
+    """A screenshot, by URL (without credentials) or inline (a blob), or by file id."""
+    output = get(item, "output")
+    url = _text(get(output, "image_url"))
+    if url is not None:
+        return [_data_url(url, "image")]
+    file_id = _text(get(output, "file_id"))
+    return [{"type": "file", "modality": "image", "file_id": file_id}] if file_id else None
+
+
+def _shell_output(item: Any) -> Any:
+    """A shell's output: its text, or each command's `stdout` and `stderr`."""
+    output = _given(get(item, "output"))
+    if isinstance(output, (list, tuple)):
+        return [_fields(o, ("stdout", "stderr")) for o in output]
+    return output if isinstance(output, str) else None
+
+
+# The caller's answers to those calls, as input items.
+_CLIENT_TOOL_OUTPUTS: dict[str, Callable[[Any], Any]] = {
+    "computer_call_output": _computer_output,
+    "local_shell_call_output": _shell_output,
+    "shell_call_output": _shell_output,
+    "apply_patch_call_output": _shell_output,
+}
 
 
 def _tool_output(output: Any) -> Any:
@@ -357,7 +568,7 @@ def responses_output(response: Any, finish_reasons: list[str]) -> list[Message]:
     for item in _sequence(get(response, "output")):
         parts.extend(_response_item(item)["parts"])
     reason = finish_reasons[0] if finish_reasons else "unknown"
-    return [{"role": "assistant", "parts": parts, "finish_reason": reason}]
+    return [{"role": "assistant", "parts": parts, "finish_reason": finish_reason(reason)}]
 
 
 def completion_input(request: Mapping[str, Any]) -> list[Message]:

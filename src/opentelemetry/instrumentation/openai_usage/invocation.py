@@ -254,7 +254,11 @@ class Invocation:
             self._record(facts, error, end_perf, extra_attributes, metric_attributes)
             if first_chunk_perf is not None:
                 self._record_chunks(
-                    first_chunk_perf, last_chunk_perf, chunk_count, chunk_gaps, metric_attributes
+                    first_chunk_perf,
+                    last_chunk_perf,
+                    chunk_count,
+                    chunk_gaps,
+                    t.without_error(metric_attributes),
                 )
             if self.capture is not None:
                 event_attributes = metric_attributes
@@ -336,7 +340,7 @@ class Invocation:
         # The metrics below take what they need from the facts, recording or not.
         if span.is_recording():
             if facts is not None:
-                span.set_attributes(t.response_attributes(facts))
+                span.set_attributes(t.response_attributes(facts, self._openai_flavour()))
             if extra_attributes:
                 span.set_attributes(extra_attributes)
             if error is not None:
@@ -350,13 +354,20 @@ class Invocation:
 
         instruments = self.instruments
         instruments.duration.record(max(0.0, end_perf - self.start_perf), metric_attributes)
+        # `error.type` is an attribute of the duration alone: the conventions define none on
+        # the token and chunk metrics. A failed call's tokens (billed, or estimated for a
+        # stream broken mid-way) go to the usage counters, which count every call, failed
+        # ones included; not to the `gen_ai.client.token.usage` histogram, which the
+        # conventions keep for operations that succeeded.
+        failed = t.ERROR_TYPE in metric_attributes
+        usage_attributes = t.without_error(metric_attributes)
         usage = facts.usage if facts is not None else None
-        if usage is not None:
-            t.record_token_usage(instruments, metric_attributes, usage)
+        if usage is not None and not failed:
+            t.record_token_usage(instruments, usage_attributes, usage)
         input_rest = TEXT if input_is_text(self.operation, self.request) else UNKNOWN
-        t.record_detailed_usage(instruments, metric_attributes, usage, input_rest)
+        t.record_detailed_usage(instruments, usage_attributes, usage, input_rest)
         if usage is not None and facts is not None:
-            self._record_cost(facts, usage, metric_attributes)
+            self._record_cost(facts, usage, usage_attributes)
 
     def _event_attributes(
         self,
@@ -372,12 +383,17 @@ class Invocation:
         stream's time to first chunk, as the span has them."""
         attributes = dict(self.request_attributes or {})
         if facts is not None:
-            attributes.update(t.response_attributes(facts))
+            attributes.update(t.response_attributes(facts, self._openai_flavour()))
         attributes.update(metric_attributes)  # error.type, and the server and models again
         if first_chunk_perf is not None:
             to_first = max(0.0, first_chunk_perf - self.start_perf)
             attributes[t.RESPONSE_TIME_TO_FIRST_CHUNK] = to_first
         return attributes
+
+    def _openai_flavour(self) -> bool:
+        """Whether the call's provider is OpenAI itself, whose flavour of the conventions
+        the `openai.*` attributes are (`t.OPENAI_ONLY`); the tier still prices the call."""
+        return self.metric_attributes.get(t.PROVIDER) == t.PROVIDER_OPENAI
 
     def _record_cost(
         self, facts: ResponseFacts, usage: Usage, metric_attributes: dict[str, Any]
@@ -405,7 +421,8 @@ class Invocation:
         timed apart) and any error are known."""
         attributes = self.metric_attributes
         if facts is not None:
-            response = t.response_metric_attributes(facts.model, facts.service_tier)
+            tier = facts.service_tier if self._openai_flavour() else None
+            response = t.response_metric_attributes(facts.model, tier)
             if response:
                 attributes = {**attributes, **response}
         if error is not None:

@@ -19,17 +19,33 @@ from .usage import usage_from
 _FINAL_EVENTS = ("response.completed", "response.incomplete", "response.failed")
 
 
+# Output items that hand the caller a call to run and answer, as a function call does: the
+# turn stops there for the caller, which chat reports as `tool_calls` (for its custom
+# tools too).
+CALLER_TOOL_CALLS = frozenset(
+    {
+        "function_call",
+        "custom_tool_call",
+        "computer_call",
+        "local_shell_call",
+        "shell_call",
+        "apply_patch_call",
+    }
+)
+
+
 def finish_reasons(response: Any, called: bool = False) -> list[str]:
     """The chat vocabulary, so that dashboards group both APIs alike.
 
-    completed -> "stop" ("tool_calls" when the output calls a function, or `called`: a
-    stream sent a function call its last event left out), incomplete -> its reason
+    completed -> "stop" ("tool_calls" when the output calls a tool the caller runs, a
+    function or another (`CALLER_TOOL_CALLS`), or `called`: a stream sent such a call its
+    last event left out), incomplete -> its reason
     ("length" for max_output_tokens), failed -> "error".
     """
     status = get(response, "status")
     if status == "completed":
         output = items(get(response, "output"))
-        calls = called or any(get(item, "type") == "function_call" for item in output)
+        calls = called or any(_calls(get(item, "type")) for item in output)
         return ["tool_calls" if calls else "stop"]
     if status == "incomplete":
         reason = get(get(response, "incomplete_details"), "reason")
@@ -37,6 +53,12 @@ def finish_reasons(response: Any, called: bool = False) -> list[str]:
     if status == "failed":
         return ["error"]
     return []
+
+
+def _calls(kind: Any) -> bool:
+    """Whether an output item's type is a call the caller runs (a server's odd `type`, a
+    dict or a list, is none, and is not hashable)."""
+    return isinstance(kind, str) and kind in CALLER_TOOL_CALLS
 
 
 # Output items of built-in tools that are billed per call on top of the tokens (web
@@ -106,7 +128,7 @@ class ResponsesStreamAccumulator:
         self.items = 0  # output items the stream added
         self.done = 0  # output items the stream finished
         self.answered = False  # the last of them a message: the turn's answer
-        self.called = False  # one of them a function call
+        self.called = False  # one of them a call the caller runs (`CALLER_TOOL_CALLS`)
         self.error: tuple[str, str] | None = None  # an `error` event: (code, message)
 
     def on_chunk(self, event: Any) -> None:
@@ -122,10 +144,11 @@ class ResponsesStreamAccumulator:
         elif kind == "response.output_item.added":
             self.items += 1
             item = getattr(event, "item", None)
-            if get(item, "type") == "function_call":
+            item_type = get(item, "type")
+            if _calls(item_type):
                 self.called = True
-                if self.tally is not None:
-                    self._function_call(self.tally, kind, event, item)
+            if item_type == "function_call" and self.tally is not None:
+                self._function_call(self.tally, kind, event, item)
         elif kind == "response.output_item.done":
             self.done += 1
             self.answered = get(getattr(event, "item", None), "type") == "message"

@@ -57,6 +57,12 @@ OPENAI_API_TYPE = oai.OPENAI_API_TYPE
 OPENAI_REQUEST_SERVICE_TIER = oai.OPENAI_REQUEST_SERVICE_TIER
 OPENAI_RESPONSE_SERVICE_TIER = oai.OPENAI_RESPONSE_SERVICE_TIER
 OPENAI_SYSTEM_FINGERPRINT = oai.OPENAI_RESPONSE_SYSTEM_FINGERPRINT
+# The `openai.*` attributes belong to the conventions' OpenAI flavour (`docs/gen-ai/openai.md`:
+# its spans' `gen_ai.provider.name` MUST be `openai`, and its metrics add the tier "when the
+# provider is `openai`"). `gen_ai.provider.name` is the discriminator of a flavour and is to
+# be "set consistently with provider-specific attributes": a span of another provider
+# (Azure OpenAI, Groq, Bedrock...) speaking the same protocol is not expected to carry them.
+OPENAI_ONLY = (OPENAI_API_TYPE, OPENAI_REQUEST_SERVICE_TIER)
 SERVER_ADDRESS = server_attributes.SERVER_ADDRESS
 SERVER_PORT = server_attributes.SERVER_PORT
 ERROR_TYPE = error_attributes.ERROR_TYPE
@@ -178,8 +184,9 @@ def bounded(attributes: dict[str, Any]) -> dict[str, Any]:
     return attributes
 
 
-def response_attributes(facts: ResponseFacts) -> dict[str, Any]:
-    """Span attributes learnt from the response, absent values left out.
+def response_attributes(facts: ResponseFacts, openai: bool = True) -> dict[str, Any]:
+    """Span attributes learnt from the response, absent values left out; the `openai.*`
+    ones only for OpenAI's own flavour (`openai`, see `OPENAI_ONLY`).
 
     Its strings were cut to `MAX_ATTRIBUTE_LENGTH` where they were read (the
     accumulators' `_str`), so only the list of finish reasons is bounded here.
@@ -191,9 +198,9 @@ def response_attributes(facts: ResponseFacts) -> dict[str, Any]:
         attributes[RESPONSE_MODEL] = facts.model
     if facts.finish_reasons:
         attributes[RESPONSE_FINISH_REASONS] = facts.finish_reasons[:MAX_ATTRIBUTE_ITEMS]
-    if facts.system_fingerprint:
+    if openai and facts.system_fingerprint:
         attributes[OPENAI_SYSTEM_FINGERPRINT] = facts.system_fingerprint
-    if facts.service_tier:
+    if openai and facts.service_tier:
         attributes[OPENAI_RESPONSE_SERVICE_TIER] = facts.service_tier
     if facts.dimension_count is not None:
         attributes[EMBEDDINGS_DIMENSION_COUNT] = facts.dimension_count
@@ -211,6 +218,15 @@ def response_metric_attributes(model: str | None, service_tier: str | None) -> d
     if service_tier:
         attributes[OPENAI_RESPONSE_SERVICE_TIER] = service_tier
     return attributes
+
+
+def without_error(attributes: dict[str, Any]) -> dict[str, Any]:
+    """Metric attributes for the points other than the duration's: the conventions give
+    `error.type` to `gen_ai.client.operation.duration` only (and a failed call's usage
+    counters and cost are counted as any call's)."""
+    if ERROR_TYPE not in attributes:
+        return attributes
+    return {key: value for key, value in attributes.items() if key != ERROR_TYPE}
 
 
 def usage_attributes(usage: Usage) -> dict[str, Any]:

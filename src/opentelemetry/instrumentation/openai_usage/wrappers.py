@@ -180,6 +180,9 @@ def start_call(runtime: Runtime, endpoint: Endpoint, instance: Any, kwargs: dict
     attributes[t.OPERATION] = endpoint.operation
     if endpoint.api_type:
         attributes[t.OPENAI_API_TYPE] = endpoint.api_type
+    if server.get(t.PROVIDER) != t.PROVIDER_OPENAI:  # no `openai.*` on others' spans
+        for name in t.OPENAI_ONLY:
+            attributes.pop(name, None)
     t.bounded(attributes)
     model = attributes.get(t.REQUEST_MODEL)
     name = f"{endpoint.operation} {model}" if model else endpoint.operation
