@@ -256,3 +256,84 @@ def test_a_list_another_wrapper_under_ours_hands_back_for_a_stream_is_left_as_it
     result = client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, stream=True)
     assert result is lists[0] and len(result) == len(list(result)) > 0
     assert len(telemetry.spans()) == 1
+
+
+class RelayingOver:
+    """Another instrumentation put over ours that takes the stream `create` returns (our
+    proxy) and replaces the stream's `_iterator` with its own generator over it, and its
+    `close` with one that also ends its record: what `langfuse.openai` (langfuse 5.2.0,
+    `_instrument_openai_stream` and its async twin) does. It counts on the stream's own
+    `__iter__` / `__next__` reading `_iterator` when they are called, as the SDK's do."""
+
+    def __init__(self) -> None:
+        self.seen: list[Any] = []
+        self.ended = 0
+
+    def _ended(self) -> None:
+        self.ended += 1
+
+    def relay(self, chunks: Any) -> Any:
+        try:
+            for chunk in chunks:
+                self.seen.append(chunk)
+                yield chunk
+        finally:
+            self._ended()
+
+    async def arelay(self, chunks: Any) -> Any:
+        try:
+            async for chunk in chunks:
+                self.seen.append(chunk)
+                yield chunk
+        finally:
+            self._ended()
+
+    def wrapper(self, wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+        stream = wrapped(*args, **kwargs)
+        if isinstance(stream, openai.Stream):
+            stream._iterator = self.relay(stream._iterator)
+        return stream
+
+    async def async_wrapper(self, wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+        stream = await wrapped(*args, **kwargs)
+        if isinstance(stream, openai.AsyncStream):
+            stream._iterator = self.arelay(stream._iterator)
+        return stream
+
+
+def test_a_wrapper_over_ours_relaying_the_streams_iterator_sees_every_chunk_and_its_end(
+    instrument: Any, telemetry: Telemetry, client: openai.OpenAI, restore_create: Any
+) -> None:
+    other = RelayingOver()
+    instrument()
+    wrapt.wrap_function_wrapper(Completions, "create", other.wrapper)  # over ours
+    request: dict[str, Any] = {"model": "gpt-4o-mini", "messages": MESSAGES, "stream": True}
+    chunks = list(client.chat.completions.create(**request))
+    assert chunks and all(c.choices for c in chunks)  # our usage chunk still hidden
+    # It read what the server sent, the usage chunk we asked for too, and saw the end.
+    assert other.seen[:-1] == chunks
+    assert other.seen[-1].usage.total_tokens == 19
+    assert other.ended == 1
+    stream = client.chat.completions.create(**request)
+    read = [next(stream) for _ in range(len(chunks))]
+    assert other.seen[len(chunks) + 1 :] == read  # `next()` reads through it too
+    attributes = dict(telemetry.spans()[0].attributes or {})
+    assert attributes["openai_usage.usage.source"] == "response"
+    assert attributes["openai_usage.stream.outcome"] == "completed"
+
+
+async def test_an_async_wrapper_over_ours_relaying_the_streams_iterator_sees_every_chunk(
+    instrument: Any, telemetry: Telemetry, aclient: openai.AsyncOpenAI, restore_create: Any
+) -> None:
+    other = RelayingOver()
+    instrument()
+    wrapt.wrap_function_wrapper(AsyncCompletions, "create", other.async_wrapper)
+    stream = await aclient.chat.completions.create(
+        model="gpt-4o-mini", messages=MESSAGES, stream=True
+    )
+    chunks = [c async for c in stream]
+    assert chunks and all(c.choices for c in chunks)
+    assert other.seen[:-1] == chunks
+    assert other.seen[-1].usage.total_tokens == 19
+    assert other.ended == 1
+    assert (telemetry.span().attributes or {})["openai_usage.usage.source"] == "response"

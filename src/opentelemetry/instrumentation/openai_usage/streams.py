@@ -484,14 +484,18 @@ async def _awatch(
     del owner  # only now: freed unfinished, the proxy would end the span as abandoned
 
 
+def _is_sdk_stream(stream: Any) -> bool:
+    import openai  # the SDK is loaded: it just returned this stream
+
+    return issubclass(type(stream), (openai.Stream, openai.AsyncStream))
+
+
 def _chunks_of(stream: Any) -> Any:
     """The SDK's one iterator behind its stream: what its own `__next__` reads and each
     `iter()` / `aiter()` of it walks (every SDK release has it). Anything else, such as
     another instrumentation's proxy of the SDK's stream, is read through its own iteration
     (its `_iterator`, forwarded by such a proxy, would pass the other one by)."""
-    import openai
-
-    if issubclass(type(stream), (openai.Stream, openai.AsyncStream)):
+    if _is_sdk_stream(stream):
         chunks = getattr(stream, "_iterator", None)
         if chunks is not None:
             return chunks
@@ -502,10 +506,23 @@ class _ProxyBase(wrapt.ObjectProxy):  # type: ignore[misc,type-arg,unused-ignore
     def __init__(self, wrapped: Any, state: StreamState) -> None:
         super().__init__(wrapped)
         self._self_state = state
+        # The SDK's stream: its `_iterator` is looked up as a read begins (`_source`).
+        # Anything else is asked for its iterator now, where a failure is ours to log.
+        self._self_source = None if _is_sdk_stream(wrapped) else _chunks_of(wrapped)
         # Not at exit: a stream still open then is ended in place by `end_open_streams`
         # (a finalizer's exit hook would run first and hand it to a thread about to die).
         weakref.finalize(self, _collected, state).atexit = False
         track_open(state)
+
+    def _source(self) -> Any:
+        """What a read that begins now walks. For the SDK's stream, its `_iterator` as it is
+        now, as the SDK's own `__iter__` and `__next__` read it: another instrumentation
+        put over ours (Langfuse's `langfuse.openai`) gets our proxy back from `create`, and
+        replaces the stream's `_iterator` with its own generator over it (its `close` it
+        sets on our proxy). Taken when the proxy was made, that generator would be passed
+        by: the other would see no chunk, and never end its record of the call."""
+        source = self._self_source
+        return _chunks_of(self.__wrapped__) if source is None else source
 
     def __repr__(self) -> str:
         return repr(self.__wrapped__)
@@ -522,19 +539,18 @@ class SyncStreamProxy(_ProxyBase):
 
     def __init__(self, wrapped: Any, state: StreamState) -> None:
         super().__init__(wrapped, state)
-        self._self_source = _chunks_of(wrapped)
         self._self_chunks: Iterator[Any] | None = None  # what `next()` reads, once needed
 
     def __iter__(self) -> Iterator[Any]:
         # As the SDK's own `__iter__`: a new generator each time, over one shared position
         # (which `next()` shares too), so that closing one (say, a closed `yield from`
         # relay) leaves the stream open, as it does without us.
-        return _watch(self._self_source, self._self_state, self)
+        return _watch(self._source(), self._self_state, self)
 
     def __next__(self) -> Any:
         chunks = self._self_chunks
         if chunks is None:
-            chunks = self._self_chunks = _watch(self._self_source, self._self_state)
+            chunks = self._self_chunks = _watch(self._source(), self._self_state)
         try:
             return next(chunks)
         except ValueError as exc:
@@ -574,18 +590,17 @@ class AsyncStreamProxy(_ProxyBase):
 
     def __init__(self, wrapped: Any, state: StreamState) -> None:
         super().__init__(wrapped, state)
-        self._self_source = _chunks_of(wrapped)
         self._self_chunks: AsyncIterator[Any] | None = None  # what `__anext__` reads
 
     def __aiter__(self) -> AsyncIterator[Any]:
         # As the SDK's: a new async generator each time, over one shared position.
-        return _awatch(self._self_source, self._self_state, self)
+        return _awatch(self._source(), self._self_state, self)
 
     async def __anext__(self) -> Any:
         # A coroutine, as the SDK's (`inspect.iscoroutine(stream.__anext__())` holds).
         chunks = self._self_chunks
         if chunks is None:
-            chunks = self._self_chunks = _awatch(self._self_source, self._self_state)
+            chunks = self._self_chunks = _awatch(self._source(), self._self_state)
         try:
             return await chunks.__anext__()
         except RuntimeError as exc:
