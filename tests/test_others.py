@@ -337,3 +337,37 @@ async def test_an_async_wrapper_over_ours_relaying_the_streams_iterator_sees_eve
     assert other.seen[-1].usage.total_tokens == 19
     assert other.ended == 1
     assert (telemetry.span().attributes or {})["openai_usage.usage.source"] == "response"
+
+
+async def test_a_wrapper_over_ours_setting_aclose_on_an_async_stream_does_not_break_the_call(
+    instrument: Any, telemetry: Telemetry, aclient: openai.AsyncOpenAI, restore_create: Any
+) -> None:
+    """`langfuse.openai` (langfuse 5.2.0) sets `stream.aclose = traced_aclose` on the
+    async stream `create` returned, before handing it on: with ours under it, that stream
+    is our proxy, whose read-only `aclose` made the assignment raise into the caller."""
+    closed: list[str] = []
+
+    async def other(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+        stream = await wrapped(*args, **kwargs)
+        close = stream.close
+
+        async def traced_aclose() -> None:
+            closed.append("theirs")
+            await close()
+
+        stream.aclose = traced_aclose
+        return stream
+
+    instrument()
+    wrapt.wrap_function_wrapper(AsyncCompletions, "create", other)  # over ours
+    stream = await aclient.chat.completions.create(
+        model="gpt-4o-mini", messages=MESSAGES, stream=True
+    )
+    assert isinstance(stream, openai.AsyncStream)
+    await stream.__anext__()
+    await stream.aclose()  # theirs, as on the SDK's stream, which closes ours
+    assert closed == ["theirs"]
+    attributes = dict(telemetry.span().attributes or {})
+    assert attributes["openai_usage.stream.outcome"] == "closed"
+    del stream.aclose  # and the SDK's comes back, where this release has one
+    assert hasattr(stream, "aclose") == hasattr(openai.AsyncStream, "aclose")

@@ -591,6 +591,7 @@ class AsyncStreamProxy(_ProxyBase):
     def __init__(self, wrapped: Any, state: StreamState) -> None:
         super().__init__(wrapped, state)
         self._self_chunks: AsyncIterator[Any] | None = None  # what `__anext__` reads
+        self._self_aclose: Callable[[], Awaitable[None]] | None = None  # one set on us
 
     def __aiter__(self) -> AsyncIterator[Any]:
         # As the SDK's: a new async generator each time, over one shared position.
@@ -632,6 +633,9 @@ class AsyncStreamProxy(_ProxyBase):
     def aclose(self) -> Callable[[], Awaitable[None]]:
         # Only newer SDKs' streams have `aclose`: on the others, reading it raises the
         # SDK's AttributeError, so `hasattr(stream, "aclose")` is False as without us.
+        put_over = self._self_aclose
+        if put_over is not None:
+            return put_over
         aclose = self.__wrapped__.aclose
         state = self._self_state
 
@@ -643,6 +647,17 @@ class AsyncStreamProxy(_ProxyBase):
                 state.finish(OUTCOME_CLOSED)
 
         return close
+
+    @aclose.setter
+    def aclose(self, value: Callable[[], Awaitable[None]]) -> None:
+        # Another instrumentation over ours sets its own on the stream it got from `create`
+        # (`langfuse.openai` does): as on the SDK's stream, it is what `aclose` is then.
+        # Without a setter, that assignment raised into the caller's call.
+        self._self_aclose = value
+
+    @aclose.deleter
+    def aclose(self) -> None:
+        self._self_aclose = None
 
 
 def _raised_by_helper(helper: Any, exc: BaseException | None) -> bool:
