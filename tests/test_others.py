@@ -371,3 +371,70 @@ async def test_a_wrapper_over_ours_setting_aclose_on_an_async_stream_does_not_br
     assert attributes["openai_usage.stream.outcome"] == "closed"
     del stream.aclose  # and the SDK's comes back, where this release has one
     assert hasattr(stream, "aclose") == hasattr(openai.AsyncStream, "aclose")
+
+
+def _closing_over(closed: list[str]) -> Any:
+    """Another instrumentation put over ours that sets its own `close` on the stream
+    `create` returned, one that also ends its record, then calls the stream's: what
+    `langfuse.openai` (langfuse 5.2.0) does, sync and async. On the SDK's stream, the
+    stream's `with` exit (`__exit__` is `self.close()`) calls it too."""
+
+    def other(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+        stream = wrapped(*args, **kwargs)
+        close = stream.close
+
+        def traced_close() -> None:
+            closed.append("theirs")
+            close()
+
+        stream.close = traced_close
+        return stream
+
+    return other
+
+
+def _aclosing_over(closed: list[str]) -> Any:
+    async def other(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+        stream = await wrapped(*args, **kwargs)
+        close = stream.close
+
+        async def traced_close() -> None:
+            closed.append("theirs")
+            await close()
+
+        stream.close = traced_close
+        return stream
+
+    return other
+
+
+def test_leaving_the_with_block_calls_a_close_a_wrapper_over_ours_set_on_the_stream(
+    instrument: Any, telemetry: Telemetry, client: openai.OpenAI, restore_create: Any
+) -> None:
+    closed: list[str] = []
+    instrument()
+    wrapt.wrap_function_wrapper(Completions, "create", _closing_over(closed))  # over ours
+    with client.chat.completions.create(
+        model="gpt-4o-mini", messages=MESSAGES, stream=True
+    ) as stream:
+        next(stream)
+    assert closed == ["theirs"]  # as without us: the SDK's `__exit__` calls `self.close()`
+    assert stream.response.is_closed
+    attributes = dict(telemetry.span().attributes or {})
+    assert attributes["openai_usage.stream.outcome"] == "closed"
+
+
+async def test_leaving_the_async_with_block_calls_a_close_a_wrapper_over_ours_set(
+    instrument: Any, telemetry: Telemetry, aclient: openai.AsyncOpenAI, restore_create: Any
+) -> None:
+    closed: list[str] = []
+    instrument()
+    wrapt.wrap_function_wrapper(AsyncCompletions, "create", _aclosing_over(closed))
+    async with await aclient.chat.completions.create(
+        model="gpt-4o-mini", messages=MESSAGES, stream=True
+    ) as stream:
+        await stream.__anext__()
+    assert closed == ["theirs"]
+    assert stream.response.is_closed
+    attributes = dict(telemetry.span().attributes or {})
+    assert attributes["openai_usage.stream.outcome"] == "closed"

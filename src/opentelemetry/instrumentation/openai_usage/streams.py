@@ -569,6 +569,10 @@ class SyncStreamProxy(_ProxyBase):
     def __exit__(self, *exc_info: Any) -> Any:
         self._self_state.closing = True
         try:
+            close = _close_put_over(self)
+            if close is not None:
+                close()
+                return None
             return self.__wrapped__.__exit__(*exc_info)
         finally:
             self._self_state.finish(OUTCOME_CLOSED)
@@ -618,6 +622,10 @@ class AsyncStreamProxy(_ProxyBase):
     async def __aexit__(self, *exc_info: Any) -> Any:
         self._self_state.closing = True
         try:
+            close = _close_put_over(self)
+            if close is not None:
+                await close()
+                return None
             return await self.__wrapped__.__aexit__(*exc_info)
         finally:
             self._self_state.finish(OUTCOME_CLOSED)
@@ -658,6 +666,19 @@ class AsyncStreamProxy(_ProxyBase):
     @aclose.deleter
     def aclose(self) -> None:
         self._self_aclose = None
+
+
+def _close_put_over(proxy: _ProxyBase) -> Any:
+    """A `close` that another instrumentation over ours set on the SDK stream it got from
+    `create` (our proxy: wrapt keeps an attribute our class defines on the proxy itself),
+    or None. `langfuse.openai` sets one that also ends its record; the SDK's `__exit__` and
+    `__aexit__` are `self.close()`, which would call it without us, so ours do too."""
+    if not _is_sdk_stream(proxy.__wrapped__):
+        return None
+    close = proxy.close
+    return (
+        None if getattr(close, "__func__", None) is getattr(type(proxy), "close", None) else close
+    )
 
 
 def _raised_by_helper(helper: Any, exc: BaseException | None) -> bool:
