@@ -120,6 +120,30 @@ def test_another_instrumentation_already_wrapping_the_sdk_is_named_and_calls_sti
         Completions.create = original  # type: ignore[method-assign]
 
 
+def test_another_instrumentation_wrapping_the_clients_request_is_named_as_active(
+    instrument: Any,
+    telemetry: Telemetry,
+    client: openai.OpenAI,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """OpenInference (openinference-instrumentation-openai 0.1.66) wraps `OpenAI.request`
+    and `AsyncOpenAI.request` with wrapt, not the resources' methods: every call is
+    recorded by both all the same, its span a child of ours."""
+    # Not installed for auto-instrumentation, or disabled there: only the wrapper tells.
+    monkeypatch.setenv("OTEL_PYTHON_DISABLED_INSTRUMENTATIONS", "openai")
+    assert "request" not in openai.OpenAI.__dict__  # the SDK's is inherited
+    monkeypatch.setattr(
+        openai.OpenAI, "request", wrapt.FunctionWrapper(openai.OpenAI.request, _other_wrapper)
+    )
+    with caplog.at_level(logging.WARNING, logger=LOGGER):
+        instrument()
+    (warning,) = warnings_about_others(caplog)
+    assert f"is active: the OpenAI SDK is already instrumented by {__name__}." in warning
+    client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+    assert len(telemetry.spans()) == 1  # ours, over theirs
+
+
 # -- another wrapper over ours, or under it ------------------------------------------------
 
 

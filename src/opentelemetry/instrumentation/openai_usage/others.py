@@ -26,8 +26,14 @@ OUR_NAME = "openai_usage"
 OTHER_NAMES = ("openai", "openai_v2", "openinference_openai")
 # wrapt 2 made `ObjectProxy` a subclass; `FunctionWrapper` derives from the base.
 _PROXY: type = getattr(wrapt, "BaseObjectProxy", wrapt.ObjectProxy)
-# A method every OpenAI instrumentation wraps.
-_PROBE = ("openai.resources.chat.completions", "Completions", "create")
+# Where the OpenAI instrumentations we know put their wrappers: the chat `create` (the
+# official one, OpenLLMetry, Langfuse), or the client's `request`, under every endpoint's
+# method (OpenInference: its span is a child of ours, and counts the same tokens). The
+# SDK's `OpenAI` only inherits `request`: one in its own namespace is someone's wrapper.
+_PROBES = (
+    ("openai.resources.chat.completions", "Completions", "create"),
+    ("openai", "OpenAI", "request"),
+)
 
 
 _OUR_PACKAGE = "opentelemetry.instrumentation.openai_usage"
@@ -57,18 +63,19 @@ def ours_within(function: Any) -> bool:
 
 
 def _wrapped_by() -> str | None:
-    """The module of whatever already wraps `Completions.create`, if anything does."""
-    module_name, cls_name, method = _PROBE
-    try:
-        cls = getattr(importlib.import_module(module_name), cls_name)
-    except (ImportError, AttributeError):
-        return None
-    current: Any = cls.__dict__.get(method)
-    # The OpenAI instrumentations we know all patch with wrapt; the SDK's own
-    # decorators leave a `__wrapped__` too, so that alone would mean nothing.
-    if not isinstance(current, _PROXY):
-        return None
-    return None if is_ours(current) else _origin(current)
+    """The module of whatever already wraps `Completions.create` or `OpenAI.request`, if
+    anything does."""
+    for module_name, cls_name, method in _PROBES:
+        try:
+            cls = getattr(importlib.import_module(module_name), cls_name)
+        except (ImportError, AttributeError):
+            continue
+        current: Any = cls.__dict__.get(method)
+        # The OpenAI instrumentations we know all patch with wrapt; the SDK's own
+        # decorators leave a `__wrapped__` too, so that alone would mean nothing.
+        if isinstance(current, _PROXY) and not is_ours(current):
+            return _origin(current)
+    return None
 
 
 def _disabled() -> set[str]:
