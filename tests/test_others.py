@@ -33,7 +33,10 @@ def test_no_other_instrumentation_no_warning(
 
 
 def _install_other(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, entry_point: str = "openai"
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    entry_point: str = "openai",
+    module: str = "opentelemetry.instrumentation.openai_v2",
 ) -> None:
     """An installed distribution, as pip leaves it, registering an OpenAI entry point."""
     dist_info = tmp_path / "opentelemetry_instrumentation_openai_v2-2.1b0.dist-info"
@@ -42,7 +45,7 @@ def _install_other(
         "Metadata-Version: 2.1\nName: opentelemetry-instrumentation-openai-v2\nVersion: 2.1b0\n"
     )
     (dist_info / "entry_points.txt").write_text(
-        f"[opentelemetry_instrumentor]\n{entry_point} = opentelemetry.instrumentation.openai_v2:X\n"
+        f"[opentelemetry_instrumentor]\n{entry_point} = {module}:X\n"
     )
     monkeypatch.syspath_prepend(str(tmp_path))
 
@@ -142,6 +145,36 @@ def test_another_instrumentation_wrapping_the_clients_request_is_named_as_active
     assert f"is active: the OpenAI SDK is already instrumented by {__name__}." in warning
     client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
     assert len(telemetry.spans()) == 1  # ours, over theirs
+
+
+@pytest.mark.parametrize("registered", [True, False])
+def test_the_warning_about_an_active_one_advises_its_own_entry_point_or_none(
+    instrument: Any,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    registered: bool,
+) -> None:
+    """OpenInference (0.1.66) registers under `openai` too, but another could register
+    under another name; Langfuse's `langfuse.openai` (5.2.0) registers none at all: it
+    patches the SDK when imported, and no entry point name turns it off."""
+    if registered:  # this module stands for the other's package
+        _install_other(tmp_path, monkeypatch, "openinference_openai", module=__name__)
+    monkeypatch.delenv("OTEL_PYTHON_DISABLED_INSTRUMENTATIONS", raising=False)
+    monkeypatch.setattr(
+        Completions, "create", wrapt.FunctionWrapper(Completions.create, _other_wrapper)
+    )
+    with caplog.at_level(logging.WARNING, logger=LOGGER):
+        instrument()
+    (warning,) = warnings_about_others(caplog)
+    assert "OTEL_PYTHON_DISABLED_INSTRUMENTATIONS=openai " not in warning
+    assert "=openai_usage" in warning  # how to disable ours, always
+    if registered:
+        assert f"instrumented by {__name__} (entry point 'openinference_openai')." in warning
+        assert "OTEL_PYTHON_DISABLED_INSTRUMENTATIONS=openinference_openai " in warning
+    else:
+        assert f"instrumented by {__name__}. Both" in warning
+        assert "Keep one: stop using that one" in warning
 
 
 # -- another wrapper over ours, or under it ------------------------------------------------

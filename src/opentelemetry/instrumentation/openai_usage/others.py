@@ -99,17 +99,39 @@ def _registered() -> dict[str, str]:
     return found
 
 
+def _entry_point_of(module: str) -> str | None:
+    """The entry point name that the instrumentation whose code `module` is registers for
+    auto-instrumentation under, if it registers one: what disables it there. Not every
+    one does (Langfuse's `langfuse.openai` patches the SDK when imported)."""
+    for entry_point in metadata.entry_points(group=GROUP):
+        package = entry_point.value.split(":")[0].strip()
+        if entry_point.name != OUR_NAME and (module == package or module.startswith(package + ".")):
+            return str(entry_point.name)
+    return None
+
+
 def warn_about_others() -> str | None:
     """Log one warning naming any other active or registered OpenAI instrumentation."""
     active = _wrapped_by()
     registered = _registered()
     if active:
+        name = _entry_point_of(active)
+        if name is None:  # not one opentelemetry-instrument loads: only code turns it off
+            how = (
+                "Keep one: stop using that one, or disable this one (with "
+                f"opentelemetry-instrument, OTEL_PYTHON_DISABLED_INSTRUMENTATIONS={OUR_NAME}; "
+                "in code, uninstrument())."
+            )
+        else:
+            active = f"{active} (entry point '{name}')"
+            how = (
+                "Keep one: with opentelemetry-instrument, set "
+                f"OTEL_PYTHON_DISABLED_INSTRUMENTATIONS={name} "
+                f"(or ={OUR_NAME} to disable this one); in code, uninstrument() one of them."
+            )
         message = (
             f"Another OpenAI instrumentation is active: the OpenAI SDK is already "
-            f"instrumented by {active}. Both record every call and count its tokens twice. "
-            "Keep one: with opentelemetry-instrument, set "
-            "OTEL_PYTHON_DISABLED_INSTRUMENTATIONS=openai "
-            f"(or ={OUR_NAME} to disable this one); in code, uninstrument() one of them."
+            f"instrumented by {active}. Both record every call and count its tokens twice. " + how
         )
     elif registered:
         names = ",".join(sorted(set(registered.values())))
