@@ -33,7 +33,10 @@ def test_no_other_instrumentation_no_warning(
 
 
 def _install_other(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, entry_point: str = "openai"
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    entry_point: str = "openai",
+    module: str = "opentelemetry.instrumentation.openai_v2",
 ) -> None:
     """An installed distribution, as pip leaves it, registering an OpenAI entry point."""
     dist_info = tmp_path / "opentelemetry_instrumentation_openai_v2-2.1b0.dist-info"
@@ -42,7 +45,7 @@ def _install_other(
         "Metadata-Version: 2.1\nName: opentelemetry-instrumentation-openai-v2\nVersion: 2.1b0\n"
     )
     (dist_info / "entry_points.txt").write_text(
-        f"[opentelemetry_instrumentor]\n{entry_point} = opentelemetry.instrumentation.openai_v2:X\n"
+        f"[opentelemetry_instrumentor]\n{entry_point} = {module}:X\n"
     )
     monkeypatch.syspath_prepend(str(tmp_path))
 
@@ -118,6 +121,60 @@ def test_another_instrumentation_already_wrapping_the_sdk_is_named_and_calls_sti
         if instrumentor is not None:
             instrumentor.uninstrument()  # takes ours off, leaving theirs
         Completions.create = original  # type: ignore[method-assign]
+
+
+def test_another_instrumentation_wrapping_the_clients_request_is_named_as_active(
+    instrument: Any,
+    telemetry: Telemetry,
+    client: openai.OpenAI,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """OpenInference (openinference-instrumentation-openai 0.1.66) wraps `OpenAI.request`
+    and `AsyncOpenAI.request` with wrapt, not the resources' methods: every call is
+    recorded by both all the same, its span a child of ours."""
+    # Not installed for auto-instrumentation, or disabled there: only the wrapper tells.
+    monkeypatch.setenv("OTEL_PYTHON_DISABLED_INSTRUMENTATIONS", "openai")
+    assert "request" not in openai.OpenAI.__dict__  # the SDK's is inherited
+    monkeypatch.setattr(
+        openai.OpenAI, "request", wrapt.FunctionWrapper(openai.OpenAI.request, _other_wrapper)
+    )
+    with caplog.at_level(logging.WARNING, logger=LOGGER):
+        instrument()
+    (warning,) = warnings_about_others(caplog)
+    assert f"is active: the OpenAI SDK is already instrumented by {__name__}." in warning
+    client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+    assert len(telemetry.spans()) == 1  # ours, over theirs
+
+
+@pytest.mark.parametrize("registered", [True, False])
+def test_the_warning_about_an_active_one_advises_its_own_entry_point_or_none(
+    instrument: Any,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    registered: bool,
+) -> None:
+    """OpenInference (0.1.66) registers under `openai` too, but another could register
+    under another name; Langfuse's `langfuse.openai` (5.2.0) registers none at all: it
+    patches the SDK when imported, and no entry point name turns it off."""
+    if registered:  # this module stands for the other's package
+        _install_other(tmp_path, monkeypatch, "openinference_openai", module=__name__)
+    monkeypatch.delenv("OTEL_PYTHON_DISABLED_INSTRUMENTATIONS", raising=False)
+    monkeypatch.setattr(
+        Completions, "create", wrapt.FunctionWrapper(Completions.create, _other_wrapper)
+    )
+    with caplog.at_level(logging.WARNING, logger=LOGGER):
+        instrument()
+    (warning,) = warnings_about_others(caplog)
+    assert "OTEL_PYTHON_DISABLED_INSTRUMENTATIONS=openai " not in warning
+    assert "=openai_usage" in warning  # how to disable ours, always
+    if registered:
+        assert f"instrumented by {__name__} (entry point 'openinference_openai')." in warning
+        assert "OTEL_PYTHON_DISABLED_INSTRUMENTATIONS=openinference_openai " in warning
+    else:
+        assert f"instrumented by {__name__}. Both" in warning
+        assert "Keep one: stop using that one" in warning
 
 
 # -- another wrapper over ours, or under it ------------------------------------------------
@@ -256,3 +313,185 @@ def test_a_list_another_wrapper_under_ours_hands_back_for_a_stream_is_left_as_it
     result = client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, stream=True)
     assert result is lists[0] and len(result) == len(list(result)) > 0
     assert len(telemetry.spans()) == 1
+
+
+class RelayingOver:
+    """Another instrumentation put over ours that takes the stream `create` returns (our
+    proxy) and replaces the stream's `_iterator` with its own generator over it, and its
+    `close` with one that also ends its record: what `langfuse.openai` (langfuse 5.2.0,
+    `_instrument_openai_stream` and its async twin) does. It counts on the stream's own
+    `__iter__` / `__next__` reading `_iterator` when they are called, as the SDK's do."""
+
+    def __init__(self) -> None:
+        self.seen: list[Any] = []
+        self.ended = 0
+
+    def _ended(self) -> None:
+        self.ended += 1
+
+    def relay(self, chunks: Any) -> Any:
+        try:
+            for chunk in chunks:
+                self.seen.append(chunk)
+                yield chunk
+        finally:
+            self._ended()
+
+    async def arelay(self, chunks: Any) -> Any:
+        try:
+            async for chunk in chunks:
+                self.seen.append(chunk)
+                yield chunk
+        finally:
+            self._ended()
+
+    def wrapper(self, wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+        stream = wrapped(*args, **kwargs)
+        if isinstance(stream, openai.Stream):
+            stream._iterator = self.relay(stream._iterator)
+        return stream
+
+    async def async_wrapper(self, wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+        stream = await wrapped(*args, **kwargs)
+        if isinstance(stream, openai.AsyncStream):
+            stream._iterator = self.arelay(stream._iterator)
+        return stream
+
+
+def test_a_wrapper_over_ours_relaying_the_streams_iterator_sees_every_chunk_and_its_end(
+    instrument: Any, telemetry: Telemetry, client: openai.OpenAI, restore_create: Any
+) -> None:
+    other = RelayingOver()
+    instrument()
+    wrapt.wrap_function_wrapper(Completions, "create", other.wrapper)  # over ours
+    request: dict[str, Any] = {"model": "gpt-4o-mini", "messages": MESSAGES, "stream": True}
+    chunks = list(client.chat.completions.create(**request))
+    assert chunks and all(c.choices for c in chunks)  # our usage chunk still hidden
+    # It read what the server sent, the usage chunk we asked for too, and saw the end.
+    assert other.seen[:-1] == chunks
+    assert other.seen[-1].usage.total_tokens == 19
+    assert other.ended == 1
+    stream = client.chat.completions.create(**request)
+    read = [next(stream) for _ in range(len(chunks))]
+    assert other.seen[len(chunks) + 1 :] == read  # `next()` reads through it too
+    attributes = dict(telemetry.spans()[0].attributes or {})
+    assert attributes["openai_usage.usage.source"] == "response"
+    assert attributes["openai_usage.stream.outcome"] == "completed"
+
+
+async def test_an_async_wrapper_over_ours_relaying_the_streams_iterator_sees_every_chunk(
+    instrument: Any, telemetry: Telemetry, aclient: openai.AsyncOpenAI, restore_create: Any
+) -> None:
+    other = RelayingOver()
+    instrument()
+    wrapt.wrap_function_wrapper(AsyncCompletions, "create", other.async_wrapper)
+    stream = await aclient.chat.completions.create(
+        model="gpt-4o-mini", messages=MESSAGES, stream=True
+    )
+    chunks = [c async for c in stream]
+    assert chunks and all(c.choices for c in chunks)
+    assert other.seen[:-1] == chunks
+    assert other.seen[-1].usage.total_tokens == 19
+    assert other.ended == 1
+    assert (telemetry.span().attributes or {})["openai_usage.usage.source"] == "response"
+
+
+async def test_a_wrapper_over_ours_setting_aclose_on_an_async_stream_does_not_break_the_call(
+    instrument: Any, telemetry: Telemetry, aclient: openai.AsyncOpenAI, restore_create: Any
+) -> None:
+    """`langfuse.openai` (langfuse 5.2.0) sets `stream.aclose = traced_aclose` on the
+    async stream `create` returned, before handing it on: with ours under it, that stream
+    is our proxy, whose read-only `aclose` made the assignment raise into the caller."""
+    closed: list[str] = []
+
+    async def other(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+        stream = await wrapped(*args, **kwargs)
+        close = stream.close
+
+        async def traced_aclose() -> None:
+            closed.append("theirs")
+            await close()
+
+        stream.aclose = traced_aclose
+        return stream
+
+    instrument()
+    wrapt.wrap_function_wrapper(AsyncCompletions, "create", other)  # over ours
+    stream = await aclient.chat.completions.create(
+        model="gpt-4o-mini", messages=MESSAGES, stream=True
+    )
+    assert isinstance(stream, openai.AsyncStream)
+    await stream.__anext__()
+    await stream.aclose()  # theirs, as on the SDK's stream, which closes ours
+    assert closed == ["theirs"]
+    attributes = dict(telemetry.span().attributes or {})
+    assert attributes["openai_usage.stream.outcome"] == "closed"
+    del stream.aclose  # and the SDK's comes back, where this release has one
+    assert hasattr(stream, "aclose") == hasattr(openai.AsyncStream, "aclose")
+
+
+def _closing_over(closed: list[str]) -> Any:
+    """Another instrumentation put over ours that sets its own `close` on the stream
+    `create` returned, one that also ends its record, then calls the stream's: what
+    `langfuse.openai` (langfuse 5.2.0) does, sync and async. On the SDK's stream, the
+    stream's `with` exit (`__exit__` is `self.close()`) calls it too."""
+
+    def other(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+        stream = wrapped(*args, **kwargs)
+        close = stream.close
+
+        def traced_close() -> None:
+            closed.append("theirs")
+            close()
+
+        stream.close = traced_close
+        return stream
+
+    return other
+
+
+def _aclosing_over(closed: list[str]) -> Any:
+    async def other(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+        stream = await wrapped(*args, **kwargs)
+        close = stream.close
+
+        async def traced_close() -> None:
+            closed.append("theirs")
+            await close()
+
+        stream.close = traced_close
+        return stream
+
+    return other
+
+
+def test_leaving_the_with_block_calls_a_close_a_wrapper_over_ours_set_on_the_stream(
+    instrument: Any, telemetry: Telemetry, client: openai.OpenAI, restore_create: Any
+) -> None:
+    closed: list[str] = []
+    instrument()
+    wrapt.wrap_function_wrapper(Completions, "create", _closing_over(closed))  # over ours
+    with client.chat.completions.create(
+        model="gpt-4o-mini", messages=MESSAGES, stream=True
+    ) as stream:
+        next(stream)
+    assert closed == ["theirs"]  # as without us: the SDK's `__exit__` calls `self.close()`
+    assert stream.response.is_closed
+    attributes = dict(telemetry.span().attributes or {})
+    assert attributes["openai_usage.stream.outcome"] == "closed"
+
+
+async def test_leaving_the_async_with_block_calls_a_close_a_wrapper_over_ours_set(
+    instrument: Any, telemetry: Telemetry, aclient: openai.AsyncOpenAI, restore_create: Any
+) -> None:
+    closed: list[str] = []
+    instrument()
+    wrapt.wrap_function_wrapper(AsyncCompletions, "create", _aclosing_over(closed))
+    async with await aclient.chat.completions.create(
+        model="gpt-4o-mini", messages=MESSAGES, stream=True
+    ) as stream:
+        await stream.__anext__()
+    assert closed == ["theirs"]
+    assert stream.response.is_closed
+    attributes = dict(telemetry.span().attributes or {})
+    assert attributes["openai_usage.stream.outcome"] == "closed"

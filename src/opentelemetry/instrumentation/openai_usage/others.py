@@ -26,8 +26,14 @@ OUR_NAME = "openai_usage"
 OTHER_NAMES = ("openai", "openai_v2", "openinference_openai")
 # wrapt 2 made `ObjectProxy` a subclass; `FunctionWrapper` derives from the base.
 _PROXY: type = getattr(wrapt, "BaseObjectProxy", wrapt.ObjectProxy)
-# A method every OpenAI instrumentation wraps.
-_PROBE = ("openai.resources.chat.completions", "Completions", "create")
+# Where the OpenAI instrumentations we know put their wrappers: the chat `create` (the
+# official one, OpenLLMetry, Langfuse), or the client's `request`, under every endpoint's
+# method (OpenInference: its span is a child of ours, and counts the same tokens). The
+# SDK's `OpenAI` only inherits `request`: one in its own namespace is someone's wrapper.
+_PROBES = (
+    ("openai.resources.chat.completions", "Completions", "create"),
+    ("openai", "OpenAI", "request"),
+)
 
 
 _OUR_PACKAGE = "opentelemetry.instrumentation.openai_usage"
@@ -57,18 +63,19 @@ def ours_within(function: Any) -> bool:
 
 
 def _wrapped_by() -> str | None:
-    """The module of whatever already wraps `Completions.create`, if anything does."""
-    module_name, cls_name, method = _PROBE
-    try:
-        cls = getattr(importlib.import_module(module_name), cls_name)
-    except (ImportError, AttributeError):
-        return None
-    current: Any = cls.__dict__.get(method)
-    # The OpenAI instrumentations we know all patch with wrapt; the SDK's own
-    # decorators leave a `__wrapped__` too, so that alone would mean nothing.
-    if not isinstance(current, _PROXY):
-        return None
-    return None if is_ours(current) else _origin(current)
+    """The module of whatever already wraps `Completions.create` or `OpenAI.request`, if
+    anything does."""
+    for module_name, cls_name, method in _PROBES:
+        try:
+            cls = getattr(importlib.import_module(module_name), cls_name)
+        except (ImportError, AttributeError):
+            continue
+        current: Any = cls.__dict__.get(method)
+        # The OpenAI instrumentations we know all patch with wrapt; the SDK's own
+        # decorators leave a `__wrapped__` too, so that alone would mean nothing.
+        if isinstance(current, _PROXY) and not is_ours(current):
+            return _origin(current)
+    return None
 
 
 def _disabled() -> set[str]:
@@ -92,17 +99,39 @@ def _registered() -> dict[str, str]:
     return found
 
 
+def _entry_point_of(module: str) -> str | None:
+    """The entry point name that the instrumentation whose code `module` is registers for
+    auto-instrumentation under, if it registers one: what disables it there. Not every
+    one does (Langfuse's `langfuse.openai` patches the SDK when imported)."""
+    for entry_point in metadata.entry_points(group=GROUP):
+        package = entry_point.value.split(":")[0].strip()
+        if entry_point.name != OUR_NAME and (module == package or module.startswith(package + ".")):
+            return str(entry_point.name)
+    return None
+
+
 def warn_about_others() -> str | None:
     """Log one warning naming any other active or registered OpenAI instrumentation."""
     active = _wrapped_by()
     registered = _registered()
     if active:
+        name = _entry_point_of(active)
+        if name is None:  # not one opentelemetry-instrument loads: only code turns it off
+            how = (
+                "Keep one: stop using that one, or disable this one (with "
+                f"opentelemetry-instrument, OTEL_PYTHON_DISABLED_INSTRUMENTATIONS={OUR_NAME}; "
+                "in code, uninstrument())."
+            )
+        else:
+            active = f"{active} (entry point '{name}')"
+            how = (
+                "Keep one: with opentelemetry-instrument, set "
+                f"OTEL_PYTHON_DISABLED_INSTRUMENTATIONS={name} "
+                f"(or ={OUR_NAME} to disable this one); in code, uninstrument() one of them."
+            )
         message = (
             f"Another OpenAI instrumentation is active: the OpenAI SDK is already "
-            f"instrumented by {active}. Both record every call and count its tokens twice. "
-            "Keep one: with opentelemetry-instrument, set "
-            "OTEL_PYTHON_DISABLED_INSTRUMENTATIONS=openai "
-            f"(or ={OUR_NAME} to disable this one); in code, uninstrument() one of them."
+            f"instrumented by {active}. Both record every call and count its tokens twice. " + how
         )
     elif registered:
         names = ",".join(sorted(set(registered.values())))

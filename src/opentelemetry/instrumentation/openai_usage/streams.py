@@ -526,14 +526,18 @@ async def _awatch(
     del owner  # only now: freed unfinished, the proxy would end the span as abandoned
 
 
+def _is_sdk_stream(stream: Any) -> bool:
+    import openai  # the SDK is loaded: it just returned this stream
+
+    return issubclass(type(stream), (openai.Stream, openai.AsyncStream))
+
+
 def _chunks_of(stream: Any) -> Any:
     """The SDK's one iterator behind its stream: what its own `__next__` reads and each
     `iter()` / `aiter()` of it walks (every SDK release has it). Anything else, such as
     another instrumentation's proxy of the SDK's stream, is read through its own iteration
     (its `_iterator`, forwarded by such a proxy, would pass the other one by)."""
-    import openai
-
-    if issubclass(type(stream), (openai.Stream, openai.AsyncStream)):
+    if _is_sdk_stream(stream):
         chunks = getattr(stream, "_iterator", None)
         if chunks is not None:
             return chunks
@@ -544,10 +548,23 @@ class _ProxyBase(wrapt.ObjectProxy):  # type: ignore[misc,type-arg,unused-ignore
     def __init__(self, wrapped: Any, state: StreamState) -> None:
         super().__init__(wrapped)
         self._self_state = state
+        # The SDK's stream: its `_iterator` is looked up as a read begins (`_source`).
+        # Anything else is asked for its iterator now, where a failure is ours to log.
+        self._self_source = None if _is_sdk_stream(wrapped) else _chunks_of(wrapped)
         # Not at exit: a stream still open then is ended in place by `end_open_streams`
         # (a finalizer's exit hook would run first and hand it to a thread about to die).
         weakref.finalize(self, _collected, state).atexit = False
         track_open(state)
+
+    def _source(self) -> Any:
+        """What a read that begins now walks. For the SDK's stream, its `_iterator` as it is
+        now, as the SDK's own `__iter__` and `__next__` read it: another instrumentation
+        put over ours (Langfuse's `langfuse.openai`) gets our proxy back from `create`, and
+        replaces the stream's `_iterator` with its own generator over it (its `close` it
+        sets on our proxy). Taken when the proxy was made, that generator would be passed
+        by: the other would see no chunk, and never end its record of the call."""
+        source = self._self_source
+        return _chunks_of(self.__wrapped__) if source is None else source
 
     def __repr__(self) -> str:
         return repr(self.__wrapped__)
@@ -564,19 +581,18 @@ class SyncStreamProxy(_ProxyBase):
 
     def __init__(self, wrapped: Any, state: StreamState) -> None:
         super().__init__(wrapped, state)
-        self._self_source = _chunks_of(wrapped)
         self._self_chunks: Iterator[Any] | None = None  # what `next()` reads, once needed
 
     def __iter__(self) -> Iterator[Any]:
         # As the SDK's own `__iter__`: a new generator each time, over one shared position
         # (which `next()` shares too), so that closing one (say, a closed `yield from`
         # relay) leaves the stream open, as it does without us.
-        return _watch(self._self_source, self._self_state, self)
+        return _watch(self._source(), self._self_state, self)
 
     def __next__(self) -> Any:
         chunks = self._self_chunks
         if chunks is None:
-            chunks = self._self_chunks = _watch(self._self_source, self._self_state)
+            chunks = self._self_chunks = _watch(self._source(), self._self_state)
         try:
             return next(chunks)
         except ValueError as exc:
@@ -595,6 +611,10 @@ class SyncStreamProxy(_ProxyBase):
     def __exit__(self, *exc_info: Any) -> Any:
         self._self_state.closing = True
         try:
+            close = _close_put_over(self)
+            if close is not None:
+                close()
+                return None
             return self.__wrapped__.__exit__(*exc_info)
         finally:
             self._self_state.finish(OUTCOME_CLOSED)
@@ -616,18 +636,18 @@ class AsyncStreamProxy(_ProxyBase):
 
     def __init__(self, wrapped: Any, state: StreamState) -> None:
         super().__init__(wrapped, state)
-        self._self_source = _chunks_of(wrapped)
         self._self_chunks: AsyncIterator[Any] | None = None  # what `__anext__` reads
+        self._self_aclose: Callable[[], Awaitable[None]] | None = None  # one set on us
 
     def __aiter__(self) -> AsyncIterator[Any]:
         # As the SDK's: a new async generator each time, over one shared position.
-        return _awatch(self._self_source, self._self_state, self)
+        return _awatch(self._source(), self._self_state, self)
 
     async def __anext__(self) -> Any:
         # A coroutine, as the SDK's (`inspect.iscoroutine(stream.__anext__())` holds).
         chunks = self._self_chunks
         if chunks is None:
-            chunks = self._self_chunks = _awatch(self._self_source, self._self_state)
+            chunks = self._self_chunks = _awatch(self._source(), self._self_state)
         try:
             return await chunks.__anext__()
         except RuntimeError as exc:
@@ -644,6 +664,10 @@ class AsyncStreamProxy(_ProxyBase):
     async def __aexit__(self, *exc_info: Any) -> Any:
         self._self_state.closing = True
         try:
+            close = _close_put_over(self)
+            if close is not None:
+                await close()
+                return None
             return await self.__wrapped__.__aexit__(*exc_info)
         finally:
             self._self_state.finish(OUTCOME_CLOSED)
@@ -659,6 +683,9 @@ class AsyncStreamProxy(_ProxyBase):
     def aclose(self) -> Callable[[], Awaitable[None]]:
         # Only newer SDKs' streams have `aclose`: on the others, reading it raises the
         # SDK's AttributeError, so `hasattr(stream, "aclose")` is False as without us.
+        put_over = self._self_aclose
+        if put_over is not None:
+            return put_over
         aclose = self.__wrapped__.aclose
         state = self._self_state
 
@@ -670,6 +697,30 @@ class AsyncStreamProxy(_ProxyBase):
                 state.finish(OUTCOME_CLOSED)
 
         return close
+
+    @aclose.setter
+    def aclose(self, value: Callable[[], Awaitable[None]]) -> None:
+        # Another instrumentation over ours sets its own on the stream it got from `create`
+        # (`langfuse.openai` does): as on the SDK's stream, it is what `aclose` is then.
+        # Without a setter, that assignment raised into the caller's call.
+        self._self_aclose = value
+
+    @aclose.deleter
+    def aclose(self) -> None:
+        self._self_aclose = None
+
+
+def _close_put_over(proxy: _ProxyBase) -> Any:
+    """A `close` that another instrumentation over ours set on the SDK stream it got from
+    `create` (our proxy: wrapt keeps an attribute our class defines on the proxy itself),
+    or None. `langfuse.openai` sets one that also ends its record; the SDK's `__exit__` and
+    `__aexit__` are `self.close()`, which would call it without us, so ours do too."""
+    if not _is_sdk_stream(proxy.__wrapped__):
+        return None
+    close = proxy.close
+    return (
+        None if getattr(close, "__func__", None) is getattr(type(proxy), "close", None) else close
+    )
 
 
 def _raised_by_helper(helper: Any, exc: BaseException | None) -> bool:
