@@ -775,11 +775,12 @@ LAZY_SCRIPT = textwrap.dedent(
     from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
     from opentelemetry.instrumentation.openai_usage import OpenAIUsageInstrumentor
     from opentelemetry.instrumentation.openai_usage.localserver import LocalOpenAIServer
-    from opentelemetry.instrumentation.openai_usage.others import _PROBE
+    from opentelemetry.instrumentation.openai_usage.others import _PROBES
     from opentelemetry.instrumentation.openai_usage.patches import ENDPOINTS, HELPER_CLOSES
 
-    # The chat class is loaded to look for another instrumentation's wrapper on it.
-    getattr(importlib.import_module(_PROBE[0]), _PROBE[1])
+    # The classes looked at for another instrumentation's wrapper are loaded for that.
+    for module_name, cls_name, _ in _PROBES:
+        getattr(importlib.import_module(module_name), cls_name)
     modules = {target.module for target in (*ENDPOINTS, *HELPER_CLOSES)}
     before = set(sys.modules)
     exporter = InMemorySpanExporter()
