@@ -16,7 +16,7 @@ from contextvars import ContextVar
 from typing import Any
 
 from opentelemetry.instrumentation.utils import is_instrumentation_enabled
-from opentelemetry.trace import SpanKind, Tracer
+from opentelemetry.trace import NonRecordingSpan, Span, SpanKind, Tracer, get_current_span
 
 from opentelemetry import context as otel_context
 
@@ -185,9 +185,7 @@ def start_call(runtime: Runtime, endpoint: Endpoint, instance: Any, kwargs: dict
     name = f"{endpoint.operation} {model}" if model else endpoint.operation
     start_ns = time.time_ns()
     start_perf = time.perf_counter()
-    span = runtime.tracer.start_span(
-        name, kind=SpanKind.CLIENT, attributes=attributes, start_time=start_ns
-    )
+    span = _start_span(runtime.tracer, name, attributes, start_ns)
     try:
         # Metric attributes, the low-cardinality subset of the span's: operation, request
         # model, provider and server (`t.ERROR_TYPE` and the response model come at the end).
@@ -232,6 +230,20 @@ def start_call(runtime: Runtime, endpoint: Endpoint, instance: Any, kwargs: dict
         with contextlib.suppress(Exception):
             span.end()
         raise
+
+
+def _start_span(tracer: Tracer, name: str, attributes: dict[str, Any], start_ns: int) -> Span:
+    """The call's CLIENT span. A tracer that raises (a sampler, or a span processor's
+    `on_start`, of the user's pipeline) must not cost the call its metrics, which need no
+    span: it gets a non-recording one then, carrying the caller's span context, so that
+    what the SDK's HTTP client traces stays in the caller's trace."""
+    try:
+        return tracer.start_span(
+            name, kind=SpanKind.CLIENT, attributes=attributes, start_time=start_ns
+        )
+    except Exception as exc:
+        internal_error("starting a span", exc)
+        return NonRecordingSpan(get_current_span().get_span_context())
 
 
 # Parameters the SDK types as `Iterable[...]`, so a caller may pass a generator there.
