@@ -697,6 +697,74 @@ def test_streams_one_after_another_leave_no_trace_in_the_exit_hooks(
     assert len(telemetry.spans()) == 22
 
 
+@pytest.mark.skipif(not hasattr(atexit, "_ncallbacks"), reason="CPython's atexit table")
+def test_instrumenting_again_with_the_same_providers_leaves_no_trace_in_the_exit_hooks(
+    telemetry: Telemetry,
+) -> None:
+    # A long process toggling instrumentation (a test suite, a feature flag) re-registered
+    # our exit hook at every `instrument()`: one atexit slot more each time, for good.
+    instrumentor = OpenAIUsageInstrumentor()
+    providers = {
+        "tracer_provider": telemetry.tracer_provider,
+        "meter_provider": telemetry.meter_provider,
+    }
+    instrumentor.instrument(**providers)
+    instrumentor.uninstrument()
+    slots = atexit._ncallbacks()  # type: ignore[attr-defined]
+    for _ in range(20):
+        instrumentor.instrument(**providers)
+        instrumentor.uninstrument()
+    assert atexit._ncallbacks() == slots  # type: ignore[attr-defined]
+
+
+PROVIDER_GIVEN_LATER_SCRIPT = textwrap.dedent(
+    """
+    import openai
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import ConsoleSpanExporter, SimpleSpanProcessor
+
+    from opentelemetry.instrumentation.openai_usage import OpenAIUsageInstrumentor
+    from opentelemetry.instrumentation.openai_usage.localserver import LocalOpenAIServer
+
+    instrumentor = OpenAIUsageInstrumentor()
+    instrumentor.instrument()
+    instrumentor.uninstrument()
+    provider = TracerProvider()  # its shutdown is registered with atexit after our hook
+    provider.add_span_processor(SimpleSpanProcessor(ConsoleSpanExporter()))
+    instrumentor.instrument(tracer_provider=provider)
+    server = LocalOpenAIServer().start()
+    client = openai.OpenAI(base_url=server.base_url, api_key="sk-test-exit", max_retries=0)
+    stream = client.chat.completions.create(
+        model="gpt-4o-mini",
+        messages=[{"role": "user", "content": "hi"}],
+        stream=True,
+        extra_headers={"x-mock-chunks": "1000"},
+    )
+    next(stream)
+    print("OPEN AT EXIT", flush=True)
+    """
+)
+
+
+def test_an_open_stream_at_exit_is_reported_to_a_provider_made_after_an_earlier_instrument() -> (
+    None
+):
+    # A provider given to `instrument()` and made after our exit hook was first registered:
+    # the hook is registered again, after the provider's shutdown, so that it runs first.
+    done = subprocess.run(
+        [sys.executable, "-c", PROVIDER_GIVEN_LATER_SCRIPT],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    sdk_crash = sys.version_info[:3] == (3, 13, 0) and done.returncode == -signal.SIGSEGV
+    assert done.returncode == 0 or sdk_crash, done.stderr
+    assert "OPEN AT EXIT" in done.stdout
+    assert done.stdout.count('"name": "chat gpt-4o-mini"') == 1, done.stderr
+    assert '"openai_usage.stream.outcome": "abandoned"' in done.stdout
+    assert "already shutdown" not in done.stderr
+
+
 def test_a_call_end_handed_over_by_a_background_job_runs_before_drain_returns() -> None:
     """A collected stream is ended by a job on the finisher thread; if its estimate must
     wait for an encoding, that end is run there and then, not queued behind `drain()`'s
