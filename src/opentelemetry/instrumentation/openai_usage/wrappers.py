@@ -41,7 +41,6 @@ from .request import (
     as_sent,
     azure_deployment,
     endpoint_attributes,
-    is_raw_response_call,
     raw_response_mode,
     with_usage_requested,
 )
@@ -217,7 +216,8 @@ def start_call(runtime: Runtime, endpoint: Endpoint, instance: Any, kwargs: dict
             stream
             and endpoint.injects_usage
             and runtime.settings.inject_stream_usage
-            and not is_raw_response_call(kwargs)
+            # A raw response's body is the caller's to read as sent: no usage chunk hidden.
+            and raw_response_mode(kwargs) is None
         ):
             endpoint_key = _endpoint_key(client, attributes, kwargs)
             if endpoint_key not in runtime.rejects_stream_options:
