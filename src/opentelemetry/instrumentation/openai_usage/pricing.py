@@ -217,11 +217,9 @@ class PriceTable:
                 self._found[key] = found
         return found
 
-    def price_for(self, model: str | None, service_tier: str | None = None) -> Price | None:
-        """The price of one name: the function's, else the user's, else the shipped one."""
-        return self.first_price((model,), service_tier)
-
     def first_price(self, models: tuple[str | None, ...], service_tier: str | None) -> Price | None:
+        """The price of the first of `models` that has one, source by source: the
+        function's, else the user's, else the shipped one."""
         names = tuple(model for model in models if isinstance(model, str) and model)
         if self.function is not None:
             for model in names:
