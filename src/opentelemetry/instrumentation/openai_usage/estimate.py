@@ -35,7 +35,8 @@ _ENCODING_PREFIXES: tuple[tuple[str, str], ...] = (
     ("davinci-002", "cl100k_base"), ("babbage-002", "cl100k_base"),
 )  # fmt: skip
 _O_SERIES = re.compile(r"o\d+(?:-|$)")  # o1, o1-mini, o3-pro, o4-mini-2025-04-16, ...
-_DATE_OR_ID_PREFIX = re.compile(r"^(?:ft:|openai/|azure/|azure_ai/)")
+# A fine-tune's `ft:` or a router's provider (`openai/gpt-4o`): no part of the family name.
+_FINE_TUNE_OR_ROUTER_PREFIX = re.compile(r"^(?:ft:|openai/|azure/|azure_ai/)")
 
 
 @dataclass(frozen=True)
@@ -82,7 +83,7 @@ RULES: dict[str, ChatRules] = {
 
 
 def _normalise(model: str) -> str:
-    name = _DATE_OR_ID_PREFIX.sub("", model.strip().lower())
+    name = _FINE_TUNE_OR_ROUTER_PREFIX.sub("", model.strip().lower())
     name = name.split(":", 1)[0]  # ft:gpt-4o-mini:org::id -> gpt-4o-mini
     return name.rsplit("/", 1)[-1]  # openai/gpt-4o -> gpt-4o
 
