@@ -384,7 +384,7 @@ def _detach(token: object | None, previous: otel_context.Context) -> None:
         internal_error("deactivating a span", exc)
 
 
-def _retry_without_injection(runtime: Runtime, call: Call, exc: BaseException) -> bool:
+def _retry_without_injection(call: Call, exc: BaseException) -> bool:
     """When the server refused the `stream_options` we added, send the user's request as is.
 
     Once that retry is taken, `_remember_rejection` keeps later calls to the same
@@ -444,7 +444,7 @@ def _send(runtime: Runtime, call: Call, wrapped: Callable[..., Any], args: tuple
     try:
         return wrapped(*args, **call.kwargs)
     except Exception as exc:
-        if not _retry_without_injection(runtime, call, exc):
+        if not _retry_without_injection(call, exc):
             raise
     # Outside the `except`: the retry's own error must not carry ours as context.
     result = wrapped(*args, **call.kwargs)
@@ -458,7 +458,7 @@ async def _asend(
     try:
         return await wrapped(*args, **call.kwargs)
     except Exception as exc:
-        if not _retry_without_injection(runtime, call, exc):
+        if not _retry_without_injection(call, exc):
             raise
     result = await wrapped(*args, **call.kwargs)
     _remember_rejection(runtime, call)
