@@ -87,7 +87,7 @@ class Runtime:
         self.estimator = Estimator(settings)
         self.active = True
         # Endpoints (`_endpoint_key`: server, port, base path and Azure API version) that
-        # refused the `stream_options` we added with a 400, and took the request without
+        # refused the `stream_options` we added (a 400 or 422), and took the request without
         # it: never inject there again. Insertion-ordered, so the oldest goes first.
         self.rejects_stream_options: dict[EndpointKey, None] = {}
 
@@ -187,7 +187,8 @@ def start_call(runtime: Runtime, endpoint: Endpoint, instance: Any, kwargs: dict
     span = _start_span(runtime.tracer, name, attributes, start_ns)
     try:
         # Metric attributes, the low-cardinality subset of the span's: operation, request
-        # model, provider and server (`t.ERROR_TYPE` and the response model come at the end).
+        # model, provider and server (`t.ERROR_TYPE`, the response model and the served
+        # tier come at the end: `Invocation.final_metric_attributes`).
         metric_attributes = server
         metric_attributes[t.OPERATION] = endpoint.operation
         if model:
