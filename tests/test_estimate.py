@@ -37,6 +37,7 @@ from opentelemetry.instrumentation.openai_usage.estimate import (
     estimate_usage,
     is_reasoning_model,
 )
+from opentelemetry.instrumentation.openai_usage.request import as_sent
 from opentelemetry.instrumentation.openai_usage.tally import (
     COMPACT_PIECES,
     CompletionTally,
@@ -177,13 +178,15 @@ def test_other_models_give_an_estimate(model: str | None) -> None:
         ({"reasoning_effort": "none"}, False),
         ({"reasoning": {"effort": "none"}}, False),
         ({"reasoning": None, "reasoning_effort": None}, False),
+        ({"reasoning_effort": "high", "extra_body": {"reasoning_effort": "none"}}, False),
     ],
 )
 def test_a_request_asking_for_reasoning_gives_a_lower_bound_for_any_model(
     request_fields: dict[str, Any], asked: bool, o200k: Encoder
 ) -> None:
-    assert asks_for_reasoning(request_fields) is asked
-    request = {"messages": QUESTION, **request_fields}
+    # The request as sent, as the estimate is given it: `extra_body`'s fields in place.
+    request = dict(as_sent({"messages": QUESTION, **request_fields}))
+    assert asks_for_reasoning(request) is asked
     usage = chat(request, o200k, {"content": "Two."}, model="my-deployment")
     assert usage.lower_bound is asked
 

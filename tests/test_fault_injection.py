@@ -15,7 +15,13 @@ from typing import Any
 
 import openai
 import pytest
-from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
+from opentelemetry.context import Context
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.sampling import Sampler, SamplingResult
 
 from opentelemetry.instrumentation import openai_usage
 from opentelemetry.instrumentation.openai_usage import (
@@ -32,7 +38,14 @@ from opentelemetry.instrumentation.openai_usage import (
 from opentelemetry.instrumentation.openai_usage import telemetry as names
 from opentelemetry.instrumentation.openai_usage.localserver import LocalOpenAIServer
 
-from .conftest import MESSAGES, MID_STREAM_CONNECTION_ERRORS, Telemetry, collect, make_client
+from .conftest import (
+    MESSAGES,
+    MID_STREAM_CONNECTION_ERRORS,
+    Telemetry,
+    collect,
+    make_client,
+    metric_points,
+)
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -78,6 +91,23 @@ class BrokenOnEnd(SpanProcessor):
     """A span processor whose `on_end` raises: the SDK's `span.end()` raises with it."""
 
     def on_end(self, span: ReadableSpan) -> None:
+        raise RuntimeError("boom")
+
+
+class RaisingSampler(Sampler):
+    """A user's sampler that raises: the SDK's `start_span` raises with it."""
+
+    def should_sample(self, *args: Any, **kwargs: Any) -> SamplingResult:
+        raise RuntimeError("boom")
+
+    def get_description(self) -> str:
+        return "RaisingSampler"
+
+
+class BrokenOnStart(SpanProcessor):
+    """A span processor whose `on_start` raises: the SDK's `start_span` raises with it."""
+
+    def on_start(self, span: Span, parent_context: Context | None = None) -> None:
         raise RuntimeError("boom")
 
 
@@ -499,3 +529,47 @@ async def test_a_meter_provider_that_cannot_create_histograms_still_gets_traces(
     assert len(spans) == 2
     assert all((s.attributes or {})["gen_ai.usage.input_tokens"] > 0 for s in spans)
     assert reported(caplog) == ["creating the metric instruments"]
+
+
+@pytest.mark.parametrize("pipeline", ["sampler", "on_start"])
+async def test_a_tracer_pipeline_failing_at_span_start_still_gets_the_calls_exact_metrics(
+    pipeline: str,
+    clients: dict[str, Any],
+    instrumentor: OpenAIUsageInstrumentor,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # The call goes on as without us (the usage chunk still hidden), with no span to
+    # export, but its duration and billed usage are still counted.
+    expected = {mode: await run(mode, clients) for mode in MODES}
+    billed = expected["sync"]["usage"]
+    exporter = InMemorySpanExporter()
+    tracer_provider = TracerProvider(sampler=RaisingSampler() if pipeline == "sampler" else None)
+    tracer_provider.add_span_processor(SimpleSpanProcessor(exporter))
+    if pipeline == "on_start":
+        tracer_provider.add_span_processor(BrokenOnStart())
+    reader = InMemoryMetricReader()
+    meter_provider = MeterProvider(metric_readers=[reader])
+    instrumentor.instrument(tracer_provider=tracer_provider, meter_provider=meter_provider)
+
+    for mode in MODES:
+        assert await run(mode, clients) == expected[mode]
+
+    assert reported(caplog) == [START]
+    assert list(exporter.get_finished_spans()) == []
+    data = reader.get_metrics_data()
+    tokens = {
+        (p.attributes["gen_ai.token.type"], p.attributes["openai_usage.usage.source"]): (
+            p.count,
+            p.sum,
+        )
+        for p in metric_points(data, "gen_ai.client.token.usage")
+    }
+    calls = len(MODES)
+    assert tokens == {
+        ("input", "response"): (calls, calls * billed["prompt_tokens"]),
+        ("output", "response"): (calls, calls * billed["completion_tokens"]),
+    }
+    durations = metric_points(data, "gen_ai.client.operation.duration")
+    assert [p.count for p in durations] == [calls]
+    tracer_provider.shutdown()
+    meter_provider.shutdown()

@@ -633,7 +633,8 @@ LATE_PROVIDER_SCRIPT = textwrap.dedent(
 
     early = Early()  # a finalizer made before the provider, as many libraries make one
     weakref.finalize(early, lambda: None)
-    OpenAIUsageInstrumentor().instrument()  # before the application sets its provider
+    instrumentor = OpenAIUsageInstrumentor()
+    instrumentor.instrument()  # before the application makes its provider
     server = LocalOpenAIServer().start()
     client = openai.OpenAI(base_url=server.base_url, api_key="sk-test-exit", max_retries=0)
     request = dict(
@@ -647,7 +648,11 @@ LATE_PROVIDER_SCRIPT = textwrap.dedent(
         next(before)
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(ConsoleSpanExporter()))
-    trace.set_tracer_provider(provider)
+    if sys.argv[1] == "given":  # given to `instrument()` again, not set as the global one
+        instrumentor.uninstrument()
+        instrumentor.instrument(tracer_provider=provider)
+    else:
+        trace.set_tracer_provider(provider)
     if sys.argv[1] == "raw":  # a raw streamed response, never parsed
         held = client.chat.completions.with_raw_response.create(**request)
     else:
@@ -658,7 +663,7 @@ LATE_PROVIDER_SCRIPT = textwrap.dedent(
 )
 
 
-@pytest.mark.parametrize("kind", ["stream", "raw", "early"])
+@pytest.mark.parametrize("kind", ["stream", "raw", "early", "given"])
 def test_an_open_stream_at_exit_is_reported_when_the_provider_was_set_after_instrument(
     kind: str,
 ) -> None:
@@ -742,6 +747,26 @@ def test_streams_open_at_exit_all_end_while_another_thread_ends_one_meanwhile(
     assert len(spans) == 4
     # Every stream still open is ended, the other one either way (closed, or taken first).
     assert [(spans[i].attributes or {})[OUTCOME] for i in kept_ids] == ["abandoned"] * 3
+
+
+@pytest.mark.skipif(not hasattr(atexit, "_ncallbacks"), reason="CPython's atexit table")
+def test_instrumenting_again_with_the_same_providers_leaves_no_trace_in_the_exit_hooks(
+    telemetry: Telemetry,
+) -> None:
+    # A long process toggling instrumentation (a test suite, a feature flag) re-registered
+    # our exit hook at every `instrument()`: one atexit slot more each time, for good.
+    instrumentor = OpenAIUsageInstrumentor()
+    providers = {
+        "tracer_provider": telemetry.tracer_provider,
+        "meter_provider": telemetry.meter_provider,
+    }
+    instrumentor.instrument(**providers)
+    instrumentor.uninstrument()
+    slots = atexit._ncallbacks()  # type: ignore[attr-defined]
+    for _ in range(20):
+        instrumentor.instrument(**providers)
+        instrumentor.uninstrument()
+    assert atexit._ncallbacks() == slots  # type: ignore[attr-defined]
 
 
 def test_a_call_end_handed_over_by_a_background_job_runs_before_drain_returns() -> None:

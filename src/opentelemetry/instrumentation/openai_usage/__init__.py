@@ -111,9 +111,14 @@ class OpenAIUsageInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         self._runtime = runtime
         try:
             runtime.estimator.start()  # encodings load in the background, never on a call
-            # (Re-)registered now, so that at exit it runs before the shutdown of any
-            # tracer provider made before this call: open streams still get their spans out.
-            keep_exit_hook_last(force=True)
+            # (Re-)registered, so that at exit it runs before the shutdown of any provider
+            # made before this call: open streams still get their spans out.
+            keep_exit_hook_last(
+                *(
+                    kwargs.get(name)
+                    for name in ("tracer_provider", "meter_provider", "logger_provider")
+                )
+            )
         except Exception as exc:
             internal_error("starting up", exc)
         try:

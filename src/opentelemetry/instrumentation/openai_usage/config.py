@@ -105,13 +105,11 @@ def _env_bool(env: Mapping[str, str], name: str, default: bool) -> bool:
     raw = env.get(name)
     if raw is None or raw.strip() == "":
         return default
-    value = raw.strip().lower()
-    if value in _TRUE:
-        return True
-    if value in _FALSE:
-        return False
-    _warn_bad(name, raw, _TRUE + _FALSE, default)
-    return default
+    value = _bool_argument(raw)
+    if value is None:
+        _warn_bad(name, raw, _TRUE + _FALSE, default)
+        return default
+    return value
 
 
 def _bool_argument(given: Any) -> bool | None:
@@ -157,6 +155,20 @@ def _choice(
     return value
 
 
+def _boolean(
+    overrides: Mapping[str, Any], key: str, env: Mapping[str, str], name: str, default: bool
+) -> bool:
+    """A yes/no setting: the constructor argument, else the variable, else `default`."""
+    value = _env_bool(env, name, default)
+    given = overrides.get(key)
+    parsed = _bool_argument(given)
+    if parsed is not None:
+        return parsed
+    if given is not None:
+        _warn_bad(key, repr(given), _BOOL_ARGUMENTS, value)
+    return value
+
+
 def _encoding_pairs(
     raw: Any, source: str, fallback: tuple[tuple[str, str], ...] = ()
 ) -> tuple[tuple[str, str], ...] | None:
@@ -195,14 +207,13 @@ def load_settings(
     defaults = Settings()
     overrides = dict(overrides or {})
 
-    inject = _env_bool(env, ENV_INJECT_STREAM_USAGE, defaults.inject_stream_usage)
-    given = overrides.get("inject_stream_usage")
-    parsed = _bool_argument(given)
-    if parsed is not None:
-        inject = parsed
-    elif given is not None:
-        _warn_bad("inject_stream_usage", repr(given), _BOOL_ARGUMENTS, inject)
-
+    inject = _boolean(
+        overrides,
+        "inject_stream_usage",
+        env,
+        ENV_INJECT_STREAM_USAGE,
+        defaults.inject_stream_usage,
+    )
     timing = _choice(overrides, "chunk_timing", env, ENV_CHUNK_TIMING, _CHUNK_TIMINGS)
     estimate = _choice(overrides, "usage_estimate", env, ENV_USAGE_ESTIMATE, _ESTIMATES)
 
@@ -312,13 +323,7 @@ def _prices(overrides: Mapping[str, Any], env: Mapping[str, str]) -> PriceTable 
     first, per call. `default_prices=False`
     (or the variable `false`) drops the shipped table, so only the user's prices count.
     """
-    use_defaults = _env_bool(env, ENV_DEFAULT_PRICES, True)
-    given_defaults = overrides.get("default_prices")
-    parsed = _bool_argument(given_defaults)
-    if parsed is not None:
-        use_defaults = parsed
-    elif given_defaults is not None:
-        _warn_bad("default_prices", repr(given_defaults), _BOOL_ARGUMENTS, use_defaults)
+    use_defaults = _boolean(overrides, "default_prices", env, ENV_DEFAULT_PRICES, True)
     defaults = DEFAULT_PRICES if use_defaults else {}
     table: dict[str, Price] = {}
     function = None

@@ -35,7 +35,8 @@ _ENCODING_PREFIXES: tuple[tuple[str, str], ...] = (
     ("davinci-002", "cl100k_base"), ("babbage-002", "cl100k_base"),
 )  # fmt: skip
 _O_SERIES = re.compile(r"o\d+(?:-|$)")  # o1, o1-mini, o3-pro, o4-mini-2025-04-16, ...
-_DATE_OR_ID_PREFIX = re.compile(r"^(?:ft:|openai/|azure/|azure_ai/)")
+# A fine-tune's `ft:` or a router's provider (`openai/gpt-4o`): no part of the family name.
+_FINE_TUNE_OR_ROUTER_PREFIX = re.compile(r"^(?:ft:|openai/|azure/|azure_ai/)")
 
 
 @dataclass(frozen=True)
@@ -82,7 +83,7 @@ RULES: dict[str, ChatRules] = {
 
 
 def _normalise(model: str) -> str:
-    name = _DATE_OR_ID_PREFIX.sub("", model.strip().lower())
+    name = _FINE_TUNE_OR_ROUTER_PREFIX.sub("", model.strip().lower())
     name = name.split(":", 1)[0]  # ft:gpt-4o-mini:org::id -> gpt-4o-mini
     return name.rsplit("/", 1)[-1]  # openai/gpt-4o -> gpt-4o
 
@@ -133,24 +134,20 @@ def is_reasoning_model(model: str | None) -> bool:
 def asks_for_reasoning(request: Mapping[str, Any]) -> bool:
     """Whether the request turns reasoning on, whatever its model is called: chat's
     `reasoning_effort`, or a `reasoning` object (the Responses API's, and OpenAI-compatible
-    routers' in chat, often sent in `extra_body`). A model that reasons bills its hidden
-    reasoning as output, so an estimate can only undercount, even for a deployment or
-    router name no family rule can place. Effort "none" (or `enabled: false`) asks for none.
+    routers' in chat, often sent in `extra_body`, whose fields the request as sent,
+    `request.as_sent`, already has). A model that reasons bills its hidden reasoning as
+    output, so an estimate can only undercount, even for a deployment or router name no
+    family rule can place. Effort "none" (or `enabled: false`) asks for none.
     """
-    for fields in (request, request.get("extra_body")):
-        if not isinstance(fields, Mapping):
-            continue
-        effort = fields.get("reasoning_effort")
-        if isinstance(effort, str) and effort != "none":
-            return True
-        reasoning = fields.get("reasoning")
-        if (
-            isinstance(reasoning, Mapping)
-            and reasoning.get("enabled") is not False
-            and reasoning.get("effort") != "none"
-        ):
-            return True
-    return False
+    effort = request.get("reasoning_effort")
+    if isinstance(effort, str) and effort != "none":
+        return True
+    reasoning = request.get("reasoning")
+    return (
+        isinstance(reasoning, Mapping)
+        and reasoning.get("enabled") is not False
+        and reasoning.get("effort") != "none"
+    )
 
 
 def rules_for(model: str | None) -> ChatRules:
@@ -501,7 +498,8 @@ def estimate_usage(
     model: str | None,
     encoding: Encoder,
 ) -> Usage:
-    """Estimated usage of one call ("chat", "text_completion", "embeddings", "responses").
+    """Estimated usage of one call ("chat", "text_completion", "embeddings", "responses"),
+    from its `request` as sent (`request.as_sent`: `extra_body`'s fields in place).
 
     The prompt is counted once whatever `n` is; the output of every choice is summed.
     Raises only `EncodingFailed`: what cannot be read is not counted, and the result is

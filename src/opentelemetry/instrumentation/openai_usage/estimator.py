@@ -92,13 +92,10 @@ class Estimator:
         request: Any,
         facts: ResponseFacts,
         request_model: str | None,
-        encoding: Encoder | None = None,
+        encoding: Encoder,
     ) -> Usage | None:
-        """The estimated usage, or None when no encoding can be had."""
-        if encoding is None:
-            encoding = self.loader.get(self.encoding_name(facts, request_model))
-        if encoding is None:
-            return None
+        """The estimated usage, or None when the encoding failed to count it. `encoding`:
+        the one `encoding_name` named, loaded (the caller waits for it, or not at all)."""
         model = facts.model or request_model
         try:
             usage = estimate_usage(operation, request, facts.output_tally(), model, encoding)

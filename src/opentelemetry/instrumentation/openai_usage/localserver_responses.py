@@ -198,9 +198,7 @@ def _default_reply(body: dict[str, Any]) -> str:
     return "{}" if kind == "json_object" else DEFAULT_REPLY
 
 
-def _requested_model(
-    deployment: str | None, body: Any, headers: dict[str, str], scenario: str
-) -> str:
+def _requested_model(deployment: str | None, body: Any, scenario: str) -> str:
     """Refuse what the service refuses (``model`` and ``input`` are required); return
     the model asked for (on Azure's deployment path, the deployment names it)."""
     if not isinstance(body, dict):
@@ -220,7 +218,7 @@ def plan(
 ) -> ResponsesCall:
     """Validate the request and decide the whole response up front (content, usage,
     ids), as chat's ``_plan`` does, so stream and body agree and faults can cut anywhere."""
-    requested = _requested_model(deployment, body, headers, scenario)
+    requested = _requested_model(deployment, body, scenario)
     model = headers.get("x-mock-response-model") or DATED_MODELS.get(requested, requested)
     tool = headers.get("x-mock-tool-call") or None
     words, count = _pieces(headers, _default_reply(body))

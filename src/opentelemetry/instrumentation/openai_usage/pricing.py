@@ -69,11 +69,9 @@ class Price:
             usage.output_tokens is None and self.output
         ):
             return None
-        output = self.output
-        if output is None:
-            if usage.output_tokens:
-                return None
-            output = 0.0
+        if self.lacks_output_price(usage):
+            return None
+        output = _or(self.output, 0.0)
         audio_in = _audio(usage.input_modalities)
         audio_out = _audio(usage.output_modalities)
         if (audio_in and self.audio_input is None) or (audio_out and self.audio_output is None):
@@ -97,6 +95,11 @@ class Price:
         total *= _PER_TOKEN
         # Finite prices times counts below 2**53 can still overflow (a price of 1e307).
         return total if math.isfinite(total) else None
+
+    def lacks_output_price(self, usage: Usage) -> bool:
+        """Whether `usage` reports output tokens that this price (one without `output`,
+        as for embeddings) cannot price: such a call gets no cost."""
+        return self.output is None and bool(usage.output_tokens)
 
 
 def _audio(modalities: tuple[tuple[str, int], ...]) -> int:
@@ -214,11 +217,9 @@ class PriceTable:
                 self._found[key] = found
         return found
 
-    def price_for(self, model: str | None, service_tier: str | None = None) -> Price | None:
-        """The price of one name: the function's, else the user's, else the shipped one."""
-        return self.first_price((model,), service_tier)
-
     def first_price(self, models: tuple[str | None, ...], service_tier: str | None) -> Price | None:
+        """The price of the first of `models` that has one, source by source: the
+        function's, else the user's, else the shipped one."""
         names = tuple(model for model in models if isinstance(model, str) and model)
         if self.function is not None:
             for model in names:
@@ -252,7 +253,7 @@ class PriceTable:
         price = self.first_price(models, service_tier)
         if price is None:
             return None
-        if price.output is None and usage.output_tokens and len(self._warned) < _REMEMBERED:
+        if price.lacks_output_price(usage) and len(self._warned) < _REMEMBERED:
             model = next((m for m in models if m), None)
             self._warn_once(
                 f"no output price: {model}",

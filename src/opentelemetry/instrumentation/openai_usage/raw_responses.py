@@ -4,8 +4,10 @@
 Nothing is read ahead of the caller (reading the body for usage would change what its
 `iter_lines()` or `.text` sees). The span ends with the facts of what the caller's own
 `parse()` returned: at once for a parsed response, through the usual stream proxy for a
-stream. If `parse()` is never called, the span ends, without usage, when the response is
-closed (leaving the `with` block), or, collected, at the time the call returned it.
+stream. Without `parse()`, a non-streamed call ends with the usage of the body the caller
+read whole (`read()`, `text()`, `json()`), as that returns; a stream, or a body never
+read, ends without usage when the response is closed (leaving the `with` block), or,
+collected, at the time the call returned it.
 """
 
 from __future__ import annotations

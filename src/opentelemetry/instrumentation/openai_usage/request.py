@@ -370,17 +370,6 @@ def raw_response_mode(kwargs: Mapping[str, Any]) -> str | None:
     return None
 
 
-def is_raw_response_call(kwargs: Mapping[str, Any]) -> bool:
-    """`with_raw_response` / `with_streaming_response` mark the call with a header.
-
-    Their result is not the parsed object, so we neither wrap nor alter it.
-    """
-    headers = kwargs.get("extra_headers")
-    if not isinstance(headers, Mapping):
-        return False
-    return any(str(k).lower() == "x-stainless-raw-response" for k in headers)
-
-
 def with_usage_requested(kwargs: dict[str, Any]) -> bool:
     """Ask a chat stream for its usage chunk; return True when we added the request.
 

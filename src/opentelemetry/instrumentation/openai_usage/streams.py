@@ -13,6 +13,7 @@ the caller's own.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import sys
 import time
 import weakref
@@ -297,22 +298,42 @@ def track_open(item: Abandonable) -> None:
     _OPEN.add(item)
 
 
-# The global providers when `end_open_streams` was last registered with atexit.
-_REGISTERED_WITH: list[object] = []
+# The global providers when `keep_exit_hook_last` last looked: while they stay, a stream
+# has nothing more to check.
+_GLOBALS_SEEN: list[object] = []
+# Every provider made before `end_open_streams` was last registered with atexit: their
+# shutdown, registered when they were made, runs after it.
+_PRECEDED: weakref.WeakSet[Any] = weakref.WeakSet()
 
 
-def keep_exit_hook_last(force: bool = False) -> None:
-    """(Re-)register `end_open_streams` with atexit when the global providers changed since
-    it last was: a provider made and set after that (`set_tracer_provider` after
-    `instrument()`, say) registered its own shutdown later, which would run first and lose
-    the spans of streams still open at exit. Only on a change, not per stream: atexit never
-    frees an unregistered slot, so every re-registration grows its table for the process's
-    life, and makes each later one scan it (60 µs per stream after 100,000 of them)."""
-    providers: list[object] = [trace.get_tracer_provider(), metrics.get_meter_provider()]
-    if force or providers != _REGISTERED_WITH:
-        atexit.unregister(end_open_streams)
-        atexit.register(end_open_streams)
-        _REGISTERED_WITH[:] = providers
+def keep_exit_hook_last(*providers: object) -> None:
+    """(Re-)register `end_open_streams` with atexit when a provider in use (the global
+    ones, and `providers`, those given to `instrument()`) is one it was not registered
+    after: a provider made and set after that (`set_tracer_provider` after `instrument()`,
+    say) registered its own shutdown later, which would run first and lose the spans of
+    streams still open at exit. Only then, not per stream nor per `instrument()`: atexit
+    never frees an unregistered slot, so every re-registration grows its table for the
+    process's life, and makes each later one scan it (60 µs per stream after 100,000 of
+    them)."""
+    current: list[object] = [trace.get_tracer_provider(), metrics.get_meter_provider()]
+    if not providers and current == _GLOBALS_SEEN:
+        return
+    _GLOBALS_SEEN[:] = current
+    current.extend(p for p in providers if p is not None)
+    if all(_preceded(p) for p in current):
+        return
+    atexit.unregister(end_open_streams)
+    atexit.register(end_open_streams)
+    for provider in current:
+        with contextlib.suppress(TypeError):  # no weak reference to it: never known
+            _PRECEDED.add(provider)
+
+
+def _preceded(provider: object) -> bool:
+    try:
+        return provider in _PRECEDED
+    except TypeError:  # unhashable: never known
+        return False
 
 
 def untrack(item: Abandonable) -> None:

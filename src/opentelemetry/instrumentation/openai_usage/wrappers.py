@@ -16,7 +16,7 @@ from contextvars import ContextVar
 from typing import Any
 
 from opentelemetry.instrumentation.utils import is_instrumentation_enabled
-from opentelemetry.trace import SpanKind, Tracer
+from opentelemetry.trace import NonRecordingSpan, Span, SpanKind, Tracer, get_current_span
 
 from opentelemetry import context as otel_context
 
@@ -41,7 +41,6 @@ from .request import (
     as_sent,
     azure_deployment,
     endpoint_attributes,
-    is_raw_response_call,
     raw_response_mode,
     with_usage_requested,
 )
@@ -88,7 +87,7 @@ class Runtime:
         self.estimator = Estimator(settings)
         self.active = True
         # Endpoints (`_endpoint_key`: server, port, base path and Azure API version) that
-        # refused the `stream_options` we added with a 400, and took the request without
+        # refused the `stream_options` we added (a 400 or 422), and took the request without
         # it: never inject there again. Insertion-ordered, so the oldest goes first.
         self.rejects_stream_options: dict[EndpointKey, None] = {}
 
@@ -188,12 +187,11 @@ def start_call(runtime: Runtime, endpoint: Endpoint, instance: Any, kwargs: dict
     name = f"{endpoint.operation} {model}" if model else endpoint.operation
     start_ns = time.time_ns()
     start_perf = time.perf_counter()
-    span = runtime.tracer.start_span(
-        name, kind=SpanKind.CLIENT, attributes=attributes, start_time=start_ns
-    )
+    span = _start_span(runtime.tracer, name, attributes, start_ns)
     try:
         # Metric attributes, the low-cardinality subset of the span's: operation, request
-        # model, provider and server (`t.ERROR_TYPE` and the response model come at the end).
+        # model, provider and server (`t.ERROR_TYPE`, the response model and the served
+        # tier come at the end: `Invocation.final_metric_attributes`).
         metric_attributes = server
         metric_attributes[t.OPERATION] = endpoint.operation
         if model:
@@ -222,7 +220,8 @@ def start_call(runtime: Runtime, endpoint: Endpoint, instance: Any, kwargs: dict
             stream
             and endpoint.injects_usage
             and runtime.settings.inject_stream_usage
-            and not is_raw_response_call(kwargs)
+            # A raw response's body is the caller's to read as sent: no usage chunk hidden.
+            and raw_response_mode(kwargs) is None
         ):
             endpoint_key = _endpoint_key(client, attributes, kwargs)
             if endpoint_key not in runtime.rejects_stream_options:
@@ -235,6 +234,20 @@ def start_call(runtime: Runtime, endpoint: Endpoint, instance: Any, kwargs: dict
         with contextlib.suppress(Exception):
             span.end()
         raise
+
+
+def _start_span(tracer: Tracer, name: str, attributes: dict[str, Any], start_ns: int) -> Span:
+    """The call's CLIENT span. A tracer that raises (a sampler, or a span processor's
+    `on_start`, of the user's pipeline) must not cost the call its metrics, which need no
+    span: it gets a non-recording one then, carrying the caller's span context, so that
+    what the SDK's HTTP client traces stays in the caller's trace."""
+    try:
+        return tracer.start_span(
+            name, kind=SpanKind.CLIENT, attributes=attributes, start_time=start_ns
+        )
+    except Exception as exc:
+        internal_error("starting a span", exc)
+        return NonRecordingSpan(get_current_span().get_span_context())
 
 
 # Parameters the SDK types as `Iterable[...]`, so a caller may pass a generator there.
@@ -375,7 +388,7 @@ def _detach(token: object | None, previous: otel_context.Context) -> None:
         internal_error("deactivating a span", exc)
 
 
-def _retry_without_injection(runtime: Runtime, call: Call, exc: BaseException) -> bool:
+def _retry_without_injection(call: Call, exc: BaseException) -> bool:
     """When the server refused the `stream_options` we added, send the user's request as is.
 
     Once that retry is taken, `_remember_rejection` keeps later calls to the same
@@ -435,7 +448,7 @@ def _send(runtime: Runtime, call: Call, wrapped: Callable[..., Any], args: tuple
     try:
         return wrapped(*args, **call.kwargs)
     except Exception as exc:
-        if not _retry_without_injection(runtime, call, exc):
+        if not _retry_without_injection(call, exc):
             raise
     # Outside the `except`: the retry's own error must not carry ours as context.
     result = wrapped(*args, **call.kwargs)
@@ -449,7 +462,7 @@ async def _asend(
     try:
         return await wrapped(*args, **call.kwargs)
     except Exception as exc:
-        if not _retry_without_injection(runtime, call, exc):
+        if not _retry_without_injection(call, exc):
             raise
     result = await wrapped(*args, **call.kwargs)
     _remember_rejection(runtime, call)
