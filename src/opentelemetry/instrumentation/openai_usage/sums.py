@@ -1,7 +1,7 @@
 """Counters whose sums are kept here and read by the metrics SDK when it collects.
 
 A synchronous `Counter.add` costs the OpenTelemetry SDK about 10 µs with our eight
-attributes (it cleans, copies and sorts them on every add), and a call adds up to six
+attributes (it cleans, copies and sorts them on every add), and a call adds several
 counter points (tokens by kind and modality, cost). Those are plain sums, and the
 metrics API has an instrument for sums the caller keeps itself: the asynchronous
 (observable) counter. An add here is a dict update under a lock, about 1 µs; what a
