@@ -1440,3 +1440,165 @@ def test_openai_attributes_are_recorded_only_for_the_openai_provider(
         for point in telemetry.points(name):
             tier = dict(point.attributes).get("openai.response.service_tier")
             assert tier == ("on_demand" if flavour else None)
+
+
+# -- requests sent with the client's own post(), past the resource methods -----------------
+
+
+def litellm_options(raw: bool = True, **extra: Any) -> Any:
+    """The request options litellm builds (`_request_without_sdk_transform`): the raw-response
+    header, and `security` where `make_request_options` takes it (openai 3.x)."""
+    from openai._base_client import make_request_options
+    from openai._constants import RAW_RESPONSE_HEADER
+
+    headers = {RAW_RESPONSE_HEADER: "true"} if raw else {}
+    if "security" in inspect.signature(make_request_options).parameters:
+        extra["security"] = {"bearer_auth": True}
+    return make_request_options(extra_headers=headers, **extra)
+
+
+def post_chat(client: Any, body: dict[str, Any], options: Any) -> Any:
+    """`client.post` as litellm calls it for a chat completion."""
+    from openai.types.chat import ChatCompletion, ChatCompletionChunk
+
+    stream_class = openai.AsyncStream if isinstance(client, openai.AsyncOpenAI) else openai.Stream
+    return client.post(
+        "/chat/completions",
+        body=body,
+        cast_to=ChatCompletion,
+        options=options,
+        stream=bool(body.get("stream")),
+        stream_cls=stream_class[ChatCompletionChunk],
+    )
+
+
+def test_a_chat_completion_sent_with_the_clients_post_gets_one_span_with_its_usage(
+    instrumented: Any, telemetry: Telemetry, any_client: Any
+) -> None:
+    """litellm 1.110.2 (`OpenAIChatCompletion.make_sync_openai_chat_completion_request`) sends
+    chat completions with `client.post("/chat/completions", ...)` and the raw-response
+    header, then reads `headers` and `parse()`s: never through `chat.completions.create`."""
+    body = {"model": "gpt-4o-mini", "messages": MESSAGES}
+    raw = post_chat(any_client, body, litellm_options(timeout=30.0))
+    completion = raw.parse()
+    assert raw.headers["x-request-id"].startswith("req_")
+    span = telemetry.span()
+    assert span.name == "chat gpt-4o-mini"
+    attributes = dict(span.attributes or {})
+    assert attributes["gen_ai.operation.name"] == "chat"
+    assert attributes["gen_ai.usage.input_tokens"] == completion.usage.prompt_tokens
+    assert attributes["gen_ai.usage.output_tokens"] == completion.usage.completion_tokens
+    assert attributes["openai_usage.usage.source"] == "response"
+    assert attributes["gen_ai.response.id"] == completion.id
+    assert span.status.status_code == StatusCode.UNSET
+    assert tokens_by_type(telemetry)["input"].sum == completion.usage.prompt_tokens
+
+
+def test_a_stream_sent_with_the_clients_post_ends_its_span_with_the_usage_it_asked_for(
+    instrumented: Any, telemetry: Telemetry, client: openai.OpenAI
+) -> None:
+    """litellm 1.110.2 streams the same way (`stream=True`, `stream_cls=Stream[...]`, its
+    `stream_options` in the body), `parse()`s the raw response and reads the stream through
+    its own `CustomStreamWrapper`."""
+    body = {
+        "model": "gpt-4o-mini",
+        "messages": MESSAGES,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
+    chunks = list(post_chat(client, body, litellm_options()).parse())
+    usage = chunks[-1].usage
+    assert usage is not None and not chunks[-1].choices
+    attributes = dict(telemetry.span().attributes or {})
+    assert attributes["gen_ai.request.stream"] is True
+    assert attributes["openai_usage.stream.outcome"] == "completed"
+    assert attributes["openai_usage.stream.include_usage_injected"] is False
+    assert attributes["gen_ai.usage.input_tokens"] == usage.prompt_tokens
+    assert attributes["gen_ai.usage.output_tokens"] == usage.completion_tokens
+    assert attributes["openai_usage.usage.source"] == "response"
+
+
+def test_a_plain_stream_sent_with_the_clients_post_gets_usage_injected_and_hidden(
+    instrumented: Any, telemetry: Telemetry, client: openai.OpenAI
+) -> None:
+    """Without the raw-response header `post()` returns the stream itself: we ask for its
+    usage in the body we pass on, and the caller sees the chunks it would see without us."""
+    body = {"model": "gpt-4o-mini", "messages": MESSAGES, "stream": True}
+    chunks = list(post_chat(client, body, litellm_options(raw=False)))
+    assert [c.usage for c in chunks] == [None] * len(chunks)
+    assert all(c.choices for c in chunks)
+    assert body == {"model": "gpt-4o-mini", "messages": MESSAGES, "stream": True}
+    attributes = dict(telemetry.span().attributes or {})
+    assert attributes["openai_usage.stream.include_usage_injected"] is True
+    assert attributes["openai_usage.usage.source"] == "response"
+    reply = "".join(c.choices[0].delta.content or "" for c in chunks)
+    assert attributes["gen_ai.usage.output_tokens"] == len(reply.split())  # the server bills words
+
+
+async def test_an_async_chat_completion_sent_with_the_clients_post_gets_one_span(
+    instrumented: Any, telemetry: Telemetry, aclient: openai.AsyncOpenAI
+) -> None:
+    """litellm 1.110.2's async twin (`make_openai_chat_completion_request`): `await
+    client.post(...)` with `stream_cls=AsyncStream[...]`."""
+    body = {"model": "gpt-4o-mini", "messages": MESSAGES}
+    raw = await post_chat(aclient, body, litellm_options())
+    completion = raw.parse()
+    attributes = dict(telemetry.span().attributes or {})
+    assert attributes["gen_ai.usage.input_tokens"] == completion.usage.prompt_tokens
+    assert attributes["gen_ai.usage.output_tokens"] == completion.usage.completion_tokens
+    assert attributes["openai_usage.usage.source"] == "response"
+
+
+def test_embeddings_sent_with_the_clients_post_get_one_span_with_their_usage(
+    instrumented: Any, telemetry: Telemetry, client: openai.OpenAI
+) -> None:
+    """litellm 1.110.2 (`make_sync_openai_embedding_request`, no `encoding_format` given)
+    posts to `/embeddings` the same way."""
+    from openai.types import CreateEmbeddingResponse
+
+    raw = client.post(
+        "/embeddings",
+        body={"model": "text-embedding-3-small", "input": ["Hello", "world"]},
+        options=litellm_options(),
+        cast_to=CreateEmbeddingResponse,
+    )
+    result = raw.parse()
+    check_embeddings_span(telemetry, client, result, len(result.data[0].embedding))
+
+
+def test_requests_of_the_resource_methods_still_get_one_span_each(
+    instrumented: Any, telemetry: Telemetry, client: openai.OpenAI
+) -> None:
+    """The resource methods post through the same `post()`: still one span per call."""
+    client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+    list(client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, stream=True))
+    client.embeddings.create(model="text-embedding-3-small", input="Hi")
+    client.chat.completions.with_raw_response.create(model="gpt-4o-mini", messages=MESSAGES)
+    assert [s.name for s in telemetry.spans()] == [
+        "chat gpt-4o-mini",
+        "chat gpt-4o-mini",
+        "embeddings text-embedding-3-small",
+        "chat gpt-4o-mini",
+    ]
+
+
+def test_another_wrapper_over_post_still_leaves_one_span_per_call(
+    instrumented: Any, telemetry: Telemetry, client: openai.OpenAI
+) -> None:
+    """A tool that wraps the client's `post()` after us puts its own frame between the SDK's
+    method and our `post()` wrapper: a patched method's call must still get one span (not
+    a second one from `post()`), and a request sent past the SDK still gets its span."""
+    from openai._base_client import SyncAPIClient
+
+    ours = SyncAPIClient.__dict__["post"]
+
+    def theirs(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+        return wrapped(*args, **kwargs)
+
+    wrapt.wrap_function_wrapper(SyncAPIClient, "post", theirs)
+    try:
+        client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+        post_chat(client, {"model": "gpt-4o-mini", "messages": MESSAGES}, litellm_options())
+    finally:
+        SyncAPIClient.post = ours  # type: ignore[method-assign]
+    assert [s.name for s in telemetry.spans()] == ["chat gpt-4o-mini", "chat gpt-4o-mini"]

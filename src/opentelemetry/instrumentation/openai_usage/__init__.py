@@ -31,6 +31,7 @@ from opentelemetry.metrics import NoOpMeter, get_meter
 from opentelemetry.trace import get_tracer
 
 from .capture import Capture
+from .client_post import CLIENT_POSTS, ClientPost, client_post_wrapper
 from .config import Settings, load_settings
 from .errors import internal_error
 from .others import is_ours, ours_within, warn_about_others
@@ -64,11 +65,11 @@ class OpenAIUsageInstrumentor(BaseInstrumentor):  # type: ignore[misc]
     _runtime: Runtime | None = None
     # The one runtime of this process, kept after uninstrumenting: see `Runtime`.
     _kept: Runtime | None = None
-    _patched: list[Endpoint | HelperClose]
+    _patched: list[Endpoint | HelperClose | ClientPost]
     # SDK modules not imported yet when instrumenting, module -> what to patch there once
     # imported (see `_patch`); and the modules whose import hook is registered (once each:
     # wrapt fires a module's hooks once, on its first import).
-    _pending: dict[str, list[tuple[Endpoint | HelperClose, Callable[[bool], Any]]]]
+    _pending: dict[str, list[tuple[Endpoint | HelperClose | ClientPost, Callable[[bool], Any]]]]
     _hooked: ClassVar[set[str]] = set()
 
     def instrumentation_dependencies(self) -> Collection[str]:
@@ -133,8 +134,12 @@ class OpenAIUsageInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         for helper in HELPER_CLOSES:
             closer = async_helper_close_wrapper if helper.is_async else helper_close_wrapper
             self._patch(helper, partial(_as_is, closer))
+        for post in CLIENT_POSTS:  # requests sent past the resource methods (litellm's)
+            self._patch(post, partial(_as_is, client_post_wrapper(runtime, post)))
 
-    def _patch(self, target: Endpoint | HelperClose, wrapper_for: Callable[[bool], Any]) -> None:
+    def _patch(
+        self, target: Endpoint | HelperClose | ClientPost, wrapper_for: Callable[[bool], Any]
+    ) -> None:
         """Wrap one SDK method; an API or method this SDK release lacks is skipped quietly.
 
         `wrapper_for(delegates)`: the wrapper, told whether this release's method calls

@@ -1,0 +1,160 @@
+"""Requests sent with the client's own `post()`, past the resource methods we patch.
+
+litellm (1.110) sends its OpenAI chat completions and embeddings as
+`client.post("/chat/completions", body=..., options=..., stream=..., stream_cls=...)`,
+with the raw-response header in `options`, instead of calling
+`client.chat.completions.create(...)` (it skips the SDK's request transform). Such a
+call never reaches a patched method, so without this it had no span, no usage and no
+metrics. Here the client's `post()` (sync and async) is patched too: a request to one of
+the paths our endpoints post to, made by code outside the SDK, is traced as that
+endpoint's call, through the same wrapper: same span, usage, estimate, `include_usage`
+injection and raw-response handling. A request the SDK's own code sends (its resource
+methods, patched or not) passes through untouched: a patched method's call keeps exactly
+one span, and the SDK's own method, taken before `instrument()`, stays untraced.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from types import FrameType
+from typing import Any
+
+from .errors import internal_error
+from .patches import ENDPOINTS, Endpoint
+from .wrappers import Runtime, Wrapper, async_wrapper, sync_wrapper
+
+
+@dataclass(frozen=True)
+class ClientPost:
+    """The client's `post()`: the way in for requests made past the resource methods."""
+
+    module: str
+    method: str
+    is_async: bool
+
+
+CLIENT_POSTS: tuple[ClientPost, ...] = (
+    ClientPost("openai._base_client", "SyncAPIClient.post", False),
+    ClientPost("openai._base_client", "AsyncAPIClient.post", True),
+)
+
+# The path each endpoint's method posts to, as the SDK passes it to `post()`.
+_PATHS = {
+    ("openai.resources.chat.completions", "create"): "chat/completions",
+    ("openai.resources.completions", "create"): "completions",
+    ("openai.resources.embeddings", "create"): "embeddings",
+    ("openai.resources.responses.responses", "create"): "responses",
+}
+
+
+def _by_path() -> dict[tuple[str, bool], Endpoint]:
+    found: dict[tuple[str, bool], Endpoint] = {}
+    for endpoint in ENDPOINTS:
+        path = _PATHS.get((endpoint.module, endpoint.method.rsplit(".", 1)[1]))
+        if path is not None:
+            found[(path, endpoint.is_async)] = endpoint
+    return found
+
+
+_ENDPOINTS_BY_PATH = _by_path()
+
+# `post()`'s request options, as the resource methods' keyword arguments name them: they
+# tell a raw-response call (its header), the request as sent (`extra_body`), and credentials.
+_OPTIONS = (("headers", "extra_headers"), ("params", "extra_query"), ("extra_json", "extra_body"))
+_OPTION_NAMES = frozenset(name for _, name in _OPTIONS)
+
+
+# How far up `_sent_by_the_sdk` looks for the SDK's own code.
+_CALLERS_LOOKED_AT = 8
+
+
+def _sent_by_the_sdk(frame: FrameType | None) -> bool:
+    """Whether `post()` was called by the SDK's own code (a resource method), which a
+    patched method traces, or not at all: an `openai` frame among the nearest callers.
+    Not only the nearest: another tool's wrapper put over `post()` (and wrapt's own
+    pure-Python frames) may sit between the SDK's method and us, and its frame alone would
+    make every traced call a second span. A request sent past the SDK (litellm's) has no
+    SDK frame above it."""
+    for _ in range(_CALLERS_LOOKED_AT):
+        if frame is None:
+            return False
+        name = frame.f_globals.get("__name__")
+        if isinstance(name, str) and (name == "openai" or name.startswith("openai.")):
+            return True
+        frame = frame.f_back
+    return False
+
+
+class _Resource:
+    """What our wrappers read of a resource: its client."""
+
+    __slots__ = ("_client",)
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+
+
+def _call_arguments(body: Mapping[str, Any], options: Any) -> dict[str, Any]:
+    """The request as a resource method's keyword arguments: the body's fields, and the
+    options that have a keyword of their own."""
+    arguments = dict(body)
+    if isinstance(options, Mapping):
+        for option, name in _OPTIONS:
+            value = options.get(option)
+            if value is not None:
+                arguments[name] = value
+    return arguments
+
+
+def _sender(
+    wrapped: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Callable[..., Any]:
+    """`post()` called as a resource method would be: the body from its keyword arguments
+    (with our `stream_options`, when added), everything else as the caller passed it."""
+
+    def send(**arguments: Any) -> Any:
+        post_kwargs = dict(kwargs)
+        post_kwargs["body"] = {k: v for k, v in arguments.items() if k not in _OPTION_NAMES}
+        return wrapped(*args, **post_kwargs)
+
+    return send
+
+
+def client_post_wrapper(runtime: Runtime, target: ClientPost) -> Wrapper:
+    """For `SyncAPIClient.post` / `AsyncAPIClient.post`: a JSON request to an endpoint we
+    trace, not sent by a traced call, is traced as that endpoint's call."""
+    traced = {
+        path: (async_wrapper if target.is_async else sync_wrapper)(runtime, endpoint)
+        for (path, is_async), endpoint in _ENDPOINTS_BY_PATH.items()
+        if is_async == target.is_async
+    }
+
+    def wrapper(
+        wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
+        if not runtime.active or _sent_by_the_sdk(sys._getframe(1)):
+            return wrapped(*args, **kwargs)
+        try:
+            path = args[0] if args else kwargs.get("path")
+            endpoint_wrapper = traced.get(path.strip("/")) if isinstance(path, str) else None
+            body = kwargs.get("body")
+            if (
+                endpoint_wrapper is None
+                or not isinstance(body, Mapping)
+                or kwargs.get("files") is not None
+                or kwargs.get("content") is not None
+            ):
+                endpoint_wrapper = None  # not a request we trace: sent as it is
+            else:
+                arguments = _call_arguments(body, kwargs.get("options"))
+                send = _sender(wrapped, args, kwargs)
+        except Exception as exc:  # ours: the request goes on untraced
+            internal_error("reading a request sent with post()", exc)
+            endpoint_wrapper = None
+        if endpoint_wrapper is None:
+            return wrapped(*args, **kwargs)
+        return endpoint_wrapper(send, _Resource(instance), (), arguments)
+
+    return wrapper
