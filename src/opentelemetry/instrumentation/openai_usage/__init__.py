@@ -31,12 +31,12 @@ from opentelemetry.metrics import NoOpMeter, get_meter
 from opentelemetry.trace import get_tracer
 
 from .capture import Capture
-from .client_post import CLIENT_POSTS, ClientPost, client_post_wrapper
+from .client_post import client_post_wrapper
 from .config import Settings, load_settings
 from .errors import internal_error
 from .others import is_ours, ours_within, warn_about_others
 from .package import _instruments
-from .patches import ENDPOINTS, HELPER_CLOSES, Endpoint, HelperClose
+from .patches import CLIENT_POSTS, ENDPOINTS, HELPER_CLOSES, ClientPost, Endpoint, HelperClose
 from .streams import (
     any_open,
     async_helper_close_wrapper,

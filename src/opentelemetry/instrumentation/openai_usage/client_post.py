@@ -17,28 +17,12 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from types import FrameType
 from typing import Any
 
 from .errors import internal_error
-from .patches import ENDPOINTS, Endpoint
+from .patches import ENDPOINTS, ClientPost, Endpoint
 from .wrappers import Runtime, Wrapper, async_wrapper, sync_wrapper
-
-
-@dataclass(frozen=True)
-class ClientPost:
-    """The client's `post()`: the way in for requests made past the resource methods."""
-
-    module: str
-    method: str
-    is_async: bool
-
-
-CLIENT_POSTS: tuple[ClientPost, ...] = (
-    ClientPost("openai._base_client", "SyncAPIClient.post", False),
-    ClientPost("openai._base_client", "AsyncAPIClient.post", True),
-)
 
 # The path each endpoint's method posts to, as the SDK passes it to `post()`.
 _PATHS = {

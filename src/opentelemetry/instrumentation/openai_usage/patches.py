@@ -132,7 +132,16 @@ ENDPOINTS: tuple[Endpoint, ...] = (
 
 
 @dataclass(frozen=True)
-class HelperClose:
+class PatchedMethod:
+    """A method patched not to trace a call of its own, but for what it does to the
+    calls we trace."""
+
+    module: str
+    method: str
+    is_async: bool
+
+
+class HelperClose(PatchedMethod):
     """A stream helper's `close()`, which closes the HTTP response itself.
 
     `chat.completions.stream()` and `responses.stream()` wrap the stream that
@@ -140,9 +149,10 @@ class HelperClose:
     proxy: so their `close()` is patched too, to end the span when they close.
     """
 
-    module: str
-    method: str
-    is_async: bool
+
+class ClientPost(PatchedMethod):
+    """The client's `post()`: the way in for requests sent past the resource methods
+    (see `client_post`)."""
 
 
 HELPER_CLOSES: tuple[HelperClose, ...] = (
@@ -150,4 +160,9 @@ HELPER_CLOSES: tuple[HelperClose, ...] = (
     HelperClose("openai.lib.streaming.chat._completions", "AsyncChatCompletionStream.close", True),
     HelperClose("openai.lib.streaming.responses._responses", "ResponseStream.close", False),
     HelperClose("openai.lib.streaming.responses._responses", "AsyncResponseStream.close", True),
+)
+
+CLIENT_POSTS: tuple[ClientPost, ...] = (
+    ClientPost("openai._base_client", "SyncAPIClient.post", False),
+    ClientPost("openai._base_client", "AsyncAPIClient.post", True),
 )
