@@ -274,6 +274,15 @@ def sse_reply(chunks: list[dict[str, Any]]) -> Any:
     )
 
 
+def completed_response(*output: Any) -> dict[str, Any]:
+    """A completed Responses API body with these output items, for a `served_by` handler."""
+    return {
+        "id": "resp_1", "object": "response", "created_at": 1, "model": "gpt-5",
+        "status": "completed", "output": list(output), "parallel_tool_calls": True,
+        "tool_choice": "auto", "tools": [],
+    }  # fmt: skip
+
+
 def served_by(handler: Any, **options: Any) -> openai.OpenAI:
     """A real `OpenAI` client whose requests an in-process handler answers: for replies the
     bundled server does not give (a gateway echoing credentials, an odd compatible server)."""

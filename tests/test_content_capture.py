@@ -33,6 +33,7 @@ from .conftest import (
     API_KEY,
     HTTP,
     Telemetry,
+    completed_response,
     make_client,
     needs_responses,
     sdk_has_responses,
@@ -890,11 +891,7 @@ def test_responses_custom_tool_calls_and_their_outputs_are_tool_call_parts(
     capture(capture_message_content="SPAN_ONLY")
     call = {"id": "ctc_1", "type": "custom_tool_call", "call_id": "call_2", "name": "sql",
             "input": "SELECT 1"}  # fmt: skip
-    body = {
-        "id": "resp_1", "object": "response", "created_at": 1, "model": "gpt-5",
-        "status": "completed", "output": [call], "parallel_tool_calls": True,
-        "tool_choice": "auto", "tools": [],
-    }  # fmt: skip
+    body = completed_response(call)
     client = served_by(lambda request: HTTP.Response(200, json=body))
     result = {"type": "custom_tool_call_output", "call_id": "call_1", "output": "1 row"}
     client.responses.create(model="gpt-5", input=[{**call, "call_id": "call_1"}, result])
@@ -1194,11 +1191,7 @@ def test_the_callers_answers_to_built_in_tool_calls_are_tool_call_responses(
     # A computer's screenshot and a shell's output, sent back as input items: results of
     # the caller's tool calls, read as such (a screenshot's URL without its signature).
     capture(capture_message_content="SPAN_ONLY")
-    body = {
-        "id": "resp_1", "object": "response", "created_at": 1, "model": "gpt-5",
-        "status": "completed", "output": [], "parallel_tool_calls": True,
-        "tool_choice": "auto", "tools": [],
-    }  # fmt: skip
+    body = completed_response()
     client = served_by(lambda request: HTTP.Response(200, json=body))
     shot = {
         "type": "computer_screenshot",
@@ -1232,11 +1225,7 @@ def test_a_computer_calls_action_is_captured_as_its_fields_not_the_sdks_repr(
     action = {"type": "drag", "path": [{"x": 1, "y": 2}, {"x": 3, "y": 4}]}
     item = {"id": "cu_1", "type": "computer_call", "call_id": "call_1", "status": "completed",
             "pending_safety_checks": [], "action": action}  # fmt: skip
-    body = {
-        "id": "resp_1", "object": "response", "created_at": 1, "model": "gpt-5",
-        "status": "completed", "output": [item], "parallel_tool_calls": True,
-        "tool_choice": "auto", "tools": [],
-    }  # fmt: skip
+    body = completed_response(item)
     client = served_by(lambda request: HTTP.Response(200, json=body))
     client.responses.create(model="gpt-5", input="Go")
     call = {"type": "tool_call", "id": "call_1", "name": "computer_use", "arguments": action}

@@ -14,7 +14,16 @@ from pydantic import BaseModel
 
 from opentelemetry.instrumentation.openai_usage import errors
 
-from .conftest import HTTP, OPENAI_MAJOR, Telemetry, collect, is_azure, needs_responses, served_by
+from .conftest import (
+    HTTP,
+    OPENAI_MAJOR,
+    Telemetry,
+    collect,
+    completed_response,
+    is_azure,
+    needs_responses,
+    served_by,
+)
 
 pytestmark = needs_responses
 
@@ -710,11 +719,7 @@ def test_a_response_that_calls_a_tool_the_caller_runs_finishes_with_tool_calls(
             "name": "sql", "input": "SELECT 1",
             "action": {"type": "exec", "command": ["ls"], "env": {}},
             "pending_safety_checks": []}  # fmt: skip
-    body = {
-        "id": "resp_1", "object": "response", "created_at": 1, "model": "gpt-5",
-        "status": "completed", "output": [item], "parallel_tool_calls": True,
-        "tool_choice": "auto", "tools": [],
-    }  # fmt: skip
+    body = completed_response(item)
     client = served_by(lambda request: HTTP.Response(200, json=body))
     client.responses.create(model="gpt-5", input="Go")
     attributes = telemetry.span().attributes or {}
