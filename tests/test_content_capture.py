@@ -43,6 +43,13 @@ from .conftest import (
 
 INPUT = "gen_ai.input.messages"
 OUTPUT = "gen_ai.output.messages"
+# A legacy `function_call` to get_weather(city="Paris"), captured: it has no call id.
+FUNCTION_CALL_PART = {
+    "type": "tool_call",
+    "id": None,
+    "name": "get_weather",
+    "arguments": {"city": "Paris"},
+}
 SYSTEM = "gen_ai.system_instructions"
 TOOL_DEFINITIONS = "gen_ai.tool.definitions"
 CONTENT_KEYS = (INPUT, OUTPUT, SYSTEM, TOOL_DEFINITIONS)
@@ -255,14 +262,7 @@ def test_a_legacy_function_result_is_captured_with_the_function_name_that_pairs_
     assert captured(telemetry)[INPUT][1:] == [
         {
             "role": "assistant",
-            "parts": [
-                {
-                    "type": "tool_call",
-                    "id": None,
-                    "name": "get_weather",
-                    "arguments": {"city": "Paris"},
-                }
-            ],
+            "parts": [FUNCTION_CALL_PART],
         },
         {
             "role": "tool",
@@ -1074,14 +1074,7 @@ def test_captured_finish_reasons_use_the_output_message_schemas_values(
     assert captured(telemetry)[OUTPUT] == [
         {
             "role": "assistant",
-            "parts": [
-                {
-                    "type": "tool_call",
-                    "id": None,
-                    "name": "get_weather",
-                    "arguments": {"city": "Paris"},
-                }
-            ],
+            "parts": [FUNCTION_CALL_PART],
             "finish_reason": "tool_call",
         }
     ]
