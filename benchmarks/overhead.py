@@ -25,16 +25,18 @@ Telemetry
     `SimpleSpanProcessor` (synchronous export in the caller's thread).
 
 Method, in one process
-    Instrument once per configuration and keep two code paths: the instrumented
-    one calls `client.chat.completions.create(...)` as users do (through wrapt's
-    wrapper, our span, our stream proxy); the baseline calls the SDK's own function
-    (taken before instrumenting; checked to be the `__wrapped__` of our wrapper) on
-    the same client object. This is fairer than instrument()/uninstrument() around
-    every batch: both paths run in the same warmed process on the same client and
-    connection pool, nothing is re-created between batches (re-instrumenting would
-    re-create instruments on the same meter, log duplicate-instrument warnings and
-    churn caches next to the timed region), and the baseline is the true unwrapped
-    SDK, not a disabled wrapper. It skips only creating a bound method (tens of ns).
+    Instrument once per configuration and keep two code paths: the instrumented one
+    calls `client.chat.completions.create(...)` as users do (through wrapt's wrapper,
+    our span, our stream proxy); the baseline calls the SDK's own function (taken before
+    instrumenting; checked to be the `__wrapped__` of our wrapper) on the same client
+    object, through a twin resource that posts with the SDK's own `post()` (which we
+    patch too, for requests sent past the resource methods). This is fairer than
+    instrument()/uninstrument() around every batch: both paths run in the same warmed
+    process on the same client and connection pool, nothing is re-created between
+    batches (re-instrumenting would re-create instruments on the same meter, log
+    duplicate-instrument warnings and churn caches next to the timed region), and the
+    baseline is the true unwrapped SDK, not a disabled wrapper. It skips only creating a
+    bound method (tens of ns).
 
     Rounds alternate: each round times a batch of K baseline calls and a batch of K
     instrumented calls, swapping which goes first every round to cancel drift. The
@@ -93,10 +95,11 @@ import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
-from types import ModuleType
+from types import MethodType, ModuleType
 from typing import Any
 
 import openai
+from openai._base_client import AsyncAPIClient, SyncAPIClient
 from openai.resources.chat.completions import AsyncCompletions, Completions
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
@@ -398,6 +401,20 @@ class Telemetry:
 # `required_args` decorator sets `__wrapped__` too, to its undecorated inner function.)
 SDK_CREATE = Completions.__dict__["create"]
 SDK_ACREATE = AsyncCompletions.__dict__["create"]
+# The clients' `post()`, which `instrument()` patches too (for requests sent past the
+# resource methods); the SDK's methods post through it, so the baseline must use these.
+SDK_POST = SyncAPIClient.__dict__["post"]
+SDK_APOST = AsyncAPIClient.__dict__["post"]
+
+
+def baseline_resource(resource: Any, post: Callable[..., Any]) -> Any:
+    """A second resource object on the same client (same connection pool) whose requests
+    go through the SDK's own `post()`: a resource binds `client.post` when it is made, and
+    the instrumented `post()` passes the SDK's own requests on, but not for free."""
+    twin = type(resource)(resource._client)
+    twin._post = MethodType(post, resource._client)
+    return twin
+
 
 # Span attribute saying where the usage numbers come from ("response" or "estimate").
 USAGE_SOURCE = "openai_usage.usage.source"
@@ -477,8 +494,10 @@ def sync_paths(client: Any, stream: bool, user_usage: bool = False, short: bool 
     if user_usage:
         request = {**request, "stream_options": {"include_usage": True}}
 
+    plain = baseline_resource(completions, SDK_POST)
+
     def baseline() -> int:
-        result = SDK_CREATE(completions, **request)
+        result = SDK_CREATE(plain, **request)
         return _read(result) if stream else 1
 
     def instrumented() -> int:
@@ -493,8 +512,10 @@ def async_paths(client: Any, loop: asyncio.AbstractEventLoop) -> Paths:
     completions = client.chat.completions
     request = {**REQUEST, "stream": True}
 
+    plain = baseline_resource(completions, SDK_APOST)
+
     async def baseline() -> int:
-        return await _aread(await SDK_ACREATE(completions, **request))
+        return await _aread(await SDK_ACREATE(plain, **request))
 
     async def instrumented() -> int:
         return await _aread(await completions.create(**request))
@@ -1055,10 +1076,15 @@ def build_cases(
 
 def check_patched() -> None:
     """The instrumented path goes through our wrapper around the very function we time."""
-    for cls, original in ((Completions, SDK_CREATE), (AsyncCompletions, SDK_ACREATE)):
-        patched = cls.__dict__["create"]
+    for cls, name, original in (
+        (Completions, "create", SDK_CREATE),
+        (AsyncCompletions, "create", SDK_ACREATE),
+        (SyncAPIClient, "post", SDK_POST),
+        (AsyncAPIClient, "post", SDK_APOST),
+    ):
+        patched = cls.__dict__[name]
         if patched is original or getattr(patched, "__wrapped__", None) is not original:
-            raise SystemExit(f"{cls.__name__}.create is not wrapped around the SDK's function")
+            raise SystemExit(f"{cls.__name__}.{name} is not wrapped around the SDK's function")
 
 
 def measure_here(args: argparse.Namespace) -> dict[str, Any]:
