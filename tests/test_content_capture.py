@@ -456,7 +456,7 @@ def test_the_event_names_the_conventions_version_as_the_span_does(
     span_scope = telemetry.span().instrumentation_scope
     (item,) = logs.get_finished_logs()
     assert span_scope is not None
-    assert span_scope.schema_url == "https://opentelemetry.io/schemas/1.37.0"
+    assert span_scope.schema_url == "https://opentelemetry.io/schemas/1.41.1"
     assert item.instrumentation_scope.schema_url == span_scope.schema_url
     assert item.instrumentation_scope.name == span_scope.name
 

@@ -28,6 +28,7 @@ import wrapt
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type: ignore[attr-defined]
 from opentelemetry.instrumentation.utils import unwrap
 from opentelemetry.metrics import NoOpMeter, get_meter
+from opentelemetry.semconv.schemas import Schemas
 from opentelemetry.trace import get_tracer
 
 from .capture import Capture
@@ -49,7 +50,10 @@ from .wrappers import Runtime, async_wrapper, sync_wrapper
 
 __all__ = ["OpenAIUsageInstrumentor", "Settings", "__version__"]
 
-_SCHEMA_URL = "https://opentelemetry.io/schemas/1.37.0"
+# The conventions' version whose names we record: the newest schema of the first
+# `opentelemetry-semantic-conventions` release that defines every one of them (0.63b0:
+# `gen_ai.provider.name` is 1.37, the chunk-timing metrics and cache/reasoning usage later).
+_SCHEMA_URL = Schemas.V1_41_1.value
 
 
 class OpenAIUsageInstrumentor(BaseInstrumentor):  # type: ignore[misc]
