@@ -255,6 +255,26 @@ def test_a_price_file_in_toml_from_the_environment(
     assert cost_of(telemetry) == pytest.approx((600 * 1.0 + 400 * 0.5 + 500 * 2.0) / 1e6)
 
 
+@pytest.mark.skipif(sys.version_info >= (3, 11), reason="Python 3.11+ reads TOML")
+def test_a_toml_price_file_on_python_3_10_says_what_it_needs(
+    instrument: Any,
+    telemetry: Telemetry,
+    client: openai.OpenAI,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    path = tmp_path / "prices.toml"
+    path.write_text('["my-model"]\ninput = 1.0\noutput = 2.0\n')
+    with caplog.at_level(logging.WARNING):
+        instrument(prices=str(path))
+    client.chat.completions.create(model="my-model", messages=MESSAGES, extra_headers=USAGE_HEADER)
+    assert cost_of(telemetry) is None
+    assert [r.getMessage() for r in caplog.records if "price file" in r.getMessage()] == [
+        f"Could not read the price file {path}: TOML needs Python 3.11+ (tomllib); write it as "
+        "JSON. Its prices are not used."
+    ]
+
+
 @pytest.mark.parametrize("suffix", [".json", ".toml"])
 def test_a_price_file_saved_with_a_byte_order_mark_is_read(
     instrument: Any, telemetry: Telemetry, client: openai.OpenAI, tmp_path: Path, suffix: str

@@ -13,6 +13,7 @@ import json
 import logging
 import math
 import re
+import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -388,6 +389,13 @@ def _read_file(path: Path) -> Any:
         text = path.read_text(encoding="utf-8-sig")
         if path.suffix.lower() == ".toml":
             # Python 3.11+ (a module mypy's 3.10 target does not know); JSON works everywhere.
+            if sys.version_info < (3, 11):
+                logger.warning(
+                    "Could not read the price file %s: TOML needs Python 3.11+ (tomllib); "
+                    "write it as JSON. Its prices are not used.",
+                    path,
+                )
+                return None
             return importlib.import_module("tomllib").loads(text)
         return json.loads(text)
     except Exception as exc:
