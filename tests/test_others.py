@@ -297,6 +297,42 @@ def test_another_proxy_of_the_stream_under_ours_still_sees_every_chunk(
     assert (telemetry.span().attributes or {})["openai_usage.usage.source"] == "response"
 
 
+class BothWays:
+    """A stream wrapper class serving sync and async streams alike: it defines both
+    protocols, each delegating to the stream it wraps (only the one that fits works)."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+
+    def __iter__(self) -> Any:
+        return self
+
+    def __next__(self) -> Any:
+        return next(self._stream)
+
+    def __aiter__(self) -> Any:
+        return self._stream.__aiter__()  # AttributeError on a sync stream
+
+    async def __anext__(self) -> Any:
+        return await self._stream.__anext__()
+
+
+def test_a_sync_stream_of_a_wrapper_class_that_is_both_ways_is_read_the_sync_way(
+    instrument: Any, telemetry: Telemetry, client: openai.OpenAI, restore_create: Any
+) -> None:
+    def other(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+        return BothWays(wrapped(*args, **kwargs))
+
+    wrapt.wrap_function_wrapper(Completions, "create", other)
+    instrument()
+    stream = client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, stream=True)
+    chunks = list(stream)
+    assert chunks and all(c.choices for c in chunks)  # our usage chunk hidden
+    attributes = dict(telemetry.span().attributes or {})
+    assert attributes["openai_usage.usage.source"] == "response"
+    assert attributes["openai_usage.stream.outcome"] == "completed"
+
+
 def test_a_list_another_wrapper_under_ours_hands_back_for_a_stream_is_left_as_it_is(
     instrument: Any, telemetry: Telemetry, client: openai.OpenAI, restore_create: Any
 ) -> None:

@@ -553,25 +553,30 @@ def _is_sdk_stream(stream: Any) -> bool:
     return issubclass(type(stream), (openai.Stream, openai.AsyncStream))
 
 
-def _chunks_of(stream: Any) -> Any:
+def _chunks_of(stream: Any, is_async: bool) -> Any:
     """The SDK's one iterator behind its stream: what its own `__next__` reads and each
     `iter()` / `aiter()` of it walks (every SDK release has it). Anything else, such as
     another instrumentation's proxy of the SDK's stream, is read through its own iteration
-    (its `_iterator`, forwarded by such a proxy, would pass the other one by)."""
+    (its `_iterator`, forwarded by such a proxy, would pass the other one by): the one the
+    call's kind asks for, since a wrapper class may define both."""
     if _is_sdk_stream(stream):
         chunks = getattr(stream, "_iterator", None)
         if chunks is not None:
             return chunks
-    return aiter(stream) if hasattr(type(stream), "__aiter__") else iter(stream)
+    return aiter(stream) if is_async else iter(stream)
 
 
 class _ProxyBase(wrapt.ObjectProxy):  # type: ignore[misc,type-arg,unused-ignore]
+    _self_is_async = False
+
     def __init__(self, wrapped: Any, state: StreamState) -> None:
         super().__init__(wrapped)
         self._self_state = state
         # The SDK's stream: its `_iterator` is looked up as a read begins (`_source`).
         # Anything else is asked for its iterator now, where a failure is ours to log.
-        self._self_source = None if _is_sdk_stream(wrapped) else _chunks_of(wrapped)
+        self._self_source = (
+            None if _is_sdk_stream(wrapped) else _chunks_of(wrapped, self._self_is_async)
+        )
         # Not at exit: a stream still open then is ended in place by `end_open_streams`
         # (a finalizer's exit hook would run first and hand it to a thread about to die).
         weakref.finalize(self, _collected, state).atexit = False
@@ -585,7 +590,7 @@ class _ProxyBase(wrapt.ObjectProxy):  # type: ignore[misc,type-arg,unused-ignore
         sets on our proxy). Taken when the proxy was made, that generator would be passed
         by: the other would see no chunk, and never end its record of the call."""
         source = self._self_source
-        return _chunks_of(self.__wrapped__) if source is None else source
+        return _chunks_of(self.__wrapped__, self._self_is_async) if source is None else source
 
     def __repr__(self) -> str:
         return repr(self.__wrapped__)
@@ -654,6 +659,7 @@ class AsyncStreamProxy(_ProxyBase):
     # As above: an `AsyncStream` is neither `Iterable` nor a sync context manager, so a
     # caller that tells sync from async streams by `isinstance` picks the right way.
     __iter__ = __enter__ = __exit__ = __len__ = __reversed__ = __contains__ = None  # type: ignore[assignment,unused-ignore]
+    _self_is_async = True
 
     def __init__(self, wrapped: Any, state: StreamState) -> None:
         super().__init__(wrapped, state)
