@@ -91,11 +91,11 @@ class Invocation:
         secrets: Callable[[], tuple[str, ...]],
         start_ns: int,
         start_perf: float,
-        estimator: Estimator | None = None,
-        operation: str = "chat",
-        request: Mapping[str, Any] | None = None,
-        capture: Capture | None = None,
-        request_attributes: Mapping[str, Any] | None = None,
+        estimator: Estimator,
+        operation: str,
+        request: Mapping[str, Any] | None,
+        capture: Capture | None,
+        request_attributes: Mapping[str, Any] | None,
     ) -> None:
         self.span = span
         self.capture = capture  # None unless the user opted in to content capture
@@ -164,7 +164,7 @@ class Invocation:
         try:
             read = chunk_count if chunks_read is None else chunks_read
             name = self._estimate_encoding(facts, read)
-            if name is not None and facts is not None and self.estimator is not None:
+            if name is not None and facts is not None:
                 if self.estimator.is_loading(name):
                     # The first calls after instrument(): let a background thread wait.
                     wanted = facts
@@ -189,7 +189,7 @@ class Invocation:
     def _estimate_encoding(self, facts: ResponseFacts | None, chunk_count: int) -> str | None:
         """The encoding an estimate of this call needs, or None when none is wanted."""
         estimator = self.estimator
-        if estimator is None or facts is None or not estimator.wanted(facts, chunk_count):
+        if facts is None or not estimator.wanted(facts, chunk_count):
             return None
         if facts.usage is not None and not self.span.is_recording():
             # "compare" puts an estimate beside reported usage on the span alone (metrics
@@ -204,10 +204,9 @@ class Invocation:
 
     def _with_estimate(self, facts: ResponseFacts, encoding: Encoder | None) -> ResponseFacts:
         """The facts with the estimate in place of missing usage, or beside it ("compare")."""
-        estimator = self.estimator
-        if estimator is None or encoding is None:
+        if encoding is None:
             return facts
-        estimate = estimator.estimate(
+        estimate = self.estimator.estimate(
             self.operation, self.request or {}, facts, self._request_model(), encoding
         )
         if estimate is None or estimate.is_empty:
@@ -228,9 +227,8 @@ class Invocation:
     ) -> None:
         """In the background thread: wait for the encoding, then end as `end` would have."""
         try:
-            if self.estimator is not None:
-                encoding = self.estimator.loader.wait(name, wait_s)
-                facts = self._with_estimate(facts, encoding)
+            encoding = self.estimator.loader.wait(name, wait_s)
+            facts = self._with_estimate(facts, encoding)
         except Exception as exc:
             internal_error("estimating usage", exc)
         self._finish(facts, error, *timing, extra_attributes)
