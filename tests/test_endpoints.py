@@ -1602,3 +1602,80 @@ def test_another_wrapper_over_post_still_leaves_one_span_per_call(
     finally:
         SyncAPIClient.post = ours  # type: ignore[method-assign]
     assert [s.name for s in telemetry.spans()] == ["chat gpt-4o-mini", "chat gpt-4o-mini"]
+
+
+def _sse_events(reply: Any) -> list[Any]:
+    """What a caller of `post()` read of a streamed reply: its chunks (as parsed), or the
+    JSON of each SSE event of a raw `httpx.Response`."""
+    import json
+
+    if isinstance(reply, HTTP.Response):
+        lines = reply.read().decode().splitlines()
+        data = [line[len("data: ") :] for line in lines if line.startswith("data: ")]
+        return [json.loads(d) for d in data if d != "[DONE]"]
+    return list(reply)
+
+
+def _chunks_as(kind: str) -> dict[str, Any]:
+    """`post()`'s `cast_to` / `stream_cls` for a stream read as `kind`."""
+    from openai.types.chat import ChatCompletion, ChatCompletionChunk
+
+    table: dict[str, dict[str, Any]] = {
+        "dict": {"cast_to": dict[str, Any]},
+        "object": {"cast_to": object},
+        "httpx.Response": {"cast_to": HTTP.Response},
+        "Stream[dict]": {"cast_to": ChatCompletion, "stream_cls": openai.Stream[dict[str, Any]]},
+        "httpx.Response+stream_cls": {
+            "cast_to": HTTP.Response,
+            "stream_cls": openai.Stream[ChatCompletionChunk],
+        },
+    }
+    return table[kind]
+
+
+@pytest.mark.parametrize(
+    "kind", ["dict", "object", "httpx.Response", "Stream[dict]", "httpx.Response+stream_cls"]
+)
+def test_a_stream_sent_with_post_for_other_than_the_sdks_chunks_is_sent_as_it_is(
+    instrumented: Any,
+    telemetry: Telemetry,
+    client: openai.OpenAI,
+    server: LocalOpenAIServer,
+    kind: str,
+) -> None:
+    """Asked for dicts or the raw `httpx.Response`, the caller reads every SSE event: the
+    usage chunk we would ask for would reach it (and our proxy, following SDK chunks, would
+    read no usage from them). Such a request is not the method's call: sent untouched."""
+    body = {"model": "gpt-4o-mini", "messages": MESSAGES, "stream": True}
+    events = _sse_events(
+        client.post("/chat/completions", body=body, stream=True, **_chunks_as(kind))
+    )
+    assert server.requests[-1].body == body
+    assert [e.get("usage") for e in events] == [None] * len(events)
+    assert all(e["choices"] for e in events)
+    assert telemetry.spans() == []
+
+
+@pytest.mark.parametrize("stream", [True, False])
+def test_a_post_whose_stream_argument_differs_from_its_body_is_sent_as_it_is(
+    instrumented: Any, telemetry: Telemetry, client: openai.OpenAI, stream: bool
+) -> None:
+    """`post(stream=...)` is what the SDK reads the reply as; the body's `stream` is what the
+    server sends. Where they differ the caller gets neither the method's stream nor its
+    response (the SSE text as a string, an empty stream): not a call to trace as one."""
+    from openai.types.chat import ChatCompletion, ChatCompletionChunk
+
+    body = {"model": "gpt-4o-mini", "messages": MESSAGES, "stream": not stream}
+    reply = client.post(
+        "/chat/completions",
+        body=body,
+        cast_to=ChatCompletion,
+        stream=stream,
+        stream_cls=openai.Stream[ChatCompletionChunk],
+    )
+    if stream:
+        assert list(reply) == []
+    else:
+        assert isinstance(reply, str)
+        assert '"include_usage"' not in reply and '"prompt_tokens"' not in reply
+    assert telemetry.spans() == []

@@ -15,10 +15,12 @@ one span, and the SDK's own method, taken before `instrument()`, stays untraced.
 
 from __future__ import annotations
 
+import inspect
 import sys
+import types
 from collections.abc import Callable, Mapping
 from types import FrameType
-from typing import Any
+from typing import Annotated, Any, Union, get_args, get_origin
 
 from .errors import internal_error
 from .patches import ENDPOINTS, ClientPost, Endpoint
@@ -92,6 +94,45 @@ def _call_arguments(body: Mapping[str, Any], options: Any) -> dict[str, Any]:
     return arguments
 
 
+def _replies_as_the_method(kwargs: Mapping[str, Any], body: Mapping[str, Any]) -> bool:
+    """Whether `post()` gives the caller what the endpoint's method would: a stream exactly
+    when the body asks for one, of the SDK's chunk models, or else the SDK's response model.
+
+    Only then is the request traced as that method's call. Asked for anything else (a
+    `cast_to` or stream chunk type of `httpx.Response`, `dict`, `object`, `str`; a `stream`
+    argument the body does not match), the caller reads the reply in a form our stream
+    proxy does not follow: the usage chunk we would ask for reaches the caller (in its
+    dicts, or in the raw SSE text), and the usage we would read from it is lost. Such a
+    request is sent as it is, untraced."""
+    stream = kwargs.get("stream", False)
+    if bool(stream) != (body.get("stream") is True):
+        return False
+    kinds = [kwargs.get("cast_to")]  # `httpx.Response` there is the reply, streamed or not
+    stream_cls = kwargs.get("stream_cls")
+    if stream and stream_cls is not None:
+        try:
+            from openai._streaming import extract_stream_chunk_type
+
+            kinds.append(extract_stream_chunk_type(stream_cls))
+        except Exception:  # no chunk type: the SDK refuses the request itself
+            return False
+    from openai._models import BaseModel  # imported already: this is its `post()`
+
+    return all(_is_model(kind, BaseModel) for kind in kinds)
+
+
+def _is_model(kind: Any, model: type) -> bool:
+    """Whether `kind` is an SDK model class, or a union of them (Responses' stream events,
+    `Annotated[Union[...], ...]`): what a resource method parses its reply into."""
+    origin = get_origin(kind)
+    if origin is Annotated:
+        return _is_model(get_args(kind)[0], model)
+    if origin is Union or origin is types.UnionType:
+        return all(_is_model(member, model) for member in get_args(kind))
+    cls = origin or kind  # `dict[str, Any]` is a `dict`, not a model
+    return inspect.isclass(cls) and issubclass(cls, model)
+
+
 def _sender(
     wrapped: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> Callable[..., Any]:
@@ -129,6 +170,7 @@ def client_post_wrapper(runtime: Runtime, target: ClientPost) -> Wrapper:
                 or not isinstance(body, Mapping)
                 or kwargs.get("files") is not None
                 or kwargs.get("content") is not None
+                or not _replies_as_the_method(kwargs, body)
             ):
                 endpoint_wrapper = None  # not a request we trace: sent as it is
             else:
