@@ -793,19 +793,15 @@ def test_a_call_end_handed_over_by_a_background_job_runs_before_drain_returns() 
 
 LAZY_SCRIPT = textwrap.dedent(
     """
-    import importlib, json, sys
+    import json, sys
     import openai
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import SimpleSpanProcessor
     from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
     from opentelemetry.instrumentation.openai_usage import OpenAIUsageInstrumentor
     from opentelemetry.instrumentation.openai_usage.localserver import LocalOpenAIServer
-    from opentelemetry.instrumentation.openai_usage.others import _PROBES
     from opentelemetry.instrumentation.openai_usage.patches import ENDPOINTS, HELPER_CLOSES
 
-    # The classes looked at for another instrumentation's wrapper are loaded for that.
-    for module_name, cls_name, _ in _PROBES:
-        getattr(importlib.import_module(module_name), cls_name)
     modules = {target.module for target in (*ENDPOINTS, *HELPER_CLOSES)}
     before = set(sys.modules)
     exporter = InMemorySpanExporter()
@@ -833,3 +829,40 @@ def test_instrument_leaves_sdk_modules_unimported_and_patches_each_on_first_impo
     imported, spans = (json.loads(line) for line in done.stdout.splitlines())
     assert imported == []
     assert spans == ["embeddings text-embedding-3-small", "text_completion gpt-3.5-turbo-instruct"]
+
+
+UNIMPORTED_SCRIPT = textwrap.dedent(
+    """
+    import json, sys
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+    from opentelemetry.instrumentation.openai_usage import OpenAIUsageInstrumentor
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    OpenAIUsageInstrumentor().instrument(tracer_provider=provider)
+    print(json.dumps(sorted(m for m in sys.modules if m == "openai" or m.startswith("openai."))))
+    import openai
+    from opentelemetry.instrumentation.openai_usage.localserver import LocalOpenAIServer
+    with LocalOpenAIServer() as server:
+        client = openai.OpenAI(base_url=server.base_url, api_key="k", max_retries=0)
+        messages = [{"role": "user", "content": "hi"}]
+        client.chat.completions.create(model="gpt-4o-mini", messages=messages)
+    print(json.dumps([span.name for span in exporter.get_finished_spans()]))
+    """
+)
+
+
+def test_instrument_before_the_app_imports_openai_imports_no_sdk_module() -> None:
+    # As under `opentelemetry-instrument`, which instruments before the application's
+    # imports: the look for another instrumentation's wrapper imported `openai` and its chat
+    # resource (0.5 s of CPU on openai 3.x), also in a process that never uses the SDK.
+    done = subprocess.run(
+        [sys.executable, "-c", UNIMPORTED_SCRIPT], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    imported, spans = (json.loads(line) for line in done.stdout.splitlines())
+    assert imported == []
+    assert spans == ["chat gpt-4o-mini"]
