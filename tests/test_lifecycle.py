@@ -25,7 +25,7 @@ from opentelemetry import trace
 from opentelemetry.instrumentation.openai_usage import OpenAIUsageInstrumentor
 from opentelemetry.instrumentation.openai_usage.estimator import ENCODING_WAIT_S, FINISHER
 from opentelemetry.instrumentation.openai_usage.localserver import LocalOpenAIServer
-from opentelemetry.instrumentation.openai_usage.streams import end_open_streams
+from opentelemetry.instrumentation.openai_usage.open_calls import end_open_streams
 
 from .conftest import API_KEY, AZURE_KEY, HTTP, MESSAGES, Telemetry, make_client
 

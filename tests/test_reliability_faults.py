@@ -54,7 +54,7 @@ from opentelemetry.instrumentation.openai_usage import OpenAIUsageInstrumentor
 from opentelemetry.instrumentation.openai_usage.encodings import EncodingLoader
 from opentelemetry.instrumentation.openai_usage.estimator import FINISHER
 from opentelemetry.instrumentation.openai_usage.localserver import LocalOpenAIServer
-from opentelemetry.instrumentation.openai_usage.streams import end_open_streams
+from opentelemetry.instrumentation.openai_usage.open_calls import end_open_streams
 
 from .conftest import MESSAGES, comparable, make_client, metric_points
 

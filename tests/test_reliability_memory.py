@@ -20,7 +20,7 @@ from typing import Any
 import openai
 import pytest
 
-from opentelemetry.instrumentation.openai_usage import streams
+from opentelemetry.instrumentation.openai_usage import open_calls
 from opentelemetry.instrumentation.openai_usage.invocation import Invocation
 from opentelemetry.instrumentation.openai_usage.streams import StreamState, SyncStreamProxy
 
@@ -111,7 +111,7 @@ def test_ten_thousand_abandoned_streams_all_end_abandoned_and_leave_nothing_aliv
 
     assert firsts == {"assistant"}  # each caller got the stream's real first chunk
     assert sum(1 for ref in proxies if ref() is not None) == 0
-    assert len(streams._OPEN) == 0
+    assert len(open_calls._OPEN) == 0
     for kind, count in before.items():
         assert live(kind) == count, kind.__name__
     spans = telemetry.spans()

@@ -35,15 +35,11 @@ from .capture import Capture
 from .client_post import client_post_wrapper
 from .config import Settings, load_settings
 from .errors import internal_error
+from .open_calls import any_open, keep_exit_hook_last
 from .others import is_ours, ours_within, warn_about_others
 from .package import _instruments
 from .patches import CLIENT_POSTS, ENDPOINTS, HELPER_CLOSES, ClientPost, Endpoint, HelperClose
-from .streams import (
-    any_open,
-    async_helper_close_wrapper,
-    helper_close_wrapper,
-    keep_exit_hook_last,
-)
+from .streams import async_helper_close_wrapper, helper_close_wrapper
 from .telemetry import Instruments
 from .version import __version__
 from .wrappers import Runtime, async_wrapper, sync_wrapper

@@ -25,14 +25,13 @@ from . import parse_errors
 from . import telemetry as t
 from .errors import internal_error
 from .estimator import FINISHER
+from .open_calls import track_open, untrack
 from .streams import (
     OUTCOME_ABANDONED,
     OUTCOME_CLOSED,
     OUTCOME_ERROR,
     StreamState,
     read_twice,
-    track_open,
-    untrack,
     wrap_stream,
 )
 
@@ -44,7 +43,7 @@ if TYPE_CHECKING:
 
 class RawState:
     """What a raw response's proxy knows, apart from the proxy: its finalizer and the exit
-    hook (`streams.end_open_streams`) end the span through it.
+    hook (`open_calls.end_open_streams`) end the span through it.
 
     Once `parse()` handed a stream to a stream proxy, that proxy owns the span: the raw
     response may then be dropped (`create(...).parse()`) while the stream is read.
