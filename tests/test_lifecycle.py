@@ -818,15 +818,21 @@ LAZY_SCRIPT = textwrap.dedent(
 )
 
 
+def _in_a_fresh_process(script: str) -> tuple[list[str], list[str]]:
+    """What a script printed (the SDK modules instrument() imported, then the spans)."""
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    imported, spans = (json.loads(line) for line in done.stdout.splitlines())
+    return imported, spans
+
+
 def test_instrument_leaves_sdk_modules_unimported_and_patches_each_on_first_import() -> None:
     # A fresh process, as under `opentelemetry-instrument`: the SDK imports an API's module
     # when the client's attribute for it is first used. Importing them all at instrument()
     # cost every process's start (openai 3.x's beta.responses alone: ~500 modules).
-    done = subprocess.run(
-        [sys.executable, "-c", LAZY_SCRIPT], capture_output=True, text=True, timeout=60
-    )
-    assert done.returncode == 0, done.stderr
-    imported, spans = (json.loads(line) for line in done.stdout.splitlines())
+    imported, spans = _in_a_fresh_process(LAZY_SCRIPT)
     assert imported == []
     assert spans == ["embeddings text-embedding-3-small", "text_completion gpt-3.5-turbo-instruct"]
 
@@ -859,10 +865,6 @@ def test_instrument_before_the_app_imports_openai_imports_no_sdk_module() -> Non
     # As under `opentelemetry-instrument`, which instruments before the application's
     # imports: the look for another instrumentation's wrapper imported `openai` and its chat
     # resource (0.5 s of CPU on openai 3.x), also in a process that never uses the SDK.
-    done = subprocess.run(
-        [sys.executable, "-c", UNIMPORTED_SCRIPT], capture_output=True, text=True, timeout=60
-    )
-    assert done.returncode == 0, done.stderr
-    imported, spans = (json.loads(line) for line in done.stdout.splitlines())
+    imported, spans = _in_a_fresh_process(UNIMPORTED_SCRIPT)
     assert imported == []
     assert spans == ["chat gpt-4o-mini"]
