@@ -1621,10 +1621,10 @@ def _chunks_as(kind: str) -> dict[str, Any]:
     from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
     table: dict[str, dict[str, Any]] = {
-        "dict": {"cast_to": dict[str, Any]},
+        "dict": {"cast_to": _BODY_AS_DICT},
         "object": {"cast_to": object},
         "httpx.Response": {"cast_to": HTTP.Response},
-        "Stream[dict]": {"cast_to": ChatCompletion, "stream_cls": openai.Stream[dict[str, Any]]},
+        "Stream[dict]": {"cast_to": ChatCompletion, "stream_cls": openai.Stream[_BODY_AS_DICT]},
         "httpx.Response+stream_cls": {
             "cast_to": HTTP.Response,
             "stream_cls": openai.Stream[ChatCompletionChunk],
