@@ -868,3 +868,33 @@ def test_instrument_before_the_app_imports_openai_imports_no_sdk_module() -> Non
     imported, spans = _in_a_fresh_process(UNIMPORTED_SCRIPT)
     assert imported == []
     assert spans == ["chat gpt-4o-mini"]
+
+
+def test_the_exit_hook_lets_the_encoding_being_loaded_finish_and_starts_no_other(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A process that exits within a second of `instrument()` finalized while our loading
+    thread was inside tiktoken's native code, which tiktoken 0.7 answers with an abort
+    ("FATAL: exception not rethrown", exit code -6) as that thread takes the GIL back. The
+    exit hook now lets the encoding being loaded finish, and starts no other."""
+    from opentelemetry.instrumentation.openai_usage import encodings
+
+    loading, release = threading.Event(), threading.Event()
+    loaded: list[str] = []
+
+    def slow_load(name: str, allow_download: bool = False) -> None:
+        loaded.append(name)
+        loading.set()
+        release.wait(10)
+
+    monkeypatch.setattr(encodings, "load_offline", slow_load)
+    loader = encodings.EncodingLoader()
+    loader.start(("first", "second"))
+    assert loading.wait(10)
+    threading.Timer(0.2, release.set).start()
+    started = time.perf_counter()
+    encodings.finish_loading_for_exit(10)
+    assert release.is_set() and time.perf_counter() - started < 5
+    assert loader._thread is None or not loader._thread.is_alive()
+    assert loaded == ["first"]  # the second was never started
+    assert not loader.pending("second")  # forgotten, not left waited for

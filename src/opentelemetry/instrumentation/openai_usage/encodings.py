@@ -240,6 +240,21 @@ class EncodingLoader:
                 event.set()
         self._queue.clear()
 
+    def finish_for_exit(self, timeout: float) -> None:
+        """At interpreter exit: start loading no other encoding, and let the one being
+        loaded finish (up to `timeout` seconds). A daemon thread still inside tiktoken's
+        native code when the interpreter finalizes can abort the process ("FATAL: exception
+        not rethrown", seen with tiktoken 0.7) as it tries to take the GIL back; a script
+        that exits within a second of `instrument()` would otherwise end that way."""
+        try:
+            with self._lock:
+                self._forget_queue()  # the names not started yet: never loaded now
+                thread = self._thread
+            if thread is not None and thread is not threading.current_thread():
+                thread.join(timeout)
+        except Exception as exc:
+            logger.debug("waiting for the encoding being loaded: %s", exc)
+
     def get(self, name: str) -> Encoder | None:
         """The encoding if loaded, else None (loading is started if it was not)."""
         encoding = self._encodings.get(name)
@@ -292,6 +307,12 @@ class EncodingLoader:
 
 # Every loader, so that one fork hook serves them all (tests make loaders of their own).
 _LOADERS: weakref.WeakSet[EncodingLoader] = weakref.WeakSet()
+
+
+def finish_loading_for_exit(timeout: float) -> None:
+    """`EncodingLoader.finish_for_exit` for every loader."""
+    for loader in list(_LOADERS):
+        loader.finish_for_exit(timeout)
 
 
 def _after_fork_in_child() -> None:

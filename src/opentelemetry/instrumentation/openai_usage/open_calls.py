@@ -16,6 +16,7 @@ from typing import Any, Protocol
 
 from opentelemetry import metrics, trace
 
+from .encodings import finish_loading_for_exit
 from .errors import internal_error
 from .estimator import EXIT_WAIT_S, FINISHER
 
@@ -103,5 +104,6 @@ def end_open_streams() -> None:
         FINISHER.exiting = True  # from now on, nothing is handed to a thread
         for state in _open_now():
             state.abandon()
+        finish_loading_for_exit(EXIT_WAIT_S)  # no thread of ours left in native code
     except Exception as exc:
         internal_error("ending open streams at exit", exc)
