@@ -28,9 +28,10 @@ Method, in one process
     Instrument once per configuration and keep two code paths: the instrumented one
     calls `client.chat.completions.create(...)` as users do (through wrapt's wrapper,
     our span, our stream proxy); the baseline calls the SDK's own function (taken before
-    instrumenting; checked to be the `__wrapped__` of our wrapper) on the same client
-    object, through a twin resource that posts with the SDK's own `post()` (which we
-    patch too, for requests sent past the resource methods). This is fairer than
+    instrumenting; checked to be the `__wrapped__` of our wrapper) through a twin
+    resource on a shallow copy of the client (same connection pool) whose requests go
+    through the SDK's own `request()` (which we patch too, for requests that reach it
+    past the resource methods). This is fairer than
     instrument()/uninstrument() around every batch: both paths run in the same warmed
     process on the same client and connection pool, nothing is re-created between
     batches (re-instrumenting would re-create instruments on the same meter, log
@@ -81,6 +82,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import copy
 import gc
 import importlib
 import json
@@ -401,19 +403,20 @@ class Telemetry:
 # `required_args` decorator sets `__wrapped__` too, to its undecorated inner function.)
 SDK_CREATE = Completions.__dict__["create"]
 SDK_ACREATE = AsyncCompletions.__dict__["create"]
-# The clients' `post()`, which `instrument()` patches too (for requests sent past the
-# resource methods); the SDK's methods post through it, so the baseline must use these.
-SDK_POST = SyncAPIClient.__dict__["post"]
-SDK_APOST = AsyncAPIClient.__dict__["post"]
+# The clients' `request()`, which `instrument()` patches too (for requests that reach it
+# past the resource methods); every request of the SDK passes it, so the baseline must
+# use these.
+SDK_REQUEST = SyncAPIClient.__dict__["request"]
+SDK_AREQUEST = AsyncAPIClient.__dict__["request"]
 
 
-def baseline_resource(resource: Any, post: Callable[..., Any]) -> Any:
-    """A second resource object on the same client (same connection pool) whose requests
-    go through the SDK's own `post()`: a resource binds `client.post` when it is made, and
-    the instrumented `post()` passes the SDK's own requests on, but not for free."""
-    twin = type(resource)(resource._client)
-    twin._post = MethodType(post, resource._client)
-    return twin
+def baseline_resource(resource: Any, request: Callable[..., Any]) -> Any:
+    """A second resource object, on a shallow copy of the client (same connection pool),
+    whose requests go through the SDK's own `request()`: the instrumented `request()`
+    passes the SDK's own requests on, but not for free."""
+    client = copy.copy(resource._client)
+    client.request = MethodType(request, client)
+    return type(resource)(client)
 
 
 # Span attribute saying where the usage numbers come from ("response" or "estimate").
@@ -494,7 +497,7 @@ def sync_paths(client: Any, stream: bool, user_usage: bool = False, short: bool 
     if user_usage:
         request = {**request, "stream_options": {"include_usage": True}}
 
-    plain = baseline_resource(completions, SDK_POST)
+    plain = baseline_resource(completions, SDK_REQUEST)
 
     def baseline() -> int:
         result = SDK_CREATE(plain, **request)
@@ -512,7 +515,7 @@ def async_paths(client: Any, loop: asyncio.AbstractEventLoop) -> Paths:
     completions = client.chat.completions
     request = {**REQUEST, "stream": True}
 
-    plain = baseline_resource(completions, SDK_APOST)
+    plain = baseline_resource(completions, SDK_AREQUEST)
 
     async def baseline() -> int:
         return await _aread(await SDK_ACREATE(plain, **request))
@@ -1079,8 +1082,8 @@ def check_patched() -> None:
     for cls, name, original in (
         (Completions, "create", SDK_CREATE),
         (AsyncCompletions, "create", SDK_ACREATE),
-        (SyncAPIClient, "post", SDK_POST),
-        (AsyncAPIClient, "post", SDK_APOST),
+        (SyncAPIClient, "request", SDK_REQUEST),
+        (AsyncAPIClient, "request", SDK_AREQUEST),
     ):
         patched = cls.__dict__[name]
         if patched is original or getattr(patched, "__wrapped__", None) is not original:

@@ -36,6 +36,7 @@ from .conftest import (
 )
 
 TOKEN_USAGE = "gen_ai.client.token.usage"
+LOGGER = "opentelemetry.instrumentation.openai_usage"
 # What wrapt puts in place of a patched method.
 WRAPT_WRAPPERS = (wrapt.FunctionWrapper, wrapt.BoundFunctionWrapper)
 
@@ -1582,26 +1583,196 @@ def test_requests_of_the_resource_methods_still_get_one_span_each(
     ]
 
 
-def test_another_wrapper_over_post_still_leaves_one_span_per_call(
-    instrumented: Any, telemetry: Telemetry, client: openai.OpenAI
+@pytest.mark.parametrize("wrappers", [1, 12])
+@pytest.mark.parametrize("method", ["post", "request"])
+def test_other_wrappers_over_the_clients_requests_still_leave_one_span_per_call(
+    instrumented: Any, telemetry: Telemetry, client: openai.OpenAI, wrappers: int, method: str
 ) -> None:
-    """A tool that wraps the client's `post()` after us puts its own frame between the SDK's
-    method and our `post()` wrapper: a patched method's call must still get one span (not
-    a second one from `post()`), and a request sent past the SDK still gets its span."""
+    """Tools that wrap the client's `post()` or `request()` after us put their frames
+    between the SDK's method and our `request()` wrapper, as many as there are tools: a
+    patched method's call must still get one span (not a second one from `request()`), and
+    a request sent past the SDK still gets its span."""
     from openai._base_client import SyncAPIClient
 
-    ours = SyncAPIClient.__dict__["post"]
+    ours = SyncAPIClient.__dict__[method]
 
     def theirs(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
         return wrapped(*args, **kwargs)
 
-    wrapt.wrap_function_wrapper(SyncAPIClient, "post", theirs)
+    for _ in range(wrappers):
+        wrapt.wrap_function_wrapper(SyncAPIClient, method, theirs)
     try:
         client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
         post_chat(client, {"model": "gpt-4o-mini", "messages": MESSAGES}, litellm_options())
     finally:
-        SyncAPIClient.post = ours  # type: ignore[method-assign]
+        setattr(SyncAPIClient, method, ours)
     assert [s.name for s in telemetry.spans()] == ["chat gpt-4o-mini", "chat gpt-4o-mini"]
+
+
+def test_a_wrapper_under_ours_that_sends_the_request_with_post_leaves_one_span(
+    instrument: Any, telemetry: Telemetry, client: openai.OpenAI
+) -> None:
+    """A tool wrapping `create` before us (so under ours) may send the request itself, with
+    the client's `post()`, as a gateway or a cache does: it is still the traced call's own
+    request, not a second call."""
+    from openai.resources.chat.completions import Completions
+    from openai.types.chat import ChatCompletion
+
+    original = Completions.__dict__["create"]
+
+    def theirs(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+        return instance._client.post("/chat/completions", body=kwargs, cast_to=ChatCompletion)
+
+    wrapt.wrap_function_wrapper(Completions, "create", theirs)
+    instrumentor = None
+    try:
+        instrumentor = instrument()
+        completion = client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+    finally:
+        if instrumentor is not None:
+            instrumentor.uninstrument()
+        Completions.create = original  # type: ignore[method-assign]
+    (span,) = telemetry.spans()
+    attributes = dict(span.attributes or {})
+    assert attributes["gen_ai.usage.input_tokens"] == completion.usage.prompt_tokens
+    assert attributes["gen_ai.usage.output_tokens"] == completion.usage.completion_tokens
+
+
+def test_the_sdks_method_kept_from_before_instrument_is_traced_with_its_usage(
+    instrument: Any, telemetry: Telemetry, client: openai.OpenAI
+) -> None:
+    """instructor's `from_openai(client)` keeps `client.chat.completions.create` as it is
+    when called, and a resource's `with_raw_response` keeps it too: called after
+    `instrument()`, that is the SDK's own method, past our wrapper. Its request, sent
+    through the client's `post()`, is traced there, as the method's call."""
+    kept = client.chat.completions.create
+    kept_raw = client.chat.completions.with_raw_response.create
+    instrument()
+    completion = kept(model="gpt-4o-mini", messages=MESSAGES)
+    chunks = list(kept(model="gpt-4o-mini", messages=MESSAGES, stream=True))
+    raw = kept_raw(model="gpt-4o-mini", messages=MESSAGES)
+    assert raw.headers["x-request-id"].startswith("req_")
+    raw.parse()
+    assert [c.usage for c in chunks] == [None] * len(chunks)
+    assert all(c.choices for c in chunks)
+    spans = telemetry.spans()
+    assert [s.name for s in spans] == ["chat gpt-4o-mini"] * 3
+    plain, streamed, raw_call = (dict(s.attributes or {}) for s in spans)
+    assert plain["gen_ai.usage.input_tokens"] == completion.usage.prompt_tokens
+    assert plain["gen_ai.usage.output_tokens"] == completion.usage.completion_tokens
+    assert streamed["openai_usage.stream.include_usage_injected"] is True
+    reply = "".join(c.choices[0].delta.content or "" for c in chunks)
+    assert streamed["gen_ai.usage.output_tokens"] == len(reply.split())  # the server bills words
+    assert [d["openai_usage.usage.source"] for d in (plain, streamed, raw_call)] == ["response"] * 3
+
+
+async def test_async_the_sdks_method_kept_from_before_instrument_is_traced_with_its_usage(
+    instrument: Any, telemetry: Telemetry, aclient: openai.AsyncOpenAI
+) -> None:
+    kept = aclient.chat.completions.create
+    instrument()
+    completion = await kept(model="gpt-4o-mini", messages=MESSAGES)
+    chunks = [c async for c in await kept(model="gpt-4o-mini", messages=MESSAGES, stream=True)]
+    assert [c.usage for c in chunks] == [None] * len(chunks)
+    plain, streamed = (dict(s.attributes or {}) for s in telemetry.spans())
+    assert plain["gen_ai.usage.output_tokens"] == completion.usage.completion_tokens
+    assert streamed["openai_usage.stream.include_usage_injected"] is True
+    assert streamed["openai_usage.usage.source"] == "response"
+
+
+def test_the_sdks_method_kept_from_before_instrument_is_untraced_after_uninstrument(
+    instrument: Any, telemetry: Telemetry, client: openai.OpenAI, server: LocalOpenAIServer
+) -> None:
+    kept = client.chat.completions.create
+    instrument().uninstrument()
+    list(kept(model="gpt-4o-mini", messages=MESSAGES, stream=True))
+    assert "stream_options" not in server.requests[-1].body
+    assert telemetry.spans() == []
+
+
+def test_a_failing_look_at_a_request_past_the_methods_sends_it_as_it_is_and_warns_once(
+    instrumented: Any,
+    telemetry: Telemetry,
+    client: openai.OpenAI,
+    server: LocalOpenAIServer,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from opentelemetry.instrumentation.openai_usage import client_requests, errors
+
+    def boom(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(errors, "_logged", set())
+    monkeypatch.setattr(client_requests, "_replies_as_the_method", boom)
+    body = {"model": "gpt-4o-mini", "messages": MESSAGES, "stream": True}
+    with caplog.at_level(logging.WARNING, logger=LOGGER):
+        for _ in range(2):
+            chunks = list(post_chat(client, body, litellm_options(raw=False)))
+            assert chunks and all(c.choices for c in chunks)
+            assert server.requests[-1].body == body  # nothing of ours added
+    assert telemetry.spans() == []
+    (warning,) = [r.getMessage() for r in caplog.records if r.name == LOGGER]
+    assert "reading a request sent past the resource methods" in warning
+
+
+def test_a_call_whose_span_failed_to_start_is_not_traced_again_at_the_clients_request(
+    instrumented: Any,
+    telemetry: Telemetry,
+    client: openai.OpenAI,
+    server: LocalOpenAIServer,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A bug of ours at a call's start leaves the call as without us: its request, passing
+    the client's `request()`, is not a call to trace there either (a second try of ours
+    could start a span the first one failed to end)."""
+    from opentelemetry.instrumentation.openai_usage import errors, wrappers
+
+    start_call, tries = wrappers.start_call, []
+
+    def fails_once(*args: Any, **kwargs: Any) -> Any:
+        tries.append(1)
+        if len(tries) == 1:
+            raise RuntimeError("boom")
+        return start_call(*args, **kwargs)
+
+    monkeypatch.setattr(errors, "_logged", set())
+    monkeypatch.setattr(wrappers, "start_call", fails_once)
+    chunks = list(
+        client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, stream=True)
+    )
+    assert chunks and all(c.choices for c in chunks)
+    assert "stream_options" not in server.requests[-1].body
+    assert telemetry.spans() == []
+    assert len(tries) == 1
+
+
+async def test_async_a_call_whose_span_failed_to_start_is_not_traced_again_at_request(
+    instrumented: Any,
+    telemetry: Telemetry,
+    aclient: openai.AsyncOpenAI,
+    server: LocalOpenAIServer,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from opentelemetry.instrumentation.openai_usage import errors, wrappers
+
+    start_call, tries = wrappers.start_call, []
+
+    def fails_once(*args: Any, **kwargs: Any) -> Any:
+        tries.append(1)
+        if len(tries) == 1:
+            raise RuntimeError("boom")
+        return start_call(*args, **kwargs)
+
+    monkeypatch.setattr(errors, "_logged", set())
+    monkeypatch.setattr(wrappers, "start_call", fails_once)
+    stream = await aclient.chat.completions.create(
+        model="gpt-4o-mini", messages=MESSAGES, stream=True
+    )
+    assert [c async for c in stream]
+    assert "stream_options" not in server.requests[-1].body
+    assert telemetry.spans() == []
+    assert len(tries) == 1
 
 
 def _sse_events(reply: Any) -> list[Any]:

@@ -32,13 +32,13 @@ from opentelemetry.semconv.schemas import Schemas
 from opentelemetry.trace import get_tracer
 
 from .capture import Capture
-from .client_post import client_post_wrapper
+from .client_requests import client_request_wrapper
 from .config import Settings, load_settings
 from .errors import internal_error
 from .open_calls import any_open, keep_exit_hook_last
 from .others import is_ours, ours_within, warn_about_others
 from .package import _instruments
-from .patches import CLIENT_POSTS, ENDPOINTS, HELPER_CLOSES, ClientPost, Endpoint, HelperClose
+from .patches import CLIENT_REQUESTS, ENDPOINTS, HELPER_CLOSES, ClientRequest, Endpoint, HelperClose
 from .streams import async_helper_close_wrapper, helper_close_wrapper
 from .telemetry import Instruments
 from .version import __version__
@@ -65,11 +65,11 @@ class OpenAIUsageInstrumentor(BaseInstrumentor):  # type: ignore[misc]
     _runtime: Runtime | None = None
     # The one runtime of this process, kept after uninstrumenting: see `Runtime`.
     _kept: Runtime | None = None
-    _patched: list[Endpoint | HelperClose | ClientPost]
+    _patched: list[Endpoint | HelperClose | ClientRequest]
     # SDK modules not imported yet when instrumenting, module -> what to patch there once
     # imported (see `_patch`); and the modules whose import hook is registered (once each:
     # wrapt fires a module's hooks once, on its first import).
-    _pending: dict[str, list[tuple[Endpoint | HelperClose | ClientPost, Callable[[bool], Any]]]]
+    _pending: dict[str, list[tuple[Endpoint | HelperClose | ClientRequest, Callable[[bool], Any]]]]
     _hooked: ClassVar[set[str]] = set()
 
     def instrumentation_dependencies(self) -> Collection[str]:
@@ -134,11 +134,11 @@ class OpenAIUsageInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         for helper in HELPER_CLOSES:
             closer = async_helper_close_wrapper if helper.is_async else helper_close_wrapper
             self._patch(helper, partial(_as_is, closer))
-        for post in CLIENT_POSTS:  # requests sent past the resource methods (litellm's)
-            self._patch(post, partial(_as_is, client_post_wrapper(runtime, post)))
+        for request in CLIENT_REQUESTS:  # requests sent past the resource methods (litellm's)
+            self._patch(request, partial(_as_is, client_request_wrapper(runtime, request)))
 
     def _patch(
-        self, target: Endpoint | HelperClose | ClientPost, wrapper_for: Callable[[bool], Any]
+        self, target: Endpoint | HelperClose | ClientRequest, wrapper_for: Callable[[bool], Any]
     ) -> None:
         """Wrap one SDK method; an API or method this SDK release lacks is skipped quietly.
 

@@ -150,9 +150,9 @@ class HelperClose(PatchedMethod):
     """
 
 
-class ClientPost(PatchedMethod):
-    """The client's `post()`: the way in for requests sent past the resource methods
-    (see `client_post`)."""
+class ClientRequest(PatchedMethod):
+    """The client's `request()`, which every request of the SDK passes: the way in for
+    requests that reach it past the resource methods (see `client_requests`)."""
 
 
 HELPER_CLOSES: tuple[HelperClose, ...] = (
@@ -162,7 +162,7 @@ HELPER_CLOSES: tuple[HelperClose, ...] = (
     HelperClose("openai.lib.streaming.responses._responses", "AsyncResponseStream.close", True),
 )
 
-CLIENT_POSTS: tuple[ClientPost, ...] = (
-    ClientPost("openai._base_client", "SyncAPIClient.post", False),
-    ClientPost("openai._base_client", "AsyncAPIClient.post", True),
+CLIENT_REQUESTS: tuple[ClientRequest, ...] = (
+    ClientRequest("openai._base_client", "SyncAPIClient.request", False),
+    ClientRequest("openai._base_client", "AsyncAPIClient.request", True),
 )

@@ -444,14 +444,37 @@ async def _asend_delegating(
         _DELEGATED.reset(outer)
 
 
-def _send(runtime: Runtime, call: Call, wrapped: Callable[..., Any], args: tuple[Any, ...]) -> Any:
+# Set while a traced call's method runs: the request the SDK sends for it through the
+# client's `request()` is the call's own, passed on untraced there (see `client_requests`).
+SENDING: ContextVar[bool] = ContextVar("openai_usage_sending", default=False)
+
+
+def _given_up(wrapped: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """A call whose start failed (a bug of ours, logged): sent as without us, its request
+    marked as a traced call's all the same, so that `request()` does not trace it anew."""
+    sending = None
     try:
-        return wrapped(*args, **call.kwargs)
-    except Exception as exc:
-        if not _retry_without_injection(call, exc):
-            raise
-    # Outside the `except`: the retry's own error must not carry ours as context.
-    result = wrapped(*args, **call.kwargs)
+        sending = SENDING.set(True)
+        return wrapped(*args, **kwargs)
+    finally:
+        if sending is not None:
+            SENDING.reset(sending)
+
+
+def _send(runtime: Runtime, call: Call, wrapped: Callable[..., Any], args: tuple[Any, ...]) -> Any:
+    sending = None
+    try:  # set inside: an interrupt just after setting still resets
+        sending = SENDING.set(True)
+        try:
+            return wrapped(*args, **call.kwargs)
+        except Exception as exc:
+            if not _retry_without_injection(call, exc):
+                raise
+        # Outside the `except`: the retry's own error must not carry ours as context.
+        result = wrapped(*args, **call.kwargs)
+    finally:
+        if sending is not None:
+            SENDING.reset(sending)
     _remember_rejection(runtime, call)
     return result
 
@@ -459,12 +482,18 @@ def _send(runtime: Runtime, call: Call, wrapped: Callable[..., Any], args: tuple
 async def _asend(
     runtime: Runtime, call: Call, wrapped: Callable[..., Any], args: tuple[Any, ...]
 ) -> Any:
+    sending = None
     try:
-        return await wrapped(*args, **call.kwargs)
-    except Exception as exc:
-        if not _retry_without_injection(call, exc):
-            raise
-    result = await wrapped(*args, **call.kwargs)
+        sending = SENDING.set(True)
+        try:
+            return await wrapped(*args, **call.kwargs)
+        except Exception as exc:
+            if not _retry_without_injection(call, exc):
+                raise
+        result = await wrapped(*args, **call.kwargs)
+    finally:
+        if sending is not None:
+            SENDING.reset(sending)
     _remember_rejection(runtime, call)
     return result
 
@@ -481,7 +510,7 @@ def sync_wrapper(runtime: Runtime, endpoint: Endpoint, delegates: bool = False) 
         kwargs = _replayable_or_ended(runtime, endpoint, instance, kwargs)
         call = _safe_start(runtime, endpoint, instance, kwargs)
         if call is None:
-            return wrapped(*args, **kwargs)
+            return _given_up(wrapped, args, kwargs)
         previous, token = otel_context.get_current(), None
         try:  # attached inside: an interrupt just after attaching still detaches
             token = call.invocation.activate()
@@ -519,8 +548,14 @@ def async_wrapper(runtime: Runtime, endpoint: Endpoint, delegates: bool = False)
     ) -> Any:
         kwargs = _replayable_or_ended(runtime, endpoint, instance, kwargs)
         call = _safe_start(runtime, endpoint, instance, kwargs)
-        if call is None:
-            return await wrapped(*args, **kwargs)
+        if call is None:  # as `_given_up`
+            sending = None
+            try:
+                sending = SENDING.set(True)
+                return await wrapped(*args, **kwargs)
+            finally:
+                if sending is not None:
+                    SENDING.reset(sending)
         previous, token = otel_context.get_current(), None
         try:  # attached inside: an interrupt just after attaching still detaches
             token = call.invocation.activate()
