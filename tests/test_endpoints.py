@@ -1716,16 +1716,8 @@ def test_a_failing_look_at_a_request_past_the_methods_sends_it_as_it_is_and_warn
     assert "reading a request sent past the resource methods" in warning
 
 
-def test_a_call_whose_span_failed_to_start_is_not_traced_again_at_the_clients_request(
-    instrumented: Any,
-    telemetry: Telemetry,
-    client: openai.OpenAI,
-    server: LocalOpenAIServer,
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """A bug of ours at a call's start leaves the call as without us: its request, passing
-    the client's `request()`, is not a call to trace there either (a second try of ours
-    could start a span the first one failed to end)."""
+def start_fails_once(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Make our `start_call` raise the first time only; the list of its calls."""
     from opentelemetry.instrumentation.openai_usage import errors, wrappers
 
     start_call, tries = wrappers.start_call, []
@@ -1738,6 +1730,20 @@ def test_a_call_whose_span_failed_to_start_is_not_traced_again_at_the_clients_re
 
     monkeypatch.setattr(errors, "_logged", set())
     monkeypatch.setattr(wrappers, "start_call", fails_once)
+    return tries
+
+
+def test_a_call_whose_span_failed_to_start_is_not_traced_again_at_the_clients_request(
+    instrumented: Any,
+    telemetry: Telemetry,
+    client: openai.OpenAI,
+    server: LocalOpenAIServer,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A bug of ours at a call's start leaves the call as without us: its request, passing
+    the client's `request()`, is not a call to trace there either (a second try of ours
+    could start a span the first one failed to end)."""
+    tries = start_fails_once(monkeypatch)
     chunks = list(
         client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, stream=True)
     )
@@ -1754,18 +1760,7 @@ async def test_async_a_call_whose_span_failed_to_start_is_not_traced_again_at_re
     server: LocalOpenAIServer,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from opentelemetry.instrumentation.openai_usage import errors, wrappers
-
-    start_call, tries = wrappers.start_call, []
-
-    def fails_once(*args: Any, **kwargs: Any) -> Any:
-        tries.append(1)
-        if len(tries) == 1:
-            raise RuntimeError("boom")
-        return start_call(*args, **kwargs)
-
-    monkeypatch.setattr(errors, "_logged", set())
-    monkeypatch.setattr(wrappers, "start_call", fails_once)
+    tries = start_fails_once(monkeypatch)
     stream = await aclient.chat.completions.create(
         model="gpt-4o-mini", messages=MESSAGES, stream=True
     )
