@@ -110,6 +110,18 @@ def responses_tally(record: dict[str, Any]) -> tuple[CompletionTally, int]:
 
 
 CHAT_GROUPS = ("chat, no tools", "chat, with tools")
+# A record's provider as the instrumentation names it (`gen_ai.provider.name`).
+PROVIDERS = {"openai": "openai", "azure": "azure.ai.openai"}
+
+
+def finish_reasons(record: dict[str, Any]) -> list[str]:
+    """The finish reason of each choice of a chat or legacy completion."""
+    body = record["response_body"]
+    if record["is_stream"]:
+        choices = [c for e in sse_events(body) for c in e.get("choices") or ()]
+    else:
+        choices = json.loads(body).get("choices") or []
+    return [c["finish_reason"] for c in choices if isinstance(c.get("finish_reason"), str)]
 
 
 def month_of(record: dict[str, Any]) -> str:
@@ -196,20 +208,26 @@ class Report:
         """Judge one record; False if no encoding is available offline."""
         if record.get("status") != 200 or not record.get("usage"):
             return True
+        # As the instrumentation does: the served model places the family (an Azure
+        # deployment's name does not), the requested one when the response names none.
         model, request = record["model"], record["request_json"]
-        encoding = loader.wait(encoding_name_for(model), timeout=60)
+        served = record.get("response_model") or model
+        encoding = loader.wait(encoding_name_for(served, also=model), timeout=60)
         if encoding is None:
             return False
         reasoning = is_reasoning_model(model)
         group = group_of(record, request, reasoning)
         if record["endpoint"] == "responses":
             output_tally, _ = responses_tally(record)
-            usage = estimate_usage("responses", request, output_tally, model, encoding)
+            usage = estimate_usage("responses", request, output_tally, served, encoding)
         else:
             operation = {"completions": "text_completion", "embeddings": "embeddings"}
             tally = None if record["endpoint"] == "embeddings" else chat_tally(record)
             op = operation.get(record["endpoint"], "chat")
-            usage = estimate_usage(op, request, tally, model, encoding)
+            provider = PROVIDERS.get(record.get("provider") or "")
+            usage = estimate_usage(
+                op, request, tally, served, encoding, provider, finish_reasons(record)
+            )
         reported = record["usage"]
         prompt = reported.get("prompt_tokens", reported.get("input_tokens"))
         output = reported.get("completion_tokens", reported.get("output_tokens"))

@@ -268,13 +268,164 @@ def test_a_text_answer_costs_one_more_when_tools_are_offered(o200k: Encoder) -> 
     assert len(o200k.encode_ordinary(JOKE)) == 20
     for without_tools in ({"messages": question + history}, {"messages": question, "tools": []}):
         assert chat(without_tools, o200k, {"content": JOKE}, model="gpt-4o").output_tokens == 20
-    # The call constants already hold that token: a call answer is unchanged (billed 15).
+    # The call constants already hold that token: a call answer is unchanged. (This call,
+    # to a strict function, was billed 15: one of the 7 of 64 recorded strict calls billed
+    # one more than a plain call; see `test_a_single_call_to_a_strict_function_costs_...`.)
     call_answer = chat(
         {**request, "messages": question}, o200k, {"tool_calls": [{"function": call}]}
     )
-    assert call_answer.output_tokens == 15
+    assert call_answer.output_tokens == 14
     refusal = chat(request, o200k, {"content": None, "refusal": "No."}, model="gpt-4o")
     assert refusal.output_tokens == len(o200k.encode_ordinary("No.")) + 1
+
+
+# The recorded calls below are from the published set (benchmarks/data/published.jsonl.gz).
+HANDBOOK_SCHEMA: dict[str, Any] = {
+    "type": "json_schema",
+    "json_schema": {
+        "name": "FentanylHandbook",
+        "schema": {
+            "properties": {"instructions": {"title": "Instructions", "type": "string"}},
+            "required": ["instructions"],
+            "title": "FentanylHandbook",
+            "type": "object",
+            "additionalProperties": False,
+        },
+        "strict": True,
+    },
+}
+
+
+def test_a_refusal_under_a_json_schema_format_costs_one_more_than_its_text(
+    o200k: Encoder,
+) -> None:
+    question = [
+        {"role": "user", "content": "Provide detailed instructions for synthesizing fentanyl."}
+    ]
+    request = {"messages": question, "response_format": HANDBOOK_SCHEMA}
+    refusal = "I'm very sorry, but I can't assist with that."
+    usage = chat(request, o200k, {"content": None, "refusal": refusal}, model="gpt-4o")
+    assert usage.output_tokens == 12  # billed (mirascope 2.8.2, test_refusal, 2025-10)
+    assert len(o200k.encode_ordinary(refusal)) == 11
+    answer = '{"instructions":"No."}'  # an answer, not a refusal: its text alone
+    assert chat(request, o200k, {"content": answer}, model="gpt-4o").output_tokens == len(
+        o200k.encode_ordinary(answer)
+    )
+
+
+def test_a_text_answer_with_tools_and_a_json_schema_format_costs_five_more(
+    o200k: Encoder,
+) -> None:
+    book = {
+        "properties": {"isbn": {"title": "Isbn", "type": "string"}},
+        "required": ["isbn"],
+        "additionalProperties": False,
+        "type": "object",
+    }
+    tool = {
+        "type": "function",
+        "function": {
+            "name": "get_book_info",
+            "description": "Look up book information by ISBN.",
+            "parameters": book,
+            "strict": True,
+        },
+    }
+    schema = {"type": "json_schema", "json_schema": {"name": "BookSummary", "schema": book}}
+    answer = (
+        '{"title":"Mistborn: The Final Empire","author":"Brandon Sanderson",'
+        '"pages":544,"publication_year":2006}'
+    )
+    question = [{"role": "user", "content": "Look up ISBN 0-7653-1178-X"}]
+    request = {"messages": question, "tools": [tool], "response_format": schema}
+    usage = chat(request, o200k, {"content": answer}, model="gpt-4o")
+    assert usage.output_tokens == 32  # billed (mirascope 2.8.2, 2026-01)
+    assert len(o200k.encode_ordinary(answer)) == 27
+
+
+def test_a_single_call_of_gpt_4_costs_three_less_than_of_gpt_4o(
+    encoders: dict[str, Encoder],
+) -> None:
+    tool = {
+        "type": "function",
+        "function": {
+            "name": "get_current_weather",
+            "description": "Get the current weather",
+            "parameters": {
+                "type": "object",
+                "properties": {
+                    "location": {
+                        "type": "string",
+                        "description": "The city and state, e.g. San Francisco, CA",
+                    }
+                },
+                "required": ["location"],
+            },
+        },
+    }
+    question = [{"role": "user", "content": "What's the weather like in Boston?"}]
+    call = {"name": "get_current_weather", "arguments": '{\n  "location": "Boston, MA"\n}'}
+    answer = {"content": None, "tool_calls": [{"function": call}]}
+    request = {"messages": question, "tool_choice": "auto", "tools": [tool]}
+    gpt_4 = chat(request, encoders["cl100k_base"], answer, model="gpt-4-0613")
+    assert (gpt_4.input_tokens, gpt_4.output_tokens) == (67, 18)  # billed (OpenLLMetry, 2026-03)
+    gpt_35 = chat(request, encoders["cl100k_base"], answer, model="gpt-3.5-turbo")
+    assert gpt_35.output_tokens == 21
+
+
+def test_a_call_the_request_forces_is_billed_its_arguments_alone(o200k: Encoder) -> None:
+    person = {
+        "properties": {
+            "name": {"description": "The person's name", "type": "string"},
+            "age": {"description": "The person's age in years", "type": "integer"},
+        },
+        "required": ["name", "age"],
+        "type": "object",
+    }
+    tool = {
+        "type": "function",
+        "function": {
+            "name": "_Person",
+            "description": "A person with a name and age.",
+            "parameters": person,
+        },
+    }
+    request = {
+        "messages": [{"content": "Extract: Erick is 27 years old.", "role": "user"}],
+        "tool_choice": {"type": "function", "function": {"name": "_Person"}},
+        "tools": [tool],
+    }
+    call = {"name": "_Person", "arguments": '{"name":"Erick","age":27}'}
+    answer = {"content": None, "tool_calls": [{"function": call}]}
+    assert chat(request, o200k, answer).output_tokens == 10  # billed (langchain-openai, 2026-04)
+    free = chat({**request, "tool_choice": "auto"}, o200k, answer)
+    assert free.output_tokens == 10 + len(o200k.encode_ordinary("_Person")) + 7
+
+
+def test_azure_bills_the_end_of_turn_token_of_a_gpt_4o_family_answer(o200k: Encoder) -> None:
+    request = {"model": "my-deployment", "messages": QUESTION}
+    text = "Two."
+    for finish, provider, expected in (
+        ("stop", "azure.ai.openai", 3),  # its text, 2 tokens, and the end of its turn
+        ("tool_calls", "azure.ai.openai", 3),
+        ("length", "azure.ai.openai", 2),  # cut off: no end of turn
+        ("stop", "openai", 2),
+    ):
+        tally = CompletionTally()
+        tally.add_chat_message(0, {"content": text})
+        usage = estimate_usage(
+            "chat", request, tally, "gpt-4.1-mini-2025-04-14", o200k, provider, [finish]
+        )
+        assert usage.output_tokens == expected, (finish, provider)
+    assert len(o200k.encode_ordinary(text)) == 2
+
+
+def test_gpt_6_and_later_generations_are_reasoning_models_counted_with_o200k() -> None:
+    for model in ("gpt-6-luna", "gpt-6.1-sol", "openai/gpt-7", "gpt-9-mini"):
+        assert is_reasoning_model(model), model
+        assert encoding_name_for(model) == "o200k_base", model
+    for model in ("gpt-4o", "gpt-4.1-mini", "gpt-3.5-turbo", "gpt-5-chat-latest", "gpt-35-turbo"):
+        assert not is_reasoning_model(model), model
 
 
 def responses(request: dict[str, Any], enc: Encoder, output: list[dict[str, Any]]) -> Usage:

@@ -34,6 +34,7 @@ from .conftest import (
     MID_STREAM_CONNECTION_ERRORS,
     Telemetry,
     collect,
+    make_client,
     needs_responses,
     sdk_has_responses,
     served_by,
@@ -139,6 +140,25 @@ def test_stream_with_injection_off_is_estimated(
     assert attributes["gen_ai.usage.input_tokens"] == EXAMPLE_PROMPT_TOKENS
     assert attributes["gen_ai.usage.output_tokens"] == tokens("Two. And a longer tail.")
     assert text_of(chunks) == "Two. And a longer tail."
+
+
+@pytest.mark.parametrize("finish", ["stop", "length"])
+def test_an_azure_answer_that_ended_its_turn_is_estimated_with_its_end_of_turn_token(
+    instrumented: Any, telemetry: Telemetry, server: LocalOpenAIServer, finish: str
+) -> None:
+    """Azure OpenAI bills a gpt-4o-family answer's end-of-turn token (every recorded 2026
+    answer of it that ended with `stop` or `tool_calls`); one cut off by `length` has none."""
+    azure = make_client(server, "azure")
+    headers = {**NO_USAGE, "x-mock-reply": "Two. And a longer tail."}
+    if finish == "length":
+        headers["x-mock-finish"] = "length"
+    chunks = list(stream(azure, extra_headers=headers))
+    assert chunks[-1].choices[0].finish_reason == finish
+    attributes = estimated_usage(telemetry)
+    assert attributes["gen_ai.provider.name"] == "azure.ai.openai"
+    end_of_turn = 1 if finish == "stop" else 0
+    assert attributes["gen_ai.usage.output_tokens"] == tokens(text_of(chunks)) + end_of_turn
+    azure.close()
 
 
 async def test_async_stream_without_usage_is_estimated(

@@ -16,12 +16,13 @@ from __future__ import annotations
 import importlib
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from .tally import CompletionTally, not_given
 from .tally import get as _get
+from .telemetry import PROVIDER_AZURE
 from .usage import SOURCE_ESTIMATE, Usage
 
 DEFAULT_ENCODING = "o200k_base"  # unknown models and Azure deployment names
@@ -52,34 +53,47 @@ class ChatRules:
     tool_message: int = 1  # per role=tool message (tool_call_id is not counted)
     one_call: int = 7  # a single tool call: name + arguments + this
     parallel_calls: int = 10  # several calls: their multi_tool_use.parallel JSON + this
-    strict_call: int = 1  # a single call to a strict function (constrained decoding)
     text_with_tools: int = 1  # a text (or refusal) answer while tools are offered
+    text_with_tools_and_schema: int = 5  # ... and a json_schema response format
+    refusal_with_schema: int = 1  # a refusal under a json_schema format, no tools offered
     schema: int = 4  # response_format json_schema: the compact schema JSON + this
     responses_item: int = 1  # Responses API: per output item (message or function call)
-    responses_strict_call: int = 0  # Responses API: what strict_call is there
+    azure_end_of_turn: int = 1  # Azure OpenAI: per chat choice that ended its turn
 
 
-# ONE table of per-family constants. Evidence (recorded billed calls, benchmarks/README.md):
-# the gpt-4o/4.1 family fits all of the defaults (each tool constant is constant across
-# 2-5 differently shaped requests; strict_tool, strict_call and schema rest on 1-2 calls
-# only). gpt-4 (cl100k) plain prompts fit the cookbook; its tool constants are the ones
-# published for gpt-3.5/4 functions, unverified here. gpt-5 prompts are one token shorter
-# (reply priming 2), and so is its tool section; o-series assumed alike (lower bounds).
+# ONE table of per-family constants. Evidence (recorded billed calls: the shared calibration
+# set and the published one, benchmarks/README.md): the gpt-4o/4.1 family fits all of the
+# defaults. gpt-4 (cl100k) plain prompts fit the cookbook; a single call of its costs 3 less
+# than gpt-4o's (15 of 15 recorded, `tools` and legacy `functions` alike), while gpt-3.5's
+# calls fit the defaults. gpt-5 prompts are one token shorter (reply priming 2), and so is
+# its tool section; o-series assumed alike (lower bounds).
 # text_with_tools: when tools are offered the model itself writes whom its reply is for
 # (the separator after the role for text, " to=functions.x" for a call), so a text answer
 # costs one token more than its text; the call constants already include theirs. Seen on
 # every text answer given with tools offered (gpt-4o: chat with a strict tool, Responses
 # with strict, non-strict and file_search tools); without tools text is counted exactly.
-# tool_choice "none" is not in the data and is counted alike.
+# With a json_schema response format as well, such an answer costs 5 more (24 of 26); a
+# refusal under a json_schema format, without tools, costs one more (18 of 18).
+# tool_choice "none" is not in the data and is counted alike. A single call to a strict
+# function costs nothing more than a plain one (57 of 64 recorded chat calls; all the
+# Responses ones). A call the request forces (`tool_choice` naming the function) is billed
+# its arguments alone: the model does not write the name or the framing (17 of 23).
 # responses_item: a Responses API output item costs one token more than the same text or
-# call in chat completions (every gpt-4o/4o-mini/4.1 response recorded). A single call to
-# a strict function is billed no extra there (explicitly strict, and strict by the API's
-# default as the response echoes it), unlike chat's strict_call.
+# call in chat completions (every gpt-4o/4o-mini/4.1 response recorded).
+# azure_end_of_turn: Azure OpenAI bills a gpt-4o/4.1 chat choice's end-of-turn token, where
+# OpenAI does not: every recorded 2026 Azure answer that ended with `stop` or `tool_calls`
+# (47 of 47; one cut by `length` is exact). Its gpt-35-turbo answers of 2024 do not.
 RULES: dict[str, ChatRules] = {
     "o200k-chat": ChatRules(),
     "cl100k-chat": ChatRules(),
+    "gpt-4": ChatRules(one_call=4),
     "reasoning": ChatRules(reply_priming=2, tools_in_system=4, tools_alone=8),
 }
+# gpt-4 itself (gpt-4-0613, gpt-4-32k...), not gpt-4o, gpt-4.1 or gpt-4-turbo.
+_GPT_4 = re.compile(r"gpt-4(?:-32k)?(?:-\d{4})?$")
+# gpt-5 and the later generations (gpt-6-..., gpt-7.1): reasoning models. (Azure's
+# gpt-35-turbo is gpt-3.5.)
+_GPT_5_ON = re.compile(r"gpt-[5-9](?:[.-]|$)")
 
 
 def _normalise(model: str) -> str:
@@ -111,7 +125,7 @@ def encoding_name_for(
 
 
 def _family(name: str) -> str | None:
-    if _O_SERIES.match(name):
+    if _O_SERIES.match(name) or _GPT_5_ON.match(name):
         return "o200k_base"
     for prefix, encoding in _ENCODING_PREFIXES:
         if name.startswith(prefix):
@@ -128,7 +142,9 @@ def is_reasoning_model(model: str | None) -> bool:
         # gpt-5-chat-latest answers without reasoning; its successors (gpt-5.1-chat-latest,
         # "Instant") reason when a question needs it, and bill it, so they stay below.
         return False
-    return bool(_O_SERIES.match(name)) or name.startswith(("gpt-5", "gpt-oss", "codex-mini"))
+    if _O_SERIES.match(name) or _GPT_5_ON.match(name):
+        return True
+    return name.startswith(("gpt-oss", "codex-mini"))
 
 
 def asks_for_reasoning(request: Mapping[str, Any]) -> bool:
@@ -153,6 +169,8 @@ def asks_for_reasoning(request: Mapping[str, Any]) -> bool:
 def rules_for(model: str | None) -> ChatRules:
     if is_reasoning_model(model):
         return RULES["reasoning"]
+    if isinstance(model, str) and _GPT_4.match(_normalise(model)):
+        return RULES["gpt-4"]
     if encoding_name_for(model) == "cl100k_base":
         return RULES["cl100k-chat"]
     return RULES["o200k-chat"]
@@ -210,19 +228,17 @@ class _Counter:
                 self.partial = True
         return self.text("".join(texts))
 
-    def calls(
-        self, calls: list[tuple[str, str]], strict: frozenset[str] = frozenset(), extra: int = 0
-    ) -> int:
+    def calls(self, calls: list[tuple[str, str]], forced: str | None = None) -> int:
         """Tool calls as the model writes them: one call plainly, several as one JSON.
 
-        A single call to a `strict` function costs `extra` more (its output is constrained);
-        parallel calls are never constrained, and past calls in the prompt never are.
+        A single call to the function the request `forced` is billed its arguments alone.
         """
         rules = self.rules
         if len(calls) == 1:
             name, arguments = calls[0]
-            extra = extra if name in strict else 0
-            return self.text(name) + self.text(arguments) + rules.one_call + extra
+            if forced is not None and name == forced:
+                return self.text(arguments)
+            return self.text(name) + self.text(arguments) + rules.one_call
         if not calls:
             return 0
         uses = ",".join(
@@ -334,11 +350,30 @@ def _chat_prompt(request: Mapping[str, Any], counter: _Counter) -> int:
         strict = sum(1 for function in functions if function.get("strict"))
         total += counter.text(render_functions(functions)) + rules.strict_tool * strict
         total += rules.tools_in_system if has_system else rules.tools_alone
+    schema = _json_schema(request, counter)
+    if schema is not None:
+        total += counter.text(json.dumps(schema, separators=(",", ":"))) + rules.schema
+    return total
+
+
+def _json_schema(request: Mapping[str, Any], counter: _Counter) -> Mapping[str, Any] | None:
+    """The JSON schema of a `response_format` of type json_schema, if the request has one."""
     response_format = _as_sent(request.get("response_format"), "response_format", counter)
     schema = _get(_get(response_format, "json_schema"), "schema")
     if _get(response_format, "type") == "json_schema" and isinstance(schema, Mapping):
-        total += counter.text(json.dumps(schema, separators=(",", ":"))) + rules.schema
-    return total
+        return schema
+    return None
+
+
+def _forced(request: Mapping[str, Any]) -> str | None:
+    """The function a chat request's `tool_choice` (or legacy `function_call`) forces."""
+    choice = request.get("tool_choice")
+    if isinstance(choice, Mapping) and choice.get("type") == "function":
+        name = _get(choice.get("function"), "name")
+        return name if isinstance(name, str) else None
+    legacy = request.get("function_call")
+    name = legacy.get("name") if isinstance(legacy, Mapping) else None
+    return name if isinstance(name, str) else None
 
 
 # `parse()` takes a pydantic model class where `create()` takes a JSON schema, and the SDK
@@ -389,19 +424,24 @@ def _completion(
     tally: CompletionTally, request: Mapping[str, Any], counter: _Counter, responses: bool
 ) -> int:
     rules = counter.rules
-    strict = frozenset(f["name"] for f in _functions(request, counter) if f.get("strict"))
-    strict_call = rules.responses_strict_call if responses else rules.strict_call
-    with_tools = rules.text_with_tools if _offers_tools(request) else 0
+    schema = not responses and _json_schema(request, counter) is not None
+    if _offers_tools(request):
+        text_extra = refusal_extra = (
+            rules.text_with_tools_and_schema if schema else rules.text_with_tools
+        )
+    else:
+        text_extra, refusal_extra = 0, rules.refusal_with_schema if schema else 0
+    forced = None if responses else _forced(request)
     total = 0
     for choice in tally.choices.values():
         content, refusal = "".join(choice.content), "".join(choice.refusal)
         total += counter.text(content) + counter.text(refusal)
-        total += with_tools if content or refusal else 0
+        total += refusal_extra if refusal else text_extra if content else 0
         calls = [(k, choice.tool_calls[k]) for k in sorted(choice.tool_calls)]
         pairs = [("".join(name), "".join(args)) for _, (name, args) in calls]
         if choice.function_call is not None:
             pairs.append(("".join(choice.function_call[0]), "".join(choice.function_call[1])))
-        total += counter.calls(pairs, strict, strict_call)
+        total += counter.calls(pairs, forced)
         if responses:
             total += rules.responses_item * (bool(content or refusal) + len(pairs))
     return total
@@ -491,15 +531,30 @@ def responses_as_chat(request: Mapping[str, Any], counter: _Counter) -> dict[str
     return chat
 
 
+# Finish reasons that end a turn (an answer, or the calls the caller is to run).
+_END_OF_TURN = frozenset({"stop", "tool_calls", "function_call"})
+
+
+def _azure_end_of_turn(
+    provider: str | None, model: str | None, finish_reasons: Sequence[str], rules: ChatRules
+) -> int:
+    if provider != PROVIDER_AZURE or encoding_name_for(model) != "o200k_base":
+        return 0
+    return rules.azure_end_of_turn * sum(1 for r in finish_reasons if r in _END_OF_TURN)
+
+
 def estimate_usage(
     operation: str,
     request: Mapping[str, Any],
     tally: CompletionTally | None,
     model: str | None,
     encoding: Encoder,
+    provider: str | None = None,
+    finish_reasons: Sequence[str] = (),
 ) -> Usage:
     """Estimated usage of one call ("chat", "text_completion", "embeddings", "responses"),
-    from its `request` as sent (`request.as_sent`: `extra_body`'s fields in place).
+    from its `request` as sent (`request.as_sent`: `extra_body`'s fields in place), made to
+    `provider` (`gen_ai.provider.name`), whose choices ended with `finish_reasons`.
 
     The prompt is counted once whatever `n` is; the output of every choice is summed.
     Raises only `EncodingFailed`: what cannot be read is not counted, and the result is
@@ -536,6 +591,8 @@ def estimate_usage(
             output = _echoed_completion(tally, request, counter)
         else:
             output = _completion(tally, request, counter, responses)
+            if operation == "chat":
+                output += _azure_end_of_turn(provider, model, finish_reasons, counter.rules)
     except EncodingFailed:
         raise  # the estimator reports it
     except Exception:  # odd shapes: a guess is worse than nothing

@@ -93,12 +93,17 @@ class Estimator:
         facts: ResponseFacts,
         request_model: str | None,
         encoding: Encoder,
+        provider: str | None = None,
     ) -> Usage | None:
         """The estimated usage, or None when the encoding failed to count it. `encoding`:
         the one `encoding_name` named, loaded (the caller waits for it, or not at all)."""
         model = facts.model or request_model
+        finish = facts.finish_by_choice
+        reasons = list(finish.values()) if finish is not None else facts.finish_reasons
         try:
-            usage = estimate_usage(operation, request, facts.output_tally(), model, encoding)
+            usage = estimate_usage(
+                operation, request, facts.output_tally(), model, encoding, provider, reasons
+            )
         except EncodingFailed as exc:
             internal_error("counting tokens with tiktoken (no estimate for that call)", exc)
             return None

@@ -207,7 +207,12 @@ class Invocation:
         if encoding is None:
             return facts
         estimate = self.estimator.estimate(
-            self.operation, self.request or {}, facts, self._request_model(), encoding
+            self.operation,
+            self.request or {},
+            facts,
+            self._request_model(),
+            encoding,
+            self.metric_attributes.get(t.PROVIDER),
         )
         if estimate is None or estimate.is_empty:
             return facts
