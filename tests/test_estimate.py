@@ -296,6 +296,39 @@ HANDBOOK_SCHEMA: dict[str, Any] = {
 }
 
 
+def test_a_tool_propertys_title_is_counted_as_the_server_renders_it(o200k: Encoder) -> None:
+    password = {"title": "Password", "type": "string"}
+    parameters = {
+        "properties": {"password": password},
+        "required": ["password"],
+        "additionalProperties": False,
+        "type": "object",
+    }
+    tool = {
+        "type": "function",
+        "function": {
+            "name": "secret_retrieval_tool",
+            "description": "A tool that requires a password to retrieve a secret.",
+            "parameters": parameters,
+            "strict": False,
+        },
+    }
+    messages = [
+        {"role": "system", "content": "Use parallel tool calling."},
+        {
+            "role": "user",
+            "content": "Please retrieve the secrets associated with each of these passwords: "
+            "mellon,radiance",
+        },
+    ]
+    usage = chat({"messages": messages, "tools": [tool]}, o200k, {"content": "-"}, model="gpt-4o")
+    assert usage.input_tokens == 75  # billed (mirascope 2.8.2, test_call_with_tools)
+    untitled = {**parameters, "properties": {"password": {"type": "string"}}}
+    tool["function"] = {**tool["function"], "parameters": untitled}
+    usage = chat({"messages": messages, "tools": [tool]}, o200k, {"content": "-"}, model="gpt-4o")
+    assert usage.input_tokens == 73  # the comment line "// Password", 2 tokens, is gone
+
+
 def test_a_refusal_under_a_json_schema_format_costs_one_more_than_its_text(
     o200k: Encoder,
 ) -> None:
