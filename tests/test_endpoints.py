@@ -1609,6 +1609,70 @@ def test_other_wrappers_over_the_clients_requests_still_leave_one_span_per_call(
     assert [s.name for s in telemetry.spans()] == ["chat gpt-4o-mini", "chat gpt-4o-mini"]
 
 
+def _passing(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+    instance._passed = getattr(instance, "_passed", 0) + 1  # that it ran, once a request
+    return wrapped(*args, **kwargs)
+
+
+def test_requests_past_the_methods_are_traced_under_a_wrapper_put_on_openai_request_first(
+    instrument: Any, telemetry: Telemetry, client: openai.OpenAI, server: LocalOpenAIServer
+) -> None:
+    """OpenInference (and tools built on it) wrap `OpenAI.request` on the client's own class,
+    over the base class's method as it was: put there before `instrument()`, that wrapper
+    hid ours from every client, and litellm's `post()` and a method kept from before
+    `instrument()` got no span. Ours goes over theirs; `uninstrument()` takes only ours off."""
+    kept = client.chat.completions.create
+    wrapt.wrap_function_wrapper(openai.OpenAI, "request", _passing)
+    instrumentor = None
+    try:
+        instrumentor = instrument()
+        kept(model="gpt-4o-mini", messages=MESSAGES)
+        list(kept(model="gpt-4o-mini", messages=MESSAGES, stream=True))
+        assert server.requests[-1].body["stream_options"] == {"include_usage": True}
+        post_chat(client, {"model": "gpt-4o-mini", "messages": MESSAGES}, litellm_options())
+        client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+        assert client._passed == 4  # type: ignore[attr-defined]
+        instrumentor.uninstrument()
+        instrumentor = None
+        kept(model="gpt-4o-mini", messages=MESSAGES)  # theirs still, ours no more
+        assert client._passed == 5  # type: ignore[attr-defined]
+    finally:
+        if instrumentor is not None:
+            instrumentor.uninstrument()
+        del openai.OpenAI.request
+    spans = telemetry.spans()
+    assert [s.name for s in spans] == ["chat gpt-4o-mini"] * 4
+    assert [s.attributes["openai_usage.usage.source"] for s in spans] == ["response"] * 4
+
+
+async def test_async_requests_past_the_methods_are_traced_under_a_wrapper_on_request_first(
+    instrument: Any, telemetry: Telemetry, aclient: openai.AsyncOpenAI
+) -> None:
+    kept = aclient.chat.completions.create
+    wrapt.wrap_function_wrapper(openai.AsyncOpenAI, "request", _passing)
+    instrumentor = None
+    try:
+        instrumentor = instrument()
+        await kept(model="gpt-4o-mini", messages=MESSAGES)
+        stream = await kept(model="gpt-4o-mini", messages=MESSAGES, stream=True)
+        assert [c.usage async for c in stream if c.usage] == []
+        await aclient.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+    finally:
+        if instrumentor is not None:
+            instrumentor.uninstrument()
+        del openai.AsyncOpenAI.request
+    spans = telemetry.spans()
+    assert [s.name for s in spans] == ["chat gpt-4o-mini"] * 3
+    assert [s.attributes["openai_usage.usage.source"] for s in spans] == ["response"] * 3
+
+
+def test_clients_that_only_inherit_request_get_no_wrapper_of_their_own(
+    instrumented: Any,
+) -> None:
+    assert "request" not in openai.OpenAI.__dict__
+    assert "request" not in openai.AsyncOpenAI.__dict__
+
+
 def test_a_wrapper_under_ours_that_sends_the_request_with_post_leaves_one_span(
     instrument: Any, telemetry: Telemetry, client: openai.OpenAI
 ) -> None:
