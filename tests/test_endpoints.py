@@ -1702,6 +1702,56 @@ def test_a_wrapper_under_ours_that_sends_the_request_with_post_leaves_one_span(
     assert attributes["gen_ai.usage.output_tokens"] == completion.usage.completion_tokens
 
 
+def test_a_request_past_the_methods_made_from_within_a_traced_calls_request_gets_its_span(
+    instrument: Any, telemetry: Telemetry, server: LocalOpenAIServer
+) -> None:
+    """An httpx event hook (or a transport, an auth flow) runs inside the traced call's
+    request: a request it sends past the SDK's methods, with litellm's `post()` or a method
+    kept from before `instrument()`, is a call of its own, not the traced call's request."""
+    other = make_client(server, "openai")
+    kept = other.chat.completions.create
+    sent: list[str] = []
+
+    def hook(request: Any) -> None:
+        if not sent:
+            sent.append("inner")
+            post_chat(other, {"model": "inner-post", "messages": MESSAGES}, litellm_options())
+            kept(model="inner-kept", messages=MESSAGES)
+
+    client = make_client(server, "openai", http_client=HTTP.Client(event_hooks={"request": [hook]}))
+    instrument()
+    client.chat.completions.create(model="outer", messages=MESSAGES)
+    client.close()
+    other.close()
+    spans = {s.name: s for s in telemetry.spans()}
+    assert sorted(spans) == ["chat inner-kept", "chat inner-post", "chat outer"]
+    outer = spans["chat outer"].context.span_id
+    assert [spans[f"chat inner-{k}"].parent.span_id for k in ("post", "kept")] == [outer] * 2
+
+
+async def test_async_a_request_past_the_methods_made_from_within_a_traced_request_gets_a_span(
+    instrument: Any, telemetry: Telemetry, server: LocalOpenAIServer
+) -> None:
+    other = make_client(server, "async")
+    kept = other.chat.completions.create
+    sent: list[str] = []
+
+    async def hook(request: Any) -> None:
+        if not sent:
+            sent.append("inner")
+            await kept(model="inner-kept", messages=MESSAGES)
+
+    client = make_client(
+        server, "async", http_client=HTTP.AsyncClient(event_hooks={"request": [hook]})
+    )
+    instrument()
+    stream = await client.chat.completions.create(model="outer", messages=MESSAGES, stream=True)
+    assert [c async for c in stream if c.usage] == []
+    await client.close()
+    await other.close()
+    assert sorted(s.name for s in telemetry.spans()) == ["chat inner-kept", "chat outer"]
+
+
 def test_the_sdks_method_kept_from_before_instrument_is_traced_with_its_usage(
     instrument: Any, telemetry: Telemetry, client: openai.OpenAI
 ) -> None:
