@@ -401,6 +401,38 @@ def test_beta_responses_create_is_traced_with_usage(
     assert attributes["openai_usage.usage.source"] == "response"
 
 
+@needs_beta_responses
+@pytest.mark.parametrize("stream", [False, True])
+def test_beta_responses_create_kept_from_before_instrument_is_traced_with_usage(
+    instrument: Any, telemetry: Telemetry, client: openai.OpenAI, stream: bool
+) -> None:
+    """openai 3.x's `beta.responses.create` posts to `/responses?beta=true`: kept from before
+    `instrument()`, its request reaches the client's `request()` with that path."""
+    kept = client.beta.responses.create  # type: ignore[attr-defined,unused-ignore]
+    instrument()
+    result = kept(model="gpt-4o-mini", input="hi", stream=stream)
+    usage = list(result)[-1].response.usage if stream else result.usage
+    (span,) = telemetry.spans()
+    attributes = dict(span.attributes or {})
+    assert span.name == "chat gpt-4o-mini"
+    assert attributes["openai.api.type"] == "responses"
+    assert attributes["gen_ai.usage.input_tokens"] == usage.input_tokens
+    assert attributes["gen_ai.usage.output_tokens"] == usage.output_tokens
+    assert attributes["openai_usage.usage.source"] == "response"
+
+
+@needs_beta_responses
+async def test_async_beta_responses_create_kept_from_before_instrument_is_traced(
+    instrument: Any, telemetry: Telemetry, aclient: openai.AsyncOpenAI
+) -> None:
+    kept = aclient.beta.responses.create  # type: ignore[attr-defined,unused-ignore]
+    instrument()
+    result = await kept(model="gpt-4o-mini", input="hi")
+    attributes = dict(telemetry.span().attributes or {})
+    assert attributes["gen_ai.usage.output_tokens"] == result.usage.output_tokens
+    assert attributes["openai_usage.usage.source"] == "response"
+
+
 # -- Azure deployments and the module-level client ------------------------------------------
 
 

@@ -34,6 +34,8 @@ _PATHS = {
     ("openai.resources.completions", "create"): "completions",
     ("openai.resources.embeddings", "create"): "embeddings",
     ("openai.resources.responses.responses", "create"): "responses",
+    # openai 3.x's beta Responses API: the query string is part of the path it posts to.
+    ("openai.resources.beta.responses.responses", "create"): "responses?beta=true",
 }
 
 
