@@ -401,6 +401,38 @@ def test_beta_responses_create_is_traced_with_usage(
     assert attributes["openai_usage.usage.source"] == "response"
 
 
+@needs_beta_responses
+@pytest.mark.parametrize("stream", [False, True])
+def test_beta_responses_create_kept_from_before_instrument_is_traced_with_usage(
+    instrument: Any, telemetry: Telemetry, client: openai.OpenAI, stream: bool
+) -> None:
+    """openai 3.x's `beta.responses.create` posts to `/responses?beta=true`: kept from before
+    `instrument()`, its request reaches the client's `request()` with that path."""
+    kept = client.beta.responses.create  # type: ignore[attr-defined,unused-ignore]
+    instrument()
+    result = kept(model="gpt-4o-mini", input="hi", stream=stream)
+    usage = list(result)[-1].response.usage if stream else result.usage
+    (span,) = telemetry.spans()
+    attributes = dict(span.attributes or {})
+    assert span.name == "chat gpt-4o-mini"
+    assert attributes["openai.api.type"] == "responses"
+    assert attributes["gen_ai.usage.input_tokens"] == usage.input_tokens
+    assert attributes["gen_ai.usage.output_tokens"] == usage.output_tokens
+    assert attributes["openai_usage.usage.source"] == "response"
+
+
+@needs_beta_responses
+async def test_async_beta_responses_create_kept_from_before_instrument_is_traced(
+    instrument: Any, telemetry: Telemetry, aclient: openai.AsyncOpenAI
+) -> None:
+    kept = aclient.beta.responses.create  # type: ignore[attr-defined,unused-ignore]
+    instrument()
+    result = await kept(model="gpt-4o-mini", input="hi")
+    attributes = dict(telemetry.span().attributes or {})
+    assert attributes["gen_ai.usage.output_tokens"] == result.usage.output_tokens
+    assert attributes["openai_usage.usage.source"] == "response"
+
+
 # -- Azure deployments and the module-level client ------------------------------------------
 
 
@@ -1609,6 +1641,70 @@ def test_other_wrappers_over_the_clients_requests_still_leave_one_span_per_call(
     assert [s.name for s in telemetry.spans()] == ["chat gpt-4o-mini", "chat gpt-4o-mini"]
 
 
+def _passing(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+    instance._passed = getattr(instance, "_passed", 0) + 1  # that it ran, once a request
+    return wrapped(*args, **kwargs)
+
+
+def test_requests_past_the_methods_are_traced_under_a_wrapper_put_on_openai_request_first(
+    instrument: Any, telemetry: Telemetry, client: openai.OpenAI, server: LocalOpenAIServer
+) -> None:
+    """OpenInference (and tools built on it) wrap `OpenAI.request` on the client's own class,
+    over the base class's method as it was: put there before `instrument()`, that wrapper
+    hid ours from every client, and litellm's `post()` and a method kept from before
+    `instrument()` got no span. Ours goes over theirs; `uninstrument()` takes only ours off."""
+    kept = client.chat.completions.create
+    wrapt.wrap_function_wrapper(openai.OpenAI, "request", _passing)
+    instrumentor = None
+    try:
+        instrumentor = instrument()
+        kept(model="gpt-4o-mini", messages=MESSAGES)
+        list(kept(model="gpt-4o-mini", messages=MESSAGES, stream=True))
+        assert server.requests[-1].body["stream_options"] == {"include_usage": True}
+        post_chat(client, {"model": "gpt-4o-mini", "messages": MESSAGES}, litellm_options())
+        client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+        assert client._passed == 4  # type: ignore[attr-defined]
+        instrumentor.uninstrument()
+        instrumentor = None
+        kept(model="gpt-4o-mini", messages=MESSAGES)  # theirs still, ours no more
+        assert client._passed == 5  # type: ignore[attr-defined]
+    finally:
+        if instrumentor is not None:
+            instrumentor.uninstrument()
+        del openai.OpenAI.request
+    spans = telemetry.spans()
+    assert [s.name for s in spans] == ["chat gpt-4o-mini"] * 4
+    assert [s.attributes["openai_usage.usage.source"] for s in spans] == ["response"] * 4
+
+
+async def test_async_requests_past_the_methods_are_traced_under_a_wrapper_on_request_first(
+    instrument: Any, telemetry: Telemetry, aclient: openai.AsyncOpenAI
+) -> None:
+    kept = aclient.chat.completions.create
+    wrapt.wrap_function_wrapper(openai.AsyncOpenAI, "request", _passing)
+    instrumentor = None
+    try:
+        instrumentor = instrument()
+        await kept(model="gpt-4o-mini", messages=MESSAGES)
+        stream = await kept(model="gpt-4o-mini", messages=MESSAGES, stream=True)
+        assert [c.usage async for c in stream if c.usage] == []
+        await aclient.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+    finally:
+        if instrumentor is not None:
+            instrumentor.uninstrument()
+        del openai.AsyncOpenAI.request
+    spans = telemetry.spans()
+    assert [s.name for s in spans] == ["chat gpt-4o-mini"] * 3
+    assert [s.attributes["openai_usage.usage.source"] for s in spans] == ["response"] * 3
+
+
+def test_clients_that_only_inherit_request_get_no_wrapper_of_their_own(
+    instrumented: Any,
+) -> None:
+    assert "request" not in openai.OpenAI.__dict__
+    assert "request" not in openai.AsyncOpenAI.__dict__
+
+
 def test_a_wrapper_under_ours_that_sends_the_request_with_post_leaves_one_span(
     instrument: Any, telemetry: Telemetry, client: openai.OpenAI
 ) -> None:
@@ -1636,6 +1732,56 @@ def test_a_wrapper_under_ours_that_sends_the_request_with_post_leaves_one_span(
     attributes = dict(span.attributes or {})
     assert attributes["gen_ai.usage.input_tokens"] == completion.usage.prompt_tokens
     assert attributes["gen_ai.usage.output_tokens"] == completion.usage.completion_tokens
+
+
+def test_a_request_past_the_methods_made_from_within_a_traced_calls_request_gets_its_span(
+    instrument: Any, telemetry: Telemetry, server: LocalOpenAIServer
+) -> None:
+    """An httpx event hook (or a transport, an auth flow) runs inside the traced call's
+    request: a request it sends past the SDK's methods, with litellm's `post()` or a method
+    kept from before `instrument()`, is a call of its own, not the traced call's request."""
+    other = make_client(server, "openai")
+    kept = other.chat.completions.create
+    sent: list[str] = []
+
+    def hook(request: Any) -> None:
+        if not sent:
+            sent.append("inner")
+            post_chat(other, {"model": "inner-post", "messages": MESSAGES}, litellm_options())
+            kept(model="inner-kept", messages=MESSAGES)
+
+    client = make_client(server, "openai", http_client=HTTP.Client(event_hooks={"request": [hook]}))
+    instrument()
+    client.chat.completions.create(model="outer", messages=MESSAGES)
+    client.close()
+    other.close()
+    spans = {s.name: s for s in telemetry.spans()}
+    assert sorted(spans) == ["chat inner-kept", "chat inner-post", "chat outer"]
+    outer = spans["chat outer"].context.span_id
+    assert [spans[f"chat inner-{k}"].parent.span_id for k in ("post", "kept")] == [outer] * 2
+
+
+async def test_async_a_request_past_the_methods_made_from_within_a_traced_request_gets_a_span(
+    instrument: Any, telemetry: Telemetry, server: LocalOpenAIServer
+) -> None:
+    other = make_client(server, "async")
+    kept = other.chat.completions.create
+    sent: list[str] = []
+
+    async def hook(request: Any) -> None:
+        if not sent:
+            sent.append("inner")
+            await kept(model="inner-kept", messages=MESSAGES)
+
+    client = make_client(
+        server, "async", http_client=HTTP.AsyncClient(event_hooks={"request": [hook]})
+    )
+    instrument()
+    stream = await client.chat.completions.create(model="outer", messages=MESSAGES, stream=True)
+    assert [c async for c in stream if c.usage] == []
+    await client.close()
+    await other.close()
+    assert sorted(s.name for s in telemetry.spans()) == ["chat inner-kept", "chat outer"]
 
 
 def test_the_sdks_method_kept_from_before_instrument_is_traced_with_its_usage(

@@ -13,8 +13,8 @@ class at each call: that is patched too (sync and async). A JSON request to one 
 paths our endpoints post to is traced there as that endpoint's call, through the same
 wrapper: same span, usage, estimate, `include_usage` injection and raw-response handling.
 The request a traced call's method sends passes through untouched (`SENDING` is set while
-that method runs, whatever other wrappers sit between it and us): a patched method's call
-keeps exactly one span.
+that method runs, whatever other wrappers sit between it and us, and cleared again while
+that request is sent): a patched method's call keeps exactly one span.
 """
 
 from __future__ import annotations
@@ -34,6 +34,8 @@ _PATHS = {
     ("openai.resources.completions", "create"): "completions",
     ("openai.resources.embeddings", "create"): "embeddings",
     ("openai.resources.responses.responses", "create"): "responses",
+    # openai 3.x's beta Responses API: the query string is part of the path it posts to.
+    ("openai.resources.beta.responses.responses", "create"): "responses?beta=true",
 }
 
 
@@ -142,6 +144,33 @@ def _sender(
     return send
 
 
+def _passed(wrapped: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """A traced call's own request, sent untraced. `SENDING` told us that much: while the
+    request is sent, it is cleared, so that a request made in turn from within it (by an
+    httpx event hook, a transport, an auth flow, each a call of its own) is judged on its
+    own, not taken for the traced call's and left without a span."""
+    sending = None
+    try:
+        sending = SENDING.set(False)
+        return wrapped(*args, **kwargs)
+    finally:
+        if sending is not None:
+            SENDING.reset(sending)
+
+
+async def _apassed(
+    wrapped: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    """The async twin of `_passed`."""
+    sending = None
+    try:
+        sending = SENDING.set(False)
+        return await wrapped(*args, **kwargs)
+    finally:
+        if sending is not None:
+            SENDING.reset(sending)
+
+
 def client_request_wrapper(runtime: Runtime, target: ClientRequest) -> Wrapper:
     """For `SyncAPIClient.request` / `AsyncAPIClient.request`: a JSON request to an endpoint
     we trace, not sent by a traced call, is traced as that endpoint's call."""
@@ -150,12 +179,15 @@ def client_request_wrapper(runtime: Runtime, target: ClientRequest) -> Wrapper:
         for (path, is_async), endpoint in _ENDPOINTS_BY_PATH.items()
         if is_async == target.is_async
     }
+    passed = _apassed if target.is_async else _passed
 
     def wrapper(
         wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Any:
-        if not runtime.active or SENDING.get():  # a traced call's own request
+        if not runtime.active:
             return wrapped(*args, **kwargs)
+        if SENDING.get():  # a traced call's own request
+            return passed(wrapped, args, kwargs)
         try:
             cast_to, options = _request_parts(args, kwargs)
             method, path = getattr(options, "method", None), getattr(options, "url", None)

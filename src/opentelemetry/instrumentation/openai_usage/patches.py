@@ -162,7 +162,14 @@ HELPER_CLOSES: tuple[HelperClose, ...] = (
     HelperClose("openai.lib.streaming.responses._responses", "AsyncResponseStream.close", True),
 )
 
+# The clients' classes inherit `request()` from the base classes, patched first. Other
+# instrumentations (OpenInference, traceAI...) wrap it on `OpenAI` / `AsyncOpenAI`
+# themselves, over the base class's method as it was then: put there before
+# `instrument()`, such a wrapper hides ours from every client, so ours goes over it.
+# Where the class still only inherits it, the lookup finds ours and nothing is added.
 CLIENT_REQUESTS: tuple[ClientRequest, ...] = (
     ClientRequest("openai._base_client", "SyncAPIClient.request", False),
     ClientRequest("openai._base_client", "AsyncAPIClient.request", True),
+    ClientRequest("openai._client", "OpenAI.request", False),
+    ClientRequest("openai._client", "AsyncOpenAI.request", True),
 )
