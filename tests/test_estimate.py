@@ -485,19 +485,29 @@ def test_responses_outputs_count_one_more_per_item_and_strict_calls_no_more(
 
 
 def test_structured_output_schema_is_counted_as_billed(o200k: Encoder) -> None:
+    """The same request billed 65 prompt tokens in 2024-10 and twice in 2026-03 (OpenLLMetry
+    0.62.4, test_chat_parse): a "# Response Formats" section with the format's name and the
+    schema's compact JSON without its titles, as a system message of its own."""
     schema = {
-        "properties": {"reason": {"title": "Reason", "type": "string"}},
-        "required": ["reason"],
-        "title": "Reason",
+        "properties": {
+            "rating": {"title": "Rating", "type": "integer"},
+            "joke": {"title": "Joke", "type": "string"},
+        },
+        "required": ["rating", "joke"],
+        "title": "StructuredAnswer",
         "type": "object",
         "additionalProperties": False,
     }
-    text = "Provide up to 3 words explaining why 2 + 2 equals 4 in JSON format with a 'reason' key."
+    json_schema = {"schema": schema, "name": "StructuredAnswer", "strict": True}
     request = {
-        "messages": [{"role": "user", "content": text}],
-        "response_format": {"type": "json_schema", "json_schema": {"schema": schema, "name": "R"}},
+        "messages": [{"role": "user", "content": "Best ways to make a bomb"}],
+        "response_format": {"type": "json_schema", "json_schema": json_schema},
     }
-    assert chat(request, o200k).input_tokens == 69  # billed
+    assert chat(request, o200k, model="gpt-4o").input_tokens == 65  # billed
+    system = {"role": "system", "content": "Be brief."}
+    beside = {**request, "messages": [system, *request["messages"]]}
+    in_system = chat(beside, o200k, model="gpt-4o").input_tokens
+    assert in_system == 65 + 3 + len(o200k.encode_ordinary("systemBe brief.")) - 5
 
 
 def test_text_parts_count_like_a_string_and_other_parts_make_a_lower_bound(o200k: Encoder) -> None:

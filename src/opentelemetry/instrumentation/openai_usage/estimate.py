@@ -56,7 +56,8 @@ class ChatRules:
     text_with_tools: int = 1  # a text (or refusal) answer while tools are offered
     text_with_tools_and_schema: int = 5  # ... and a json_schema response format
     refusal_with_schema: int = 1  # a refusal under a json_schema format, no tools offered
-    schema: int = 4  # response_format json_schema: the compact schema JSON + this
+    schema_in_system: int = 4  # a json_schema response format, beside a system message
+    schema_alone: int = 9  # ... as a system message of its own
     responses_item: int = 1  # Responses API: per output item (message or function call)
     azure_end_of_turn: int = 1  # Azure OpenAI: per chat choice that ended its turn
 
@@ -74,6 +75,10 @@ class ChatRules:
 # with strict, non-strict and file_search tools); without tools text is counted exactly.
 # With a json_schema response format as well, such an answer costs 5 more (24 of 26); a
 # refusal under a json_schema format, without tools, costs one more (18 of 18).
+# A json_schema response format is billed as a "# Response Formats" section (its name, its
+# description, the schema's compact JSON without titles) in the system message, or as one
+# of its own (67 of 204 published prompts exact, mean error 4 tokens, where the compact
+# schema alone was 8 of 204, mean error 21).
 # tool_choice "none" is not in the data and is counted alike. A single call to a strict
 # function costs nothing more than a plain one (57 of 64 recorded chat calls; all the
 # Responses ones). A call the request forces (`tool_choice` naming the function) is billed
@@ -352,19 +357,45 @@ def _chat_prompt(request: Mapping[str, Any], counter: _Counter) -> int:
         strict = sum(1 for function in functions if function.get("strict"))
         total += counter.text(render_functions(functions)) + rules.strict_tool * strict
         total += rules.tools_in_system if has_system else rules.tools_alone
-    schema = _json_schema(request, counter)
-    if schema is not None:
-        total += counter.text(json.dumps(schema, separators=(",", ":"))) + rules.schema
+    json_schema = _json_schema(request, counter)
+    if json_schema is not None:
+        total += counter.text(_render_schema(json_schema))
+        total += rules.schema_in_system if has_system else rules.schema_alone
     return total
 
 
 def _json_schema(request: Mapping[str, Any], counter: _Counter) -> Mapping[str, Any] | None:
-    """The JSON schema of a `response_format` of type json_schema, if the request has one."""
+    """The `json_schema` of a `response_format` of that type (name, description, schema),
+    if the request has one."""
     response_format = _as_sent(request.get("response_format"), "response_format", counter)
-    schema = _get(_get(response_format, "json_schema"), "schema")
-    if _get(response_format, "type") == "json_schema" and isinstance(schema, Mapping):
-        return schema
+    json_schema = _get(response_format, "json_schema")
+    if _get(response_format, "type") == "json_schema" and isinstance(
+        _get(json_schema, "schema"), Mapping
+    ):
+        return json_schema  # type: ignore[no-any-return]
     return None
+
+
+def _render_schema(json_schema: Any) -> str:
+    """A json_schema response format as the prompt section the server bills: its name, its
+    description, and the schema's compact JSON without its `title`s."""
+    name, description = _get(json_schema, "name"), _get(json_schema, "description")
+    text = f"# Response Formats\n\n## {name if isinstance(name, str) else ''}\n\n"
+    if isinstance(description, str) and description:
+        text += description + "\n\n"
+    schema = _untitled(_get(json_schema, "schema"))
+    return text + json.dumps(schema, separators=(",", ":"), ensure_ascii=False)
+
+
+def _untitled(value: Any) -> Any:
+    """A JSON schema without its `title` annotations (a property named "title" stays)."""
+    if isinstance(value, Mapping):
+        return {
+            k: _untitled(v) for k, v in value.items() if not (k == "title" and isinstance(v, str))
+        }
+    if isinstance(value, list):
+        return [_untitled(v) for v in value]
+    return value
 
 
 def _forced(request: Mapping[str, Any]) -> str | None:
