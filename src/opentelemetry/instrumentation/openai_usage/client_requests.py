@@ -22,11 +22,20 @@ from __future__ import annotations
 import inspect
 import types
 from collections.abc import Callable, Mapping
+from functools import partial
 from typing import Annotated, Any, Union, get_args, get_origin
 
 from .errors import internal_error
 from .patches import ENDPOINTS, ClientRequest, Endpoint
-from .wrappers import SENDING, Runtime, Wrapper, async_wrapper, sync_wrapper
+from .wrappers import (
+    SENDING,
+    Runtime,
+    Wrapper,
+    asent_as,
+    async_wrapper,
+    sent_as,
+    sync_wrapper,
+)
 
 # The path each endpoint's method posts to, as the SDK passes it to `post()`.
 _PATHS = {
@@ -144,33 +153,6 @@ def _sender(
     return send
 
 
-def _passed(wrapped: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    """A traced call's own request, sent untraced. `SENDING` told us that much: while the
-    request is sent, it is cleared, so that a request made in turn from within it (by an
-    httpx event hook, a transport, an auth flow, each a call of its own) is judged on its
-    own, not taken for the traced call's and left without a span."""
-    sending = None
-    try:
-        sending = SENDING.set(False)
-        return wrapped(*args, **kwargs)
-    finally:
-        if sending is not None:
-            SENDING.reset(sending)
-
-
-async def _apassed(
-    wrapped: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
-) -> Any:
-    """The async twin of `_passed`."""
-    sending = None
-    try:
-        sending = SENDING.set(False)
-        return await wrapped(*args, **kwargs)
-    finally:
-        if sending is not None:
-            SENDING.reset(sending)
-
-
 def client_request_wrapper(runtime: Runtime, target: ClientRequest) -> Wrapper:
     """For `SyncAPIClient.request` / `AsyncAPIClient.request`: a JSON request to an endpoint
     we trace, not sent by a traced call, is traced as that endpoint's call."""
@@ -179,7 +161,7 @@ def client_request_wrapper(runtime: Runtime, target: ClientRequest) -> Wrapper:
         for (path, is_async), endpoint in _ENDPOINTS_BY_PATH.items()
         if is_async == target.is_async
     }
-    passed = _apassed if target.is_async else _passed
+    passed = partial(asent_as if target.is_async else sent_as, False)
 
     def wrapper(
         wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]

@@ -449,16 +449,37 @@ async def _asend_delegating(
 SENDING: ContextVar[bool] = ContextVar("openai_usage_sending", default=False)
 
 
-def _given_up(wrapped: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    """A call whose start failed (a bug of ours, logged): sent as without us, its request
-    marked as a traced call's all the same, so that `request()` does not trace it anew."""
-    sending = None
-    try:
-        sending = SENDING.set(True)
+def sent_as(
+    sending: bool, wrapped: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    """`wrapped(*args, **kwargs)` with `SENDING` set to `sending` meanwhile.
+
+    True: a call whose start failed (a bug of ours, logged) is sent as without us, its
+    request marked as a traced call's all the same, so that `request()` does not trace it
+    anew. False: `request()` passes a traced call's own request on, and what is sent from
+    within it (an httpx event hook's, a transport's, an auth flow's call) is judged on its
+    own, not taken for the traced call's and left without a span.
+    """
+    token = None
+    try:  # set inside: an interrupt just after setting still resets
+        token = SENDING.set(sending)
         return wrapped(*args, **kwargs)
     finally:
-        if sending is not None:
-            SENDING.reset(sending)
+        if token is not None:
+            SENDING.reset(token)
+
+
+async def asent_as(
+    sending: bool, wrapped: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    """The async twin of `sent_as`."""
+    token = None
+    try:
+        token = SENDING.set(sending)
+        return await wrapped(*args, **kwargs)
+    finally:
+        if token is not None:
+            SENDING.reset(token)
 
 
 def _send(runtime: Runtime, call: Call, wrapped: Callable[..., Any], args: tuple[Any, ...]) -> Any:
@@ -510,7 +531,7 @@ def sync_wrapper(runtime: Runtime, endpoint: Endpoint, delegates: bool = False) 
         kwargs = _replayable_or_ended(runtime, endpoint, instance, kwargs)
         call = _safe_start(runtime, endpoint, instance, kwargs)
         if call is None:
-            return _given_up(wrapped, args, kwargs)
+            return sent_as(True, wrapped, args, kwargs)
         previous, token = otel_context.get_current(), None
         try:  # attached inside: an interrupt just after attaching still detaches
             token = call.invocation.activate()
@@ -548,14 +569,8 @@ def async_wrapper(runtime: Runtime, endpoint: Endpoint, delegates: bool = False)
     ) -> Any:
         kwargs = _replayable_or_ended(runtime, endpoint, instance, kwargs)
         call = _safe_start(runtime, endpoint, instance, kwargs)
-        if call is None:  # as `_given_up`
-            sending = None
-            try:
-                sending = SENDING.set(True)
-                return await wrapped(*args, **kwargs)
-            finally:
-                if sending is not None:
-                    SENDING.reset(sending)
+        if call is None:
+            return await asent_as(True, wrapped, args, kwargs)
         previous, token = otel_context.get_current(), None
         try:  # attached inside: an interrupt just after attaching still detaches
             token = call.invocation.activate()
