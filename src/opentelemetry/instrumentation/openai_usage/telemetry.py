@@ -170,13 +170,16 @@ MAX_ATTRIBUTE_LENGTH = 256
 MAX_ATTRIBUTE_ITEMS = 128  # as many finish reasons as OpenAI allows choices
 
 
+_SEQUENCES = (list, tuple)
+
+
 def bounded(attributes: dict[str, Any]) -> dict[str, Any]:
     """The attributes with every string, and every list, cut to the limits above."""
     for key, value in attributes.items():
         if isinstance(value, str):
             if len(value) > MAX_ATTRIBUTE_LENGTH:
                 attributes[key] = value[:MAX_ATTRIBUTE_LENGTH]
-        elif isinstance(value, (list, tuple)):
+        elif isinstance(value, _SEQUENCES):
             attributes[key] = [
                 v[:MAX_ATTRIBUTE_LENGTH] if isinstance(v, str) else v
                 for v in value[:MAX_ATTRIBUTE_ITEMS]
