@@ -393,7 +393,7 @@ def _watch(chunks: Iterator[Any], state: StreamState, owner: object = None) -> I
     fast = state.fast
     injected = state.injected
     common = _not_common  # `common_chunk` once warm: one test fewer per chunk than a flag
-    yielding = False
+    thrown = False  # at our `yield`: set only then, by its handler (no flag set per chunk)
     try:
         for chunk in chunks:
             now = clock()
@@ -412,15 +412,17 @@ def _watch(chunks: Iterator[Any], state: StreamState, owner: object = None) -> I
                 internal_error("watching a stream", exc)
                 if injected and not hide_injected_usage(chunk):
                     continue  # ours to hide all the same
-            yielding = True
-            yield chunk
-            yielding = False
+            try:
+                yield chunk
+            except BaseException:
+                thrown = True
+                raise
     except GeneratorExit:  # this generator is being closed or collected, not the stream
         raise
     except BaseException as exc:
         # Thrown in at our `yield` (`throw()` into a relay), or another thread reading the
         # same stream: this iterator's end, as with the SDK's own, not the stream's.
-        if not yielding and not _read_elsewhere(exc) and not _read_before(exc, state):
+        if not thrown and not _read_elsewhere(exc) and not _read_before(exc, state):
             _read_failed(state, exc)
         raise
     state.finish(OUTCOME_COMPLETED)
@@ -437,7 +439,7 @@ async def _awatch(
     fast = state.fast
     injected = state.injected
     common = _not_common  # `common_chunk` once warm: one test fewer per chunk than a flag
-    yielding = False
+    thrown = False  # at our `yield`: set only then, by its handler (no flag set per chunk)
     try:
         async for chunk in chunks:
             now = clock()
@@ -456,15 +458,17 @@ async def _awatch(
                 internal_error("watching a stream", exc)
                 if injected and not hide_injected_usage(chunk):
                     continue  # ours to hide all the same
-            yielding = True
-            yield chunk
-            yielding = False
+            try:
+                yield chunk
+            except BaseException:
+                thrown = True
+                raise
     except GeneratorExit:
         raise
     except BaseException as exc:
         # Thrown in at our `yield` (`throw()` into a relay), or another thread reading the
         # same stream: this iterator's end, as with the SDK's own, not the stream's.
-        if not yielding and not _read_elsewhere(exc) and not _read_before(exc, state):
+        if not thrown and not _read_elsewhere(exc) and not _read_before(exc, state):
             _read_failed(state, exc)
         raise
     state.finish(OUTCOME_COMPLETED)
