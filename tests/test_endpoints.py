@@ -477,6 +477,25 @@ def test_azure_deployment_stands_for_the_model_when_none_is_given(
     client.close()
 
 
+def test_a_long_azure_deployment_standing_for_the_model_is_bounded_as_a_model_is(
+    instrumented: Any, telemetry: Telemetry, server: LocalOpenAIServer
+) -> None:
+    client = openai.AzureOpenAI(
+        azure_endpoint=server.azure_endpoint,
+        azure_deployment="d" * 1000,
+        api_key=AZURE_KEY,
+        api_version=AZURE_API_VERSION,
+        max_retries=0,
+    )
+    client.embeddings.create(model="", input="a b")
+    span = telemetry.span()
+    assert (span.attributes or {})["gen_ai.request.model"] == "d" * 256
+    assert span.name == "embeddings " + "d" * 256
+    (point,) = telemetry.points("gen_ai.client.operation.duration")
+    assert point.attributes["gen_ai.request.model"] == "d" * 256
+    client.close()
+
+
 def test_module_level_client_is_traced(
     instrumented: Any,
     telemetry: Telemetry,

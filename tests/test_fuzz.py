@@ -33,6 +33,7 @@ from opentelemetry.instrumentation.utils import suppress_instrumentation
 
 from opentelemetry.instrumentation.openai_usage import streams
 from opentelemetry.instrumentation.openai_usage.accumulators import ChatStreamAccumulator
+from opentelemetry.instrumentation.openai_usage.pricing import Price
 from opentelemetry.instrumentation.openai_usage.tally import CompletionTally
 from opentelemetry.instrumentation.openai_usage.telemetry import usage_attributes
 from opentelemetry.instrumentation.openai_usage.usage import MAX_COUNT, Usage, usage_from
@@ -340,6 +341,53 @@ def test_the_watchers_fast_path_has_the_effect_of_the_careful_one(
 ) -> None:
     careful = watched(stream, fast=False, injected=injected, estimating=estimating)
     assert watched(stream, fast=True, injected=injected, estimating=estimating) == careful
+
+
+counts = st.one_of(st.none(), st.integers(0, 2**53 - 1), st.sampled_from([0, 1, 1000]))
+# The kinds most calls report as 0 or not at all, and a breakdown that most calls lack:
+# the quick sum's case, often.
+subsets = st.one_of(st.sampled_from([None, 0, 0, 0]), counts)
+prices = st.one_of(
+    st.none(),
+    st.none(),
+    st.floats(0, 100, allow_nan=False),
+    st.integers(0, 100),
+    st.sampled_from([0.0, 2.5, float("inf"), float("nan")]),
+)
+modalities = st.one_of(
+    st.just([]),
+    st.just([]),
+    st.lists(st.tuples(st.sampled_from(["text", "audio", "image"]), st.integers(1, 99))),
+)
+
+
+@FAST
+@given(
+    tokens=st.tuples(counts, counts, subsets, subsets, subsets),
+    given_prices=st.tuples(st.floats(0, 100, allow_nan=False), *[prices] * 6),
+    inputs=modalities,
+    outputs=modalities,
+)
+def test_a_prices_quick_sum_is_its_full_one(
+    tokens: tuple[Any, ...], given_prices: tuple[Any, ...], inputs: Any, outputs: Any
+) -> None:
+    """`Price.cost` leaves out the kinds a usage does not report when every price is
+    finite: the cost is the one its full sum gives, to the bit."""
+    usage = Usage(
+        input_tokens=tokens[0],
+        output_tokens=tokens[1],
+        cache_read_input_tokens=tokens[2],
+        cache_write_input_tokens=tokens[3],
+        reasoning_output_tokens=tokens[4],
+        input_modalities=tuple(inputs),
+        output_modalities=tuple(outputs),
+    )
+    price = Price(*given_prices)
+    full = Price(*given_prices)
+    object.__setattr__(full, "_finite", False)  # the full sum, always
+    quick, expected = price.cost(usage), full.cost(usage)
+    assert quick == expected or (quick != quick and expected != expected)  # NaN is NaN
+    assert type(quick) is type(expected)
 
 
 # -- (b) through the SDK's stream -------------------------------------------------------------

@@ -7,6 +7,7 @@ counts it bills, sync and async, streamed and not.
 from __future__ import annotations
 
 import json
+import types
 from collections import defaultdict
 from typing import Any
 
@@ -371,3 +372,30 @@ def test_a_failed_calls_tokens_are_counted_but_not_in_the_token_histogram(
     ):
         (point,) = telemetry.points(name)
         assert "error.type" not in point.attributes
+
+
+class _Message(dict):  # type: ignore[type-arg]
+    """A dict subclass, as some frameworks pass their messages."""
+
+
+@pytest.mark.parametrize(
+    ("messages", "text"),
+    [
+        ([{"role": "user", "content": "hi"}, {"role": "assistant", "content": None}], True),
+        ([{"role": "user"}], True),  # no content: nothing but text was sent
+        ([{"role": "user", "content": [{"type": "text", "text": "hi"}]}], True),
+        ([{"role": "user", "content": [{"type": "image_url", "image_url": {}}]}], False),
+        ([{"role": "user", "content": "hi"}, {"role": "user", "content": 5}], False),
+        ([_Message(role="user", content="hi")], True),
+        ([_Message(role="user", content=[{"type": "input_audio"}])], False),
+        ([types.SimpleNamespace(role="user", content="hi")], True),
+        ([types.SimpleNamespace(role="user", content=[types.SimpleNamespace(type="text")])], True),
+        ([types.SimpleNamespace(role="user", content=({"type": "file"},))], False),
+        ([], True),
+        ("hi", False),  # not a list of messages: unknown
+    ],
+)
+def test_a_chat_requests_input_is_text_only_when_every_message_holds_only_text(
+    messages: Any, text: bool
+) -> None:
+    assert modalities.input_is_text("chat", {"messages": messages}) is text

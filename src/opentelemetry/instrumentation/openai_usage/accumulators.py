@@ -90,6 +90,8 @@ def error_body(response: Any) -> tuple[str, str] | None:
     extra = getattr(response, "__pydantic_extra__", None)
     # Under pydantic v1 (openai 1.x supports it) extra fields are plain attributes.
     error = extra.get("error") if isinstance(extra, dict) else getattr(response, "error", None)
+    if error is None:  # nearly always: none of the shapes below
+        return None
     if isinstance(error, SimpleNamespace):  # a body read as JSON (`raw_responses.loose_body`)
         error = vars(error)
     if isinstance(error, str) and error:

@@ -48,7 +48,12 @@ def input_is_text(operation: str, request: Mapping[str, Any] | None) -> bool:
     messages = request.get("messages")
     if not isinstance(messages, (list, tuple)):
         return False
-    return all(_text_content(get(message, "content")) for message in messages)
+    for message in messages:
+        # As `get` and `_text_content` would, the common case (a dict, a string) first.
+        content = message.get("content") if type(message) is dict else get(message, "content")
+        if type(content) is not str and not _text_content(content):
+            return False
+    return True
 
 
 def split(

@@ -8,6 +8,7 @@ gets no cost at all, never a zero that a dashboard would sum as free.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
 import logging
@@ -56,6 +57,14 @@ class Price:
     reasoning_output: float | None = None
     audio_input: float | None = None
     audio_output: float | None = None
+    # Whether every price is a finite number (set as it is made; see `__post_init__`).
+    _finite = False
+
+    def __post_init__(self) -> None:
+        # Whether every price is a finite number: then a kind the usage does not report
+        # (0 tokens) adds exactly 0.0 to the cost, and `cost` may leave it out. (Not a
+        # field: equality, hashing and `repr` stay the prices'.)
+        object.__setattr__(self, "_finite", all(_finite(value) for value in _prices_of(self)))
 
     def cost(self, usage: Usage) -> float | None:
         """The call's cost, or None when its usage says too little to price it.
@@ -64,14 +73,31 @@ class Price:
         tokens and `null` output tokens) means no cost at all: a partial cost would look
         billed and complete to every sum it joins.
         """
-        if usage.input_tokens is None and usage.output_tokens is None:
+        input_tokens = usage.input_tokens
+        output_tokens = usage.output_tokens
+        if input_tokens is None and output_tokens is None:
             return None
-        if (usage.input_tokens is None and self.input) or (
-            usage.output_tokens is None and self.output
-        ):
+        if (input_tokens is None and self.input) or (output_tokens is None and self.output):
             return None
         if self.lacks_output_price(usage):
             return None
+        if (
+            # Nearly every call: no cached, written, reasoning or audio tokens. The terms
+            # left out below are each 0 tokens times a finite price, 0.0: the same sum.
+            not usage.cache_read_input_tokens
+            and not usage.reasoning_output_tokens
+            and not usage.cache_write_input_tokens
+            and not usage.input_modalities
+            and not usage.output_modalities
+            and self._finite
+        ):
+            total = 0.0
+            if input_tokens is not None:
+                total += input_tokens * self.input
+            if output_tokens is not None:
+                total += output_tokens * _or(self.output, 0.0)
+            total *= _PER_TOKEN
+            return total if math.isfinite(total) else None
         output = _or(self.output, 0.0)
         audio_in = _audio(usage.input_modalities)
         audio_out = _audio(usage.output_modalities)
@@ -101,6 +127,29 @@ class Price:
         """Whether `usage` reports output tokens that this price (one without `output`,
         as for embeddings) cannot price: such a call gets no cost."""
         return self.output is None and bool(usage.output_tokens)
+
+
+def _prices_of(price: Price) -> tuple[Any, ...]:
+    """The prices a `Price` was given (None for those it was not)."""
+    return (
+        price.input,
+        price.output,
+        price.cached_input,
+        price.cache_write_input,
+        price.reasoning_output,
+        price.audio_input,
+        price.audio_output,
+    )
+
+
+def _finite(value: Any) -> bool:
+    """None (no price of its own) or a finite number (not a bool, which `checked` refuses)."""
+    if value is None:
+        return True
+    try:
+        return type(value) in (int, float) and math.isfinite(value)
+    except OverflowError:  # an int too large for a float
+        return False
 
 
 def _audio(modalities: tuple[tuple[str, int], ...]) -> int:
@@ -158,6 +207,7 @@ PriceFunction = Callable[[str, "str | None"], Any]
 Warn = Callable[..., None]  # a logger's `warning`: a message and its arguments
 
 _REMEMBERED = 1024  # (model, tier) lookups kept per table; model names come from servers
+_NOT_CHOSEN: Any = object()  # not in `PriceTable._chosen_as_asked`
 
 
 class PriceTable:
@@ -184,6 +234,9 @@ class PriceTable:
         # The tables' answer per (names, tier), remembered: the same two names (response
         # model, requested model) come on nearly every call.
         self._chosen: dict[tuple[tuple[str, ...], str], Price | None] = {}
+        # The same answer by the arguments `first_price` was given, as given (no price
+        # function only: its answer is not the tables'), so that a call skips the names.
+        self._chosen_as_asked: dict[tuple[Any, Any], Price | None] = {}
         # What the price function did wrong, and each model whose price lacks the
         # output price its calls need, logged once each: prices are asked on every
         # call, and would otherwise log on every call.
@@ -221,6 +274,17 @@ class PriceTable:
     def first_price(self, models: tuple[str | None, ...], service_tier: str | None) -> Price | None:
         """The price of the first of `models` that has one, source by source: the
         function's, else the user's, else the shipped one."""
+        if self.function is None:
+            # Nearly every call: the tables' answer for the very same arguments, remembered
+            # as they came (the names below are a function of them).
+            try:
+                chosen: Price | None = self._chosen_as_asked.get(
+                    (models, service_tier), _NOT_CHOSEN
+                )
+            except TypeError:  # not hashable: not remembered
+                chosen = _NOT_CHOSEN
+            if chosen is not _NOT_CHOSEN:
+                return chosen
         names = tuple(model for model in models if isinstance(model, str) and model)
         if self.function is not None:
             for model in names:
@@ -230,10 +294,14 @@ class PriceTable:
         tier = service_tier if isinstance(service_tier, str) else ""
         key = (names, tier)
         if key in self._chosen:
-            return self._chosen[key]
-        price = self._from_tables(names, tier)
-        if len(self._chosen) < _REMEMBERED:
-            self._chosen[key] = price
+            price = self._chosen[key]
+        else:
+            price = self._from_tables(names, tier)
+            if len(self._chosen) < _REMEMBERED:
+                self._chosen[key] = price
+        if self.function is None and len(self._chosen_as_asked) < _REMEMBERED:
+            with contextlib.suppress(TypeError):
+                self._chosen_as_asked[(models, service_tier)] = price
         return price
 
     def _from_tables(self, names: tuple[str, ...], tier: str) -> Price | None:

@@ -316,7 +316,8 @@ def common_chunk(chunk: Any, accumulator: Any, injected: bool) -> bool:
         (choice,) = chunk.choices  # ValueError unless exactly one
         delta = choice.delta
         content = delta.content
-        if not content or choice.finish_reason is not None or choice.index != 0:
+        # `index` as `on_chunk` reads it: a falsy one is choice 0's (one test fewer per chunk).
+        if not content or choice.finish_reason is not None or choice.index:
             return False
         if delta.tool_calls is not None:
             return False
@@ -364,6 +365,11 @@ def _read_failed(state: StreamState, exc: BaseException) -> None:
         state.finish(OUTCOME_ERROR, exc)
 
 
+def _not_common(chunk: Any, accumulator: Any, injected: bool) -> bool:
+    """`common_chunk`'s stand-in until the stream's first facts are in: every chunk to `see`."""
+    return False
+
+
 def _has_first_facts(accumulator: Any) -> bool:
     return getattr(accumulator, "response_id", None) is not None
 
@@ -386,31 +392,37 @@ def _watch(chunks: Iterator[Any], state: StreamState, owner: object = None) -> I
     accumulator = state.accumulator
     fast = state.fast
     injected = state.injected
-    warm = yielding = False
+    common = _not_common  # `common_chunk` once warm: one test fewer per chunk than a flag
+    thrown = False  # at our `yield`: set only then, by its handler (no flag set per chunk)
     try:
         for chunk in chunks:
             now = clock()
             try:
-                if warm and common_chunk(chunk, accumulator, injected):
+                if common(chunk, accumulator, injected):
                     state.last_perf = now
                     state.count += 1
                 elif see(chunk, now):
-                    warm = fast and state.first_perf is not None and _has_first_facts(accumulator)
+                    if fast and state.first_perf is not None and _has_first_facts(accumulator):
+                        common = common_chunk
+                    else:
+                        common = _not_common
                 else:
                     continue
             except Exception as exc:  # a bug of ours: the chunk still goes to the caller
                 internal_error("watching a stream", exc)
                 if injected and not hide_injected_usage(chunk):
                     continue  # ours to hide all the same
-            yielding = True
-            yield chunk
-            yielding = False
+            try:
+                yield chunk
+            except BaseException:
+                thrown = True
+                raise
     except GeneratorExit:  # this generator is being closed or collected, not the stream
         raise
     except BaseException as exc:
         # Thrown in at our `yield` (`throw()` into a relay), or another thread reading the
         # same stream: this iterator's end, as with the SDK's own, not the stream's.
-        if not yielding and not _read_elsewhere(exc) and not _read_before(exc, state):
+        if not thrown and not _read_elsewhere(exc) and not _read_before(exc, state):
             _read_failed(state, exc)
         raise
     state.finish(OUTCOME_COMPLETED)
@@ -426,31 +438,37 @@ async def _awatch(
     accumulator = state.accumulator
     fast = state.fast
     injected = state.injected
-    warm = yielding = False
+    common = _not_common  # `common_chunk` once warm: one test fewer per chunk than a flag
+    thrown = False  # at our `yield`: set only then, by its handler (no flag set per chunk)
     try:
         async for chunk in chunks:
             now = clock()
             try:
-                if warm and common_chunk(chunk, accumulator, injected):
+                if common(chunk, accumulator, injected):
                     state.last_perf = now
                     state.count += 1
                 elif see(chunk, now):
-                    warm = fast and state.first_perf is not None and _has_first_facts(accumulator)
+                    if fast and state.first_perf is not None and _has_first_facts(accumulator):
+                        common = common_chunk
+                    else:
+                        common = _not_common
                 else:
                     continue
             except Exception as exc:  # a bug of ours: the chunk still goes to the caller
                 internal_error("watching a stream", exc)
                 if injected and not hide_injected_usage(chunk):
                     continue  # ours to hide all the same
-            yielding = True
-            yield chunk
-            yielding = False
+            try:
+                yield chunk
+            except BaseException:
+                thrown = True
+                raise
     except GeneratorExit:
         raise
     except BaseException as exc:
         # Thrown in at our `yield` (`throw()` into a relay), or another thread reading the
         # same stream: this iterator's end, as with the SDK's own, not the stream's.
-        if not yielding and not _read_elsewhere(exc) and not _read_before(exc, state):
+        if not thrown and not _read_elsewhere(exc) and not _read_before(exc, state):
             _read_failed(state, exc)
         raise
     state.finish(OUTCOME_COMPLETED)

@@ -40,6 +40,7 @@ def not_given(value: Any) -> bool:
 # default, whatever the request or model name says; not counted (its shape and tokens are
 # the server's own), so an estimate of a reply that shows it is a lower bound.
 REASONING_FIELDS = ("reasoning_content", "reasoning")
+_REASONING_NAMES = frozenset(REASONING_FIELDS)
 
 
 def shows_reasoning(delta: Any) -> bool:
@@ -56,6 +57,8 @@ def shows_reasoning(delta: Any) -> bool:
         maps = (getattr(delta, "__dict__", None), getattr(delta, "__pydantic_extra__", None))
     for fields in maps:
         if isinstance(fields, dict):
+            if type(fields) is dict and _REASONING_NAMES.isdisjoint(fields):
+                continue  # nearly always: no such field, nothing to read (one test, in C)
             for name in REASONING_FIELDS:
                 text = fields.get(name)
                 if isinstance(text, str) and text:

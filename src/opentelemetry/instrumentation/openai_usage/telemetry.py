@@ -170,13 +170,16 @@ MAX_ATTRIBUTE_LENGTH = 256
 MAX_ATTRIBUTE_ITEMS = 128  # as many finish reasons as OpenAI allows choices
 
 
+_SEQUENCES = (list, tuple)
+
+
 def bounded(attributes: dict[str, Any]) -> dict[str, Any]:
     """The attributes with every string, and every list, cut to the limits above."""
     for key, value in attributes.items():
         if isinstance(value, str):
             if len(value) > MAX_ATTRIBUTE_LENGTH:
                 attributes[key] = value[:MAX_ATTRIBUTE_LENGTH]
-        elif isinstance(value, (list, tuple)):
+        elif isinstance(value, _SEQUENCES):
             attributes[key] = [
                 v[:MAX_ATTRIBUTE_LENGTH] if isinstance(v, str) else v
                 for v in value[:MAX_ATTRIBUTE_ITEMS]
@@ -314,30 +317,45 @@ def record_detailed_usage(
     per call for nothing.
     """
     counters = instruments.usage
-    if usage is None or usage.is_empty:
+    input_tokens = usage.input_tokens if usage is not None else None
+    output_tokens = usage.output_tokens if usage is not None else None
+    if usage is None or (input_tokens is None and output_tokens is None):  # `is_empty`
         for kind in ("input", "output"):
             counters[kind].add(0, {**attributes, TOKEN_MODALITY: modalities.UNKNOWN})
         return
     attributes = {**attributes, USAGE_SOURCE: usage.source}
+    if not usage.input_modalities and not usage.output_modalities:
+        # Nearly every call: no breakdown, all of each side is its `rest` (as below).
+        if input_tokens is not None:
+            counters["input"].add(input_tokens, {**attributes, TOKEN_MODALITY: input_rest})
+        if output_tokens is not None:
+            counters["output"].add(output_tokens, {**attributes, TOKEN_MODALITY: modalities.TEXT})
+    else:
+        for kind, total, reported, rest in (
+            ("input", input_tokens, usage.input_modalities, input_rest),
+            ("output", output_tokens, usage.output_modalities, modalities.TEXT),
+        ):
+            if total is None:
+                continue
+            if not reported:  # no breakdown of this side: all of it is `rest`
+                counters[kind].add(total, {**attributes, TOKEN_MODALITY: rest})
+                continue
+            for modality, count in modalities.split(total, reported, rest):
+                counters[kind].add(count, {**attributes, TOKEN_MODALITY: modality})
+    if not (
+        usage.cache_read_input_tokens
+        or usage.cache_write_input_tokens
+        or usage.reasoning_output_tokens
+    ):
+        return  # most calls report 0 cached and 0 reasoning: adding 0 costs a record
     # A cached prefix is text when all input was; mixed input leaves it unknown.
     text_or_unknown = modalities.UNKNOWN if usage.input_modalities else input_rest
-    for kind, total, reported, rest in (
-        ("input", usage.input_tokens, usage.input_modalities, input_rest),
-        ("output", usage.output_tokens, usage.output_modalities, modalities.TEXT),
-    ):
-        if total is None:
-            continue
-        if not reported:  # nearly every call: no breakdown, all of it is `rest`
-            counters[kind].add(total, {**attributes, TOKEN_MODALITY: rest})
-            continue
-        for modality, count in modalities.split(total, reported, rest):
-            counters[kind].add(count, {**attributes, TOKEN_MODALITY: modality})
     for kind, subset, modality in (
         ("cache_read", usage.cache_read_input_tokens, text_or_unknown),
         ("cache_write", usage.cache_write_input_tokens, text_or_unknown),
         ("reasoning", usage.reasoning_output_tokens, modalities.TEXT),
     ):
-        if subset:  # most calls report 0 cached and 0 reasoning: adding 0 costs a record
+        if subset:
             counters[kind].add(subset, {**attributes, TOKEN_MODALITY: modality})
 
 

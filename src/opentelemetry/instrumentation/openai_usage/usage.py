@@ -77,21 +77,25 @@ MAX_COUNT = 2**53 - 1
 def _count(value: Any) -> int | None:
     if type(value) is int:  # nearly always: the SDK's own ints
         return value if 0 <= value <= MAX_COUNT else None
+    if value is None:  # the next most common: a field not reported
+        return None
     # bool is an int subclass; True tokens is nonsense, not 1.
     if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_COUNT:
         return value
     return None
 
 
-_MODALITIES = (("text", "text_tokens"), ("audio", "audio_tokens"), ("image", "image_tokens"))
+_MODALITIES = ("text", "audio", "image")  # each reported as `{modality}_tokens`
 
 
 def _modalities(details: Fields) -> tuple[tuple[str, int], ...]:
     """`{"audio_tokens": 12, "text_tokens": 30}` -> (("text", 30), ("audio", 12))."""
+    values = (details("text_tokens"), details("audio_tokens"), details("image_tokens"))
+    if not any(values):  # nearly every call: all absent or 0, no count to check
+        return ()
     found: tuple[tuple[str, int], ...] = ()
-    for modality, name in _MODALITIES:
-        value = details(name)
-        if value:  # most are absent or 0: no count to check
+    for modality, value in zip(_MODALITIES, values, strict=True):
+        if value:
             count = _count(value)
             if count:
                 found += ((modality, count),)
@@ -103,13 +107,21 @@ def usage_from(raw: Any) -> Usage | None:
     if raw is None:
         return None
     field = _fields(raw)
-    input_tokens = _count(field("prompt_tokens"))
-    if input_tokens is None:
-        input_tokens = _count(field("input_tokens"))
-    output_tokens = _count(field("completion_tokens"))
-    if output_tokens is None:
-        output_tokens = _count(field("output_tokens"))
-    total = _count(field("total_tokens"))
+    # The three counts nearly every usage has are checked here as `_count` would (a plain
+    # int in range is kept as it is); anything else is left to `_count`.
+    input_tokens = field("prompt_tokens")
+    if type(input_tokens) is not int or not 0 <= input_tokens <= MAX_COUNT:
+        input_tokens = _count(input_tokens)
+        if input_tokens is None:
+            input_tokens = _count(field("input_tokens"))
+    output_tokens = field("completion_tokens")
+    if type(output_tokens) is not int or not 0 <= output_tokens <= MAX_COUNT:
+        output_tokens = _count(output_tokens)
+        if output_tokens is None:
+            output_tokens = _count(field("output_tokens"))
+    total = field("total_tokens")
+    if type(total) is not int or not 0 <= total <= MAX_COUNT:
+        total = _count(total)
     if total is None and input_tokens is not None and output_tokens is not None:
         total = input_tokens + output_tokens
     input_details = _fields(field("prompt_tokens_details") or field("input_tokens_details"))
@@ -127,6 +139,6 @@ def usage_from(raw: Any) -> Usage | None:
         input_modalities=_modalities(input_details),
         output_modalities=_modalities(output_details),
     )
-    if usage.is_empty and total is None:
+    if input_tokens is None and output_tokens is None and total is None:  # `is_empty`, no total
         return None
     return usage

@@ -169,20 +169,21 @@ def start_call(runtime: Runtime, endpoint: Endpoint, instance: Any, kwargs: dict
     client = getattr(instance, "_client", None)
     # With `extra_body`'s fields, as the server gets them.
     sent = as_sent(kwargs, client, routed_by_model=endpoint.api_type != "responses")
-    attributes = endpoint.request_attributes(sent)
+    # Bounded here: the caller's values. What is added below is bounded already (the
+    # server's attributes, remembered so) or ours (the operation and API type names).
+    attributes = t.bounded(endpoint.request_attributes(sent))
     server = endpoint_attributes(client)  # provider and server: bounded, and metric keys
     attributes.update(server)
     if t.REQUEST_MODEL not in attributes:
         deployment = azure_deployment(client)  # Azure: the deployment stands for the model
         if deployment:
-            attributes[t.REQUEST_MODEL] = deployment
+            attributes.update(t.bounded({t.REQUEST_MODEL: deployment}))
     attributes[t.OPERATION] = endpoint.operation
     if endpoint.api_type:
         attributes[t.OPENAI_API_TYPE] = endpoint.api_type
     if server.get(t.PROVIDER) != t.PROVIDER_OPENAI:  # no `openai.*` on others' spans
         for name in t.OPENAI_ONLY:
             attributes.pop(name, None)
-    t.bounded(attributes)
     model = attributes.get(t.REQUEST_MODEL)
     name = f"{endpoint.operation} {model}" if model else endpoint.operation
     start_ns = time.time_ns()
