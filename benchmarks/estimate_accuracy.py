@@ -38,6 +38,7 @@ from opentelemetry.instrumentation.openai_usage.estimate import (
     is_reasoning_model,
 )
 from opentelemetry.instrumentation.openai_usage.tally import CompletionTally
+from opentelemetry.instrumentation.openai_usage.telemetry import PROVIDER_AZURE, PROVIDER_OPENAI
 
 DATA = Path(__file__).resolve().parents[2] / "shared/recorded/calibration.jsonl"
 PUBLISHED = Path(__file__).resolve().parent / "data/published.jsonl.gz"
@@ -111,7 +112,7 @@ def responses_tally(record: dict[str, Any]) -> tuple[CompletionTally, int]:
 
 CHAT_GROUPS = ("chat, no tools", "chat, with tools")
 # A record's provider as the instrumentation names it (`gen_ai.provider.name`).
-PROVIDERS = {"openai": "openai", "azure": "azure.ai.openai"}
+PROVIDERS = {"openai": PROVIDER_OPENAI, "azure": PROVIDER_AZURE}
 
 
 def finish_reasons(record: dict[str, Any]) -> list[str]:

@@ -483,40 +483,42 @@ async def asent_as(
             SENDING.reset(token)
 
 
+def _attempts(call: Call, wrapped: Callable[..., Any], args: tuple[Any, ...]) -> Any:
+    """The call sent; again without our `stream_options` if the server refused them
+    (`call.injected` is then False)."""
+    try:
+        return wrapped(*args, **call.kwargs)
+    except Exception as exc:
+        if not _retry_without_injection(call, exc):
+            raise
+    # Outside the `except`: the retry's own error must not carry ours as context.
+    return wrapped(*args, **call.kwargs)
+
+
+async def _aattempts(call: Call, wrapped: Callable[..., Any], args: tuple[Any, ...]) -> Any:
+    try:
+        return await wrapped(*args, **call.kwargs)
+    except Exception as exc:
+        if not _retry_without_injection(call, exc):
+            raise
+    return await wrapped(*args, **call.kwargs)
+
+
 def _send(runtime: Runtime, call: Call, wrapped: Callable[..., Any], args: tuple[Any, ...]) -> Any:
-    sending = None
-    try:  # set inside: an interrupt just after setting still resets
-        sending = SENDING.set(True)
-        try:
-            return wrapped(*args, **call.kwargs)
-        except Exception as exc:
-            if not _retry_without_injection(call, exc):
-                raise
-        # Outside the `except`: the retry's own error must not carry ours as context.
-        result = wrapped(*args, **call.kwargs)
-    finally:
-        if sending is not None:
-            SENDING.reset(sending)
-    _remember_rejection(runtime, call)
+    injected = call.injected
+    result = sent_as(True, _attempts, (call, wrapped, args), {})
+    if injected and not call.injected:  # sent again without our `stream_options`
+        _remember_rejection(runtime, call)
     return result
 
 
 async def _asend(
     runtime: Runtime, call: Call, wrapped: Callable[..., Any], args: tuple[Any, ...]
 ) -> Any:
-    sending = None
-    try:
-        sending = SENDING.set(True)
-        try:
-            return await wrapped(*args, **call.kwargs)
-        except Exception as exc:
-            if not _retry_without_injection(call, exc):
-                raise
-        result = await wrapped(*args, **call.kwargs)
-    finally:
-        if sending is not None:
-            SENDING.reset(sending)
-    _remember_rejection(runtime, call)
+    injected = call.injected
+    result = await asent_as(True, _aattempts, (call, wrapped, args), {})
+    if injected and not call.injected:
+        _remember_rejection(runtime, call)
     return result
 
 
