@@ -339,7 +339,10 @@ def render_functions(functions: list[Mapping[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def _chat_prompt(request: Mapping[str, Any], counter: _Counter) -> int:
+def _chat_prompt(
+    request: Mapping[str, Any], counter: _Counter, json_schema: Mapping[str, Any] | None
+) -> int:
+    """A chat request's prompt; `json_schema`: its response format's (`_json_schema`)."""
     rules, total, has_system = counter.rules, counter.rules.reply_priming, False
     for message in request.get("messages") or ():
         role = _get(message, "role")
@@ -357,7 +360,6 @@ def _chat_prompt(request: Mapping[str, Any], counter: _Counter) -> int:
         strict = sum(1 for function in functions if function.get("strict"))
         total += counter.text(render_functions(functions)) + rules.strict_tool * strict
         total += rules.tools_in_system if has_system else rules.tools_alone
-    json_schema = _json_schema(request, counter)
     if json_schema is not None:
         total += counter.text(_render_schema(json_schema))
         total += rules.schema_in_system if has_system else rules.schema_alone
@@ -454,10 +456,14 @@ def _offers_tools(request: Mapping[str, Any]) -> bool:
 
 
 def _completion(
-    tally: CompletionTally, request: Mapping[str, Any], counter: _Counter, responses: bool
+    tally: CompletionTally,
+    request: Mapping[str, Any],
+    counter: _Counter,
+    responses: bool,
+    schema: bool,
 ) -> int:
+    """`schema`: a chat request with a json_schema response format."""
     rules = counter.rules
-    schema = not responses and _json_schema(request, counter) is not None
     if _offers_tools(request):
         text_extra = refusal_extra = (
             rules.text_with_tools_and_schema if schema else rules.text_with_tools
@@ -596,8 +602,10 @@ def estimate_usage(
     counter = _Counter(encoding, rules_for(model))
     request = request if isinstance(request, Mapping) else {}
     try:
+        json_schema = None  # the json_schema response format of a chat request
         if operation == "chat":
-            prompt = _chat_prompt(request, counter)
+            json_schema = _json_schema(request, counter)  # read once (`parse()` gives a class)
+            prompt = _chat_prompt(request, counter, json_schema)
             # Audio output is billed in audio tokens that no chunk's text shows.
             counter.partial |= "audio" in _strings(request.get("modalities"))
             # A predicted output's rejected tokens are billed as output, and never sent.
@@ -608,7 +616,8 @@ def estimate_usage(
             best_of, n = request.get("best_of"), request.get("n") or 1
             counter.partial |= isinstance(best_of, int) and best_of > n  # unseen candidates
         elif operation == "responses":
-            prompt = _chat_prompt(responses_as_chat(request, counter), counter)
+            chat = responses_as_chat(request, counter)
+            prompt = _chat_prompt(chat, counter, _json_schema(chat, counter))
             # A background response runs on when its stream is left: its whole output is
             # billed, of which the stream showed only a part.
             counter.partial |= request.get("background") is True
@@ -623,7 +632,7 @@ def estimate_usage(
         elif operation == "text_completion" and request.get("echo") is True:
             output = _echoed_completion(tally, request, counter)
         else:
-            output = _completion(tally, request, counter, responses)
+            output = _completion(tally, request, counter, responses, json_schema is not None)
             if operation == "chat":
                 output += _azure_end_of_turn(provider, model, finish_reasons, counter.rules)
     except EncodingFailed:
