@@ -268,13 +268,12 @@ def test_a_text_answer_costs_one_more_when_tools_are_offered(o200k: Encoder) -> 
     assert len(o200k.encode_ordinary(JOKE)) == 20
     for without_tools in ({"messages": question + history}, {"messages": question, "tools": []}):
         assert chat(without_tools, o200k, {"content": JOKE}, model="gpt-4o").output_tokens == 20
-    # The call constants already hold that token: a call answer is unchanged. (This call,
-    # to a strict function, was billed 15: one of the 7 of 64 recorded strict calls billed
-    # one more than a plain call; see `test_a_single_call_to_a_strict_function_costs_...`.)
+    # The call constants already hold that token: a call answer is unchanged. (Billed 15:
+    # "joker" after `functions.` is ".j", "oker"; tests/test_estimate_completions.py.)
     call_answer = chat(
         {**request, "messages": question}, o200k, {"tool_calls": [{"function": call}]}
     )
-    assert call_answer.output_tokens == 14
+    assert call_answer.output_tokens == 15
     refusal = chat(request, o200k, {"content": None, "refusal": "No."}, model="gpt-4o")
     assert refusal.output_tokens == len(o200k.encode_ordinary("No.")) + 1
 
