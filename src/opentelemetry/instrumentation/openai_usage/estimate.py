@@ -58,6 +58,7 @@ class ChatRules:
     refusal_with_schema: int = 1  # a refusal under a json_schema format, no tools offered
     schema_in_system: int = 4  # a json_schema response format, beside a system message
     schema_alone: int = 9  # ... as a system message of its own
+    schema_with_tools: int = 6  # ... in the system message a tool namespace opens
     responses_item: int = 1  # Responses API: per output item (message or function call)
     azure_end_of_turn: int = 1  # Azure OpenAI: per chat choice that ended its turn
 
@@ -362,7 +363,10 @@ def _chat_prompt(
         total += rules.tools_in_system if has_system else rules.tools_alone
     if json_schema is not None:
         total += counter.text(_render_schema(json_schema))
-        total += rules.schema_in_system if has_system else rules.schema_alone
+        if has_system:
+            total += rules.schema_in_system
+        else:  # the format shares the message the tool namespace opens, if there is one
+            total += rules.schema_with_tools if functions else rules.schema_alone
     return total
 
 
