@@ -82,9 +82,10 @@ class ChatRules:
 # schema alone was 8 of 204, mean error 21). Without a system message but with tools, it
 # goes in the system message the tool namespace opens, so its own message framing (3) is
 # not billed: schema_with_tools = schema_alone - 3. Every such recorded prompt (mirascope,
-# gpt-4o, 28 distinct requests in 3 months) cost exactly 3 less than its json_object twin
-# (same turns and tools, the schema in a system message): 10 now exact, 18 off by the -1
-# the twins share; 6 Responses calls with tools and no instructions became exact too.
+# gpt-4o, 28 distinct requests in 3 months) was estimated 3 higher, relative to its billed
+# count, than its json_object twin (same turns and tools, the schema in a system message):
+# now 10 are exact and 18 off by the -1 their twins share (a tools rule); 6 Responses
+# calls with tools and no instructions became exact too.
 # tool_choice "none" is not in the data and is counted alike. A single call to a strict
 # function costs nothing more than a plain one (57 of 64 recorded chat calls; all the
 # Responses ones). A call the request forces (`tool_choice` naming the function) is billed
