@@ -47,11 +47,12 @@ class ChatRules:
     per_message: int = 3  # <|im_start|>, <|im_sep|>, <|im_end|> (the role is counted as text)
     per_name: int = 1  # a message `name`
     reply_priming: int = 3  # <|im_start|>assistant<|im_sep|>
-    tools_in_system: int = 5  # tool namespace appended to an existing system message
-    tools_alone: int = 9  # tool namespace as a system message of its own
+    tools_in_system: int = -1  # "# Tools" section after the system message's text, beyond it
+    tools_alone: int = 3  # ... as a system message of its own, beyond the section's text
     strict_tool: int = -1  # per `strict` function definition
     tool_message: int = 1  # per role=tool message (tool_call_id is not counted)
     one_call: int = 7  # a single tool call: name + arguments + this
+    history_call: int = 5  # ... in an earlier message: name + compact arguments + this
     parallel_calls: int = 10  # several calls: their multi_tool_use.parallel JSON + this
     text_with_tools: int = 1  # a text (or refusal) answer while tools are offered
     text_with_tools_and_schema: int = 5  # ... and a json_schema response format
@@ -92,7 +93,7 @@ RULES: dict[str, ChatRules] = {
     "o200k-chat": ChatRules(),
     "cl100k-chat": ChatRules(),
     "gpt-4": ChatRules(one_call=4),
-    "reasoning": ChatRules(reply_priming=2, tools_in_system=4, tools_alone=8),
+    "reasoning": ChatRules(reply_priming=2, tools_in_system=-2, tools_alone=2),
 }
 # gpt-4 itself (gpt-4-0613, gpt-4-32k...), not gpt-4o, gpt-4.1 or gpt-4-turbo.
 _GPT_4 = re.compile(r"gpt-4(?:-32k)?(?:-\d{4})?$")
@@ -253,6 +254,15 @@ class _Counter:
         return self.text('{"tool_uses":[' + uses + "]}") + rules.parallel_calls
 
 
+def _text(content: Any) -> str:
+    """A message content's text: the string, or its text parts joined."""
+    if isinstance(content, str):
+        return content
+    parts = content if isinstance(content, (list, tuple)) else ()
+    texts = (_get(part, "text") for part in parts if _get(part, "type") in ("text", None))
+    return "".join(text for text in texts if isinstance(text, str))
+
+
 def _compact(arguments: str) -> str:
     try:
         return json.dumps(json.loads(arguments), separators=(",", ":"), ensure_ascii=False)
@@ -327,7 +337,7 @@ def render_functions(functions: list[Mapping[str, Any]]) -> str:
     lines = ["namespace functions {", ""]
     for function in functions:
         if isinstance(function.get("description"), str) and function["description"]:
-            lines.append("// " + function["description"])
+            lines += ["// " + line for line in function["description"].split("\n")]
         parameters = function.get("parameters")
         if isinstance(parameters, Mapping) and parameters.get("properties"):
             lines += [f"type {function['name']} = (_: {{", _ts_properties(parameters, 0)]
@@ -343,26 +353,45 @@ def _chat_prompt(
     request: Mapping[str, Any], counter: _Counter, json_schema: Mapping[str, Any] | None
 ) -> int:
     """A chat request's prompt; `json_schema`: its response format's (`_json_schema`)."""
-    rules, total, has_system = counter.rules, counter.rules.reply_priming, False
+    rules, total, system = counter.rules, counter.rules.reply_priming, None
+    single_calls: dict[Any, str] = {}  # tool_call_id -> name, of calls made one at a time
     for message in request.get("messages") or ():
         role = _get(message, "role")
-        has_system = has_system or role in ("system", "developer")
-        total += rules.per_message + counter.text(role) + counter.content(_get(message, "content"))
-        if role == "tool":
-            total += rules.tool_message
-        elif isinstance(_get(message, "name"), str):
-            total += counter.text(_get(message, "name")) + rules.per_name
-        total += counter.calls(_message_calls(message, counter))
+        if system is None and role in ("system", "developer"):
+            system = _text(_get(message, "content"))
+        total += rules.per_message + counter.content(_get(message, "content"))
+        if role == "tool" and _get(message, "tool_call_id") in single_calls:
+            # The result of a single call is written as from its function.
+            total += counter.text("functions." + single_calls[_get(message, "tool_call_id")])
+        elif role == "tool":
+            total += counter.text(role) + rules.tool_message
+        else:
+            total += counter.text(role)
+            if isinstance(_get(message, "name"), str):
+                total += counter.text(_get(message, "name")) + rules.per_name
+        calls = _message_calls(message, counter)
+        if len(calls) == 1:
+            total += counter.text(calls[0][0]) + counter.text(_compact(calls[0][1]))
+            total += rules.history_call
+            for call in _get(message, "tool_calls") or ():
+                single_calls[_get(call, "id")] = calls[0][0]
+        else:
+            total += counter.calls(calls)
         if _get(message, "audio") is not None:  # an earlier audio reply, billed as audio input
             counter.partial = True
     functions = _functions(request, counter)
     if functions:
         strict = sum(1 for function in functions if function.get("strict"))
-        total += counter.text(render_functions(functions)) + rules.strict_tool * strict
-        total += rules.tools_in_system if has_system else rules.tools_alone
+        section = "# Tools\n\n## functions\n\n" + render_functions(functions)
+        if system is None:
+            total += counter.text(section) + rules.tools_alone
+        else:  # the system text's last token may merge with the "\n\n" that follows it
+            total += counter.text(system + "\n\n" + section) - counter.text(system)
+            total += rules.tools_in_system
+        total += rules.strict_tool * strict
     if json_schema is not None:
         total += counter.text(_render_schema(json_schema))
-        total += rules.schema_in_system if has_system else rules.schema_alone
+        total += rules.schema_in_system if system is not None else rules.schema_alone
     return total
 
 
