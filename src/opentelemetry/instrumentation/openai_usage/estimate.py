@@ -49,7 +49,7 @@ class ChatRules:
     reply_priming: int = 3  # <|im_start|>assistant<|im_sep|>
     tools_in_system: int = -1  # "# Tools" section after the system message's text, beyond it
     tools_alone: int = 3  # ... as a system message of its own, beyond the section's text
-    strict_tool: int = -1  # per `strict` function definition
+    strict_tool: int = 0  # per `strict` function definition
     tool_message: int = 1  # per role=tool message (tool_call_id is not counted)
     one_call: int = 7  # a single tool call: name + arguments + this
     history_call: int = 5  # ... in an earlier message: name + compact arguments + this
@@ -60,6 +60,8 @@ class ChatRules:
     schema_in_system: int = 4  # a json_schema response format, beside a system message
     schema_alone: int = 9  # ... as a system message of its own
     responses_item: int = 1  # Responses API: per output item (message or function call)
+    responses_tools: int | None = 3  # Responses API: tools namespace + this (None: as chat)
+    one_line_objects: bool = True  # an object without property notes on one line
     azure_end_of_turn: int = 1  # Azure OpenAI: per chat choice that ended its turn
 
 
@@ -93,7 +95,13 @@ RULES: dict[str, ChatRules] = {
     "o200k-chat": ChatRules(),
     "cl100k-chat": ChatRules(),
     "gpt-4": ChatRules(one_call=4),
-    "reasoning": ChatRules(reply_priming=2, tools_in_system=-2, tools_alone=2),
+    "reasoning": ChatRules(
+        reply_priming=2,
+        tools_in_system=-2,
+        tools_alone=2,
+        responses_tools=None,
+        one_line_objects=False,
+    ),
 }
 # gpt-4 itself (gpt-4-0613, gpt-4-32k...), not gpt-4o, gpt-4.1 or gpt-4-turbo.
 _GPT_4 = re.compile(r"gpt-4(?:-32k)?(?:-\d{4})?$")
@@ -296,7 +304,7 @@ def _functions(request: Mapping[str, Any], counter: _Counter) -> list[Mapping[st
     return found
 
 
-def _ts_type(schema: Any, indent: int) -> str:
+def _ts_type(schema: Any, indent: int, one_line: bool) -> str:
     """A JSON schema as the TypeScript-like type OpenAI renders into the prompt."""
     if not isinstance(schema, Mapping):
         return "any"
@@ -304,53 +312,75 @@ def _ts_type(schema: Any, indent: int) -> str:
         return " | ".join(json.dumps(v, ensure_ascii=False) for v in schema["enum"]) or "any"
     for key in ("anyOf", "oneOf"):
         if isinstance(schema.get(key), list):
-            return " | ".join(_ts_type(option, indent) for option in schema[key])
+            return " | ".join(_ts_type(option, indent, one_line) for option in schema[key])
     kind = schema.get("type")
     if isinstance(kind, list):
-        return " | ".join(_ts_type({**schema, "type": k}, indent) for k in kind)
+        return " | ".join(_ts_type({**schema, "type": k}, indent, one_line) for k in kind)
     if kind == "object" and schema.get("properties"):
-        return "{\n" + _ts_properties(schema, indent + 2) + "\n" + " " * indent + "}"
+        return _ts_object(schema, indent, indent + 2, one_line)
     if kind == "array":
-        return _ts_type(schema.get("items"), indent) + "[]"
+        return _ts_type(schema.get("items"), indent, one_line) + "[]"
     if kind in ("string", "number", "boolean", "null", "object"):
         return str(kind)
     return "number" if kind == "integer" else "any"
 
 
-def _ts_properties(schema: Mapping[str, Any], indent: int) -> str:
+def _notes(prop: Any) -> list[str]:
+    """A property's title (pydantic gives every field one) and description: billed as
+    comment lines above it, nested properties' too (published set: 36 more exact prompts)."""
+    return [n for n in (_get(prop, "title"), _get(prop, "description")) if isinstance(n, str) and n]
+
+
+def _ts_object(schema: Mapping[str, Any], indent: int, inner: int, one_line: bool) -> str:
+    """An object type: its properties at `inner` indentation, one a line, each below its
+    notes' comment lines; its closing brace at `indent`.
+
+    `one_line` (ChatRules.one_line_objects): an object none of whose properties has a note
+    is written on one line, `{a: number, b?: string}`. Published set: 19 more distinct chat
+    prompts exact (7 sources; gpt-3.5, gpt-4o, gpt-4o-mini, gpt-4.1-nano), none fewer, where
+    one property a line billed one token more per such function.
+    """
     required = schema.get("required") or ()
-    lines = []
     properties = schema.get("properties")
-    for name, prop in properties.items() if isinstance(properties, Mapping) else ():
-        # A property's title (pydantic gives every field one) and description are billed
-        # as comment lines, nested properties' too (published set: 36 more exact prompts).
-        for note in (_get(prop, "title"), _get(prop, "description")):
-            if isinstance(note, str) and note:
-                lines.append(" " * indent + "// " + note)
-        optional = "" if name in required else "?"
-        lines.append(" " * indent + f"{name}{optional}: {_ts_type(prop, indent)},")
-    return "\n".join(lines)
+    members = [
+        (_notes(prop), f"{name}{'' if name in required else '?'}: "
+         + _ts_type(prop, inner, one_line))
+        for name, prop in (properties.items() if isinstance(properties, Mapping) else ())
+    ]  # fmt: skip
+    if one_line and not any(notes for notes, _ in members):
+        return "{" + ", ".join(member for _, member in members) + "}"
+    lines = ["{"]
+    for notes, member in members:
+        lines += [" " * inner + "// " + note for note in notes]
+        lines.append(" " * inner + member + ",")
+    return "\n".join(lines) + "\n" + " " * indent + "}"
 
 
-def render_functions(functions: list[Mapping[str, Any]]) -> str:
-    """The `namespace functions { ... }` text a tools definition becomes in the prompt."""
+def render_functions(functions: list[Mapping[str, Any]], one_line: bool = True) -> str:
+    """The `namespace functions { ... }` text a tools definition becomes in the prompt.
+
+    A multi-line description is a comment line per line (crewai's, agno's: 10 more
+    distinct published prompts exact, where one `// ` for it all was 2 of 47).
+    """
     lines = ["namespace functions {", ""]
     for function in functions:
         if isinstance(function.get("description"), str) and function["description"]:
             lines += ["// " + line for line in function["description"].split("\n")]
-        parameters = function.get("parameters")
+        parameters, name = function.get("parameters"), function["name"]
         if isinstance(parameters, Mapping) and parameters.get("properties"):
-            lines += [f"type {function['name']} = (_: {{", _ts_properties(parameters, 0)]
-            lines.append("}) => any;")
+            lines.append(f"type {name} = (_: {_ts_object(parameters, 0, 0, one_line)}) => any;")
         else:
-            lines.append(f"type {function['name']} = () => any;")
+            lines.append(f"type {name} = () => any;")
         lines.append("")
     lines.append("} // namespace functions")
     return "\n".join(lines)
 
 
 def _chat_prompt(
-    request: Mapping[str, Any], counter: _Counter, json_schema: Mapping[str, Any] | None
+    request: Mapping[str, Any],
+    counter: _Counter,
+    json_schema: Mapping[str, Any] | None,
+    responses: bool = False,
 ) -> int:
     """A chat request's prompt; `json_schema`: its response format's (`_json_schema`)."""
     rules, total, system = counter.rules, counter.rules.reply_priming, None
@@ -382,9 +412,14 @@ def _chat_prompt(
     functions = _functions(request, counter)
     if functions:
         strict = sum(1 for function in functions if function.get("strict"))
-        section = "# Tools\n\n## functions\n\n" + render_functions(functions)
-        if system is None:
+        namespace = render_functions(functions, rules.one_line_objects)
+        section = "# Tools\n\n## functions\n\n" + namespace
+        if responses and rules.responses_tools is not None:
+            total += counter.text(namespace) + rules.responses_tools
+        elif system is None:
             total += counter.text(section) + rules.tools_alone
+        elif not system:
+            total += counter.text(section) + rules.tools_in_system
         else:  # the system text's last token may merge with the "\n\n" that follows it
             total += counter.text(system + "\n\n" + section) - counter.text(system)
             total += rules.tools_in_system
@@ -646,7 +681,7 @@ def estimate_usage(
             counter.partial |= isinstance(best_of, int) and best_of > n  # unseen candidates
         elif operation == "responses":
             chat = responses_as_chat(request, counter)
-            prompt = _chat_prompt(chat, counter, _json_schema(chat, counter))
+            prompt = _chat_prompt(chat, counter, _json_schema(chat, counter), responses=True)
             # A background response runs on when its stream is left: its whole output is
             # billed, of which the stream showed only a part.
             counter.partial |= request.get("background") is True
