@@ -49,6 +49,7 @@ class ChatRules:
     reply_priming: int = 3  # <|im_start|>assistant<|im_sep|>
     tools_in_system: int = -1  # "# Tools" section after the system message's text, beyond it
     tools_alone: int = 3  # ... as a system message of its own, beyond the section's text
+    tools_beside_schema: int = 0  # ... sharing it with a json_schema response format's
     strict_tool: int = 0  # per `strict` function definition
     tool_message: int = 1  # per role=tool message (tool_call_id is not counted)
     one_call: int = 7  # a single tool call: name + arguments + this
@@ -416,6 +417,8 @@ def _chat_prompt(
         section = "# Tools\n\n## functions\n\n" + namespace
         if responses and rules.responses_tools is not None:
             total += counter.text(namespace) + rules.responses_tools
+        elif system is None and json_schema is not None:
+            total += counter.text(section) + rules.tools_beside_schema
         elif system is None:
             total += counter.text(section) + rules.tools_alone
         elif not system:
