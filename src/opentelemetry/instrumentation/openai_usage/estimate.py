@@ -50,6 +50,7 @@ class ChatRules:
     tools_in_system: int = -1  # "# Tools" section after the system message's text, beyond it
     tools_alone: int = 3  # ... as a system message of its own, beyond the section's text
     tools_beside_schema: int = 0  # ... sharing it with a json_schema response format's
+    forced_call: int = 4  # `tool_choice` naming a function: " to=functions.<name>" + this
     strict_tool: int = 0  # per `strict` function definition
     tool_message: int = 1  # per role=tool message (tool_call_id is not counted)
     one_call: int = 7  # a single tool call: name + arguments + this
@@ -427,6 +428,9 @@ def _chat_prompt(
             total += counter.text(system + "\n\n" + section) - counter.text(system)
             total += rules.tools_in_system
         total += rules.strict_tool * strict
+        forced = None if responses else _forced(request)
+        if forced is not None:  # the reply is primed as a call to it
+            total += counter.text(" to=functions." + forced) + rules.forced_call
     if json_schema is not None:
         total += counter.text(_render_schema(json_schema))
         total += rules.schema_in_system if system is not None else rules.schema_alone
