@@ -47,11 +47,10 @@ class ChatRules:
     per_message: int = 3  # <|im_start|>, <|im_sep|>, <|im_end|> (the role is counted as text)
     per_name: int = 1  # a message `name`
     reply_priming: int = 3  # <|im_start|>assistant<|im_sep|>
-    tools_in_system: int = -1  # "# Tools" section after the system message's text, beyond it
-    tools_alone: int = 3  # ... as a system message of its own, beyond the section's text
-    tools_beside_schema: int = 0  # ... sharing it with a json_schema response format's
+    tools_in_system: int = -1  # the tools section after the system text: beyond the text
+    tools_alone: int = 3  # ... as a system message of its own: beyond the section's text
+    tools_beside_schema: int = 0  # ... in a json_schema response format's system message
     forced_call: int = 4  # `tool_choice` naming a function: " to=functions.<name>" + this
-    strict_tool: int = 0  # per `strict` function definition
     tool_message: int = 1  # per role=tool message (tool_call_id is not counted)
     one_call: int = 7  # a single tool call: name + arguments + this
     history_call: int = 5  # ... in an earlier message: name + compact arguments + this
@@ -88,6 +87,23 @@ class ChatRules:
 # function costs nothing more than a plain one (57 of 64 recorded chat calls; all the
 # Responses ones). A call the request forces (`tool_choice` naming the function) is billed
 # its arguments alone: the model does not write the name or the framing (17 of 23).
+# The tools section ("# Tools\n\n## functions\n\n" and the namespace, render_functions)
+# follows the first system (or developer) message's text after "\n\n", so the text's last
+# token may merge with it (".\n\n" is one token): tools_in_system. Counted apart, 91
+# distinct published prompts (4 sources) fewer were exact, 2 more. Without one it is a
+# system message of its own (tools_alone), or shares the json_schema response format's
+# (tools_beside_schema: mirascope, 28 distinct prompts). A strict function costs no more
+# than a plain one (95 distinct prompts, 5 sources, exact that were 1 token short per strict
+# function). A tool_choice naming a function primes the reply as its call, billed in the
+# prompt: " to=functions.<name>" + forced_call (10 distinct prompts, 3 sources).
+# history_call: an earlier single call is billed name + its arguments as compact JSON +
+# history_call, and its result as a message from "functions.<name>" (no tool_message):
+# 67 distinct published prompts (7 sources) more exact. Several calls keep the
+# multi_tool_use.parallel form and role=tool results. The Responses API is rendered apart:
+# a gpt-4o/4.1 tools section costs its namespace + responses_tools wherever the
+# instructions are (60 distinct published requests more exact, 4 sources); its calls and
+# their outputs are counted as `one_call` and role=tool results. Reasoning models (gpt-5
+# and later) keep the chat layout there, and write every object one property a line.
 # responses_item: a Responses API output item costs one token more than the same text or
 # call in chat completions (every gpt-4o/4o-mini/4.1 response recorded).
 # azure_end_of_turn: Azure OpenAI bills a gpt-4o/4.1 chat choice's end-of-turn token, where
@@ -300,7 +316,7 @@ def _functions(request: Mapping[str, Any], counter: _Counter) -> list[Mapping[st
         is_function = tool.get("type", "function") == "function"
         function = tool.get("function", tool) if is_function else None
         if isinstance(function, Mapping) and isinstance(function.get("name"), str):
-            found.append({**function, "strict": function.get("strict", tool.get("strict"))})
+            found.append(function)
         else:  # built-in tools (file_search, web_search, ...) add text we cannot see
             counter.partial = True
     return found
@@ -402,7 +418,7 @@ def _chat_prompt(
             if isinstance(_get(message, "name"), str):
                 total += counter.text(_get(message, "name")) + rules.per_name
         calls = _message_calls(message, counter)
-        if len(calls) == 1:
+        if len(calls) == 1 and not responses:
             total += counter.text(calls[0][0]) + counter.text(_compact(calls[0][1]))
             total += rules.history_call
             for call in _get(message, "tool_calls") or ():
@@ -413,7 +429,6 @@ def _chat_prompt(
             counter.partial = True
     functions = _functions(request, counter)
     if functions:
-        strict = sum(1 for function in functions if function.get("strict"))
         namespace = render_functions(functions, rules.one_line_objects)
         section = "# Tools\n\n## functions\n\n" + namespace
         if responses and rules.responses_tools is not None:
@@ -427,7 +442,6 @@ def _chat_prompt(
         else:  # the system text's last token may merge with the "\n\n" that follows it
             total += counter.text(system + "\n\n" + section) - counter.text(system)
             total += rules.tools_in_system
-        total += rules.strict_tool * strict
         forced = None if responses else _forced(request)
         if forced is not None:  # the reply is primed as a call to it
             total += counter.text(" to=functions." + forced) + rules.forced_call
