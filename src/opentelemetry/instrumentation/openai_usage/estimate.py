@@ -388,13 +388,15 @@ def _default(prop: Any) -> str:
 def render_functions(functions: list[Mapping[str, Any]], one_line: bool = True) -> str:
     """The `namespace functions { ... }` text a tools definition becomes in the prompt.
 
-    A multi-line description is a comment line per line (crewai's, agno's: 10 more
-    distinct published prompts exact, where one `// ` for it all was 2 of 47).
+    A multi-line description is a comment line per non-blank line, stripped of its
+    indentation (docstrings): 28 more distinct published chat prompts exact (3 sources)
+    than one `// ` for it all, 5 more (2 sources) than keeping blank lines and indentation.
     """
     lines = ["namespace functions {", ""]
     for function in functions:
         if isinstance(function.get("description"), str) and function["description"]:
-            lines += ["// " + line for line in function["description"].split("\n")]
+            description = function["description"].split("\n")
+            lines += ["// " + line.strip() for line in description if line.strip()]
         parameters, name = function.get("parameters"), function["name"]
         if isinstance(parameters, Mapping) and parameters.get("properties"):
             lines.append(f"type {name} = (_: {_ts_object(parameters, 0, 0, one_line)}) => any;")
