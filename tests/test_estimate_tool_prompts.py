@@ -331,3 +331,85 @@ def test_the_responses_api_bills_the_tools_namespace_and_three_tokens(o200k: Enc
     )
     without = prompt({"input": request["input"]}, o200k, "gpt-4o", "responses")
     assert 65 - without == len(o200k.encode_ordinary(namespace)) + 3
+
+
+def test_a_default_is_a_trailing_comment_and_a_docstring_a_comment_line_per_stripped_line(
+    o200k: Encoder,
+) -> None:
+    # mirascope 2.8.2, test_call_with_strict_tool_and_optional_properties (gpt-4o, 2026-01)
+    docstring = (
+        "Get the current weather in a given location.\n\nArgs:\n"
+        "    location: The city and state, e.g. San Francisco, CA\n"
+        "    unit: The temperature unit to use (fahrenheit or celsius)"
+    )
+    parameters = titled("location", "unit")
+    parameters["properties"]["location"]["description"] = (
+        "The city and state, e.g. San Francisco, CA"
+    )
+    parameters["properties"]["unit"]["description"] = (
+        "The temperature unit to use (fahrenheit or celsius)"
+    )
+    parameters["properties"]["unit"]["default"] = "fahrenheit"
+    parameters["additionalProperties"] = False
+    weather = function("get_current_weather", docstring, parameters, strict=True)
+    ask = [{"role": "user", "content": "What's the weather like in San Francisco?"}]
+    request = {"messages": ask, "tools": [weather]}
+    assert prompt(request, o200k, "gpt-4o") == 130  # billed
+    # "unit: string, // default: \"fahrenheit\"": without the default, the comment is gone.
+    del parameters["properties"]["unit"]["default"]
+    comment = ' // default: "fahrenheit"'
+    trailing = len(o200k.encode_ordinary("unit: string," + comment + "\n}")) - len(
+        o200k.encode_ordinary("unit: string,\n}")
+    )
+    assert prompt(request, o200k, "gpt-4o") == 130 - trailing
+    # The docstring's blank line and indentation are not billed: 4 comment lines, stripped.
+    parameters["properties"]["unit"]["default"] = "fahrenheit"
+    lines = [line.strip() for line in docstring.split("\n") if line.strip()]
+    assert len(lines) == 4
+    one_line = function("get_current_weather", " ".join(lines), parameters, strict=True)
+    joined = len(o200k.encode_ordinary("// " + " ".join(lines))) - len(
+        o200k.encode_ordinary("\n".join("// " + line for line in lines))
+    )
+    assert prompt({"messages": ask, "tools": [one_line]}, o200k, "gpt-4o") == 130 + joined
+
+
+def test_a_reasoning_model_writes_an_object_one_property_a_line(o200k: Encoder) -> None:
+    # langchain-openai 1.8.1, test_agent_loop, Responses API (gpt-5.4, 2026-03)
+    tool = {
+        "type": "function",
+        "name": "get_weather",
+        "description": "Get the weather for a location.",
+        "parameters": {
+            "properties": {"location": {"type": "string"}},
+            "required": ["location"],
+            "type": "object",
+        },
+    }
+    ask = [{"content": "What is the weather in San Francisco, CA?", "role": "user"}]
+    request = {"input": ask, "tools": [tool], "stream": False}
+    assert prompt(request, o200k, "gpt-5.4", "responses") == 53  # billed
+    # As gpt-4o writes it, "(_: {location: string})", it would be a token shorter.
+    lines, one_line = "(_: {\nlocation: string,\n})", "(_: {location: string})"
+    shorter = len(o200k.encode_ordinary(lines)) - len(o200k.encode_ordinary(one_line))
+    assert shorter == 1
+
+
+def test_a_responses_input_call_is_billed_as_written_and_its_output_as_a_tool_message(
+    o200k: Encoder,
+) -> None:
+    # pydantic logfire, test_openai/test_responses_api, second request (gpt-4.1, 2025-10)
+    call = {
+        "arguments": '{"location":"Paris, France"}',
+        "call_id": "call_uilZSE2qAuMA2NWct72DBwd6",
+        "name": "get_weather",
+        "type": "function_call",
+        "id": "fc_039e74dd66b112920068dfe105cbf4819c8d5eb84dab55a8f9",
+        "status": "completed",
+    }
+    output = {"type": "function_call_output", "call_id": call["call_id"], "output": "Rainy"}
+    ask = {"role": "user", "content": "What is the weather like in Paris today?"}
+    request = {"input": [ask, call, output]}
+    assert prompt(request, o200k, "gpt-4.1", "responses") == 43  # billed
+    # Not re-serialised as a chat history's call is: spaced arguments cost their spaces.
+    spaced = {**call, "arguments": '{"location": "Paris, France"}'}
+    assert prompt({"input": [ask, spaced, output]}, o200k, "gpt-4.1", "responses") == 44
