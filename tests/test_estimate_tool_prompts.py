@@ -9,29 +9,15 @@ what each rule adds or takes away.
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator
 from typing import Any
 
-import pytest
-
-from opentelemetry.instrumentation.openai_usage.encodings import EncodingLoader
 from opentelemetry.instrumentation.openai_usage.estimate import Encoder, estimate_usage
 from opentelemetry.instrumentation.openai_usage.tally import CompletionTally
 
-from .test_estimate import refuse_download, tiktoken_load
+from . import test_estimate
 
-
-@pytest.fixture(scope="module")
-def o200k(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Encoder]:
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("TIKTOKEN_CACHE_DIR", str(tmp_path_factory.mktemp("tiktoken")))
-        if tiktoken_load is not None:
-            patch.setattr(tiktoken_load, "read_file", refuse_download)
-        loader = EncodingLoader()
-        loader.start()
-        encoding = loader.wait("o200k_base", timeout=60)
-    assert encoding is not None
-    yield encoding
+# test_estimate's fixtures (o200k_base loaded offline), as this module's too.
+encoders, o200k = test_estimate.encoders, test_estimate.o200k
 
 
 def prompt(request: dict[str, Any], enc: Encoder, model: str, operation: str = "chat") -> int:
