@@ -51,7 +51,7 @@ class ChatRules:
     tools_alone: int = 3  # ... as a system message of its own: beyond the section's text
     tools_beside_schema: int = 0  # ... in a json_schema response format's system message
     forced_call: int = 4  # `tool_choice` naming a function: " to=functions.<name>" + this
-    tool_message: int = 1  # per role=tool message (tool_call_id is not counted)
+    tool_message: int = 1  # per role=tool message but a single call's result (see below)
     one_call: int = 7  # a single tool call: name + arguments + this
     history_call: int = 5  # ... in an earlier message: name + compact arguments + this
     parallel_calls: int = 10  # several calls: their multi_tool_use.parallel JSON + this
@@ -360,11 +360,10 @@ def _ts_object(schema: Mapping[str, Any], indent: int, inner: int, one_line: boo
     """
     required = schema.get("required") or ()
     properties = schema.get("properties")
-    members = [
-        (_notes(prop), f"{name}{'' if name in required else '?'}: "
-         + _ts_type(prop, inner, one_line), _default(prop))
-        for name, prop in (properties.items() if isinstance(properties, Mapping) else ())
-    ]  # fmt: skip
+    members = []  # (notes, "name?: type", default comment) of each property
+    for name, prop in properties.items() if isinstance(properties, Mapping) else ():
+        member = f"{name}{'' if name in required else '?'}: {_ts_type(prop, inner, one_line)}"
+        members.append((_notes(prop), member, _default(prop)))
     if one_line and not any(notes or default for notes, _, default in members):
         return "{" + ", ".join(member for _, member, _ in members) + "}"
     lines = ["{"]
@@ -450,8 +449,6 @@ def _chat_prompt(
             total += counter.text(section) + rules.tools_beside_schema
         elif system is None:
             total += counter.text(section) + rules.tools_alone
-        elif not system:
-            total += counter.text(section) + rules.tools_in_system
         else:  # the system text's last token may merge with the "\n\n" that follows it
             total += counter.text(system + "\n\n" + section) - counter.text(system)
             total += rules.tools_in_system
