@@ -47,19 +47,22 @@ class ChatRules:
     per_message: int = 3  # <|im_start|>, <|im_sep|>, <|im_end|> (the role is counted as text)
     per_name: int = 1  # a message `name`
     reply_priming: int = 3  # <|im_start|>assistant<|im_sep|>
-    tools_in_system: int = 5  # tool namespace appended to an existing system message
-    tools_alone: int = 9  # tool namespace as a system message of its own
-    strict_tool: int = -1  # per `strict` function definition
-    tool_message: int = 1  # per role=tool message (tool_call_id is not counted)
+    tools_in_system: int = -1  # the tools section after the system text: beyond the text
+    tools_alone: int = 3  # ... as a system message of its own: beyond the section's text
+    tools_beside_schema: int = 0  # ... in a json_schema response format's system message
+    forced_call: int = 4  # `tool_choice` naming a function: " to=functions.<name>" + this
+    tool_message: int = 1  # per role=tool message but a single call's result (see below)
     one_call: int = 7  # a single tool call: name + arguments + this
+    history_call: int = 5  # ... in an earlier message: name + compact arguments + this
     parallel_calls: int = 10  # several calls: their multi_tool_use.parallel JSON + this
     text_with_tools: int = 1  # a text (or refusal) answer while tools are offered
     text_with_tools_and_schema: int = 5  # ... and a json_schema response format
     refusal_with_schema: int = 1  # a refusal under a json_schema format, no tools offered
     schema_in_system: int = 4  # a json_schema response format, beside a system message
     schema_alone: int = 9  # ... as a system message of its own
-    schema_with_tools: int = 6  # ... in the system message a tool namespace opens
     responses_item: int = 1  # Responses API: per output item (message or function call)
+    responses_tools: int | None = 3  # Responses API: tools namespace + this (None: as chat)
+    one_line_objects: bool = True  # an object without property notes on one line
     azure_end_of_turn: int = 1  # Azure OpenAI: per chat choice that ended its turn
 
 
@@ -79,17 +82,32 @@ class ChatRules:
 # A json_schema response format is billed as a "# Response Formats" section (its name, its
 # description, the schema's compact JSON without titles) in the system message, or as one
 # of its own (67 of 204 published prompts exact, mean error 4 tokens, where the compact
-# schema alone was 8 of 204, mean error 21). Without a system message but with tools, it
-# goes in the system message the tool namespace opens, so its own message framing (3) is
-# not billed: schema_with_tools = schema_alone - 3. Every such recorded prompt (mirascope,
-# gpt-4o, 28 distinct requests in 3 months) was estimated 3 higher, relative to its billed
-# count, than its json_object twin (same turns and tools, the schema in a system message):
-# now 10 are exact and 18 off by the -1 their twins share (a tools rule); 6 Responses
-# calls with tools and no instructions became exact too.
+# schema alone was 8 of 204, mean error 21). Without a system message but with tools, the
+# two share one system message (tools_beside_schema, below): mirascope records each such
+# gpt-4o request (28 distinct, 3 months) beside a json_object twin (same turns and tools,
+# the schema in a system message), and every one was billed 3 tokens less, relative to its
+# twin, than a message of its own for each would cost.
 # tool_choice "none" is not in the data and is counted alike. A single call to a strict
 # function costs nothing more than a plain one (82 of 82 recorded chat calls, 55 requests;
 # all the Responses ones). A call the request forces (`tool_choice` naming the function) is billed
 # its arguments alone: the model does not write the name or the framing (17 of 23).
+# The tools section ("# Tools\n\n## functions\n\n" and the namespace, render_functions)
+# follows the first system (or developer) message's text after "\n\n", so the text's last
+# token may merge with it (".\n\n" is one token): tools_in_system. Counted apart, 91
+# distinct published prompts (4 sources) fewer were exact, 2 more. Without one it is a
+# system message of its own (tools_alone), or shares the json_schema response format's
+# (tools_beside_schema: mirascope, 28 distinct prompts). A strict function costs no more
+# than a plain one (95 distinct prompts, 5 sources, exact that were 1 token short per strict
+# function). A tool_choice naming a function primes the reply as its call, billed in the
+# prompt: " to=functions.<name>" + forced_call (10 distinct prompts, 3 sources).
+# history_call: an earlier single call is billed name + its arguments as compact JSON +
+# history_call, and its result as a message from "functions.<name>" (no tool_message):
+# 67 distinct published prompts (7 sources) more exact. Several calls keep the
+# multi_tool_use.parallel form and role=tool results. The Responses API is rendered apart:
+# a gpt-4o/4.1 tools section costs its namespace + responses_tools wherever the
+# instructions are (60 distinct published requests more exact, 4 sources); its calls and
+# their outputs are counted as `one_call` and role=tool results. Reasoning models (gpt-5
+# and later) keep the chat layout there, and write every object one property a line.
 # responses_item: a Responses API output item costs one token more than the same text or
 # call in chat completions (every gpt-4o/4o-mini/4.1 response recorded).
 # azure_end_of_turn: Azure OpenAI bills a gpt-4o/4.1 chat choice's end-of-turn token, where
@@ -99,7 +117,13 @@ RULES: dict[str, ChatRules] = {
     "o200k-chat": ChatRules(),
     "cl100k-chat": ChatRules(),
     "gpt-4": ChatRules(one_call=4),
-    "reasoning": ChatRules(reply_priming=2, tools_in_system=4, tools_alone=8),
+    "reasoning": ChatRules(
+        reply_priming=2,
+        tools_in_system=-2,
+        tools_alone=2,
+        responses_tools=None,
+        one_line_objects=False,
+    ),
 }
 # gpt-4 itself (gpt-4-0613, gpt-4-32k...), not gpt-4o, gpt-4.1 or gpt-4-turbo.
 _GPT_4 = re.compile(r"gpt-4(?:-32k)?(?:-\d{4})?$")
@@ -272,6 +296,15 @@ class _Counter:
         return self.text('{"tool_uses":[' + uses + "]}") + rules.parallel_calls
 
 
+def _text(content: Any) -> str:
+    """A message content's text: the string, or its text parts joined."""
+    if isinstance(content, str):
+        return content
+    parts = content if isinstance(content, (list, tuple)) else ()
+    texts = (_get(part, "text") for part in parts if _get(part, "type") in ("text", None))
+    return "".join(text for text in texts if isinstance(text, str))
+
+
 def _compact(arguments: str) -> str:
     try:
         return json.dumps(json.loads(arguments), separators=(",", ":"), ensure_ascii=False)
@@ -299,13 +332,13 @@ def _functions(request: Mapping[str, Any], counter: _Counter) -> list[Mapping[st
         is_function = tool.get("type", "function") == "function"
         function = tool.get("function", tool) if is_function else None
         if isinstance(function, Mapping) and isinstance(function.get("name"), str):
-            found.append({**function, "strict": function.get("strict", tool.get("strict"))})
+            found.append(function)
         else:  # built-in tools (file_search, web_search, ...) add text we cannot see
             counter.partial = True
     return found
 
 
-def _ts_type(schema: Any, indent: int) -> str:
+def _ts_type(schema: Any, indent: int, one_line: bool) -> str:
     """A JSON schema as the TypeScript-like type OpenAI renders into the prompt."""
     if not isinstance(schema, Mapping):
         return "any"
@@ -313,78 +346,134 @@ def _ts_type(schema: Any, indent: int) -> str:
         return " | ".join(json.dumps(v, ensure_ascii=False) for v in schema["enum"]) or "any"
     for key in ("anyOf", "oneOf"):
         if isinstance(schema.get(key), list):
-            return " | ".join(_ts_type(option, indent) for option in schema[key])
+            return " | ".join(_ts_type(option, indent, one_line) for option in schema[key])
     kind = schema.get("type")
     if isinstance(kind, list):
-        return " | ".join(_ts_type({**schema, "type": k}, indent) for k in kind)
+        return " | ".join(_ts_type({**schema, "type": k}, indent, one_line) for k in kind)
     if kind == "object" and schema.get("properties"):
-        return "{\n" + _ts_properties(schema, indent + 2) + "\n" + " " * indent + "}"
+        return _ts_object(schema, indent, indent + 2, one_line)
     if kind == "array":
-        return _ts_type(schema.get("items"), indent) + "[]"
+        return _ts_type(schema.get("items"), indent, one_line) + "[]"
     if kind in ("string", "number", "boolean", "null", "object"):
         return str(kind)
     return "number" if kind == "integer" else "any"
 
 
-def _ts_properties(schema: Mapping[str, Any], indent: int) -> str:
+def _notes(prop: Any) -> list[str]:
+    """A property's title (pydantic gives every field one) and description: billed as
+    comment lines above it, nested properties' too (published set: 36 more exact prompts)."""
+    return [n for n in (_get(prop, "title"), _get(prop, "description")) if isinstance(n, str) and n]
+
+
+def _ts_object(schema: Mapping[str, Any], indent: int, inner: int, one_line: bool) -> str:
+    """An object type: its properties at `inner` indentation, one a line, each below its
+    notes' comment lines; its closing brace at `indent`.
+
+    `one_line` (ChatRules.one_line_objects): an object none of whose properties has a note
+    is written on one line, `{a: number, b?: string}`. Published set: 19 more distinct chat
+    prompts exact (7 sources; gpt-3.5, gpt-4o, gpt-4o-mini, gpt-4.1-nano), none fewer, where
+    one property a line billed one token more per such function.
+    """
     required = schema.get("required") or ()
-    lines = []
     properties = schema.get("properties")
+    members = []  # (notes, "name?: type", default comment) of each property
     for name, prop in properties.items() if isinstance(properties, Mapping) else ():
-        # A property's title (pydantic gives every field one) and description are billed
-        # as comment lines, nested properties' too (published set: 36 more exact prompts).
-        for note in (_get(prop, "title"), _get(prop, "description")):
-            if isinstance(note, str) and note:
-                lines.append(" " * indent + "// " + note)
-        optional = "" if name in required else "?"
-        lines.append(" " * indent + f"{name}{optional}: {_ts_type(prop, indent)},")
-    return "\n".join(lines)
+        member = f"{name}{'' if name in required else '?'}: {_ts_type(prop, inner, one_line)}"
+        members.append((_notes(prop), member, _default(prop)))
+    if one_line and not any(notes or default for notes, _, default in members):
+        return "{" + ", ".join(member for _, member, _ in members) + "}"
+    lines = ["{"]
+    for notes, member, default in members:
+        lines += [" " * inner + "// " + note for note in notes]
+        lines.append(" " * inner + member + "," + default)
+    return "\n".join(lines) + "\n" + " " * indent + "}"
 
 
-def render_functions(functions: list[Mapping[str, Any]]) -> str:
-    """The `namespace functions { ... }` text a tools definition becomes in the prompt."""
+def _default(prop: Any) -> str:
+    """A property's default, as a comment after it: ` // default: null` (crewai's optional
+    fields: 4 more distinct published prompts exact, gpt-4o-mini and gpt-4.1-mini)."""
+    if not isinstance(prop, Mapping) or "default" not in prop:
+        return ""
+    try:
+        return " // default: " + json.dumps(prop["default"], ensure_ascii=False)
+    except (TypeError, ValueError, RecursionError):  # not JSON: nothing we can render
+        return ""
+
+
+def render_functions(functions: list[Mapping[str, Any]], one_line: bool = True) -> str:
+    """The `namespace functions { ... }` text a tools definition becomes in the prompt.
+
+    A multi-line description is a comment line per non-blank line, stripped of its
+    indentation (docstrings): 28 more distinct published chat prompts exact (3 sources)
+    than one `// ` for it all, 5 more (2 sources) than keeping blank lines and indentation.
+    """
     lines = ["namespace functions {", ""]
     for function in functions:
         if isinstance(function.get("description"), str) and function["description"]:
-            lines.append("// " + function["description"])
-        parameters = function.get("parameters")
+            description = function["description"].split("\n")
+            lines += ["// " + line.strip() for line in description if line.strip()]
+        parameters, name = function.get("parameters"), function["name"]
         if isinstance(parameters, Mapping) and parameters.get("properties"):
-            lines += [f"type {function['name']} = (_: {{", _ts_properties(parameters, 0)]
-            lines.append("}) => any;")
+            lines.append(f"type {name} = (_: {_ts_object(parameters, 0, 0, one_line)}) => any;")
         else:
-            lines.append(f"type {function['name']} = () => any;")
+            lines.append(f"type {name} = () => any;")
         lines.append("")
     lines.append("} // namespace functions")
     return "\n".join(lines)
 
 
 def _chat_prompt(
-    request: Mapping[str, Any], counter: _Counter, json_schema: Mapping[str, Any] | None
+    request: Mapping[str, Any],
+    counter: _Counter,
+    json_schema: Mapping[str, Any] | None,
+    responses: bool = False,
 ) -> int:
     """A chat request's prompt; `json_schema`: its response format's (`_json_schema`)."""
-    rules, total, has_system = counter.rules, counter.rules.reply_priming, False
+    rules, total, system = counter.rules, counter.rules.reply_priming, None
+    single_calls: dict[Any, str] = {}  # tool_call_id -> name, of calls made one at a time
     for message in request.get("messages") or ():
         role = _get(message, "role")
-        has_system = has_system or role in ("system", "developer")
-        total += rules.per_message + counter.text(role) + counter.content(_get(message, "content"))
-        if role == "tool":
-            total += rules.tool_message
-        elif isinstance(_get(message, "name"), str):
-            total += counter.text(_get(message, "name")) + rules.per_name
-        total += counter.calls(_message_calls(message, counter))
+        if system is None and role in ("system", "developer"):
+            system = _text(_get(message, "content"))
+        total += rules.per_message + counter.content(_get(message, "content"))
+        if role == "tool" and _get(message, "tool_call_id") in single_calls:
+            # The result of a single call is written as from its function.
+            total += counter.text("functions." + single_calls[_get(message, "tool_call_id")])
+        elif role == "tool":
+            total += counter.text(role) + rules.tool_message
+        else:
+            total += counter.text(role)
+            if isinstance(_get(message, "name"), str):
+                total += counter.text(_get(message, "name")) + rules.per_name
+        calls = _message_calls(message, counter)
+        if len(calls) == 1 and not responses:
+            total += counter.text(calls[0][0]) + counter.text(_compact(calls[0][1]))
+            total += rules.history_call
+            for call in _get(message, "tool_calls") or ():
+                single_calls[_get(call, "id")] = calls[0][0]
+        else:
+            total += counter.calls(calls)
         if _get(message, "audio") is not None:  # an earlier audio reply, billed as audio input
             counter.partial = True
     functions = _functions(request, counter)
     if functions:
-        strict = sum(1 for function in functions if function.get("strict"))
-        total += counter.text(render_functions(functions)) + rules.strict_tool * strict
-        total += rules.tools_in_system if has_system else rules.tools_alone
+        namespace = render_functions(functions, rules.one_line_objects)
+        section = "# Tools\n\n## functions\n\n" + namespace
+        if responses and rules.responses_tools is not None:
+            total += counter.text(namespace) + rules.responses_tools
+        elif system is None and json_schema is not None:
+            total += counter.text(section) + rules.tools_beside_schema
+        elif system is None:
+            total += counter.text(section) + rules.tools_alone
+        else:  # the system text's last token may merge with the "\n\n" that follows it
+            total += counter.text(system + "\n\n" + section) - counter.text(system)
+            total += rules.tools_in_system
+        forced = None if responses else _forced(request)
+        if forced is not None:  # the reply is primed as a call to it
+            total += counter.text(" to=functions." + forced) + rules.forced_call
     if json_schema is not None:
         total += counter.text(_render_schema(json_schema))
-        if has_system:
-            total += rules.schema_in_system
-        else:  # the format shares the message the tool namespace opens, if there is one
-            total += rules.schema_with_tools if functions else rules.schema_alone
+        total += rules.schema_in_system if system is not None else rules.schema_alone
     return total
 
 
@@ -639,7 +728,7 @@ def estimate_usage(
             counter.partial |= isinstance(best_of, int) and best_of > n  # unseen candidates
         elif operation == "responses":
             chat = responses_as_chat(request, counter)
-            prompt = _chat_prompt(chat, counter, _json_schema(chat, counter))
+            prompt = _chat_prompt(chat, counter, _json_schema(chat, counter), responses=True)
             # A background response runs on when its stream is left: its whole output is
             # billed, of which the stream showed only a part.
             counter.partial |= request.get("background") is True

@@ -1,0 +1,401 @@
+"""The prompt tokens of requests that offer tools: how the server renders the tool
+definitions, the calls in the history and their results, against real billed usage.
+
+Expected numbers marked "billed" are the prompt tokens OpenAI reported for that exact
+request (published VCR cassettes, benchmarks/data/published.jsonl.gz); the variants show
+what each rule adds or takes away.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from opentelemetry.instrumentation.openai_usage.estimate import Encoder, estimate_usage
+from opentelemetry.instrumentation.openai_usage.tally import CompletionTally
+
+from . import test_estimate
+
+# test_estimate's fixtures (o200k_base loaded offline), as this module's too.
+encoders, o200k = test_estimate.encoders, test_estimate.o200k
+
+
+def prompt(request: dict[str, Any], enc: Encoder, model: str, operation: str = "chat") -> int:
+    """The estimated prompt tokens of `request` (no output: the prompt alone)."""
+    usage = estimate_usage(operation, {"model": model, **request}, CompletionTally(), model, enc)
+    assert usage.input_tokens is not None
+    return usage.input_tokens
+
+
+def function(name: str, description: str, parameters: dict[str, Any], **more: Any) -> Any:
+    return {
+        "type": "function",
+        "function": {"name": name, "description": description, "parameters": parameters, **more},
+    }
+
+
+def titled(*names: str, described: bool = False) -> dict[str, Any]:
+    """A pydantic model's parameters: every field titled, all required."""
+    properties: dict[str, Any] = {}
+    for name in names:
+        properties[name] = {"title": name.replace("_", " ").title(), "type": "string"}
+        if described:
+            properties[name]["description"] = f"The {name.replace('_', ' ')}"
+    return {"properties": properties, "required": list(names), "type": "object"}
+
+
+CREWAI_TASK = (
+    "\nCurrent Task: {task}\n\nThis is the expected criteria for your final answer: {criteria}\n"
+    "you MUST return the actual complete content as the final answer, not a summary.\n\n"
+    "This is VERY important to you, your job depends on it!"
+)
+RESEARCHER = (
+    "You are Researcher. You're an expert researcher, specialized in technology, software "
+    "engineering, AI and startups. You work as a freelancer and is now working on doing "
+    "research and analysis for a new customer.\nYour personal goal is: Make the best research "
+    "and analysis on content about AI and AI agents"
+)
+
+
+def test_the_tools_section_is_billed_as_text_after_the_system_message(o200k: Encoder) -> None:
+    # crewai 1.15.44, test_task_with_no_arguments (gpt-4.1-mini, 2026-01)
+    task = "Look at the available data and give me a sense on the total number of sales."
+    user = CREWAI_TASK.format(task=task, criteria="The total number of sales as an integer")
+    messages = [{"role": "system", "content": RESEARCHER}, {"role": "user", "content": user}]
+    tools = [
+        function(
+            "return_data",
+            "Useful to get the sales related data",
+            {"properties": {}, "type": "object"},
+        )
+    ]
+    request = {"messages": messages, "tools": tools, "tool_choice": "auto"}
+    assert prompt(request, o200k, "gpt-4.1-mini") == 167  # billed
+    # A system text ending in "." merges with the "\n\n" before "# Tools": one token fewer.
+    # (crewai's test_task_with_max_execution_time, the same but for a closing ".", was
+    # billed exactly so.)
+    messages[0] = {"role": "system", "content": RESEARCHER + "."}
+    assert prompt(request, o200k, "gpt-4.1-mini") == 167 + 1 - 1
+
+
+DELEGATE = (
+    "Delegate a specific task to one of the following coworkers: Researcher\nThe input to "
+    "this tool should be the coworker, the task you want them to do, and ALL necessary "
+    "context to execute the task, they know nothing about the task, so share absolutely "
+    "everything you know, don't reference things but instead explain them."
+)
+ASK = (
+    "Ask a specific question to one of the following coworkers: Researcher\nThe input to "
+    "this tool should be the coworker, the question you have for them, and ALL necessary "
+    "context to ask the question properly, they know nothing about the question, so share "
+    "absolutely everything you know, don't reference things but instead explain them."
+)
+MANAGER = (
+    "You are Crew Manager. You are a seasoned manager with a knack for getting the best out "
+    "of your team.\nYou are also known for your ability to delegate work to the right "
+    "people, and to ask the right questions to get the best out of your team.\nEven though "
+    "you don't perform tasks by yourself, you have a lot of experience in the field, which "
+    "allows you to properly evaluate the work of your team members.\nYour personal goal is: "
+    "Manage the team to complete the task in the best way possible."
+)
+
+
+def coworker_tools(delegate: str = DELEGATE, ask: str = ASK) -> list[Any]:
+    def parameters(first: str, what: str, coworker: str) -> dict[str, Any]:
+        fields = {
+            first: {"description": f"The {first} to {what}", "title": first.title()},
+            "context": {"description": f"The context for the {first}", "title": "Context"},
+            "coworker": {"description": f"The role/name of the coworker to {coworker}"},
+        }
+        fields["coworker"]["title"] = "Coworker"
+        for field in fields.values():
+            field["type"] = "string"
+        return {"properties": fields, "required": list(fields), "type": "object"}
+
+    return [
+        function(
+            "Delegate_work_to_coworker", delegate, parameters("task", "delegate", "delegate to")
+        ),
+        function("Ask_question_to_coworker", ask, parameters("question", "ask", "ask")),
+    ]
+
+
+def test_each_line_of_a_multi_line_function_description_is_a_comment_line(
+    o200k: Encoder,
+) -> None:
+    # crewai 1.15.44, test_agent_usage_metrics_are_captured_for_hierarchical_process (gpt-4o)
+    task = CREWAI_TASK.format(task="Ask the researched to say hi!", criteria="Howdy!")
+    messages = [{"role": "system", "content": MANAGER}, {"role": "user", "content": task}]
+    request = {"messages": messages, "tools": coworker_tools(), "tool_choice": "auto"}
+    assert prompt(request, o200k, "gpt-4o") == 433  # billed
+    # Joined into one line, each description loses its second "// " (and the line break).
+    request["tools"] = coworker_tools(DELEGATE.replace("\n", " "), ASK.replace("\n", " "))
+    per_line = len(o200k.encode_ordinary("Researcher\n// The")) - len(
+        o200k.encode_ordinary("Researcher The")
+    )
+    assert per_line > 0
+    assert prompt(request, o200k, "gpt-4o") == 433 - 2 * per_line
+
+
+def test_a_call_in_the_history_is_billed_with_compact_arguments_and_its_result_as_from_its_function(
+    o200k: Encoder,
+) -> None:
+    # crewai 1.15.44, agents/test_agent_execution_with_tools, second request (gpt-4.1-mini)
+    task = CREWAI_TASK.format(
+        task="What is 3 times 4?", criteria="The result of the multiplication."
+    )
+    call = {
+        "id": "call_GAly2Kh4lmjVTjNTIACicQCH",
+        "type": "function",
+        "function": {"name": "multiplier", "arguments": '{"first_number":3,"second_number":4}'},
+    }
+    messages = [
+        {
+            "role": "system",
+            "content": "You are test role. test backstory\nYour personal goal is: test goal",
+        },
+        {"role": "user", "content": task},
+        {"role": "assistant", "content": None, "tool_calls": [call]},
+        {"role": "tool", "tool_call_id": call["id"], "content": "12"},
+        {
+            "role": "user",
+            "content": "Analyze the tool result. If requirements are met, provide the Final "
+            "Answer. Otherwise, call the next tool. Deliver only the answer without "
+            "meta-commentary.",
+        },
+    ]
+    multiplier = function(
+        "multiplier",
+        "Useful for when you need to multiply two numbers together.",
+        titled("first_number", "second_number"),
+    )
+    request = {"messages": messages, "tools": [multiplier], "tool_choice": "auto"}
+    assert prompt(request, o200k, "gpt-4.1-mini") == 198  # billed
+    spaced = copy.deepcopy(request)
+    spaced["messages"][2]["tool_calls"][0]["function"]["arguments"] = (
+        '{"first_number": 3, "second_number": 4}'
+    )
+    assert prompt(spaced, o200k, "gpt-4.1-mini") == 198  # re-serialised compactly
+    # The result is written as from "functions.multiplier": the name's tokens count.
+    renamed = copy.deepcopy(request)
+    renamed["messages"][2]["tool_calls"][0]["function"]["name"] = "multiplier_of_two_numbers"
+    name_tokens = len(o200k.encode_ordinary("_of_two_numbers"))
+    assert prompt(renamed, o200k, "gpt-4.1-mini") == 198 + 2 * name_tokens
+
+
+def test_a_strict_function_costs_no_more_than_a_plain_one(o200k: Encoder) -> None:
+    # crewai 1.15.44, agents/test_lite_agent_with_tools (gpt-4o-mini, 2026-02)
+    system = (
+        "You are Research Assistant. You are a helpful research assistant who can search for "
+        "information about the population of Tokyo.\nYour personal goal is: Find information "
+        "about the population of Tokyo"
+    )
+    task = (
+        "\nCurrent Task: What is the population of Tokyo and how many people would that be "
+        "per square kilometer if Tokyo's area is 2,194 square kilometers?"
+    )
+    parameters = {**titled("query"), "additionalProperties": False}
+    search = function(
+        "search_web", "Search the web for information about a topic.", parameters, strict=True
+    )
+    messages = [{"role": "system", "content": system}, {"role": "user", "content": task}]
+    request = {"messages": messages, "tools": [search], "tool_choice": "auto"}
+    assert prompt(request, o200k, "gpt-4o-mini") == 116  # billed
+    request["tools"] = [{**search, "function": {**search["function"], "strict": False}}]
+    assert prompt(request, o200k, "gpt-4o-mini") == 116
+
+
+def test_an_object_whose_properties_have_no_notes_is_written_on_one_line(
+    o200k: Encoder,
+) -> None:
+    # opentelemetry-instrumentation-agno 0.62.4, test_agent_with_tools (gpt-4o-mini)
+    numbers = {"a": {"type": "number"}, "b": {"type": "number"}}
+    parameters = {"type": "object", "properties": numbers, "required": ["a", "b"]}
+    add = function("add_numbers", "Add two numbers together.", parameters)
+    request = {"messages": [{"role": "user", "content": "Add 5 and 7"}], "tools": [add]}
+    assert prompt(request, o200k, "gpt-4o-mini") == 52  # billed: "{a: number, b: number}"
+    # A note on a property puts each on its own line, below its comment lines.
+    noted = {**numbers, "a": {"type": "number", "description": "x"}}
+    request["tools"] = [
+        function("add_numbers", "Add two numbers together.", {**parameters, "properties": noted})
+    ]
+    one_per_line = "(_: {\n// x\na: number,\nb: number,\n})"
+    assert prompt(request, o200k, "gpt-4o-mini") == 52 + len(
+        o200k.encode_ordinary(one_per_line)
+    ) - len(o200k.encode_ordinary("(_: {a: number, b: number})"))
+
+
+def test_without_a_system_message_tools_and_a_json_schema_format_share_one(
+    o200k: Encoder,
+) -> None:
+    # mirascope 2.8.2, test_structured_output_with_tools (gpt-4o, 2026-01)
+    fields = ("title", "author", "pages", "publication_year")
+    schema = {**titled(*fields), "title": "BookSummary", "additionalProperties": False}
+    schema["properties"]["pages"]["type"] = "integer"
+    schema["properties"]["publication_year"]["type"] = "integer"
+    book_format = {"name": "BookSummary", "schema": schema, "strict": True}
+    lookup = function(
+        "get_book_info",
+        "Look up book information by ISBN.",
+        {**titled("isbn"), "additionalProperties": False},
+        strict=True,
+    )
+    ask = (
+        "Please look up the book with ISBN 0-7653-1178-X and provide detailed info and a "
+        "recommendation score"
+    )
+    request = {
+        "messages": [{"role": "user", "content": ask}],
+        "response_format": {"type": "json_schema", "json_schema": book_format},
+        "tools": [lookup],
+    }
+    assert prompt(request, o200k, "gpt-4o") == 140  # billed
+    section = len(o200k.encode_ordinary("# Tools\n\n## functions\n\n" + BOOK_NAMESPACE))
+    without_tools = {k: v for k, v in request.items() if k != "tools"}
+    assert 140 - prompt(without_tools, o200k, "gpt-4o") == section  # no message of its own
+    without_format = {k: v for k, v in request.items() if k != "response_format"}
+    alone = prompt(without_format, o200k, "gpt-4o") - prompt(
+        {"messages": request["messages"]}, o200k, "gpt-4o"
+    )
+    assert alone == section + 3  # a system message of its own: 3 more
+
+
+BOOK_NAMESPACE = (
+    "namespace functions {\n\n// Look up book information by ISBN.\n"
+    "type get_book_info = (_: {\n// Isbn\nisbn: string,\n}) => any;\n\n"
+    "} // namespace functions"
+)
+
+
+FORMATTED_OUTPUT = "__mirascope_formatted_output_tool__"
+
+
+def test_a_forced_function_primes_the_reply_as_a_call_to_it(o200k: Encoder) -> None:
+    # mirascope 2.8.2, test_structured_output_resume/tool (gpt-4o, 2026-02)
+    system = (
+        f"Always respond to the user's query using the {FORMATTED_OUTPUT} tool for structured "
+        "output."
+    )
+    tool = function(
+        FORMATTED_OUTPUT,
+        "Use this tool to extract data in int format for a final response.",
+        {**titled("output"), "additionalProperties": False},
+        strict=True,
+    )
+    tool["function"]["parameters"]["properties"]["output"]["type"] = "integer"
+    request = {
+        "messages": [
+            {"role": "system", "content": system},
+            {"role": "user", "content": "Choose a lucky number between 1 and 10"},
+        ],
+        "parallel_tool_calls": False,
+        "tool_choice": {"type": "function", "function": {"name": FORMATTED_OUTPUT}},
+        "tools": [tool],
+    }
+    assert prompt(request, o200k, "gpt-4o") == 109  # billed
+    request["tool_choice"] = "required"  # any function: the reply is not primed
+    primed = len(o200k.encode_ordinary(" to=functions." + FORMATTED_OUTPUT)) + 4
+    assert prompt(request, o200k, "gpt-4o") == 109 - primed
+
+
+def test_the_responses_api_bills_the_tools_namespace_and_three_tokens(o200k: Encoder) -> None:
+    # mirascope 2.8.2, test_call_with_tool_error, Responses API (gpt-4o, 2026-01)
+    tool = {
+        "type": "function",
+        "name": "passphrase_test_tool",
+        "description": "A tool that must be called with a passphrase.",
+        "parameters": {**titled("passphrase"), "additionalProperties": False},
+        "strict": True,
+    }
+    ask = "Use the test tool to retrieve the secret phrase. The passphrase is 'portal"
+    request = {"input": [{"content": ask, "role": "user"}], "tools": [tool]}
+    assert prompt(request, o200k, "gpt-4o", "responses") == 65  # billed
+    namespace = (
+        "namespace functions {\n\n// A tool that must be called with a passphrase.\n"
+        "type passphrase_test_tool = (_: {\n// Passphrase\npassphrase: string,\n}) => any;\n\n"
+        "} // namespace functions"
+    )
+    without = prompt({"input": request["input"]}, o200k, "gpt-4o", "responses")
+    assert 65 - without == len(o200k.encode_ordinary(namespace)) + 3
+
+
+def test_a_default_is_a_trailing_comment_and_a_docstring_a_comment_line_per_stripped_line(
+    o200k: Encoder,
+) -> None:
+    # mirascope 2.8.2, test_call_with_strict_tool_and_optional_properties (gpt-4o, 2026-01)
+    docstring = (
+        "Get the current weather in a given location.\n\nArgs:\n"
+        "    location: The city and state, e.g. San Francisco, CA\n"
+        "    unit: The temperature unit to use (fahrenheit or celsius)"
+    )
+    parameters = titled("location", "unit")
+    parameters["properties"]["location"]["description"] = (
+        "The city and state, e.g. San Francisco, CA"
+    )
+    parameters["properties"]["unit"]["description"] = (
+        "The temperature unit to use (fahrenheit or celsius)"
+    )
+    parameters["properties"]["unit"]["default"] = "fahrenheit"
+    parameters["additionalProperties"] = False
+    weather = function("get_current_weather", docstring, parameters, strict=True)
+    ask = [{"role": "user", "content": "What's the weather like in San Francisco?"}]
+    request = {"messages": ask, "tools": [weather]}
+    assert prompt(request, o200k, "gpt-4o") == 130  # billed
+    # "unit: string, // default: \"fahrenheit\"": without the default, the comment is gone.
+    del parameters["properties"]["unit"]["default"]
+    comment = ' // default: "fahrenheit"'
+    trailing = len(o200k.encode_ordinary("unit: string," + comment + "\n}")) - len(
+        o200k.encode_ordinary("unit: string,\n}")
+    )
+    assert prompt(request, o200k, "gpt-4o") == 130 - trailing
+    # The docstring's blank line and indentation are not billed: 4 comment lines, stripped.
+    parameters["properties"]["unit"]["default"] = "fahrenheit"
+    lines = [line.strip() for line in docstring.split("\n") if line.strip()]
+    assert len(lines) == 4
+    one_line = function("get_current_weather", " ".join(lines), parameters, strict=True)
+    joined = len(o200k.encode_ordinary("// " + " ".join(lines))) - len(
+        o200k.encode_ordinary("\n".join("// " + line for line in lines))
+    )
+    assert prompt({"messages": ask, "tools": [one_line]}, o200k, "gpt-4o") == 130 + joined
+
+
+def test_a_reasoning_model_writes_an_object_one_property_a_line(o200k: Encoder) -> None:
+    # langchain-openai 1.8.1, test_agent_loop, Responses API (gpt-5.4, 2026-03)
+    tool = {
+        "type": "function",
+        "name": "get_weather",
+        "description": "Get the weather for a location.",
+        "parameters": {
+            "properties": {"location": {"type": "string"}},
+            "required": ["location"],
+            "type": "object",
+        },
+    }
+    ask = [{"content": "What is the weather in San Francisco, CA?", "role": "user"}]
+    request = {"input": ask, "tools": [tool], "stream": False}
+    assert prompt(request, o200k, "gpt-5.4", "responses") == 53  # billed
+    # As gpt-4o writes it, "(_: {location: string})", it would be a token shorter.
+    lines, one_line = "(_: {\nlocation: string,\n})", "(_: {location: string})"
+    shorter = len(o200k.encode_ordinary(lines)) - len(o200k.encode_ordinary(one_line))
+    assert shorter == 1
+
+
+def test_a_responses_input_call_is_billed_as_written_and_its_output_as_a_tool_message(
+    o200k: Encoder,
+) -> None:
+    # pydantic logfire, test_openai/test_responses_api, second request (gpt-4.1, 2025-10)
+    call = {
+        "arguments": '{"location":"Paris, France"}',
+        "call_id": "call_uilZSE2qAuMA2NWct72DBwd6",
+        "name": "get_weather",
+        "type": "function_call",
+        "id": "fc_039e74dd66b112920068dfe105cbf4819c8d5eb84dab55a8f9",
+        "status": "completed",
+    }
+    output = {"type": "function_call_output", "call_id": call["call_id"], "output": "Rainy"}
+    ask = {"role": "user", "content": "What is the weather like in Paris today?"}
+    request = {"input": [ask, call, output]}
+    assert prompt(request, o200k, "gpt-4.1", "responses") == 43  # billed
+    # Not re-serialised as a chat history's call is: spaced arguments cost their spaces.
+    spaced = {**call, "arguments": '{"location": "Paris, France"}'}
+    assert prompt({"input": [ask, spaced, output]}, o200k, "gpt-4.1", "responses") == 44
