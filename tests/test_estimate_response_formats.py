@@ -44,20 +44,23 @@ BOOK_SUMMARY: dict[str, Any] = {
     "type": "object",
     "additionalProperties": False,
 }
-BOOK_INFO_TOOL: dict[str, Any] = {
-    "type": "function",
-    "function": {
-        "name": "get_book_info",
-        "description": "Look up book information by ISBN.",
-        "parameters": {
-            "properties": {"isbn": titled("Isbn", "string")},
-            "required": ["isbn"],
-            "additionalProperties": False,
-            "type": "object",
-        },
-        "strict": False,
-    },
-}
+
+
+def one_field_tool(name: str, description: str, field: str, kind: str, strict: bool) -> Any:
+    """A function tool taking one required, titled field (pydantic's shape)."""
+    parameters = {
+        "properties": {field: titled(field.capitalize(), kind)},
+        "required": [field],
+        "additionalProperties": False,
+        "type": "object",
+    }
+    function = {"name": name, "description": description, "parameters": parameters}
+    return {"type": "function", "function": {**function, "strict": strict}}
+
+
+BOOK_INFO_TOOL = one_field_tool(
+    "get_book_info", "Look up book information by ISBN.", "isbn", "string", strict=False
+)
 ISBN_QUESTION = {
     "role": "user",
     "content": "Please look up the book with ISBN 0-7653-1178-X and provide detailed info "
@@ -134,20 +137,8 @@ def test_an_earlier_json_answer_costs_nothing_more_without_a_json_schema_format(
         "__mirascope_formatted_output_tool__ tool for structured output.",
     }
     name = "__mirascope_formatted_output_tool__"
-    tool = {
-        "type": "function",
-        "function": {
-            "name": name,
-            "description": "Use this tool to extract data in int format for a final response.",
-            "parameters": {
-                "properties": {"output": titled("Output", "integer")},
-                "required": ["output"],
-                "additionalProperties": False,
-                "type": "object",
-            },
-            "strict": True,
-        },
-    }
+    description = "Use this tool to extract data in int format for a final response."
+    tool = one_field_tool(name, description, "output", "integer", strict=True)
     forced = {
         "parallel_tool_calls": False,
         "tool_choice": {"type": "function", "function": {"name": name}},
