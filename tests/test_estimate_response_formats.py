@@ -44,20 +44,23 @@ BOOK_SUMMARY: dict[str, Any] = {
     "type": "object",
     "additionalProperties": False,
 }
-BOOK_INFO_TOOL: dict[str, Any] = {
-    "type": "function",
-    "function": {
-        "name": "get_book_info",
-        "description": "Look up book information by ISBN.",
-        "parameters": {
-            "properties": {"isbn": titled("Isbn", "string")},
-            "required": ["isbn"],
-            "additionalProperties": False,
-            "type": "object",
-        },
-        "strict": False,
-    },
-}
+
+
+def one_field_tool(name: str, description: str, field: str, kind: str, strict: bool) -> Any:
+    """A function tool taking one required, titled field (pydantic's shape)."""
+    parameters = {
+        "properties": {field: titled(field.capitalize(), kind)},
+        "required": [field],
+        "additionalProperties": False,
+        "type": "object",
+    }
+    function = {"name": name, "description": description, "parameters": parameters}
+    return {"type": "function", "function": {**function, "strict": strict}}
+
+
+BOOK_INFO_TOOL = one_field_tool(
+    "get_book_info", "Look up book information by ISBN.", "isbn", "string", strict=False
+)
 ISBN_QUESTION = {
     "role": "user",
     "content": "Please look up the book with ISBN 0-7653-1178-X and provide detailed info "
@@ -83,3 +86,63 @@ def test_a_json_schema_format_beside_tools_shares_the_system_message_they_open(
     alone = prompt({**bare, "response_format": book_format}, o200k) - prompt(bare, o200k)
     beside_tools = prompt(both, o200k) - prompt(tools, o200k)
     assert beside_tools == alone - 3
+
+
+# mirascope 2.8.2, tests/e2e/input/cassettes/test_structured_output_resume/: one question
+# answered under a format, then resumed with that answer and a second question.
+LUCKY = {"role": "user", "content": "Choose a lucky number between 1 and 10"}
+AGAIN = {"role": "user", "content": "Ok, now choose a different lucky number"}
+ANSWER = {"role": "assistant", "content": '{"output":7}'}
+INT_OUTPUT: dict[str, Any] = {
+    "description": "Wrapper for primitive type int",
+    "properties": {"output": titled("Output", "integer")},
+    "required": ["output"],
+    "title": "intOutput",
+    "type": "object",
+    "additionalProperties": False,
+}
+
+
+def int_format(name: str) -> dict[str, Any]:
+    return {
+        "type": "json_schema",
+        "json_schema": {"name": name, "schema": INT_OUTPUT, "strict": True},
+    }
+
+
+def test_an_earlier_answer_under_a_json_schema_format_is_billed_with_the_formats_name(
+    o200k: Encoder,
+) -> None:
+    asked = {"messages": [LUCKY], "response_format": int_format("int")}
+    resumed = {"messages": [LUCKY, ANSWER, AGAIN], "response_format": int_format("int")}
+    # openai_gpt_4o_completions.yaml #0 and #1: billed 62 and 86 prompt tokens. The
+    # format's section itself is not yet counted exactly (3 too many in both), but the
+    # earlier answer and the second question cost what was billed for them.
+    assert prompt(resumed, o200k) - prompt(asked, o200k) == 86 - 62
+    # The answer's extra cost follows the format's name ("int": one token).
+    renamed = {**resumed, "response_format": int_format("lucky_number_output")}
+    asked_renamed = {**asked, "response_format": int_format("lucky_number_output")}
+    extra = len(o200k.encode_ordinary("lucky_number_output")) - 1
+    assert prompt(renamed, o200k) - prompt(asked_renamed, o200k) == 86 - 62 + extra
+
+
+def test_an_earlier_json_answer_costs_nothing_more_without_a_json_schema_format(
+    o200k: Encoder,
+) -> None:
+    # The same test's tool twin (tool/openai_gpt_4o_completions.yaml): the output forced
+    # through a strict tool, and the same earlier answer: billed 109 and 130.
+    system = {
+        "role": "system",
+        "content": "Always respond to the user's query using the "
+        "__mirascope_formatted_output_tool__ tool for structured output.",
+    }
+    name = "__mirascope_formatted_output_tool__"
+    description = "Use this tool to extract data in int format for a final response."
+    tool = one_field_tool(name, description, "output", "integer", strict=True)
+    forced = {
+        "parallel_tool_calls": False,
+        "tool_choice": {"type": "function", "function": {"name": name}},
+        "tools": [tool],
+    }
+    assert prompt({"messages": [system, LUCKY], **forced}, o200k) == 109  # billed
+    assert prompt({"messages": [system, LUCKY, ANSWER, AGAIN], **forced}, o200k) == 130  # billed

@@ -60,6 +60,7 @@ class ChatRules:
     refusal_with_schema: int = 1  # a refusal under a json_schema format, no tools offered
     schema_in_system: int = 4  # a json_schema response format, beside a system message
     schema_alone: int = 9  # ... as a system message of its own
+    earlier_answer: int = 2  # an earlier answer under a json_schema format: + name + this
     responses_item: int = 1  # Responses API: per output item (message or function call)
     responses_tools: int | None = 3  # Responses API: tools namespace + this (None: as chat)
     one_line_objects: bool = True  # an object without property notes on one line
@@ -87,6 +88,10 @@ class ChatRules:
 # gpt-4o request (28 distinct, 3 months) beside a json_object twin (same turns and tools,
 # the schema in a system message), and every one was billed 3 tokens less, relative to its
 # twin, than a message of its own for each would cost.
+# earlier_answer: an earlier assistant answer (text) in a chat request with a json_schema
+# format costs the format's name + 2 more (4 of 4 sibling pairs, 4 distinct schemas,
+# mirascope and crewai; none under json_object or a tool, nor in the Responses API):
+# `_earlier_answer`.
 # tool_choice "none" is not in the data and is counted alike. A single call to a strict
 # function costs nothing more than a plain one (82 of 82 recorded chat calls, 55 requests;
 # all the Responses ones). A call the request forces (`tool_choice` naming the function) is billed
@@ -453,6 +458,8 @@ def _chat_prompt(
                 single_calls[_get(call, "id")] = calls[0][0]
         else:
             total += counter.calls(calls)
+        if json_schema is not None and role == "assistant" and not calls and not responses:
+            total += _earlier_answer(message, json_schema, counter)
         if _get(message, "audio") is not None:  # an earlier audio reply, billed as audio input
             counter.partial = True
     functions = _functions(request, counter)
@@ -475,6 +482,25 @@ def _chat_prompt(
         total += counter.text(_render_schema(json_schema))
         total += rules.schema_in_system if system is not None else rules.schema_alone
     return total
+
+
+def _earlier_answer(message: Any, json_schema: Mapping[str, Any], counter: _Counter) -> int:
+    """What an earlier assistant answer (text) costs beyond its text and framing when the
+    request has a json_schema response format: the format's name + `earlier_answer`, as if
+    the answer's header named the format it was written in (the reply's priming may well
+    name it too; that is inside the `schema_*` constants).
+
+    Evidence: every recorded pair of sibling requests (same schema, model and test, one
+    with an earlier answer and one without) disagreed by exactly the name's tokens + 2
+    until this was counted: 4 distinct schemas (int, ScoreOutput, SimpleOutput,
+    CalculationResult; gpt-4o, gpt-4o-mini, gpt-4.1-mini; mirascope and crewai, OpenAI and
+    Azure). Under a json_object format an earlier JSON answer costs nothing more (7 of 7
+    exact), and nor does one in the Responses API (mirascope's int pair agrees without it).
+    """
+    if not _text(_get(message, "content")):
+        return 0
+    name = _get(json_schema, "name")
+    return counter.text(name if isinstance(name, str) else "") + counter.rules.earlier_answer
 
 
 def _json_schema(request: Mapping[str, Any], counter: _Counter) -> Mapping[str, Any] | None:
