@@ -410,13 +410,20 @@ def render_functions(functions: list[Mapping[str, Any]], one_line: bool = True) 
     A multi-line description is a comment line per non-blank line, stripped of its
     indentation (docstrings): 28 more distinct published chat prompts exact (3 sources)
     than one `// ` for it all, 5 more (2 sources) than keeping blank lines and indentation.
+    The parameters schema's own `title` (openai-agents names it "<function>_args") is a
+    comment line above the description, as a property's title is above its description:
+    every one of the 26 published Responses prompts with such a title (2 sources, gpt-4o
+    and gpt-4.1) was billed more than without it, 5 exact now, the others all closer.
     """
     lines = ["namespace functions {", ""]
     for function in functions:
+        parameters, name = function.get("parameters"), function["name"]
+        title = _get(parameters, "title")
+        if isinstance(title, str) and title:  # as a property's title: a note above the rest
+            lines.append("// " + title)
         if isinstance(function.get("description"), str) and function["description"]:
             description = function["description"].split("\n")
             lines += ["// " + line.strip() for line in description if line.strip()]
-        parameters, name = function.get("parameters"), function["name"]
         if isinstance(parameters, Mapping) and parameters.get("properties"):
             lines.append(f"type {name} = (_: {_ts_object(parameters, 0, 0, one_line)}) => any;")
         else:
