@@ -9,6 +9,7 @@ what each rule adds or takes away.
 from __future__ import annotations
 
 import copy
+import json
 from typing import Any
 
 from opentelemetry.instrumentation.openai_usage.estimate import Encoder, estimate_usage
@@ -399,3 +400,97 @@ def test_a_responses_input_call_is_billed_as_written_and_its_output_as_a_tool_me
     # Not re-serialised as a chat history's call is: spaced arguments cost their spaces.
     spaced = {**call, "arguments": '{"location": "Paris, France"}'}
     assert prompt({"input": [ask, spaced, output]}, o200k, "gpt-4.1", "responses") == 44
+
+
+def test_each_call_of_a_responses_input_is_a_message_of_its_own(o200k: Encoder) -> None:
+    # mirascope 2.8.2, test_call_with_tools, Responses API, second request (gpt-4o, 2025-10)
+    tool = {
+        "type": "function",
+        "name": "secret_retrieval_tool",
+        "description": "A tool that requires a password to retrieve a secret.",
+        "parameters": {**titled("password"), "additionalProperties": False},
+        "strict": False,
+    }
+    calls, outputs = [], []
+    for password, secret in (("mellon", "Welcome to Moria!"), ("radiance", "Life before Death")):
+        call_id = f"call_{password}"
+        arguments = json.dumps({"password": password}, separators=(",", ":"))
+        calls.append(
+            {
+                "arguments": arguments,
+                "call_id": call_id,
+                "name": tool["name"],
+                "type": "function_call",
+            }
+        )
+        outputs.append({"call_id": call_id, "output": secret, "type": "function_call_output"})
+    ask = "Please retrieve the secrets associated with each of these passwords: mellon,radiance"
+    turns = [
+        {"role": "developer", "content": "Use parallel tool calling."},
+        {"content": ask, "role": "user"},
+    ]
+    request = {"input": turns + calls + outputs, "tools": [tool]}
+    assert prompt(request, o200k, "gpt-4o", "responses") == 136  # billed
+    # Two calls in a row cost what the same calls cost apart: not one multi_tool_use.parallel
+    # message as a chat history's parallel calls are (that was 12 tokens more here).
+    apart = {**request, "input": [*turns, calls[0], outputs[0], calls[1], outputs[1]]}
+    assert prompt(apart, o200k, "gpt-4o", "responses") == 136
+
+
+def test_a_responses_tool_choice_naming_a_function_primes_the_reply_as_in_chat(
+    o200k: Encoder,
+) -> None:
+    # opentelemetry-python-contrib, openai-v2 test_responses_create_captures_tool_call_content
+    # (gpt-4o-mini, 2026-04); mirascope's test_structured_output_resume agrees (gpt-4o).
+    tool = {
+        "type": "function",
+        "name": "get_current_weather",
+        "description": "Get the current weather in a given location",
+        "parameters": {
+            "type": "object",
+            "properties": {
+                "location": {"type": "string", "description": "The city and state, e.g. Boston, MA"}
+            },
+            "required": ["location"],
+            "additionalProperties": False,
+        },
+        "strict": True,
+    }
+    request = {
+        "input": "What's the weather in Seattle right now?",
+        "tool_choice": {"type": "function", "name": "get_current_weather"},
+        "tools": [tool],
+    }
+    assert prompt(request, o200k, "gpt-4o-mini", "responses") == 72  # billed
+    primed = len(o200k.encode_ordinary(" to=functions.get_current_weather")) + 4
+    for choice in ("auto", "required"):  # no function named: the reply is not primed
+        unforced = {**request, "tool_choice": choice}
+        assert prompt(unforced, o200k, "gpt-4o-mini", "responses") == 72 - primed
+
+
+def test_a_functions_parameters_title_is_a_comment_line_above_its_description(
+    o200k: Encoder,
+) -> None:
+    # opentelemetry-instrumentation-openai-agents 0.62.4, test_tool_call_and_result_attributes
+    # (gpt-4o, 2025-10): openai-agents titles a function's parameters "<name>_args".
+    parameters = {
+        **titled("city_name"),
+        "title": "get_city_info_args",
+        "additionalProperties": False,
+    }
+    tool = {
+        "name": "get_city_info",
+        "parameters": parameters,
+        "strict": True,
+        "type": "function",
+        "description": "Get detailed information about a city.",
+    }
+    request = {
+        "input": [{"content": "Tell me about London", "role": "user"}],
+        "instructions": "You help users get information about cities using the get_city_info tool.",
+        "tools": [tool],
+    }
+    assert prompt(request, o200k, "gpt-4o", "responses") == 72  # billed
+    del parameters["title"]
+    line = len(o200k.encode_ordinary("// get_city_info_args\n"))
+    assert prompt(request, o200k, "gpt-4o", "responses") == 72 - line
