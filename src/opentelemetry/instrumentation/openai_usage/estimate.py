@@ -108,9 +108,10 @@ class ChatRules:
 # instructions are (60 distinct published requests more exact, 4 sources); its calls and
 # their outputs are counted as `one_call` and role=tool results, each call a message of its
 # own: several calls in a row are separate input items, not chat's one multi_tool_use.parallel
-# message (mirascope, 12 published prompts exact that were 12 tokens over, none lost). A
-# Responses tool_choice naming a function primes the reply as in chat (forced_call: 7
-# published prompts exact, 2 sources, gpt-4o and gpt-4o-mini). Reasoning models (gpt-5
+# message (12 distinct published prompts exact that were 12 tokens over, none lost; one
+# mirascope test, gpt-4o, 2025-10 to 2026-01). A Responses tool_choice naming a function
+# primes the reply as in chat (forced_call: 7 distinct published prompts exact, 5 tests, 2
+# sources, gpt-4o and gpt-4o-mini; the 5 others forced are closer). Reasoning models (gpt-5
 # and later) keep the chat layout there, and write every object one property a line.
 # responses_item: a Responses API output item costs one token more than the same text or
 # call in chat completions (every gpt-4o/4o-mini/4.1 response recorded).
