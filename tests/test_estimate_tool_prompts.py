@@ -35,6 +35,19 @@ def function(name: str, description: str, parameters: dict[str, Any], **more: An
     }
 
 
+def responses_function(
+    name: str, description: str, parameters: dict[str, Any], strict: bool
+) -> dict[str, Any]:
+    """A function tool in the Responses API's flat shape."""
+    return {
+        "type": "function",
+        "name": name,
+        "description": description,
+        "parameters": parameters,
+        "strict": strict,
+    }
+
+
 def titled(*names: str, described: bool = False) -> dict[str, Any]:
     """A pydantic model's parameters: every field titled, all required."""
     properties: dict[str, Any] = {}
@@ -301,13 +314,12 @@ def test_a_forced_function_primes_the_reply_as_a_call_to_it(o200k: Encoder) -> N
 
 def test_the_responses_api_bills_the_tools_namespace_and_three_tokens(o200k: Encoder) -> None:
     # mirascope 2.8.2, test_call_with_tool_error, Responses API (gpt-4o, 2026-01)
-    tool = {
-        "type": "function",
-        "name": "passphrase_test_tool",
-        "description": "A tool that must be called with a passphrase.",
-        "parameters": {**titled("passphrase"), "additionalProperties": False},
-        "strict": True,
-    }
+    tool = responses_function(
+        "passphrase_test_tool",
+        "A tool that must be called with a passphrase.",
+        {**titled("passphrase"), "additionalProperties": False},
+        strict=True,
+    )
     ask = "Use the test tool to retrieve the secret phrase. The passphrase is 'portal"
     request = {"input": [{"content": ask, "role": "user"}], "tools": [tool]}
     assert prompt(request, o200k, "gpt-4o", "responses") == 65  # billed
@@ -404,13 +416,12 @@ def test_a_responses_input_call_is_billed_as_written_and_its_output_as_a_tool_me
 
 def test_each_call_of_a_responses_input_is_a_message_of_its_own(o200k: Encoder) -> None:
     # mirascope 2.8.2, test_call_with_tools, Responses API, second request (gpt-4o, 2025-10)
-    tool = {
-        "type": "function",
-        "name": "secret_retrieval_tool",
-        "description": "A tool that requires a password to retrieve a secret.",
-        "parameters": {**titled("password"), "additionalProperties": False},
-        "strict": False,
-    }
+    tool = responses_function(
+        "secret_retrieval_tool",
+        "A tool that requires a password to retrieve a secret.",
+        {**titled("password"), "additionalProperties": False},
+        strict=False,
+    )
     calls, outputs = [], []
     for password, secret in (("mellon", "Welcome to Moria!"), ("radiance", "Life before Death")):
         call_id = f"call_{password}"
@@ -442,20 +453,7 @@ def test_a_responses_tool_choice_naming_a_function_primes_the_reply_as_in_chat(
 ) -> None:
     # opentelemetry-python-contrib, openai-v2 test_responses_create_captures_tool_call_content
     # (gpt-4o-mini, 2026-04); mirascope's test_structured_output_resume agrees (gpt-4o).
-    tool = {
-        "type": "function",
-        "name": "get_current_weather",
-        "description": "Get the current weather in a given location",
-        "parameters": {
-            "type": "object",
-            "properties": {
-                "location": {"type": "string", "description": "The city and state, e.g. Boston, MA"}
-            },
-            "required": ["location"],
-            "additionalProperties": False,
-        },
-        "strict": True,
-    }
+    tool = {**test_estimate.WEATHER_TOOL["function"], "type": "function", "strict": True}
     request = {
         "input": "What's the weather in Seattle right now?",
         "tool_choice": {"type": "function", "name": "get_current_weather"},
