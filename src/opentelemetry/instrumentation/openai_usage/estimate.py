@@ -347,6 +347,10 @@ def _ts_type(schema: Any, indent: int, one_line: bool) -> str:
     """A JSON schema as the TypeScript-like type OpenAI renders into the prompt."""
     if not isinstance(schema, Mapping):
         return "any"
+    reference = schema.get("$ref")
+    if isinstance(reference, str):  # "#/$defs/Author": the type declared for it (_definitions)
+        name = reference.rsplit("/", 1)[-1]
+        return name if reference.startswith("#/") and name else "any"
     if "enum" in schema and isinstance(schema["enum"], list):
         return " | ".join(json.dumps(v, ensure_ascii=False) for v in schema["enum"]) or "any"
     for key in ("anyOf", "oneOf"):
@@ -405,6 +409,33 @@ def _default(prop: Any) -> str:
         return ""
 
 
+def _definitions(parameters: Any, one_line: bool) -> list[str]:
+    """The `$defs` of a function's parameters, each a type of its own, named as the `$ref`s
+    that use it are written (`author: Author`), its description a comment line above it.
+
+    Named, not written out where used: a strict schema may be recursive, which only a name
+    can render. Published set: the 3 schemas with `$defs` (26 prompts, 3 sources, chat and
+    Responses, gpt-4o and gpt-4o-mini) were billed 26 to 61 tokens more than with `any`
+    for each `$ref`; declared so, every first request of a conversation is within 2
+    tokens (none exact: the declaration's exact form is not known; `interface X {` would
+    be a token shorter), written out in place 3 to 16 tokens over.
+    """
+    definitions = _get(parameters, "$defs")
+    if not isinstance(definitions, Mapping):
+        definitions = _get(parameters, "definitions")
+    lines = []
+    for name, definition in definitions.items() if isinstance(definitions, Mapping) else ():
+        description = _get(definition, "description")
+        if isinstance(description, str) and description:
+            lines.append("// " + description)
+        if _get(definition, "properties"):  # its properties at the margin, as parameters are
+            body = _ts_object(definition, 0, 0, one_line)
+        else:
+            body = _ts_type(definition, 0, one_line)
+        lines.append(f"type {name} = {body};")
+    return lines
+
+
 def render_functions(functions: list[Mapping[str, Any]], one_line: bool = True) -> str:
     """The `namespace functions { ... }` text a tools definition becomes in the prompt.
 
@@ -419,6 +450,7 @@ def render_functions(functions: list[Mapping[str, Any]], one_line: bool = True) 
     lines = ["namespace functions {", ""]
     for function in functions:
         parameters, name = function.get("parameters"), function["name"]
+        lines += _definitions(parameters, one_line)
         title = _get(parameters, "title")
         if isinstance(title, str) and title:  # as a property's title: a note above the rest
             lines.append("// " + title)
