@@ -282,14 +282,13 @@ BOOK_NAMESPACE = (
 
 
 FORMATTED_OUTPUT = "__mirascope_formatted_output_tool__"
+FORMATTED_OUTPUT_SYSTEM = (
+    f"Always respond to the user's query using the {FORMATTED_OUTPUT} tool for structured output."
+)
 
 
 def test_a_forced_function_primes_the_reply_as_a_call_to_it(o200k: Encoder) -> None:
     # mirascope 2.8.2, test_structured_output_resume/tool (gpt-4o, 2026-02)
-    system = (
-        f"Always respond to the user's query using the {FORMATTED_OUTPUT} tool for structured "
-        "output."
-    )
     tool = function(
         FORMATTED_OUTPUT,
         "Use this tool to extract data in int format for a final response.",
@@ -299,7 +298,7 @@ def test_a_forced_function_primes_the_reply_as_a_call_to_it(o200k: Encoder) -> N
     tool["function"]["parameters"]["properties"]["output"]["type"] = "integer"
     request = {
         "messages": [
-            {"role": "system", "content": system},
+            {"role": "system", "content": FORMATTED_OUTPUT_SYSTEM},
             {"role": "user", "content": "Choose a lucky number between 1 and 10"},
         ],
         "parallel_tool_calls": False,
@@ -476,13 +475,9 @@ def test_a_functions_parameters_title_is_a_comment_line_above_its_description(
         "title": "get_city_info_args",
         "additionalProperties": False,
     }
-    tool = {
-        "name": "get_city_info",
-        "parameters": parameters,
-        "strict": True,
-        "type": "function",
-        "description": "Get detailed information about a city.",
-    }
+    tool = responses_function(
+        "get_city_info", "Get detailed information about a city.", parameters, strict=True
+    )
     request = {
         "input": [{"content": "Tell me about London", "role": "user"}],
         "instructions": "You help users get information about cities using the get_city_info tool.",
@@ -519,13 +514,9 @@ def test_a_ref_is_written_as_the_name_of_a_type_declared_for_its_definition(
         "Use this tool to extract data in Book format for a final response.\n"
         "A book with a rating. The title should be in all caps!"
     )
-    system = (
-        f"Always respond to the user's query using the {FORMATTED_OUTPUT} tool for structured "
-        "output."
-    )
     request = {
         "messages": [
-            {"role": "system", "content": system},
+            {"role": "system", "content": FORMATTED_OUTPUT_SYSTEM},
             {
                 "role": "user",
                 "content": "Please recommend the most popular book by Patrick Rothfuss",
