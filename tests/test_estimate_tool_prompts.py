@@ -9,6 +9,7 @@ what each rule adds or takes away.
 from __future__ import annotations
 
 import copy
+import json
 from typing import Any
 
 from opentelemetry.instrumentation.openai_usage.estimate import Encoder, estimate_usage
@@ -31,6 +32,19 @@ def function(name: str, description: str, parameters: dict[str, Any], **more: An
     return {
         "type": "function",
         "function": {"name": name, "description": description, "parameters": parameters, **more},
+    }
+
+
+def responses_function(
+    name: str, description: str, parameters: dict[str, Any], strict: bool
+) -> dict[str, Any]:
+    """A function tool in the Responses API's flat shape."""
+    return {
+        "type": "function",
+        "name": name,
+        "description": description,
+        "parameters": parameters,
+        "strict": strict,
     }
 
 
@@ -268,14 +282,13 @@ BOOK_NAMESPACE = (
 
 
 FORMATTED_OUTPUT = "__mirascope_formatted_output_tool__"
+FORMATTED_OUTPUT_SYSTEM = (
+    f"Always respond to the user's query using the {FORMATTED_OUTPUT} tool for structured output."
+)
 
 
 def test_a_forced_function_primes_the_reply_as_a_call_to_it(o200k: Encoder) -> None:
     # mirascope 2.8.2, test_structured_output_resume/tool (gpt-4o, 2026-02)
-    system = (
-        f"Always respond to the user's query using the {FORMATTED_OUTPUT} tool for structured "
-        "output."
-    )
     tool = function(
         FORMATTED_OUTPUT,
         "Use this tool to extract data in int format for a final response.",
@@ -285,7 +298,7 @@ def test_a_forced_function_primes_the_reply_as_a_call_to_it(o200k: Encoder) -> N
     tool["function"]["parameters"]["properties"]["output"]["type"] = "integer"
     request = {
         "messages": [
-            {"role": "system", "content": system},
+            {"role": "system", "content": FORMATTED_OUTPUT_SYSTEM},
             {"role": "user", "content": "Choose a lucky number between 1 and 10"},
         ],
         "parallel_tool_calls": False,
@@ -300,13 +313,12 @@ def test_a_forced_function_primes_the_reply_as_a_call_to_it(o200k: Encoder) -> N
 
 def test_the_responses_api_bills_the_tools_namespace_and_three_tokens(o200k: Encoder) -> None:
     # mirascope 2.8.2, test_call_with_tool_error, Responses API (gpt-4o, 2026-01)
-    tool = {
-        "type": "function",
-        "name": "passphrase_test_tool",
-        "description": "A tool that must be called with a passphrase.",
-        "parameters": {**titled("passphrase"), "additionalProperties": False},
-        "strict": True,
-    }
+    tool = responses_function(
+        "passphrase_test_tool",
+        "A tool that must be called with a passphrase.",
+        {**titled("passphrase"), "additionalProperties": False},
+        strict=True,
+    )
     ask = "Use the test tool to retrieve the secret phrase. The passphrase is 'portal"
     request = {"input": [{"content": ask, "role": "user"}], "tools": [tool]}
     assert prompt(request, o200k, "gpt-4o", "responses") == 65  # billed
@@ -399,3 +411,127 @@ def test_a_responses_input_call_is_billed_as_written_and_its_output_as_a_tool_me
     # Not re-serialised as a chat history's call is: spaced arguments cost their spaces.
     spaced = {**call, "arguments": '{"location": "Paris, France"}'}
     assert prompt({"input": [ask, spaced, output]}, o200k, "gpt-4.1", "responses") == 44
+
+
+def test_each_call_of_a_responses_input_is_a_message_of_its_own(o200k: Encoder) -> None:
+    # mirascope 2.8.2, test_call_with_tools, Responses API, second request (gpt-4o, 2025-10)
+    tool = responses_function(
+        "secret_retrieval_tool",
+        "A tool that requires a password to retrieve a secret.",
+        {**titled("password"), "additionalProperties": False},
+        strict=False,
+    )
+    calls, outputs = [], []
+    for password, secret in (("mellon", "Welcome to Moria!"), ("radiance", "Life before Death")):
+        call_id = f"call_{password}"
+        arguments = json.dumps({"password": password}, separators=(",", ":"))
+        calls.append(
+            {
+                "arguments": arguments,
+                "call_id": call_id,
+                "name": tool["name"],
+                "type": "function_call",
+            }
+        )
+        outputs.append({"call_id": call_id, "output": secret, "type": "function_call_output"})
+    ask = "Please retrieve the secrets associated with each of these passwords: mellon,radiance"
+    turns = [
+        {"role": "developer", "content": "Use parallel tool calling."},
+        {"content": ask, "role": "user"},
+    ]
+    request = {"input": turns + calls + outputs, "tools": [tool]}
+    assert prompt(request, o200k, "gpt-4o", "responses") == 136  # billed
+    # Two calls in a row cost what the same calls cost apart: not one multi_tool_use.parallel
+    # message as a chat history's parallel calls are (that was 12 tokens more here).
+    apart = {**request, "input": [*turns, calls[0], outputs[0], calls[1], outputs[1]]}
+    assert prompt(apart, o200k, "gpt-4o", "responses") == 136
+
+
+def test_a_responses_tool_choice_naming_a_function_primes_the_reply_as_in_chat(
+    o200k: Encoder,
+) -> None:
+    # opentelemetry-python-contrib, openai-v2 test_responses_create_captures_tool_call_content
+    # (gpt-4o-mini, 2026-04); mirascope's test_structured_output_resume agrees (gpt-4o).
+    tool = {**test_estimate.WEATHER_TOOL["function"], "type": "function", "strict": True}
+    request = {
+        "input": "What's the weather in Seattle right now?",
+        "tool_choice": {"type": "function", "name": "get_current_weather"},
+        "tools": [tool],
+    }
+    assert prompt(request, o200k, "gpt-4o-mini", "responses") == 72  # billed
+    primed = len(o200k.encode_ordinary(" to=functions.get_current_weather")) + 4
+    for choice in ("auto", "required"):  # no function named: the reply is not primed
+        unforced = {**request, "tool_choice": choice}
+        assert prompt(unforced, o200k, "gpt-4o-mini", "responses") == 72 - primed
+
+
+def test_a_functions_parameters_title_is_a_comment_line_above_its_description(
+    o200k: Encoder,
+) -> None:
+    # opentelemetry-instrumentation-openai-agents 0.62.4, test_tool_call_and_result_attributes
+    # (gpt-4o, 2025-10): openai-agents titles a function's parameters "<name>_args".
+    parameters = {
+        **titled("city_name"),
+        "title": "get_city_info_args",
+        "additionalProperties": False,
+    }
+    tool = responses_function(
+        "get_city_info", "Get detailed information about a city.", parameters, strict=True
+    )
+    request = {
+        "input": [{"content": "Tell me about London", "role": "user"}],
+        "instructions": "You help users get information about cities using the get_city_info tool.",
+        "tools": [tool],
+    }
+    assert prompt(request, o200k, "gpt-4o", "responses") == 72  # billed
+    del parameters["title"]
+    line = len(o200k.encode_ordinary("// get_city_info_args\n"))
+    assert prompt(request, o200k, "gpt-4o", "responses") == 72 - line
+
+
+def test_a_ref_is_written_as_the_name_of_a_type_declared_for_its_definition(
+    o200k: Encoder,
+) -> None:
+    # mirascope 2.8.2, test_structured_output/tool (gpt-4o, 2025-10): billed 172.
+    author = {
+        "description": "The author of a book.",
+        **titled("first_name", "last_name"),
+        "title": "Author",
+        "additionalProperties": False,
+    }
+    parameters = {
+        **titled("title", "author", "rating"),
+        "additionalProperties": False,
+        "$defs": {"Author": author},
+    }
+    parameters["properties"]["author"] = {"$ref": "#/$defs/Author"}
+    parameters["properties"]["rating"] = {
+        "description": "For testing purposes, the rating should be 7",
+        "title": "Rating",
+        "type": "integer",
+    }
+    description = (
+        "Use this tool to extract data in Book format for a final response.\n"
+        "A book with a rating. The title should be in all caps!"
+    )
+    request = {
+        "messages": [
+            {"role": "system", "content": FORMATTED_OUTPUT_SYSTEM},
+            {
+                "role": "user",
+                "content": "Please recommend the most popular book by Patrick Rothfuss",
+            },
+        ],
+        "parallel_tool_calls": False,
+        "tool_choice": {"type": "function", "function": {"name": FORMATTED_OUTPUT}},
+        "tools": [function(FORMATTED_OUTPUT, description, parameters, strict=True)],
+    }
+    # One token over what was billed (172): how the server words the declaration is not
+    # known exactly; `author: any` without it was 26 tokens short.
+    assert prompt(request, o200k, "gpt-4o") == 172 + 1
+    # Without the definition, "author: object" is as long as "author: Author": the 27
+    # tokens less are the declaration "// The author of a book.\ntype Author = {...};"
+    # (its 28 tokens alone, one merging with the line before it).
+    del parameters["$defs"]
+    parameters["properties"]["author"] = {"type": "object"}
+    assert prompt(request, o200k, "gpt-4o") == 172 + 1 - 27
