@@ -12,7 +12,7 @@ import pytest
 
 from opentelemetry.instrumentation.openai_usage.estimate import Encoder, estimate_usage
 from opentelemetry.instrumentation.openai_usage.estimator import LOADER
-from opentelemetry.instrumentation.openai_usage.tally import CompletionTally
+from opentelemetry.instrumentation.openai_usage.tally import CompletionTally, tally_from_output
 from opentelemetry.instrumentation.openai_usage.telemetry import PROVIDER_AZURE, PROVIDER_OPENAI
 from opentelemetry.instrumentation.openai_usage.usage import Usage
 
@@ -93,3 +93,34 @@ def test_an_answer_the_content_filter_withheld_is_a_lower_bound(o200k: Encoder) 
     assert filtered.output_tokens == 0 and filtered.lower_bound
     finished = estimate_usage("chat", request, tally, model, o200k, PROVIDER_AZURE, ["stop"])
     assert not finished.lower_bound
+
+
+def test_a_responses_call_the_request_forces_is_billed_its_arguments_alone(
+    o200k: Encoder,
+) -> None:
+    # mirascope 2.8.2, tests/e2e/input/cassettes/test_structured_output_resume/tool/
+    # openai_gpt_4o_responses.yaml#0: Responses' flat tool_choice {"type", "name"}.
+    name = "__mirascope_formatted_output_tool__"
+    parameters = {
+        "properties": {"output": {"title": "Output", "type": "integer"}},
+        "required": ["output"],
+        "additionalProperties": False,
+        "type": "object",
+    }
+    tool = {"type": "function", "name": name, "parameters": parameters, "strict": True}
+    request = {
+        "model": "gpt-4o",
+        "input": [{"role": "user", "content": "Choose a lucky number between 1 and 10"}],
+        "tools": [tool],
+    }
+    call = {"type": "function_call", "name": name, "arguments": '{"output":7}', "call_id": "c"}
+    tally = tally_from_output({"output": [call]})
+
+    def output(request: dict[str, Any]) -> int | None:
+        usage = estimate_usage("responses", request, tally, "gpt-4o-2024-08-06", o200k)
+        return usage.output_tokens
+
+    forced = {**request, "tool_choice": {"type": "function", "name": name}}
+    assert output(forced) == 6  # billed: the arguments (5 tokens) and the item's token
+    # Not forced, the model writes the name and the call's framing too.
+    assert output(request) == 6 + len(o200k.encode_ordinary(name)) + 7

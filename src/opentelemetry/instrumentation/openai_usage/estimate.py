@@ -582,10 +582,11 @@ def _untitled(value: Any) -> Any:
 
 
 def _forced(request: Mapping[str, Any]) -> str | None:
-    """The function a chat request's `tool_choice` (or legacy `function_call`) forces."""
+    """The function a request's `tool_choice` (or chat's legacy `function_call`) forces."""
     choice = request.get("tool_choice")
     if isinstance(choice, Mapping) and choice.get("type") == "function":
-        name = _get(choice.get("function"), "name")
+        # Chat nests the name in `function`; the Responses API gives it flat.
+        name = _get(choice.get("function"), "name") if "function" in choice else choice.get("name")
         return name if isinstance(name, str) else None
     legacy = request.get("function_call")
     name = legacy.get("name") if isinstance(legacy, Mapping) else None
@@ -651,7 +652,7 @@ def _completion(
         )
     else:
         text_extra, refusal_extra = 0, rules.refusal_with_schema if schema else 0
-    forced = None if responses else _forced(request)
+    forced = _forced(request)
     total = 0
     for choice in tally.choices.values():
         content, refusal = "".join(choice.content), "".join(choice.refusal)
