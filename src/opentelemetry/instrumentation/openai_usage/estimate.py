@@ -16,13 +16,14 @@ from __future__ import annotations
 import importlib
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from .schema_text import render_functions, render_response_format
 from .tally import CompletionTally, not_given
 from .tally import get as _get
+from .tally import items as _items
 from .telemetry import PROVIDER_AZURE
 from .usage import SOURCE_ESTIMATE, Usage
 
@@ -357,15 +358,17 @@ def _chat_prompt(
 ) -> int:
     """A chat request's prompt; `json_schema`: its response format's (`_json_schema`)."""
     rules, total, system = counter.rules, counter.rules.reply_priming, None
-    single_calls: dict[Any, str] = {}  # tool_call_id -> name, of calls made one at a time
+    # tool_call_id -> name, of calls made one at a time. Only string ids: a request may
+    # hold anything, and a dict or list for an id would make the lookup itself raise.
+    single_calls: dict[str, str] = {}
     for message in request.get("messages") or ():
-        role = _get(message, "role")
+        role, call_id = _get(message, "role"), _get(message, "tool_call_id")
         if system is None and role in ("system", "developer"):
             system = _text(_get(message, "content"))
         total += rules.per_message + counter.content(_get(message, "content"))
-        if role == "tool" and _get(message, "tool_call_id") in single_calls:
+        if role == "tool" and isinstance(call_id, str) and call_id in single_calls:
             # The result of a single call is written as from its function.
-            total += counter.text("functions." + single_calls[_get(message, "tool_call_id")])
+            total += counter.text("functions." + single_calls[call_id])
         elif role == "tool":
             total += counter.text(role) + rules.tool_message
         else:
@@ -376,8 +379,9 @@ def _chat_prompt(
         if len(calls) == 1 and not responses:
             total += counter.text(calls[0][0]) + counter.text(_compact(calls[0][1]))
             total += rules.history_call
-            for call in _get(message, "tool_calls") or ():
-                single_calls[_get(call, "id")] = calls[0][0]
+            for call in _items(_get(message, "tool_calls")):
+                if isinstance(_get(call, "id"), str):
+                    single_calls[_get(call, "id")] = calls[0][0]
         else:
             total += counter.calls(calls)
         if json_schema is not None and role == "assistant" and not calls and not responses:
@@ -386,7 +390,7 @@ def _chat_prompt(
             counter.partial = True
     functions = _functions(request, counter)
     if functions:
-        namespace = render_functions(functions, rules.one_line_objects)
+        namespace = _rendered(render_functions, counter, functions, rules.one_line_objects)
         section = "# Tools\n\n## functions\n\n" + namespace
         if responses and rules.responses_tools is not None:
             total += counter.text(namespace) + rules.responses_tools
@@ -401,9 +405,23 @@ def _chat_prompt(
         if forced is not None:  # the reply is primed as a call to it
             total += counter.text(" to=functions." + forced) + rules.forced_call
     if json_schema is not None:
-        total += counter.text(render_response_format(json_schema))
+        total += counter.text(_rendered(render_response_format, counter, json_schema))
         total += rules.schema_in_system if system is not None else rules.schema_alone
     return total
+
+
+def _rendered(render: Callable[..., str], counter: _Counter, *schema: Any) -> str:
+    """A schema's prompt text (`schema_text`), or none if it cannot be written: nested
+    about as deep as the SDK's own `json.dumps` could write it (about 490 levels), the
+    renderer may reach the recursion limit where the SDK did not (the estimate may run
+    deeper in the stack than the call's serialization did); a Python object that
+    contains itself, keys no JSON has. The rest of the prompt is still counted, and the
+    estimate is a lower bound, as for anything else it cannot see."""
+    try:
+        return render(*schema)
+    except (RecursionError, TypeError, ValueError):
+        counter.partial = True
+        return ""
 
 
 def _earlier_answer(message: Any, json_schema: Mapping[str, Any], counter: _Counter) -> int:
