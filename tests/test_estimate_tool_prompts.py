@@ -654,3 +654,45 @@ def test_a_schema_too_deep_to_render_leaves_the_rest_counted_as_a_lower_bound(
         usage = usage_of({"messages": messages, "tools": [function("f", "", parameters)]}, o200k)
         assert usage.input_tokens is not None and usage.input_tokens >= alone
         assert usage.lower_bound
+
+
+def test_a_type_listed_twice_is_rendered_once_so_nesting_does_not_double_the_work(
+    o200k: Encoder,
+) -> None:
+    # `"type": ["array", "array"]` wrote its items twice, at every level: 2**depth times,
+    # so a schema of a few hundred bytes took minutes at the end of the call.
+    def nested(kind: Any) -> dict[str, Any]:
+        schema: dict[str, Any] = {"type": "string"}
+        for _ in range(16):
+            schema = {"type": kind, "items": schema}
+        parameters = {"type": "object", "properties": {"a": schema}}
+        return {
+            "messages": [{"role": "user", "content": "Hi"}],
+            "tools": [function("f", "", parameters)],
+        }
+
+    assert prompt(nested(["array", "array"]), o200k, "gpt-4o") == prompt(
+        nested(["array"]), o200k, "gpt-4o"
+    )
+
+
+def test_a_forced_function_given_as_the_sdks_model_is_billed_as_the_dict(o200k: Encoder) -> None:
+    # The SDK sends `ToolChoiceFunction(...)` dumped; the prompt was primed for it but the
+    # call in the answer was billed as not forced (name and framing counted).
+    from openai.types.responses import ToolChoiceFunction
+
+    def usage(choice: Any) -> Any:
+        tally = CompletionTally()
+        call = {"id": "c", "type": "function", "function": {"name": "f", "arguments": '{"x":1}'}}
+        tally.add_chat_message(0, {"tool_calls": [call]})
+        tool = responses_function("f", "", {"type": "object", "properties": {}}, strict=False)
+        request = {"model": "gpt-4o", "input": "Hi", "tools": [tool], "tool_choice": choice}
+        return estimate_usage("responses", request, tally, "gpt-4o", o200k)
+
+    as_dict = usage({"type": "function", "name": "f"})
+    as_model = usage(ToolChoiceFunction(type="function", name="f"))
+    assert (as_model.input_tokens, as_model.output_tokens) == (
+        as_dict.input_tokens,
+        as_dict.output_tokens,
+    )
+    assert as_dict.output_tokens < usage("auto").output_tokens

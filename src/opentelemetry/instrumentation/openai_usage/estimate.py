@@ -457,10 +457,11 @@ def _json_schema(request: Mapping[str, Any], counter: _Counter) -> Mapping[str, 
 
 def _forced(request: Mapping[str, Any]) -> str | None:
     """The function a request's `tool_choice` (or chat's legacy `function_call`) forces."""
-    choice = request.get("tool_choice")
-    if isinstance(choice, Mapping) and choice.get("type") == "function":
+    choice = request.get("tool_choice")  # a dict, or the SDK's model of one (sent dumped)
+    if _get(choice, "type") == "function":
         # Chat nests the name in `function`; the Responses API gives it flat.
-        name = _get(choice.get("function"), "name") if "function" in choice else choice.get("name")
+        function = _get(choice, "function")
+        name = _get(function if function is not None else choice, "name")
         return name if isinstance(name, str) else None
     legacy = request.get("function_call")
     name = legacy.get("name") if isinstance(legacy, Mapping) else None

@@ -63,7 +63,11 @@ def _ts_type(schema: Any, indent: int, one_line: bool) -> str:
             return " | ".join(_ts_type(option, indent, one_line) for option in schema[key])
     kind = schema.get("type")
     if isinstance(kind, list):
-        return " | ".join(_ts_type({**schema, "type": k}, indent, one_line) for k in kind)
+        # Each kind once: a subtree written twice a level (`["array", "array"]`) would be
+        # written 2**depth times, minutes for a schema of a few hundred bytes.
+        kinds = dict.fromkeys(k if isinstance(k, str) else None for k in kind)
+        types = (_ts_type({**schema, "type": k}, indent, one_line) for k in kinds)
+        return " | ".join(types) or "any"
     if kind == "object" and schema.get("properties"):
         return _ts_object(schema, indent, indent + 2, one_line)
     if kind == "array":
