@@ -696,3 +696,21 @@ def test_a_forced_function_given_as_the_sdks_model_is_billed_as_the_dict(o200k: 
         as_dict.output_tokens,
     )
     assert as_dict.output_tokens < usage("auto").output_tokens
+
+
+def test_a_developer_message_in_input_text_parts_opens_the_tools_section_as_its_string(
+    o200k: Encoder,
+) -> None:
+    # The Responses API's parts are "input_text": read as no text at all, the section was
+    # counted after an empty system text (the "." + "\n\n" merge lost) for the models that
+    # keep the chat layout there.
+    def request(content: Any) -> dict[str, Any]:
+        tool = responses_function("f", "", {"type": "object", "properties": {}}, strict=False)
+        instructions = {"role": "developer", "content": content}
+        return {"input": [instructions, {"role": "user", "content": "Hi"}], "tools": [tool]}
+
+    text = "Answer briefly."
+    parts = [{"type": "input_text", "text": text}]
+    assert prompt(request(parts), o200k, "gpt-5", "responses") == prompt(
+        request(text), o200k, "gpt-5", "responses"
+    )

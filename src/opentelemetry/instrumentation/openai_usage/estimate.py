@@ -309,11 +309,14 @@ class _Counter:
 
 
 def _text(content: Any) -> str:
-    """A message content's text: the string, or its text parts joined."""
+    """A message content's text: the string, or its text parts joined (chat's "text",
+    the Responses API's "input_text")."""
     if isinstance(content, str):
         return content
     parts = content if isinstance(content, (list, tuple)) else ()
-    texts = (_get(part, "text") for part in parts if _get(part, "type") in ("text", None))
+    texts = (
+        _get(part, "text") for part in parts if _get(part, "type") in ("text", "input_text", None)
+    )
     return "".join(text for text in texts if isinstance(text, str))
 
 
