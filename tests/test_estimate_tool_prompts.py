@@ -714,3 +714,20 @@ def test_a_developer_message_in_input_text_parts_opens_the_tools_section_as_its_
     assert prompt(request(parts), o200k, "gpt-5", "responses") == prompt(
         request(text), o200k, "gpt-5", "responses"
     )
+
+
+def test_a_definition_that_is_no_dict_is_declared_as_any(o200k: Encoder) -> None:
+    # An object with a `properties` attribute in `$defs` was rendered as a dict (`.get`
+    # raised, the whole estimate lost).
+    class Model:
+        def __init__(self) -> None:
+            self.properties = {"a": {"type": "string"}}
+
+    def request(definition: Any) -> dict[str, Any]:
+        parameters = {"type": "object", "properties": {"a": {}}, "$defs": {"A": definition}}
+        return {
+            "messages": [{"role": "user", "content": "Hi"}],
+            "tools": [function("f", "", parameters)],
+        }
+
+    assert usage_of(request(Model()), o200k).input_tokens == prompt(request(5), o200k, "gpt-4o")

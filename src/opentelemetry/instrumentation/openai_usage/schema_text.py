@@ -137,7 +137,9 @@ def _definitions(parameters: Any, one_line: bool) -> list[str]:
         description = _get(definition, "description")
         if isinstance(description, str) and description:
             lines.append("// " + description)
-        if _get(definition, "properties"):  # its properties at the margin, as parameters are
+        # Its properties at the margin, as parameters are (only a dict's: an object with a
+        # `properties` attribute is no schema we can read).
+        if isinstance(definition, Mapping) and definition.get("properties"):
             body = _ts_object(definition, 0, 0, one_line)
         else:
             body = _ts_type(definition, 0, one_line)
