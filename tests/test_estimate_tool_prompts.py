@@ -731,3 +731,26 @@ def test_a_definition_that_is_no_dict_is_declared_as_any(o200k: Encoder) -> None
         }
 
     assert usage_of(request(Model()), o200k).input_tokens == prompt(request(5), o200k, "gpt-4o")
+
+
+def test_a_schemas_tuples_are_the_json_arrays_the_sdk_sends(o200k: Encoder) -> None:
+    # json.dumps writes a tuple as an array: an enum, anyOf or type list given as a tuple
+    # was rendered as if it were not there.
+    def request(sequence: Any) -> dict[str, Any]:
+        properties = {
+            "unit": {"type": "string", "enum": sequence(["celsius", "fahrenheit"])},
+            "when": {"anyOf": sequence([{"type": "string"}, {"type": "integer"}])},
+            "where": {"type": sequence(["string", "null"])},
+        }
+        parameters = {"type": "object", "properties": properties, "required": ("unit",)}
+        response_format = {
+            "type": "json_schema",
+            "json_schema": {"name": "x", "schema": parameters},
+        }
+        return {
+            "messages": [{"role": "user", "content": "Hi"}],
+            "tools": [function("f", "", parameters)],
+            "response_format": response_format,
+        }
+
+    assert prompt(request(tuple), o200k, "gpt-4o") == prompt(request(list), o200k, "gpt-4o")

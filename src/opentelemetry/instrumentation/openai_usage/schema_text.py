@@ -56,13 +56,14 @@ def _ts_type(schema: Any, indent: int, one_line: bool) -> str:
     if isinstance(reference, str):  # "#/$defs/Author": the type declared for it (_definitions)
         name = reference.rsplit("/", 1)[-1]
         return name if reference.startswith("#/") and name else "any"
-    if "enum" in schema and isinstance(schema["enum"], list):
+    if "enum" in schema and isinstance(schema["enum"], (list, tuple)):
         return " | ".join(_json(v) for v in schema["enum"]) or "any"
     for key in ("anyOf", "oneOf"):
-        if isinstance(schema.get(key), list):
-            return " | ".join(_ts_type(option, indent, one_line) for option in schema[key])
+        if isinstance(schema.get(key), (list, tuple)):
+            options = (_ts_type(option, indent, one_line) for option in schema[key])
+            return " | ".join(options) or "any"
     kind = schema.get("type")
-    if isinstance(kind, list):
+    if isinstance(kind, (list, tuple)):
         # Each kind once: a subtree written twice a level (`["array", "array"]`) would be
         # written 2**depth times, minutes for a schema of a few hundred bytes.
         kinds = dict.fromkeys(k if isinstance(k, str) else None for k in kind)
@@ -194,6 +195,6 @@ def _untitled(value: Any) -> Any:
         return {
             k: _untitled(v) for k, v in value.items() if not (k == "title" and isinstance(v, str))
         }
-    if isinstance(value, list):
+    if isinstance(value, (list, tuple)):
         return [_untitled(v) for v in value]
     return value
