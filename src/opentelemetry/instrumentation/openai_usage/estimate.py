@@ -628,7 +628,7 @@ def responses_as_chat(request: Mapping[str, Any], counter: _Counter) -> dict[str
         text_format = _as_sent(request.get("text_format"), "text_format", counter)
     if _get(text_format, "type") == "json_schema":  # chat's `response_format` for it
         # The schema alone: with the format's name and description as chat writes them, 8
-        # published Responses prompts fewer are exact (323 to 315 of 553), none more.
+        # fewer published Responses prompts are exact in all (323 to 315 of 553, gpt-4o).
         schema = {"schema": _get(text_format, "schema")}
         chat["response_format"] = {"type": "json_schema", "json_schema": schema}
     return chat
