@@ -460,7 +460,8 @@ def _json_schema(request: Mapping[str, Any], counter: _Counter) -> Mapping[str, 
 
 def _forced(request: Mapping[str, Any]) -> str | None:
     """The function a request's `tool_choice` (or chat's legacy `function_call`) forces."""
-    choice = request.get("tool_choice")  # a dict, or the SDK's model of one (sent dumped)
+    choice = request.get("tool_choice")  # a mapping, or the SDK's model of one (sent dumped)
+    choice = dict(choice) if isinstance(choice, Mapping) else choice  # `_get` reads dicts
     if _get(choice, "type") == "function":
         # Chat nests the name in `function`; the Responses API gives it flat.
         function = _get(choice, "function")
