@@ -146,3 +146,24 @@ def test_an_earlier_json_answer_costs_nothing_more_without_a_json_schema_format(
     }
     assert prompt({"messages": [system, LUCKY], **forced}, o200k) == 109  # billed
     assert prompt({"messages": [system, LUCKY, ANSWER, AGAIN], **forced}, o200k) == 130  # billed
+
+
+def test_a_response_format_schema_is_written_as_the_sdk_sends_it(o200k: Encoder) -> None:
+    # A datetime default is sent in ISO form (openai._utils._json); json.dumps raised on it
+    # and the whole estimate was lost. One that contains itself cannot be written at all:
+    # the rest is counted, as a lower bound.
+    import datetime
+
+    def request(default: Any) -> dict[str, Any]:
+        schema = {"type": "object", "properties": {"when": {"type": "string", "default": default}}}
+        response_format = {"type": "json_schema", "json_schema": {"name": "x", "schema": schema}}
+        return {"messages": [{"role": "user", "content": "Hi"}], "response_format": response_format}
+
+    when = datetime.datetime(2026, 12, 7, 22, 30)
+    assert prompt(request(when), o200k) == prompt(request(when.isoformat()), o200k)
+    looped: dict[str, Any] = {"type": "object", "properties": {}}
+    looped["properties"]["self"] = looped
+    looped_request = request(None)
+    looped_request["response_format"]["json_schema"]["schema"] = looped
+    usage = estimate_usage("chat", looped_request, None, "gpt-4o", o200k)
+    assert usage.input_tokens is not None and usage.lower_bound

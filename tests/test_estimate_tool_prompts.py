@@ -535,3 +535,222 @@ def test_a_ref_is_written_as_the_name_of_a_type_declared_for_its_definition(
     del parameters["$defs"]
     parameters["properties"]["author"] = {"type": "object"}
     assert prompt(request, o200k, "gpt-4o") == 172 + 1 - 27
+
+
+# ------------------------------------------------ odd requests: never lose the estimate
+
+
+def usage_of(request: dict[str, Any], enc: Encoder) -> Any:
+    return estimate_usage("chat", {"model": "gpt-4o", **request}, CompletionTally(), "gpt-4o", enc)
+
+
+def test_an_object_of_thousands_of_required_properties_costs_linear_time_to_render(
+    o200k: Encoder,
+) -> None:
+    # Looking each property up in the `required` list was quadratic: 30,000 properties, all
+    # required, took 3.5 s at the end of the call. Counted here by comparisons, not time.
+    comparisons = 0
+
+    class Name(str):
+        __hash__ = str.__hash__
+
+        def __eq__(self, other: object) -> bool:
+            nonlocal comparisons
+            comparisons += 1
+            return str.__eq__(self, other)
+
+    names = [f"field_{i}" for i in range(2000)]
+    parameters = {
+        "type": "object",
+        "properties": {name: {"type": "string"} for name in names},
+        "required": [Name(name) for name in names],
+    }
+    request = {
+        "messages": [{"role": "user", "content": "Hi"}],
+        "tools": [function("f", "", parameters)],
+    }
+    plain = copy.deepcopy(request)
+    plain["tools"][0]["function"]["parameters"]["required"] = names
+    count = prompt(request, o200k, "gpt-4o")
+    assert comparisons <= 2 * len(names)  # a list's `in`: about 2,000,000
+    assert count == prompt(plain, o200k, "gpt-4o")
+
+
+def test_a_required_that_is_not_a_list_of_names_makes_no_property_required(
+    o200k: Encoder,
+) -> None:
+    # A draft-3 `"required": true`, a bare string, with a property keyed by an int: the
+    # lookup `1 in "a"` raised, and the whole estimate was lost.
+    def request(required: Any) -> dict[str, Any]:
+        parameters = {"type": "object", "properties": {1: {"type": "string"}}}
+        if required is not None:
+            parameters["required"] = required
+        tool = function("f", "", parameters)
+        return {"messages": [{"role": "user", "content": "Hi"}], "tools": [tool]}
+
+    for required in (True, "a", 5, [{"a": 1}, ["b"]]):
+        usage = usage_of(request(required), o200k)
+        assert usage.input_tokens == prompt(request(None), o200k, "gpt-4o")
+
+
+def test_enum_and_default_values_are_counted_as_the_sdk_sends_them(o200k: Encoder) -> None:
+    # The SDK writes a datetime in ISO form (openai._utils._json); json.dumps raised on it
+    # in an enum (the whole estimate lost) and dropped it as a default (undercounted).
+    import datetime
+    import decimal
+
+    def request(value: Any, key: str) -> dict[str, Any]:
+        prop = {"type": "string", key: [value] if key == "enum" else value}
+        parameters = {"type": "object", "properties": {"when": prop}}
+        return {
+            "messages": [{"role": "user", "content": "Hi"}],
+            "tools": [function("f", "", parameters)],
+        }
+
+    when = datetime.datetime(2026, 12, 7, 22, 30)
+    for key in ("enum", "default"):
+        assert usage_of(request(when, key), o200k).input_tokens == prompt(
+            request(when.isoformat(), key), o200k, "gpt-4o"
+        )
+        # Values the SDK cannot send at all still leave an estimate.
+        for odd in (decimal.Decimal("1.5"), {1, 2}, b"bytes"):
+            assert usage_of(request(odd, key), o200k).input_tokens is not None
+
+
+def test_the_calls_history_takes_ids_of_any_type(o200k: Encoder) -> None:
+    # `single_calls` is a dict: a tool_call_id (or a call's id) that is a dict or a list
+    # made its lookup raise, and the whole estimate was lost. Not a string: not an id.
+    def request(call_id: Any, result_id: Any) -> dict[str, Any]:
+        call = {"id": call_id, "type": "function", "function": {"name": "f", "arguments": "{}"}}
+        messages = [
+            {"role": "user", "content": "Hi"},
+            {"role": "assistant", "tool_calls": [call]},
+            {"role": "tool", "tool_call_id": result_id, "content": "done"},
+        ]
+        return {"messages": messages, "tools": [function("f", "", {})]}
+
+    unmatched = prompt(request("call_1", "call_2"), o200k, "gpt-4o")
+    for call_id, result_id in (({"a": 1}, ["x"]), ("call_1", {"id": "call_1"}), (["x"], "x")):
+        assert usage_of(request(call_id, result_id), o200k).input_tokens == unmatched
+
+
+def test_a_schema_too_deep_to_render_leaves_the_rest_counted_as_a_lower_bound(
+    o200k: Encoder,
+) -> None:
+    # Deeper than the renderer's recursion (which the estimate, run deeper in the stack
+    # than the SDK's json.dumps, can meet where the SDK did not), or a Python object that
+    # contains itself: the section cannot be written, the messages still can. It was the
+    # whole estimate lost.
+    import sys
+
+    deep: dict[str, Any] = {"type": "string"}
+    for _ in range(sys.getrecursionlimit()):
+        deep = {"type": "object", "properties": {"x": deep}}
+    looped: dict[str, Any] = {"type": "object", "properties": {}}
+    looped["properties"]["self"] = looped
+    messages = [{"role": "user", "content": "Hi"}]
+    alone = prompt({"messages": messages}, o200k, "gpt-4o")
+    for parameters in (deep, looped):
+        usage = usage_of({"messages": messages, "tools": [function("f", "", parameters)]}, o200k)
+        assert usage.input_tokens is not None and usage.input_tokens >= alone
+        assert usage.lower_bound
+
+
+def test_a_type_listed_twice_is_rendered_once_so_nesting_does_not_double_the_work(
+    o200k: Encoder,
+) -> None:
+    # `"type": ["array", "array"]` wrote its items twice, at every level: 2**depth times,
+    # so a schema of a few hundred bytes took minutes at the end of the call.
+    def nested(kind: Any) -> dict[str, Any]:
+        schema: dict[str, Any] = {"type": "string"}
+        for _ in range(16):
+            schema = {"type": kind, "items": schema}
+        parameters = {"type": "object", "properties": {"a": schema}}
+        return {
+            "messages": [{"role": "user", "content": "Hi"}],
+            "tools": [function("f", "", parameters)],
+        }
+
+    assert prompt(nested(["array", "array"]), o200k, "gpt-4o") == prompt(
+        nested(["array"]), o200k, "gpt-4o"
+    )
+
+
+def test_a_forced_function_given_as_the_sdks_model_is_billed_as_the_dict(o200k: Encoder) -> None:
+    # The SDK sends `ToolChoiceFunction(...)` dumped; the prompt was primed for it but the
+    # call in the answer was billed as not forced (name and framing counted).
+    from openai.types.responses import ToolChoiceFunction
+
+    def usage(choice: Any) -> Any:
+        tally = CompletionTally()
+        call = {"id": "c", "type": "function", "function": {"name": "f", "arguments": '{"x":1}'}}
+        tally.add_chat_message(0, {"tool_calls": [call]})
+        tool = responses_function("f", "", {"type": "object", "properties": {}}, strict=False)
+        request = {"model": "gpt-4o", "input": "Hi", "tools": [tool], "tool_choice": choice}
+        return estimate_usage("responses", request, tally, "gpt-4o", o200k)
+
+    as_dict = usage({"type": "function", "name": "f"})
+    as_model = usage(ToolChoiceFunction(type="function", name="f"))
+    assert (as_model.input_tokens, as_model.output_tokens) == (
+        as_dict.input_tokens,
+        as_dict.output_tokens,
+    )
+    assert as_dict.output_tokens < usage("auto").output_tokens
+
+
+def test_a_developer_message_in_input_text_parts_opens_the_tools_section_as_its_string(
+    o200k: Encoder,
+) -> None:
+    # The Responses API's parts are "input_text": read as no text at all, the section was
+    # counted after an empty system text (the "." + "\n\n" merge lost) for the models that
+    # keep the chat layout there.
+    def request(content: Any) -> dict[str, Any]:
+        tool = responses_function("f", "", {"type": "object", "properties": {}}, strict=False)
+        instructions = {"role": "developer", "content": content}
+        return {"input": [instructions, {"role": "user", "content": "Hi"}], "tools": [tool]}
+
+    text = "Answer briefly."
+    parts = [{"type": "input_text", "text": text}]
+    assert prompt(request(parts), o200k, "gpt-5", "responses") == prompt(
+        request(text), o200k, "gpt-5", "responses"
+    )
+
+
+def test_a_definition_that_is_no_dict_is_declared_as_any(o200k: Encoder) -> None:
+    # An object with a `properties` attribute in `$defs` was rendered as a dict (`.get`
+    # raised, the whole estimate lost).
+    class Model:
+        def __init__(self) -> None:
+            self.properties = {"a": {"type": "string"}}
+
+    def request(definition: Any) -> dict[str, Any]:
+        parameters = {"type": "object", "properties": {"a": {}}, "$defs": {"A": definition}}
+        return {
+            "messages": [{"role": "user", "content": "Hi"}],
+            "tools": [function("f", "", parameters)],
+        }
+
+    assert usage_of(request(Model()), o200k).input_tokens == prompt(request(5), o200k, "gpt-4o")
+
+
+def test_a_schemas_tuples_are_the_json_arrays_the_sdk_sends(o200k: Encoder) -> None:
+    # json.dumps writes a tuple as an array: an enum, anyOf or type list given as a tuple
+    # was rendered as if it were not there.
+    def request(sequence: Any) -> dict[str, Any]:
+        properties = {
+            "unit": {"type": "string", "enum": sequence(["celsius", "fahrenheit"])},
+            "when": {"anyOf": sequence([{"type": "string"}, {"type": "integer"}])},
+            "where": {"type": sequence(["string", "null"])},
+        }
+        parameters = {"type": "object", "properties": properties, "required": ("unit",)}
+        response_format = {
+            "type": "json_schema",
+            "json_schema": {"name": "x", "schema": parameters},
+        }
+        return {
+            "messages": [{"role": "user", "content": "Hi"}],
+            "tools": [function("f", "", parameters)],
+            "response_format": response_format,
+        }
+
+    assert prompt(request(tuple), o200k, "gpt-4o") == prompt(request(list), o200k, "gpt-4o")

@@ -10,12 +10,16 @@ uninstrumented call sees for the same bytes, or both raise the same exception ty
 span ends exactly once; token attributes are present only when valid; and what was
 recorded can always be exported (OTLP encodes integers in 64 bits).
 
+(c) The estimate, on requests of any shape inside the SDK's: it always counts the prompt.
+
 Examples are derandomized (the same ones on every run and in CI) and few, so the file
 runs in seconds on every SDK line.
 """
 
 from __future__ import annotations
 
+import datetime
+import decimal
 import json
 import logging
 import re
@@ -33,6 +37,7 @@ from opentelemetry.instrumentation.utils import suppress_instrumentation
 
 from opentelemetry.instrumentation.openai_usage import streams
 from opentelemetry.instrumentation.openai_usage.accumulators import ChatStreamAccumulator
+from opentelemetry.instrumentation.openai_usage.estimate import estimate_usage
 from opentelemetry.instrumentation.openai_usage.pricing import Price
 from opentelemetry.instrumentation.openai_usage.tally import CompletionTally
 from opentelemetry.instrumentation.openai_usage.telemetry import usage_attributes
@@ -516,3 +521,107 @@ def test_any_stream_reads_as_uninstrumented_and_ends_one_span_with_valid_usage(
         client.close()
     assert examples >= 60
     assert twice.messages == []  # no span was ended a second time
+
+
+# ------------------------------------------------ (c) the estimate, on requests of any shape
+# Inside the shapes the SDK takes (a list of messages, of tools), anything: schemas of odd
+# keywords and values (a datetime the SDK sends in ISO form, values it cannot send at all,
+# a `required` that is no list, keys that are ints or None), ids that are dicts, tool
+# choices of odd shapes. The estimate runs at the end of such a call: it must always count
+# the prompt (a lower bound when a part cannot be read), never lose it to an exception.
+
+
+class _Words:
+    """An encoder that counts words: the shapes are under test here, not tiktoken."""
+
+    def encode_ordinary(self, text: str) -> list[int]:
+        return [0] * len(text.split())
+
+
+_SCHEMA_KEYS = ["type", "properties", "required", "enum", "anyOf", "oneOf", "items", "$ref"]
+_SCHEMA_KEYS += ["$defs", "default", "title", "description"]
+_leaves = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.text(max_size=6),
+    st.sampled_from(["object", "array", "string", "integer", "null", "#/$defs/A", "A"]),
+    st.sampled_from([datetime.datetime(2026, 1, 1), decimal.Decimal("1.5"), b"x", frozenset({1})]),
+)
+_schemas = st.recursive(
+    _leaves,
+    lambda inner: st.one_of(
+        st.dictionaries(st.sampled_from(_SCHEMA_KEYS), inner, max_size=6),
+        st.dictionaries(
+            st.one_of(st.text(max_size=4), st.integers(), st.none()), inner, max_size=4
+        ),
+        st.lists(inner, max_size=4),
+        st.tuples(inner, inner),
+    ),
+    max_leaves=30,
+)
+_ids = st.one_of(st.text(max_size=3), st.none(), st.just({"a": 1}), st.just(["x"]))
+_call = st.fixed_dictionaries(
+    {
+        "id": _ids,
+        "type": st.just("function"),
+        "function": st.fixed_dictionaries({"name": _leaves, "arguments": _leaves}),
+    }
+)
+_message = st.fixed_dictionaries(
+    {"role": st.sampled_from(["system", "developer", "user", "assistant", "tool", None])},
+    optional={
+        "content": _leaves,
+        "tool_calls": st.one_of(st.lists(_call, max_size=2), _leaves),
+        "tool_call_id": _ids,
+        "name": _leaves,
+    },
+)
+_function = st.fixed_dictionaries(
+    {"name": st.text(max_size=4)}, optional={"description": _leaves, "parameters": _schemas}
+)
+_choice = st.one_of(
+    _leaves,
+    st.fixed_dictionaries(
+        {"type": st.just("function")},
+        optional={
+            "name": _leaves,
+            "function": st.one_of(_leaves, st.fixed_dictionaries({"name": _leaves})),
+        },
+    ),
+)
+_schema_format = st.fixed_dictionaries(
+    {
+        "type": st.just("json_schema"),
+        "schema": st.dictionaries(st.sampled_from(_SCHEMA_KEYS), _schemas),
+    },
+    optional={"name": _leaves, "description": _leaves},
+)
+
+
+@settings(FAST, max_examples=400)
+@given(
+    messages=st.lists(_message, max_size=4),
+    functions=st.lists(_function, max_size=2),
+    choice=_choice,
+    schema_format=_schema_format,
+    responses=st.booleans(),
+)
+def test_the_estimate_counts_the_prompt_of_a_request_of_any_shape(
+    messages: list[Any],
+    functions: list[Any],
+    choice: Any,
+    schema_format: Any,
+    responses: bool,
+) -> None:
+    if responses:
+        tools = [{"type": "function", **function} for function in functions]
+        request = {"input": messages, "text": {"format": schema_format}}
+    else:
+        tools = [{"type": "function", "function": function} for function in functions]
+        response_format = {"type": "json_schema", "json_schema": schema_format}
+        request = {"messages": messages, "response_format": response_format}
+    request.update(model="gpt-4o", tools=tools, tool_choice=choice)
+    operation = "responses" if responses else "chat"
+    usage = estimate_usage(operation, request, CompletionTally(), "gpt-4o", _Words())
+    assert usage.input_tokens is not None

@@ -16,13 +16,14 @@ from __future__ import annotations
 import importlib
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from .schema_text import render_functions, render_response_format
 from .tally import CompletionTally, not_given
 from .tally import get as _get
+from .tally import items as _items
 from .telemetry import PROVIDER_AZURE
 from .usage import SOURCE_ESTIMATE, Usage
 
@@ -308,11 +309,14 @@ class _Counter:
 
 
 def _text(content: Any) -> str:
-    """A message content's text: the string, or its text parts joined."""
+    """A message content's text: the string, or its text parts joined (chat's "text",
+    the Responses API's "input_text")."""
     if isinstance(content, str):
         return content
     parts = content if isinstance(content, (list, tuple)) else ()
-    texts = (_get(part, "text") for part in parts if _get(part, "type") in ("text", None))
+    texts = (
+        _get(part, "text") for part in parts if _get(part, "type") in ("text", "input_text", None)
+    )
     return "".join(text for text in texts if isinstance(text, str))
 
 
@@ -357,15 +361,17 @@ def _chat_prompt(
 ) -> int:
     """A chat request's prompt; `json_schema`: its response format's (`_json_schema`)."""
     rules, total, system = counter.rules, counter.rules.reply_priming, None
-    single_calls: dict[Any, str] = {}  # tool_call_id -> name, of calls made one at a time
+    # tool_call_id -> name, of calls made one at a time. Only string ids: a request may
+    # hold anything, and a dict or list for an id would make the lookup itself raise.
+    single_calls: dict[str, str] = {}
     for message in request.get("messages") or ():
-        role = _get(message, "role")
+        role, call_id = _get(message, "role"), _get(message, "tool_call_id")
         if system is None and role in ("system", "developer"):
             system = _text(_get(message, "content"))
         total += rules.per_message + counter.content(_get(message, "content"))
-        if role == "tool" and _get(message, "tool_call_id") in single_calls:
+        if role == "tool" and isinstance(call_id, str) and call_id in single_calls:
             # The result of a single call is written as from its function.
-            total += counter.text("functions." + single_calls[_get(message, "tool_call_id")])
+            total += counter.text("functions." + single_calls[call_id])
         elif role == "tool":
             total += counter.text(role) + rules.tool_message
         else:
@@ -376,8 +382,9 @@ def _chat_prompt(
         if len(calls) == 1 and not responses:
             total += counter.text(calls[0][0]) + counter.text(_compact(calls[0][1]))
             total += rules.history_call
-            for call in _get(message, "tool_calls") or ():
-                single_calls[_get(call, "id")] = calls[0][0]
+            for call in _items(_get(message, "tool_calls")):
+                if isinstance(_get(call, "id"), str):
+                    single_calls[_get(call, "id")] = calls[0][0]
         else:
             total += counter.calls(calls)
         if json_schema is not None and role == "assistant" and not calls and not responses:
@@ -386,7 +393,7 @@ def _chat_prompt(
             counter.partial = True
     functions = _functions(request, counter)
     if functions:
-        namespace = render_functions(functions, rules.one_line_objects)
+        namespace = _rendered(render_functions, counter, functions, rules.one_line_objects)
         section = "# Tools\n\n## functions\n\n" + namespace
         if responses and rules.responses_tools is not None:
             total += counter.text(namespace) + rules.responses_tools
@@ -401,9 +408,23 @@ def _chat_prompt(
         if forced is not None:  # the reply is primed as a call to it
             total += counter.text(" to=functions." + forced) + rules.forced_call
     if json_schema is not None:
-        total += counter.text(render_response_format(json_schema))
+        total += counter.text(_rendered(render_response_format, counter, json_schema))
         total += rules.schema_in_system if system is not None else rules.schema_alone
     return total
+
+
+def _rendered(render: Callable[..., str], counter: _Counter, *schema: Any) -> str:
+    """A schema's prompt text (`schema_text`), or none if it cannot be written: nested
+    about as deep as the SDK's own `json.dumps` could write it (about 490 levels), the
+    renderer may reach the recursion limit where the SDK did not (the estimate may run
+    deeper in the stack than the call's serialization did); a Python object that
+    contains itself, keys no JSON has. The rest of the prompt is still counted, and the
+    estimate is a lower bound, as for anything else it cannot see."""
+    try:
+        return render(*schema)
+    except (RecursionError, TypeError, ValueError):
+        counter.partial = True
+        return ""
 
 
 def _earlier_answer(message: Any, json_schema: Mapping[str, Any], counter: _Counter) -> int:
@@ -439,10 +460,12 @@ def _json_schema(request: Mapping[str, Any], counter: _Counter) -> Mapping[str, 
 
 def _forced(request: Mapping[str, Any]) -> str | None:
     """The function a request's `tool_choice` (or chat's legacy `function_call`) forces."""
-    choice = request.get("tool_choice")
-    if isinstance(choice, Mapping) and choice.get("type") == "function":
+    choice = request.get("tool_choice")  # a mapping, or the SDK's model of one (sent dumped)
+    choice = dict(choice) if isinstance(choice, Mapping) else choice  # `_get` reads dicts
+    if _get(choice, "type") == "function":
         # Chat nests the name in `function`; the Responses API gives it flat.
-        name = _get(choice.get("function"), "name") if "function" in choice else choice.get("name")
+        function = _get(choice, "function")
+        name = _get(function if function is not None else choice, "name")
         return name if isinstance(name, str) else None
     legacy = request.get("function_call")
     name = legacy.get("name") if isinstance(legacy, Mapping) else None
@@ -605,6 +628,8 @@ def responses_as_chat(request: Mapping[str, Any], counter: _Counter) -> dict[str
     if text_format is None:  # `responses.parse(text_format=<class>)`
         text_format = _as_sent(request.get("text_format"), "text_format", counter)
     if _get(text_format, "type") == "json_schema":  # chat's `response_format` for it
+        # The schema alone: with the format's name and description as chat writes them, 8
+        # fewer published Responses prompts are exact in all (323 to 315 of 553, gpt-4o).
         schema = {"schema": _get(text_format, "schema")}
         chat["response_format"] = {"type": "json_schema", "json_schema": schema}
     return chat

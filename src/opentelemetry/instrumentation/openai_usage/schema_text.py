@@ -12,9 +12,40 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 
 from .tally import get as _get
+
+
+def _sent_as(value: Any) -> Any:
+    """A value `json` cannot write, as the SDK sends it (`openai._utils._json`): a
+    datetime in ISO form, a pydantic model dumped. Anything else the SDK cannot send at
+    all; written as its `str`, so that rendering never fails on it."""
+    if isinstance(value, datetime):
+        return value.isoformat()
+    dump = getattr(value, "model_dump", None)
+    if callable(dump):
+        try:
+            return dump(exclude_unset=True, mode="json", by_alias=True)
+        except Exception:  # not pydantic's after all
+            pass
+    return str(value)
+
+
+def _json(value: Any, **options: Any) -> str:
+    """`value` as JSON text, as the SDK would write it (`_sent_as`)."""
+    return json.dumps(value, ensure_ascii=False, default=_sent_as, **options)
+
+
+def _required(schema: Mapping[str, Any]) -> frozenset[str]:
+    """An object's required property names: a set, so that an object of thousands of
+    properties, all required, is not quadratic to render; anything but a list (or tuple)
+    of names (a draft-3 `"required": true`, a string) requires none."""
+    names = schema.get("required")
+    if not isinstance(names, (list, tuple)):
+        return frozenset()
+    return frozenset(name for name in names if isinstance(name, str))
 
 
 def _ts_type(schema: Any, indent: int, one_line: bool) -> str:
@@ -25,14 +56,19 @@ def _ts_type(schema: Any, indent: int, one_line: bool) -> str:
     if isinstance(reference, str):  # "#/$defs/Author": the type declared for it (_definitions)
         name = reference.rsplit("/", 1)[-1]
         return name if reference.startswith("#/") and name else "any"
-    if "enum" in schema and isinstance(schema["enum"], list):
-        return " | ".join(json.dumps(v, ensure_ascii=False) for v in schema["enum"]) or "any"
+    if "enum" in schema and isinstance(schema["enum"], (list, tuple)):
+        return " | ".join(_json(v) for v in schema["enum"]) or "any"
     for key in ("anyOf", "oneOf"):
-        if isinstance(schema.get(key), list):
-            return " | ".join(_ts_type(option, indent, one_line) for option in schema[key])
+        if isinstance(schema.get(key), (list, tuple)):
+            options = (_ts_type(option, indent, one_line) for option in schema[key])
+            return " | ".join(options) or "any"
     kind = schema.get("type")
-    if isinstance(kind, list):
-        return " | ".join(_ts_type({**schema, "type": k}, indent, one_line) for k in kind)
+    if isinstance(kind, (list, tuple)):
+        # Each kind once: a subtree written twice a level (`["array", "array"]`) would be
+        # written 2**depth times, minutes for a schema of a few hundred bytes.
+        kinds = dict.fromkeys(k if isinstance(k, str) else None for k in kind)
+        types = (_ts_type({**schema, "type": k}, indent, one_line) for k in kinds)
+        return " | ".join(types) or "any"
     if kind == "object" and schema.get("properties"):
         return _ts_object(schema, indent, indent + 2, one_line)
     if kind == "array":
@@ -57,7 +93,7 @@ def _ts_object(schema: Mapping[str, Any], indent: int, inner: int, one_line: boo
     prompts exact (7 sources; gpt-3.5, gpt-4o, gpt-4o-mini, gpt-4.1-nano), none fewer, where
     one property a line billed one token more per such function.
     """
-    required = schema.get("required") or ()
+    required = _required(schema)
     properties = schema.get("properties")
     members = []  # (notes, "name?: type", default comment) of each property
     for name, prop in properties.items() if isinstance(properties, Mapping) else ():
@@ -78,8 +114,8 @@ def _default(prop: Any) -> str:
     if not isinstance(prop, Mapping) or "default" not in prop:
         return ""
     try:
-        return " // default: " + json.dumps(prop["default"], ensure_ascii=False)
-    except (TypeError, ValueError, RecursionError):  # not JSON: nothing we can render
+        return " // default: " + _json(prop["default"])
+    except (ValueError, RecursionError):  # a value that contains itself: not JSON at all
         return ""
 
 
@@ -102,7 +138,9 @@ def _definitions(parameters: Any, one_line: bool) -> list[str]:
         description = _get(definition, "description")
         if isinstance(description, str) and description:
             lines.append("// " + description)
-        if _get(definition, "properties"):  # its properties at the margin, as parameters are
+        # Its properties at the margin, as parameters are (only a dict's: an object with a
+        # `properties` attribute is no schema we can read).
+        if isinstance(definition, Mapping) and definition.get("properties"):
             body = _ts_object(definition, 0, 0, one_line)
         else:
             body = _ts_type(definition, 0, one_line)
@@ -148,7 +186,7 @@ def render_response_format(json_schema: Any) -> str:
     if isinstance(description, str) and description:
         text += description + "\n\n"
     schema = _untitled(_get(json_schema, "schema"))
-    return text + json.dumps(schema, separators=(",", ":"), ensure_ascii=False)
+    return text + _json(schema, separators=(",", ":"))
 
 
 def _untitled(value: Any) -> Any:
@@ -157,6 +195,6 @@ def _untitled(value: Any) -> Any:
         return {
             k: _untitled(v) for k, v in value.items() if not (k == "title" and isinstance(v, str))
         }
-    if isinstance(value, list):
+    if isinstance(value, (list, tuple)):
         return [_untitled(v) for v in value]
     return value
