@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pydantic
 import pytest
 
 from opentelemetry.instrumentation.openai_usage.estimate import Encoder, estimate_usage
@@ -167,3 +168,38 @@ def test_a_response_format_schema_is_written_as_the_sdk_sends_it(o200k: Encoder)
     looped_request["response_format"]["json_schema"]["schema"] = looped
     usage = estimate_usage("chat", looped_request, None, "gpt-4o", o200k)
     assert usage.input_tokens is not None and usage.lower_bound
+
+
+class _JSONSchemaModel(pydantic.BaseModel):
+    """As the SDK's `ResponseFormatJSONSchema.JSONSchema`: `schema` is its field `schema_`."""
+
+    name: str
+    schema_: dict[str, Any] = pydantic.Field(alias="schema")
+    strict: bool | None = None
+
+
+class _FormatModel(pydantic.BaseModel):
+    type: str
+    json_schema: _JSONSchemaModel
+
+
+def test_a_format_given_as_the_sdks_model_is_counted_as_its_dict(o200k: Encoder) -> None:
+    as_dict = int_format("int")
+    fields = as_dict["json_schema"]
+    model = _FormatModel(type="json_schema", json_schema=_JSONSchemaModel(**fields))
+    request = {"messages": [LUCKY]}
+    counted = prompt({**request, "response_format": as_dict}, o200k)
+    assert counted > prompt(request, o200k)
+    assert prompt({**request, "response_format": model}, o200k) == counted
+
+
+def test_a_json_schema_format_whose_schema_cannot_be_read_makes_a_lower_bound(
+    o200k: Encoder,
+) -> None:
+    unreadable = {"type": "json_schema", "json_schema": {"name": "int", "schema": "{}"}}
+    request = {"model": "gpt-4o", "messages": [LUCKY], "response_format": unreadable}
+    usage = estimate_usage("chat", request, None, "gpt-4o-2024-08-06", o200k)
+    assert usage.lower_bound
+    assert not estimate_usage(
+        "chat", {**request, "response_format": None}, None, "gpt-4o", o200k
+    ).lower_bound

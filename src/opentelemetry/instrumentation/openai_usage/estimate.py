@@ -450,12 +450,17 @@ def _json_schema(request: Mapping[str, Any], counter: _Counter) -> Mapping[str, 
     """The `json_schema` of a `response_format` of that type (name, description, schema),
     if the request has one."""
     response_format = _as_sent(request.get("response_format"), "response_format", counter)
+    if _get(response_format, "type") != "json_schema":
+        return None
     json_schema = _get(response_format, "json_schema")
-    if _get(response_format, "type") == "json_schema" and isinstance(
-        _get(json_schema, "schema"), Mapping
-    ):
-        return json_schema  # type: ignore[no-any-return]
-    return None
+    schema = _get(json_schema, "schema")
+    if not isinstance(schema, Mapping):  # the SDK's model of it names the field `schema_`
+        schema = _get(json_schema, "schema_")
+    if not isinstance(schema, Mapping):  # billed, but not to be read
+        counter.partial = True
+        return None
+    fields = {key: _get(json_schema, key) for key in ("name", "description", "strict")}
+    return {**fields, "schema": schema}
 
 
 def _forced(request: Mapping[str, Any]) -> str | None:
