@@ -203,3 +203,26 @@ def test_a_json_schema_format_whose_schema_cannot_be_read_makes_a_lower_bound(
     assert not estimate_usage(
         "chat", {**request, "response_format": None}, None, "gpt-4o", o200k
     ).lower_bound
+
+
+class _TextFormatModel(pydantic.BaseModel):
+    """As the SDK's `ResponseFormatTextJSONSchemaConfig`: `schema` is its field `schema_`."""
+
+    type: str
+    name: str
+    schema_: dict[str, Any] = pydantic.Field(alias="schema")
+
+
+def test_a_responses_text_format_given_as_the_sdks_model_is_counted_as_its_dict(
+    o200k: Encoder,
+) -> None:
+    as_dict = {"type": "json_schema", "name": "int", "schema": INT_OUTPUT}
+    model = _TextFormatModel(**as_dict)
+    request = {"model": "gpt-4o", "input": "Choose a lucky number between 1 and 10"}
+
+    def counted(text: Any) -> Any:
+        usage = estimate_usage("responses", {**request, "text": text}, None, "gpt-4o", o200k)
+        return usage.input_tokens, usage.lower_bound
+
+    assert counted({"format": as_dict})[0] > counted(None)[0]
+    assert counted({"format": model}) == counted({"format": as_dict})

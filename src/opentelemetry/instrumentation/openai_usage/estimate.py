@@ -635,8 +635,10 @@ def responses_as_chat(request: Mapping[str, Any], counter: _Counter) -> dict[str
     if _get(text_format, "type") == "json_schema":  # chat's `response_format` for it
         # The schema alone: with the format's name and description as chat writes them, 8
         # fewer published Responses prompts are exact in all (323 to 315 of 553, gpt-4o).
-        schema = {"schema": _get(text_format, "schema")}
-        chat["response_format"] = {"type": "json_schema", "json_schema": schema}
+        schema = _get(text_format, "schema")
+        if not isinstance(schema, Mapping):  # the SDK's model of it names the field `schema_`
+            schema = _get(text_format, "schema_")
+        chat["response_format"] = {"type": "json_schema", "json_schema": {"schema": schema}}
     return chat
 
 
