@@ -12,6 +12,8 @@ import copy
 import json
 from typing import Any
 
+import pydantic
+
 from opentelemetry.instrumentation.openai_usage.estimate import Encoder, estimate_usage
 from opentelemetry.instrumentation.openai_usage.tally import CompletionTally
 
@@ -676,11 +678,16 @@ def test_a_type_listed_twice_is_rendered_once_so_nesting_does_not_double_the_wor
     )
 
 
+class _ToolChoiceFunction(pydantic.BaseModel):
+    """As the SDK's `openai.types.responses.ToolChoiceFunction` (openai 1.66 and later)."""
+
+    type: str
+    name: str
+
+
 def test_a_forced_function_given_as_the_sdks_model_is_billed_as_the_dict(o200k: Encoder) -> None:
     # The SDK sends `ToolChoiceFunction(...)` dumped; the prompt was primed for it but the
     # call in the answer was billed as not forced (name and framing counted).
-    from openai.types.responses import ToolChoiceFunction
-
     def usage(choice: Any) -> Any:
         tally = CompletionTally()
         call = {"id": "c", "type": "function", "function": {"name": "f", "arguments": '{"x":1}'}}
@@ -690,7 +697,7 @@ def test_a_forced_function_given_as_the_sdks_model_is_billed_as_the_dict(o200k: 
         return estimate_usage("responses", request, tally, "gpt-4o", o200k)
 
     as_dict = usage({"type": "function", "name": "f"})
-    as_model = usage(ToolChoiceFunction(type="function", name="f"))
+    as_model = usage(_ToolChoiceFunction(type="function", name="f"))
     assert (as_model.input_tokens, as_model.output_tokens) == (
         as_dict.input_tokens,
         as_dict.output_tokens,
