@@ -459,7 +459,7 @@ def _json_schema(request: Mapping[str, Any], counter: _Counter) -> Mapping[str, 
     if not isinstance(schema, Mapping):  # billed, but not to be read
         counter.partial = True
         return None
-    fields = {key: _get(json_schema, key) for key in ("name", "description", "strict")}
+    fields = {key: _get(json_schema, key) for key in ("name", "description")}
     return {**fields, "schema": schema}
 
 
