@@ -488,7 +488,8 @@ def test_responses_outputs_count_one_more_per_item_and_strict_calls_no_more(
 def test_structured_output_schema_is_counted_as_billed(o200k: Encoder) -> None:
     """The same request billed 65 prompt tokens in 2024-10 and twice in 2026-03 (OpenLLMetry
     0.62.4, test_chat_parse): a "# Response Formats" section with the format's name and the
-    schema's compact JSON without its titles, as a system message of its own."""
+    schema's compact JSON, titles kept, without `required` and `additionalProperties`, as
+    a system message of its own; after a system message's text, 4 fewer."""
     schema = {
         "properties": {
             "rating": {"title": "Rating", "type": "integer"},
@@ -505,10 +506,29 @@ def test_structured_output_schema_is_counted_as_billed(o200k: Encoder) -> None:
         "response_format": {"type": "json_schema", "json_schema": json_schema},
     }
     assert chat(request, o200k, model="gpt-4o").input_tokens == 65  # billed
-    system = {"role": "system", "content": "Be brief."}
-    beside = {**request, "messages": [system, *request["messages"]]}
-    in_system = chat(beside, o200k, model="gpt-4o").input_tokens
-    assert in_system == 65 + 3 + len(o200k.encode_ordinary("systemBe brief.")) - 5
+    # OpenLLMetry's test_chat_parsed_completion_metrics: a system message and another
+    # schema, billed 87 (2024-10): after the system text, 4 beyond the section's text.
+    poem = {
+        **schema,
+        "properties": {
+            "poem": {"title": "Poem", "type": "string"},
+            "style": {"title": "Style", "type": "string"},
+        },
+        "required": ["poem", "style"],
+    }
+    system = "You are a poetic assistant, skilled in explaining complex programming concepts "
+    question = "Compose a poem that explains the concept of recursion in programming."
+    in_system = {
+        "messages": [
+            {"role": "system", "content": system + "with creative flair."},
+            {"role": "user", "content": question},
+        ],
+        "response_format": {
+            "type": "json_schema",
+            "json_schema": {**json_schema, "schema": poem},
+        },
+    }
+    assert chat(in_system, o200k, model="gpt-4o").input_tokens == 87  # billed
 
 
 def test_text_parts_count_like_a_string_and_other_parts_make_a_lower_bound(o200k: Encoder) -> None:

@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from .schema_text import render_functions, render_response_format
+from .schema_text import nullable_options, render_functions, render_response_format
 from .tally import CompletionTally, not_given
 from .tally import get as _get
 from .tally import items as _items
@@ -51,7 +51,6 @@ class ChatRules:
     reply_priming: int = 3  # <|im_start|>assistant<|im_sep|>
     tools_in_system: int = -1  # the tools section after the system text: beyond the text
     tools_alone: int = 3  # ... as a system message of its own: beyond the section's text
-    tools_beside_schema: int = 0  # ... in a json_schema response format's system message
     forced_call: int = 4  # `tool_choice` naming a function: " to=functions.<name>" + this
     tool_message: int = 1  # per role=tool message but a single call's result (see below)
     one_call: int = 7  # a single tool call: name + arguments + this
@@ -60,8 +59,12 @@ class ChatRules:
     text_with_tools: int = 1  # a text (or refusal) answer while tools are offered
     text_with_tools_and_schema: int = 5  # ... and a json_schema response format
     refusal_with_schema: int = 1  # a refusal under a json_schema format, no tools offered
-    schema_in_system: int = 4  # a json_schema response format, beside a system message
-    schema_alone: int = 9  # ... as a system message of its own
+    schema_in_system: int = 4  # a json_schema response format after the system text
+    schema_alone: int = 8  # ... as a system message of its own
+    schema_beside_tools: int = 1  # ... after the tools section
+    schema_nullable: int = 3  # ... per anyOf offering {"type": "null"}, beyond its JSON
+    responses_schema: int = 8  # Responses API: a json_schema text format (no heading)
+    responses_schema_beside_tools: int = 9  # ... after the tools section
     earlier_answer: int = 2  # an earlier answer under a json_schema format: + name + this
     responses_item: int = 1  # Responses API: per output item (message or function call)
     responses_tools: int | None = 3  # Responses API: tools namespace + this (None: as chat)
@@ -82,14 +85,31 @@ class ChatRules:
 # with strict, non-strict and file_search tools); without tools text is counted exactly.
 # With a json_schema response format as well, such an answer costs 5 more (24 of 26); a
 # refusal under a json_schema format, without tools, costs one more (18 of 18).
-# A json_schema response format is billed as a "# Response Formats" section (its name, its
-# description, the schema's compact JSON without titles) in the system message, or as one
-# of its own (67 of 204 published prompts exact, mean error 4 tokens, where the compact
-# schema alone was 8 of 204, mean error 21). Without a system message but with tools, the
-# two share one system message (tools_beside_schema, below): mirascope records each such
-# gpt-4o request (28 distinct, 3 months) beside a json_object twin (same turns and tools,
-# the schema in a system message), and every one was billed 3 tokens less, relative to its
-# twin, than a message of its own for each would cost.
+# A json_schema response format is billed as a "# Response Formats" section: its name, its
+# description as `// ` comment lines, and its schema as compact JSON, as sent, titles
+# included, without what the output's grammar enforces (schema_text._unenforced: which
+# properties are required, additionalProperties, an array's length, a number's bounds, and
+# defaults, which never apply where all is required). A developer found the same for the
+# Responses API (openai/openai-cookbook#2140: the schema without required and
+# additionalProperties, + 9), and a leaked system prompt shows it (ghost.ai.moda, "OpenAI
+# Internals: Structured Outputs to System Prompts"). The published chat prompts, replayed
+# (distinct requests exact; the earlier rendering, titles dropped and all keywords kept, in
+# brackets): as a system message of its own, + schema_alone: 6 of 16 distinct requests, 5
+# of 9 schemas, 4 sources [3, 2, 2]; after the system text, + schema_in_system, counted
+# with it (its last token may merge with "\n\n", as the tools section's does): 87 of 107,
+# 12 of 18 schemas [13, 3]; after the tools section, in their message, + schema_beside_tools:
+# 36 of 36, 3 schemas, 2 sources [31, 2]. Dropping maxItems made crewai's A2A schema exact
+# (28 records), the bounds and default its memory analysis (35). schema_nullable: an anyOf
+# that offers {"type": "null"} costs 3 more than its JSON, in a way not worked out: both
+# schemas that have them (crewai's guardrail result, one, 14 records; its planner
+# observation, two, 21) were exactly that short. Still inexact (about 50 records): one
+# token over for 5 schemas (mirascope's int and Book among them), 2 to 4 short for 3
+# crewai ones, and a refused request (FentanylHandbook: 3 short in chat, 4 in Responses).
+# The Responses API's text format has no heading (neither name nor "##"): responses_schema,
+# 15 of 18 distinct inputs without tools exact (4 schemas, 3 sources), none before, and
+# its description is billed (mirascope's Book: exact, 15 short without it). After its tools
+# section (one schema, one source), responses_schema_beside_tools: 9 fits every first turn;
+# the later turns, with a call and its result, are 1 short.
 # earlier_answer: an earlier assistant answer (text) in a chat request with a json_schema
 # format costs the format's name + 2 more (4 of 4 sibling pairs, 4 distinct schemas,
 # mirascope and crewai; none under json_object or a tool, nor in the Responses API):
@@ -102,8 +122,8 @@ class ChatRules:
 # follows the first system (or developer) message's text after "\n\n", so the text's last
 # token may merge with it (".\n\n" is one token): tools_in_system. Counted apart, 91
 # distinct published prompts (4 sources) fewer were exact, 2 more. Without one it is a
-# system message of its own (tools_alone), or shares the json_schema response format's
-# (tools_beside_schema: mirascope, 28 distinct prompts). A strict function costs no more
+# system message of its own (tools_alone), also when a json_schema response format follows
+# it there (schema_beside_tools). A strict function costs no more
 # than a plain one (95 distinct prompts, 5 sources, exact that were 1 token short per strict
 # function). A tool_choice naming a function primes the reply as its call, billed in the
 # prompt: " to=functions.<name>" + forced_call (10 distinct prompts, 3 sources).
@@ -397,8 +417,6 @@ def _chat_prompt(
         section = "# Tools\n\n## functions\n\n" + namespace
         if responses and rules.responses_tools is not None:
             total += counter.text(namespace) + rules.responses_tools
-        elif system is None and json_schema is not None:
-            total += counter.text(section) + rules.tools_beside_schema
         elif system is None:
             total += counter.text(section) + rules.tools_alone
         else:  # the system text's last token may merge with the "\n\n" that follows it
@@ -408,8 +426,18 @@ def _chat_prompt(
         if forced is not None:  # the reply is primed as a call to it
             total += counter.text(" to=functions." + forced) + rules.forced_call
     if json_schema is not None:
-        total += counter.text(_rendered(render_response_format, counter, json_schema))
-        total += rules.schema_in_system if system is not None else rules.schema_alone
+        section = _rendered(render_response_format, counter, json_schema, not responses)
+        total += rules.schema_nullable * nullable_options(_get(json_schema, "schema"))
+        if system is not None and not functions:  # the text's last token may merge with it
+            total += counter.text(system + "\n\n" + section) - counter.text(system)
+        else:
+            total += counter.text(section)
+        if responses:
+            total += rules.responses_schema_beside_tools if functions else rules.responses_schema
+        elif functions:  # after the tools section, in its message
+            total += rules.schema_beside_tools
+        else:
+            total += rules.schema_in_system if system is not None else rules.schema_alone
     return total
 
 
@@ -638,7 +666,11 @@ def responses_as_chat(request: Mapping[str, Any], counter: _Counter) -> dict[str
         schema = _get(text_format, "schema")
         if not isinstance(schema, Mapping):  # the SDK's model of it names the field `schema_`
             schema = _get(text_format, "schema_")
-        chat["response_format"] = {"type": "json_schema", "json_schema": {"schema": schema}}
+        description = _get(text_format, "description")
+        chat["response_format"] = {
+            "type": "json_schema",
+            "json_schema": {"schema": schema, "description": description},
+        }
     return chat
 
 

@@ -178,23 +178,76 @@ def render_functions(functions: list[Mapping[str, Any]], one_line: bool = True) 
     return "\n".join(lines)
 
 
-def render_response_format(json_schema: Any) -> str:
-    """A json_schema response format as the prompt section the server bills: its name, its
-    description, and the schema's compact JSON without its `title`s."""
+def render_response_format(json_schema: Any, named: bool = True) -> str:
+    """A json_schema response format as the prompt section the server bills: a "# Response
+    Formats" heading with its name (not for the Responses API, `named=False`), its
+    description, and its schema (`render_schema`)."""
     name, description = _get(json_schema, "name"), _get(json_schema, "description")
-    text = f"# Response Formats\n\n## {name if isinstance(name, str) else ''}\n\n"
-    if isinstance(description, str) and description:
-        text += description + "\n\n"
-    schema = _untitled(_get(json_schema, "schema"))
-    return text + _json(schema, separators=(",", ":"))
+    text = f"# Response Formats\n\n## {name if isinstance(name, str) else ''}\n\n" if named else ""
+    if isinstance(description, str) and description:  # as a tool's: `// ` lines
+        text += "".join(f"// {line.strip()}\n" for line in description.split("\n") if line.strip())
+    return text + render_schema(_get(json_schema, "schema"))
 
 
-def _untitled(value: Any) -> Any:
-    """A JSON schema without its `title` annotations (a property named "title" stays)."""
+def render_schema(schema: Any) -> str:
+    """A response format's schema as the server shows it: compact JSON, as sent, without
+    the keywords strict mode implies (`_unenforced`)."""
+    return _json(_unenforced(schema), separators=(",", ":"))
+
+
+# Keywords the server leaves out of the schema it shows the model. What the output's
+# grammar enforces anyway: which properties must appear and that no others may, an array's
+# length, a number's bounds; a `default`, which never applies where every property is
+# required; and the dialect. Everything else stays as sent, titles included.
+_LEFT_OUT = frozenset(
+    {"required", "additionalProperties", "default", "minimum", "maximum", "minItems", "maxItems"}
+    | {"$schema"}
+)
+# Keywords whose value maps names (of properties, of definitions) to schemas: the names
+# there are not keywords, and a property named "required" is shown like any other.
+_NAMED_SCHEMAS = frozenset({"properties", "$defs", "definitions", "patternProperties"})
+# Keywords whose value is data, not a schema: shown as sent, whatever keys it has.
+_DATA = frozenset({"const", "enum", "examples"})
+
+
+def _unenforced(value: Any) -> Any:
+    """A JSON schema as the server shows it to the model: without `_LEFT_OUT`."""
     if isinstance(value, Mapping):
-        return {
-            k: _untitled(v) for k, v in value.items() if not (k == "title" and isinstance(v, str))
-        }
+        schema = {}
+        for key, sub in value.items():
+            if key in _LEFT_OUT:
+                continue
+            if key in _NAMED_SCHEMAS and isinstance(sub, Mapping):
+                schema[key] = {name: _unenforced(s) for name, s in sub.items()}
+            elif key in _DATA:
+                schema[key] = sub
+            else:
+                schema[key] = _unenforced(sub)
+        return schema
     if isinstance(value, (list, tuple)):
-        return [_untitled(v) for v in value]
+        return [_unenforced(v) for v in value]
     return value
+
+
+def nullable_options(schema: Any) -> int:
+    """How many `anyOf` (or `oneOf`) lists in a schema offer `{"type": "null"}`: each costs
+    more than its JSON (`ChatRules.schema_nullable`), in a way not worked out. A walk, not
+    a recursion, that visits each object once: a schema nested deeper than the recursion
+    limit, or a Python object that contains itself, is still counted."""
+    count, stack, seen = 0, [schema], set()
+    while stack:
+        value = stack.pop()
+        if id(value) in seen:
+            continue
+        if isinstance(value, Mapping):
+            seen.add(id(value))
+            for key, sub in value.items():
+                if key in _DATA:
+                    continue
+                if key in ("anyOf", "oneOf") and isinstance(sub, (list, tuple)):
+                    count += any(isinstance(o, Mapping) and o.get("type") == "null" for o in sub)
+                stack.append(sub)
+        elif isinstance(value, (list, tuple)):
+            seen.add(id(value))
+            stack.extend(value)
+    return count
