@@ -183,6 +183,8 @@ def test_nullable_options_are_counted_in_any_schema_without_recursing() -> None:
     itself["properties"] = {"again": itself}  # a Python object that contains itself
     assert nullable_options(itself) == 1
     assert nullable_options({"enum": [{"anyOf": [{"type": "null"}]}]}) == 0  # data, not schema
+    named = {"properties": {"enum": {"anyOf": [{"type": "string"}, {"type": "null"}]}}}
+    assert nullable_options(named) == 1  # a property named "enum" is a schema
     assert nullable_options(None) == nullable_options("anyOf") == 0
 
 

@@ -191,7 +191,7 @@ def render_response_format(json_schema: Any, named: bool = True) -> str:
 
 def render_schema(schema: Any) -> str:
     """A response format's schema as the server shows it: compact JSON, as sent, without
-    the keywords strict mode implies (`_unenforced`)."""
+    what the output's grammar enforces (`_unenforced`)."""
     return _json(_unenforced(schema), separators=(",", ":"))
 
 
@@ -234,20 +234,24 @@ def nullable_options(schema: Any) -> int:
     more than its JSON (`ChatRules.schema_nullable`), in a way not worked out. A walk, not
     a recursion, that visits each object once: a schema nested deeper than the recursion
     limit, or a Python object that contains itself, is still counted."""
-    count, stack, seen = 0, [schema], set()
+    count, seen = 0, set()
+    stack: list[tuple[Any, bool]] = [(schema, False)]  # (value, maps names to schemas)
     while stack:
-        value = stack.pop()
+        value, names = stack.pop()
         if id(value) in seen:
             continue
         if isinstance(value, Mapping):
             seen.add(id(value))
             for key, sub in value.items():
+                if names:  # a property's name, not a keyword
+                    stack.append((sub, False))
+                    continue
                 if key in _DATA:
                     continue
                 if key in ("anyOf", "oneOf") and isinstance(sub, (list, tuple)):
                     count += any(isinstance(o, Mapping) and o.get("type") == "null" for o in sub)
-                stack.append(sub)
+                stack.append((sub, key in _NAMED_SCHEMAS))
         elif isinstance(value, (list, tuple)):
             seen.add(id(value))
-            stack.extend(value)
+            stack.extend((item, False) for item in value)
     return count
