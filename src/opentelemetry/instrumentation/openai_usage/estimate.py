@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from .schema_text import nullable_options, render_functions, render_response_format
+from .schema_text import render_functions, render_response_format
 from .tally import CompletionTally, not_given
 from .tally import get as _get
 from .tally import items as _items
@@ -59,12 +59,9 @@ class ChatRules:
     text_with_tools: int = 1  # a text (or refusal) answer while tools are offered
     text_with_tools_and_schema: int = 5  # ... and a json_schema response format
     refusal_with_schema: int = 1  # a refusal under a json_schema format, no tools offered
-    schema_in_system: int = 4  # a json_schema response format after the system text
-    schema_alone: int = 8  # ... as a system message of its own
-    schema_beside_tools: int = 1  # ... after the tools section
-    schema_nullable: int = 3  # ... per anyOf offering {"type": "null"}, beyond its JSON
-    responses_schema: int = 8  # Responses API: a json_schema text format (no heading)
-    responses_schema_beside_tools: int = 9  # ... after the tools section
+    schema_section: int = 1  # a json_schema response format's section: beyond its text
+    schema_alone: int = 4  # ... as a system message of its own: its framing and role
+    schema_reply: int = 1  # ... without tools: the reply primed with its name + this
     earlier_answer: int = 2  # an earlier answer under a json_schema format: + name + this
     responses_item: int = 1  # Responses API: per output item (message or function call)
     responses_tools: int | None = 3  # Responses API: tools namespace + this (None: as chat)
@@ -426,18 +423,17 @@ def _chat_prompt(
         if forced is not None:  # the reply is primed as a call to it
             total += counter.text(" to=functions." + forced) + rules.forced_call
     if json_schema is not None:
-        section = _rendered(render_response_format, counter, json_schema, not responses)
-        total += rules.schema_nullable * nullable_options(_get(json_schema, "schema"))
+        section = _rendered(render_response_format, counter, json_schema)
         if system is not None and not functions:  # the text's last token may merge with it
             total += counter.text(system + "\n\n" + section) - counter.text(system)
-        else:
+        else:  # after the tools section, in its message; or a message of its own
             total += counter.text(section)
-        if responses:
-            total += rules.responses_schema_beside_tools if functions else rules.responses_schema
-        elif functions:  # after the tools section, in its message
-            total += rules.schema_beside_tools
-        else:
-            total += rules.schema_in_system if system is not None else rules.schema_alone
+            if system is None and not functions and not responses:
+                total += rules.schema_alone
+        total += rules.schema_section
+        if not functions and not responses:  # the reply is primed as an answer in the format
+            name = _get(json_schema, "name")
+            total += counter.text(name if isinstance(name, str) else "") + rules.schema_reply
     return total
 
 
@@ -666,10 +662,10 @@ def responses_as_chat(request: Mapping[str, Any], counter: _Counter) -> dict[str
         schema = _get(text_format, "schema")
         if not isinstance(schema, Mapping):  # the SDK's model of it names the field `schema_`
             schema = _get(text_format, "schema_")
-        description = _get(text_format, "description")
+        name, description = _get(text_format, "name"), _get(text_format, "description")
         chat["response_format"] = {
             "type": "json_schema",
-            "json_schema": {"schema": schema, "description": description},
+            "json_schema": {"name": name, "schema": schema, "description": description},
         }
     return chat
 
