@@ -190,7 +190,8 @@ def render_response_format(json_schema: Any) -> str:
 
 def render_schema(schema: Any) -> str:
     """A response format's schema as the server shows it: compact JSON, as sent, without
-    the keywords strict mode implies (`_unenforced`)."""
+    the keywords strict mode implies (`_unenforced`), non-ASCII characters escaped as
+    Python's `json.dumps` does by default (`\\u2014`; estimate.py's RULES comment)."""
     return _json(_unenforced(schema), separators=(",", ":"), ensure_ascii=True)
 
 
