@@ -75,7 +75,8 @@ class ChatRules:
 # than gpt-4o's (15 of 15 recorded, `tools` and legacy `functions` alike), while gpt-3.5's
 # calls fit the defaults. gpt-5 prompts are one token shorter (reply priming 2), and so are
 # its tool section and its response format's (schema_section: langchain's gpt-5-nano
-# Responses call with a format, 2 records, exact so, 1 over otherwise); o-series assumed alike (lower bounds).
+# Responses call with a format, 2 records, exact so, 1 over otherwise); o-series assumed
+# alike (lower bounds).
 # text_with_tools: when tools are offered the model itself writes whom its reply is for
 # (the separator after the role for text, " to=functions.x" for a call), so a text answer
 # costs one token more than its text; the call constants already include theirs. Seen on
