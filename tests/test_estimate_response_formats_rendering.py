@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import json
 
-from opentelemetry.instrumentation.openai_usage.estimate import Encoder
+from opentelemetry.instrumentation.openai_usage.estimate import Encoder, estimate_usage
 from opentelemetry.instrumentation.openai_usage.schema_text import render_response_format
+from opentelemetry.instrumentation.openai_usage.tally import CompletionTally
 
 from . import test_estimate
 from .test_estimate_response_format_schema import (
@@ -113,3 +114,27 @@ def test_a_nullable_option_costs_no_more_than_its_json(o200k: Encoder) -> None:
     )
     assert shorter > 0
     assert prompt(request, o200k, GPT_4O) == 290 - shorter
+
+
+def test_a_reasoning_models_format_section_costs_one_token_less_like_its_tools_section(
+    o200k: Encoder,
+) -> None:
+    # langchain's gpt-5-nano Responses call: billed 40, the section its text alone; the
+    # same request to gpt-4o-mini would pay schema_section's 1 beyond it.
+    request, billed = recorded(
+        "pypi:langchain-openai==1.8.1:tests/cassettes/"
+        "test_schema_parsing_failures_responses_api.yaml.gz#2"
+    )
+    fmt = request["text"]["format"]
+    section = tokens(o200k, render_response_format(fmt))
+
+    def estimated(served: str, body: dict[str, object]) -> int:
+        usage = estimate_usage("responses", body, CompletionTally(), served, o200k)
+        assert usage.input_tokens is not None
+        return usage.input_tokens
+
+    plain = {key: value for key, value in request.items() if key != "text"}
+    assert estimated("gpt-5-nano-2025-08-07", request) == billed == 40
+    assert 40 - estimated("gpt-5-nano-2025-08-07", plain) == section
+    with_format = estimated("gpt-4o-mini-2024-07-18", request)
+    assert with_format - estimated("gpt-4o-mini-2024-07-18", plain) == section + 1
