@@ -19,10 +19,7 @@ from typing import Any
 import pytest
 
 from opentelemetry.instrumentation.openai_usage.estimate import Encoder, estimate_usage
-from opentelemetry.instrumentation.openai_usage.schema_text import (
-    nullable_options,
-    render_response_format,
-)
+from opentelemetry.instrumentation.openai_usage.schema_text import render_response_format
 from opentelemetry.instrumentation.openai_usage.tally import CompletionTally
 
 from . import test_estimate
@@ -85,10 +82,10 @@ def test_the_schema_is_shown_with_its_titles_and_without_what_the_grammar_enforc
         '"items":{"type":"array","items":{"type":"string"}},"total":{"type":"number"},'
         '"kind":{"const":{"required":true},"enum":[{"default":1}]}},"type":"object"}'
     )
-    # The Responses API's text format: no heading; a multi-line description, a line each.
+    # A multi-line description: a comment line each.
     described = {"description": "Line one.\n\n  Line two.", "schema": {"type": "object"}}
-    assert render_response_format(described, named=False) == (
-        '// Line one.\n// Line two.\n{"type":"object"}'
+    assert render_response_format(described) == (
+        '# Response Formats\n\n## \n\n// Line one.\n// Line two.\n{"type":"object"}'
     )
 
 
@@ -153,39 +150,6 @@ def test_array_length_and_number_bounds_and_defaults_are_not_billed(o200k: Encod
     for keyword in ("default", "minimum", "maximum"):
         del importance[keyword]
     assert prompt(memory, o200k, "gpt-4o-mini-2024-07-18") == 530
-
-
-def test_each_nullable_option_costs_three_tokens_beyond_its_json(o200k: Encoder) -> None:
-    # crewai's guardrail result (one optional field) and planner observation (two)
-    guardrail, billed = recorded(CREWAI + "test_task_guardrail_process_output.yaml#0")
-    assert nullable_options(schema_of(guardrail)) == 1
-    assert prompt(guardrail, o200k, "gpt-4o-2024-08-06") == billed == 290
-    observation, billed = recorded(
-        CREWAI + "agents/TestAgentExecutorPlanning"
-        ".test_agent_kickoff_with_planning_stores_plan_in_state.yaml#2"
-    )
-    assert nullable_options(schema_of(observation)) == 2
-    assert prompt(observation, o200k, "gpt-4o-mini-2024-07-18") == billed == 788
-    section = functools.partial(render_response_format, guardrail["response_format"]["json_schema"])
-    before = len(o200k.encode_ordinary(section()))
-    schema_of(guardrail)["properties"]["feedback"]["anyOf"] = [{"type": "string"}]
-    shorter = before - len(o200k.encode_ordinary(section()))
-    # No longer nullable: its JSON is shorter, and 3 fewer tokens beyond it.
-    assert prompt(guardrail, o200k, "gpt-4o-2024-08-06") == 290 - shorter - 3
-
-
-def test_nullable_options_are_counted_in_any_schema_without_recursing() -> None:
-    deep: dict[str, Any] = {"type": "null"}
-    for _ in range(5000):  # deeper than the recursion limit
-        deep = {"anyOf": [deep, {"type": "null"}]}
-    assert nullable_options(deep) == 5000
-    itself: dict[str, Any] = {"anyOf": [{"type": "null"}]}
-    itself["properties"] = {"again": itself}  # a Python object that contains itself
-    assert nullable_options(itself) == 1
-    assert nullable_options({"enum": [{"anyOf": [{"type": "null"}]}]}) == 0  # data, not schema
-    named = {"properties": {"enum": {"anyOf": [{"type": "string"}, {"type": "null"}]}}}
-    assert nullable_options(named) == 1  # a property named "enum" is a schema
-    assert nullable_options(None) == nullable_options("anyOf") == 0
 
 
 @pytest.mark.parametrize(

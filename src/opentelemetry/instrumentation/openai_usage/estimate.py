@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from .schema_text import nullable_options, render_functions, render_response_format
+from .schema_text import render_functions, render_response_format
 from .tally import CompletionTally, not_given
 from .tally import get as _get
 from .tally import items as _items
@@ -59,12 +59,9 @@ class ChatRules:
     text_with_tools: int = 1  # a text (or refusal) answer while tools are offered
     text_with_tools_and_schema: int = 5  # ... and a json_schema response format
     refusal_with_schema: int = 1  # a refusal under a json_schema format, no tools offered
-    schema_in_system: int = 4  # a json_schema response format after the system text
-    schema_alone: int = 8  # ... as a system message of its own
-    schema_beside_tools: int = 1  # ... after the tools section
-    schema_nullable: int = 3  # ... per anyOf offering {"type": "null"}, beyond its JSON
-    responses_schema: int = 8  # Responses API: a json_schema text format (no heading)
-    responses_schema_beside_tools: int = 9  # ... after the tools section
+    schema_section: int = 1  # a json_schema response format's section: beyond its text
+    schema_alone: int = 4  # ... as a system message of its own: its framing and role
+    schema_reply: int = 1  # ... without tools: the reply primed with its name + this
     earlier_answer: int = 2  # an earlier answer under a json_schema format: + name + this
     responses_item: int = 1  # Responses API: per output item (message or function call)
     responses_tools: int | None = 3  # Responses API: tools namespace + this (None: as chat)
@@ -76,8 +73,10 @@ class ChatRules:
 # set and the published one, benchmarks/README.md): the gpt-4o/4.1 family fits all of the
 # defaults. gpt-4 (cl100k) plain prompts fit the cookbook; a single call of its costs 3 less
 # than gpt-4o's (15 of 15 recorded, `tools` and legacy `functions` alike), while gpt-3.5's
-# calls fit the defaults. gpt-5 prompts are one token shorter (reply priming 2), and so is
-# its tool section; o-series assumed alike (lower bounds).
+# calls fit the defaults. gpt-5 prompts are one token shorter (reply priming 2), and so are
+# its tool section and its response format's (schema_section: langchain's gpt-5-nano
+# Responses call with a format, 2 records, exact so, 1 over otherwise); o-series assumed
+# alike (lower bounds).
 # text_with_tools: when tools are offered the model itself writes whom its reply is for
 # (the separator after the role for text, " to=functions.x" for a call), so a text answer
 # costs one token more than its text; the call constants already include theirs. Seen on
@@ -89,27 +88,30 @@ class ChatRules:
 # description as `// ` comment lines, and its schema as compact JSON, as sent, titles
 # included, without what the output's grammar enforces (schema_text._unenforced: which
 # properties are required, additionalProperties, an array's length, a number's bounds, and
-# defaults, which never apply where all is required). A developer found the same for the
-# Responses API (openai/openai-cookbook#2140: the schema without required and
-# additionalProperties, + 9), and a leaked system prompt shows it (ghost.ai.moda, "OpenAI
-# Internals: Structured Outputs to System Prompts"). The published chat prompts, replayed
-# (distinct requests exact; the earlier rendering, titles dropped and all keywords kept, in
-# brackets): as a system message of its own, + schema_alone: 6 of 16 distinct requests, 5
-# of 9 schemas, 4 sources [3, 2, 2]; after the system text, + schema_in_system, counted
-# with it (its last token may merge with "\n\n", as the tools section's does): 87 of 107,
-# 12 of 18 schemas [13, 3]; after the tools section, in their message, + schema_beside_tools:
-# 36 of 36, 3 schemas, 2 sources [31, 2]. Dropping maxItems made crewai's A2A schema exact
-# (28 records), the bounds and default its memory analysis (35). schema_nullable: an anyOf
-# that offers {"type": "null"} costs 3 more than its JSON, in a way not worked out: both
-# schemas that have them (crewai's guardrail result, one, 14 records; its planner
-# observation, two, 21) were exactly that short. Still inexact (about 50 records): one
-# token over for 5 schemas (mirascope's int and Book among them), 2 to 4 short for 3
-# crewai ones, and a refused request (FentanylHandbook: 3 short in chat, 4 in Responses).
-# The Responses API's text format has no heading (neither name nor "##"): responses_schema,
-# 15 of 18 distinct inputs without tools exact (4 schemas, 3 sources), none before, and
-# its description is billed (mirascope's Book: exact, 15 short without it). After its tools
-# section (one schema, one source), responses_schema_beside_tools: 9 fits every first turn;
-# the later turns, with a call and its result, are 1 short.
+# defaults, which never apply where all is required), non-ASCII characters escaped
+# (`\u2014`, as Python's json.dumps writes by default: crewai's planner observation, 23
+# records, 2 schemas, exact only so). A developer found the same for the Responses API
+# (openai/openai-cookbook#2140: the schema without required and additionalProperties),
+# and a leaked system prompt shows it, heading and name included, in a Responses call
+# (ghost.ai.moda, "OpenAI Internals: Structured Outputs to System Prompts"). The section
+# costs its text + schema_section wherever it is: after the system text, counted with it
+# (its last token may merge with "\n\n", as the tools section's does), after the tools
+# section in their message, or, + schema_alone (framing and role), as a system message of
+# its own. In chat without tools the reply is primed as an answer in the format: its name
+# + schema_reply, as each earlier answer names it (earlier_answer, below). That the name
+# is billed twice is what the data show: a trivial schema under a 5-token name
+# (mirascope's FentanylHandbook) cost 8 more than the same under a 1-token one (elastic's
+# Reason), and over all schemas the error was the name's tokens less 2 until counted.
+# With tools offered (the reply may be a call) and in the Responses API, once: the
+# heading. Published prompts, distinct requests exact [before: titles dropped, all
+# keywords kept, ASCII kept / the previous rule, "3 more per nullable anyOf", no name in
+# the Responses heading]: chat, a message of its own, 16 of 16, 9 schemas, 6 sources [3 /
+# 6]; after the system text 107 of 107, 20 formats, 4 sources [13 / 87]; after the tools
+# section 36 of 36, 3 schemas, 2 sources [31 / 36]; Responses without tools 19 of 20, 8
+# formats, 4 sources (the other is gpt-5-nano's) [0 / 17]. The nullable-anyOf surcharge
+# was the guardrail result's 5-token name and the planner observation's escaped dashes.
+# Left: Responses turns after a call and its result under a format with tools (1 to 3
+# short, one schema, mirascope).
 # earlier_answer: an earlier assistant answer (text) in a chat request with a json_schema
 # format costs the format's name + 2 more (4 of 4 sibling pairs, 4 distinct schemas,
 # mirascope and crewai; none under json_object or a tool, nor in the Responses API):
@@ -123,7 +125,7 @@ class ChatRules:
 # token may merge with it (".\n\n" is one token): tools_in_system. Counted apart, 91
 # distinct published prompts (4 sources) fewer were exact, 2 more. Without one it is a
 # system message of its own (tools_alone), also when a json_schema response format follows
-# it there (schema_beside_tools). A strict function costs no more
+# it there (schema_section). A strict function costs no more
 # than a plain one (95 distinct prompts, 5 sources, exact that were 1 token short per strict
 # function). A tool_choice naming a function primes the reply as its call, billed in the
 # prompt: " to=functions.<name>" + forced_call (10 distinct prompts, 3 sources).
@@ -155,6 +157,7 @@ RULES: dict[str, ChatRules] = {
         tools_alone=2,
         responses_tools=None,
         one_line_objects=False,
+        schema_section=0,
     ),
 }
 # gpt-4 itself (gpt-4-0613, gpt-4-32k...), not gpt-4o, gpt-4.1 or gpt-4-turbo.
@@ -426,18 +429,19 @@ def _chat_prompt(
         if forced is not None:  # the reply is primed as a call to it
             total += counter.text(" to=functions." + forced) + rules.forced_call
     if json_schema is not None:
-        section = _rendered(render_response_format, counter, json_schema, not responses)
-        total += rules.schema_nullable * nullable_options(_get(json_schema, "schema"))
+        section = _rendered(render_response_format, counter, json_schema)
         if system is not None and not functions:  # the text's last token may merge with it
             total += counter.text(system + "\n\n" + section) - counter.text(system)
-        else:
+        else:  # after the tools section, in its message; or a message of its own
             total += counter.text(section)
-        if responses:
-            total += rules.responses_schema_beside_tools if functions else rules.responses_schema
-        elif functions:  # after the tools section, in its message
-            total += rules.schema_beside_tools
-        else:
-            total += rules.schema_in_system if system is not None else rules.schema_alone
+            # Not in the Responses API: its inputs with a format and without a system
+            # message paid for no message of their own (19 of 20 distinct exact so).
+            if system is None and not functions and not responses:
+                total += rules.schema_alone
+        total += rules.schema_section
+        if not functions and not responses:  # the reply is primed as an answer in the format
+            name = _get(json_schema, "name")
+            total += counter.text(name if isinstance(name, str) else "") + rules.schema_reply
     return total
 
 
@@ -458,8 +462,8 @@ def _rendered(render: Callable[..., str], counter: _Counter, *schema: Any) -> st
 def _earlier_answer(message: Any, json_schema: Mapping[str, Any], counter: _Counter) -> int:
     """What an earlier assistant answer (text) costs beyond its text and framing when the
     request has a json_schema response format: the format's name + `earlier_answer`, as if
-    the answer's header named the format it was written in (the reply's priming may well
-    name it too; that is inside the `schema_*` constants).
+    the answer's header named the format it was written in, as the reply's priming does
+    (`schema_reply`).
 
     Evidence: every recorded pair of sibling requests (same schema, model and test, one
     with an earlier answer and one without) disagreed by exactly the name's tokens + 2
@@ -661,15 +665,15 @@ def responses_as_chat(request: Mapping[str, Any], counter: _Counter) -> dict[str
     if text_format is None:  # `responses.parse(text_format=<class>)`
         text_format = _as_sent(request.get("text_format"), "text_format", counter)
     if _get(text_format, "type") == "json_schema":  # chat's `response_format` for it
-        # The schema alone: with the format's name and description as chat writes them, 8
-        # fewer published Responses prompts are exact in all (323 to 315 of 553, gpt-4o).
+        # Its name heads the section as in chat (RULES comment; the reply is not primed
+        # with it: `_chat_prompt` is told `responses`).
         schema = _get(text_format, "schema")
         if not isinstance(schema, Mapping):  # the SDK's model of it names the field `schema_`
             schema = _get(text_format, "schema_")
-        description = _get(text_format, "description")
+        name, description = _get(text_format, "name"), _get(text_format, "description")
         chat["response_format"] = {
             "type": "json_schema",
-            "json_schema": {"schema": schema, "description": description},
+            "json_schema": {"name": name, "schema": schema, "description": description},
         }
     return chat
 

@@ -33,9 +33,9 @@ def _sent_as(value: Any) -> Any:
     return str(value)
 
 
-def _json(value: Any, **options: Any) -> str:
+def _json(value: Any, ensure_ascii: bool = False, **options: Any) -> str:
     """`value` as JSON text, as the SDK would write it (`_sent_as`)."""
-    return json.dumps(value, ensure_ascii=False, default=_sent_as, **options)
+    return json.dumps(value, ensure_ascii=ensure_ascii, default=_sent_as, **options)
 
 
 def _required(schema: Mapping[str, Any]) -> frozenset[str]:
@@ -178,12 +178,11 @@ def render_functions(functions: list[Mapping[str, Any]], one_line: bool = True) 
     return "\n".join(lines)
 
 
-def render_response_format(json_schema: Any, named: bool = True) -> str:
+def render_response_format(json_schema: Any) -> str:
     """A json_schema response format as the prompt section the server bills: a "# Response
-    Formats" heading with its name (not for the Responses API, `named=False`), its
-    description, and its schema (`render_schema`)."""
+    Formats" heading with its name, its description, and its schema (`render_schema`)."""
     name, description = _get(json_schema, "name"), _get(json_schema, "description")
-    text = f"# Response Formats\n\n## {name if isinstance(name, str) else ''}\n\n" if named else ""
+    text = f"# Response Formats\n\n## {name if isinstance(name, str) else ''}\n\n"
     if isinstance(description, str) and description:  # as a tool's: `// ` lines
         text += "".join(f"// {line.strip()}\n" for line in description.split("\n") if line.strip())
     return text + render_schema(_get(json_schema, "schema"))
@@ -191,8 +190,9 @@ def render_response_format(json_schema: Any, named: bool = True) -> str:
 
 def render_schema(schema: Any) -> str:
     """A response format's schema as the server shows it: compact JSON, as sent, without
-    what the output's grammar enforces (`_unenforced`)."""
-    return _json(_unenforced(schema), separators=(",", ":"))
+    the keywords strict mode implies (`_unenforced`), non-ASCII characters escaped as
+    Python's `json.dumps` does by default (`\\u2014`; estimate.py's RULES comment)."""
+    return _json(_unenforced(schema), separators=(",", ":"), ensure_ascii=True)
 
 
 # Keywords the server leaves out of the schema it shows the model. What the output's
@@ -227,31 +227,3 @@ def _unenforced(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [_unenforced(v) for v in value]
     return value
-
-
-def nullable_options(schema: Any) -> int:
-    """How many `anyOf` (or `oneOf`) lists in a schema offer `{"type": "null"}`: each costs
-    more than its JSON (`ChatRules.schema_nullable`), in a way not worked out. A walk, not
-    a recursion, that visits each object once: a schema nested deeper than the recursion
-    limit, or a Python object that contains itself, is still counted."""
-    count, seen = 0, set()
-    stack: list[tuple[Any, bool]] = [(schema, False)]  # (value, maps names to schemas)
-    while stack:
-        value, names = stack.pop()
-        if id(value) in seen:
-            continue
-        if isinstance(value, Mapping):
-            seen.add(id(value))
-            for key, sub in value.items():
-                if names:  # a property's name, not a keyword
-                    stack.append((sub, False))
-                    continue
-                if key in _DATA:
-                    continue
-                if key in ("anyOf", "oneOf") and isinstance(sub, (list, tuple)):
-                    count += any(isinstance(o, Mapping) and o.get("type") == "null" for o in sub)
-                stack.append((sub, key in _NAMED_SCHEMAS))
-        elif isinstance(value, (list, tuple)):
-            seen.add(id(value))
-            stack.extend((item, False) for item in value)
-    return count
