@@ -1,0 +1,160 @@
+"""More prompt tokens of requests with tools: how the server bills the results of several
+calls made in one earlier message, against real billed usage.
+
+Expected numbers marked "billed" are the prompt tokens OpenAI reported for that exact
+request (published VCR cassettes, benchmarks/data/published.jsonl.gz); the variants show
+what each rule adds or takes away.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from typing import Any
+
+from opentelemetry.instrumentation.openai_usage.estimate import Encoder, estimate_usage
+from opentelemetry.instrumentation.openai_usage.tally import CompletionTally
+
+from . import test_estimate
+from .test_estimate_tool_prompts import function, prompt
+
+# test_estimate's fixtures (o200k_base loaded offline), as this module's too.
+encoders, o200k = test_estimate.encoders, test_estimate.o200k
+
+
+def _call(call_id: str, name: str, arguments: str) -> dict[str, Any]:
+    return {
+        "id": call_id,
+        "type": "function",
+        "function": {"name": name, "arguments": arguments},
+    }
+
+
+def _secrets_request() -> dict[str, Any]:
+    """mirascope 2.8.2, e2e/output test_call_with_tools, gpt-4o, second request: two
+    calls in one assistant message, then their two results."""
+    calls = [
+        _call("call_v6LacIrChvs6ITVpIZqy5tFc", "secret_retrieval_tool", '{"password": "mellon"}'),
+        _call("call_onyWzk4mLTGKzW9cthmf4Llq", "secret_retrieval_tool", '{"password": "radiance"}'),
+    ]
+    messages = [
+        {"role": "system", "content": "Use parallel tool calling."},
+        {
+            "role": "user",
+            "content": "Please retrieve the secrets associated with each of these passwords: "
+            "mellon,radiance",
+        },
+        {"role": "assistant", "tool_calls": calls},
+        {"role": "tool", "content": "Welcome to Moria!", "tool_call_id": calls[0]["id"]},
+        {"role": "tool", "content": "Life before Death", "tool_call_id": calls[1]["id"]},
+    ]
+    secret = function(
+        "secret_retrieval_tool",
+        "A tool that requires a password to retrieve a secret.",
+        {
+            "properties": {"password": {"title": "Password", "type": "string"}},
+            "required": ["password"],
+            "additionalProperties": False,
+            "type": "object",
+        },
+        strict=False,
+    )
+    return {"messages": messages, "tools": [secret]}
+
+
+def test_the_results_of_several_calls_are_billed_as_one_json_list(o200k: Encoder) -> None:
+    request = _secrets_request()
+    assert prompt(request, o200k, "gpt-4o") == 149  # billed
+    # One message for both results: its text the JSON list of theirs.
+    as_list = len(o200k.encode_ordinary(json.dumps(["Welcome to Moria!", "Life before Death"])))
+    as_messages = sum(
+        3 + len(o200k.encode_ordinary("tool")) + 1 + len(o200k.encode_ordinary(text))
+        for text in ("Welcome to Moria!", "Life before Death")
+    )
+    assert 149 - (3 + as_list + 3) + as_messages == 150  # as role=tool messages: 1 over
+    # A result's newlines and quotes are written escaped, as JSON writes them.
+    quoted = copy.deepcopy(request)
+    quoted["messages"][3]["content"] = 'Welcome\nto "Moria"!'
+    escaped = len(o200k.encode_ordinary(json.dumps(['Welcome\nto "Moria"!', "Life before Death"])))
+    plain = len(o200k.encode_ordinary('Welcome\nto "Moria"!')) - len(
+        o200k.encode_ordinary("Welcome to Moria!")
+    )
+    assert escaped - as_list > plain  # the escapes cost more than the text's own tokens
+    assert prompt(quoted, o200k, "gpt-4o") == 149 - as_list + escaped
+
+
+def test_three_calls_cost_their_json_and_one_list_of_results(o200k: Encoder) -> None:
+    # crewai 1.15.44, TestOpenAINativeToolCalling parallel agent kickoff, second request
+    # (gpt-4o-mini): three calls in one message, each result a role=tool message with a
+    # `name`, which the server does not bill.
+    names = [f"parallel_local_search_{n}" for n in ("one", "two", "three")]
+    queries = [f"latest {who} model release notes" for who in ("OpenAI", "Anthropic", "Gemini")]
+    calls = [_call(f"call_{i}", names[i], json.dumps({"query": queries[i]})) for i in range(3)]
+    results = [
+        {
+            "role": "tool",
+            "tool_call_id": f"call_{i}",
+            "name": names[i],
+            "content": f"[{('one', 'two', 'three')[i]}] {queries[i]}",
+        }
+        for i in range(3)
+    ]
+    task = (
+        "\nCurrent Task: This is a tool-calling compliance test. In your next assistant turn, "
+        "emit exactly 3 tool calls in the same response (parallel tool calls), in this order: "
+        "1) parallel_local_search_one(query='latest OpenAI model release notes'), "
+        "2) parallel_local_search_two(query='latest Anthropic model release notes'), "
+        "3) parallel_local_search_three(query='latest Gemini model release notes'). Do not "
+        "call any other tools and do not answer before those 3 tool calls are emitted. After "
+        "the tool results return, provide a one paragraph summary."
+    )
+    messages = [
+        {
+            "role": "system",
+            "content": "You are Parallel Tool Agent. You follow tool instructions precisely.\n"
+            "Your personal goal is: Use both tools exactly as instructed",
+        },
+        {"role": "user", "content": task},
+        {"role": "assistant", "content": None, "tool_calls": calls},
+        *results,
+    ]
+    parameters = {
+        "properties": {
+            "query": {"description": "Search query", "title": "Query", "type": "string"}
+        },
+        "required": ["query"],
+        "type": "object",
+        "additionalProperties": False,
+    }
+    tools = [
+        function(name, f"Local search tool #{i} for concurrency testing.", parameters, strict=True)
+        for i, name in enumerate(names, 1)
+    ]
+    request = {"messages": messages, "tools": tools, "tool_choice": "auto"}
+    assert prompt(request, o200k, "gpt-4o-mini") == 377  # billed
+    # A result left out leaves the list one item shorter, not a whole message fewer.
+    fewer = copy.deepcopy(request)
+    del fewer["messages"][-1]
+    dropped = len(o200k.encode_ordinary(json.dumps([r["content"] for r in results]))) - len(
+        o200k.encode_ordinary(json.dumps([r["content"] for r in results[:2]]))
+    )
+    assert prompt(fewer, o200k, "gpt-4o-mini") == 377 - dropped
+
+
+def test_a_result_of_several_calls_with_an_image_part_makes_a_lower_bound(
+    o200k: Encoder,
+) -> None:
+    request = _secrets_request()
+    text_parts = copy.deepcopy(request)
+    text_parts["messages"][3]["content"] = [{"type": "text", "text": "Welcome to Moria!"}]
+    assert prompt(text_parts, o200k, "gpt-4o") == 149  # text parts: their text
+    image = copy.deepcopy(request)
+    image["messages"][3]["content"] = [
+        {"type": "text", "text": "Welcome to Moria!"},
+        {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}},
+    ]
+    usage = estimate_usage("chat", {"model": "gpt-4o", **image}, CompletionTally(), "gpt-4o", o200k)
+    assert usage.input_tokens == 149 and usage.lower_bound
+    assert not estimate_usage(
+        "chat", {"model": "gpt-4o", **text_parts}, CompletionTally(), "gpt-4o", o200k
+    ).lower_bound
