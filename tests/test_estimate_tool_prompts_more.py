@@ -9,7 +9,10 @@ what each rule adds or takes away.
 from __future__ import annotations
 
 import copy
+import functools
+import gzip
 import json
+from pathlib import Path
 from typing import Any
 
 from opentelemetry.instrumentation.openai_usage.estimate import Encoder, estimate_usage
@@ -20,6 +23,20 @@ from .test_estimate_tool_prompts import function, prompt
 
 # test_estimate's fixtures (o200k_base loaded offline), as this module's too.
 encoders, o200k = test_estimate.encoders, test_estimate.o200k
+
+PUBLISHED = Path(__file__).parent.parent / "benchmarks" / "data" / "published.jsonl.gz"
+
+
+@functools.cache
+def _recorded(case_id: str) -> tuple[str, int]:
+    """A published record too long to write out here: its request (JSON text) and the
+    prompt tokens it was billed."""
+    with gzip.open(PUBLISHED, "rt", encoding="utf-8") as lines:
+        for line in lines:
+            record = json.loads(line)
+            if record["case_id"] == case_id:
+                return json.dumps(record["request_json"]), record["usage"]["prompt_tokens"]
+    raise LookupError(case_id)
 
 
 def _call(call_id: str, name: str, arguments: str) -> dict[str, Any]:
@@ -158,3 +175,44 @@ def test_a_result_of_several_calls_with_an_image_part_makes_a_lower_bound(
     assert not estimate_usage(
         "chat", {"model": "gpt-4o", **text_parts}, CompletionTally(), "gpt-4o", o200k
     ).lower_bound
+
+
+def test_a_blank_line_inside_a_function_description_is_a_bare_comment_line(
+    o200k: Encoder,
+) -> None:
+    # mirascope 2.8.2, e2e/input test_caching_tool, gpt-4o: a tool described in about
+    # 3,600 tokens of markdown, its sections apart by blank lines.
+    text, billed = _recorded(
+        "pypi:mirascope==2.8.2:tests/e2e/input/cassettes/test_caching_tool/"
+        "openai_gpt_4o_completions.yaml#0"
+    )
+    request = json.loads(text)
+    assert billed == 3698
+    assert prompt(request, o200k, "gpt-4o") == billed
+    description = request["tools"][0]["function"]["description"]
+    assert description.startswith("\n") and "\n\n---\n\n" in description
+    # Without its blank lines it is 2 tokens short: most of them follow a line that ends
+    # in "." (or ":"), where ".\n//\n//" is one token, so they cost nothing.
+    packed = copy.deepcopy(request)
+    packed["tools"][0]["function"]["description"] = "\n".join(
+        line for line in description.split("\n") if line.strip()
+    )
+    assert prompt(packed, o200k, "gpt-4o") == billed - 2
+    # Its leading and trailing blank lines are no comment lines.
+    trimmed = copy.deepcopy(request)
+    trimmed["tools"][0]["function"]["description"] = description.strip()
+    assert prompt(trimmed, o200k, "gpt-4o") == billed
+
+
+def test_a_blank_line_costs_a_token_where_it_does_not_join_the_line_before(
+    o200k: Encoder,
+) -> None:
+    def described(description: str) -> int:
+        tool = function("f", description, {})
+        return prompt(
+            {"messages": [{"role": "user", "content": "Hi"}], "tools": [tool]}, o200k, "gpt-4o"
+        )
+
+    assert described("Looks up.\n\nArgs: none") == described("Looks up.\nArgs: none")
+    assert described("Looks up!\n\n---\n\nArgs: none") > described("Looks up!\n---\nArgs: none")
+    assert described("   ") == described("")  # no description at all
