@@ -19,7 +19,14 @@ from opentelemetry.instrumentation.openai_usage.estimate import Encoder, estimat
 from opentelemetry.instrumentation.openai_usage.tally import CompletionTally
 
 from . import test_estimate
-from .test_estimate_tool_prompts import function, prompt
+from .test_estimate_tool_prompts import (
+    FORMATTED_OUTPUT,
+    FORMATTED_OUTPUT_SYSTEM,
+    function,
+    prompt,
+    titled,
+    usage_of,
+)
 
 # test_estimate's fixtures (o200k_base loaded offline), as this module's too.
 encoders, o200k = test_estimate.encoders, test_estimate.o200k
@@ -216,3 +223,108 @@ def test_a_blank_line_costs_a_token_where_it_does_not_join_the_line_before(
     assert described("Looks up.\n\nArgs: none") == described("Looks up.\nArgs: none")
     assert described("Looks up!\n\n---\n\nArgs: none") > described("Looks up!\n---\nArgs: none")
     assert described("   ") == described("")  # no description at all
+
+
+def _book_request() -> dict[str, Any]:
+    """mirascope 2.8.2, test_structured_output/tool, gpt-4o (2025-10): a Book whose
+    author is a `$ref` to the Author definition."""
+    author = {
+        "description": "The author of a book.",
+        **titled("first_name", "last_name"),
+        "title": "Author",
+        "additionalProperties": False,
+    }
+    parameters = {
+        **titled("title", "author", "rating"),
+        "additionalProperties": False,
+        "$defs": {"Author": author},
+    }
+    parameters["properties"]["author"] = {"$ref": "#/$defs/Author"}
+    parameters["properties"]["rating"] = {
+        "description": "For testing purposes, the rating should be 7",
+        "title": "Rating",
+        "type": "integer",
+    }
+    description = (
+        "Use this tool to extract data in Book format for a final response.\n"
+        "A book with a rating. The title should be in all caps!"
+    )
+    return {
+        "messages": [
+            {"role": "system", "content": FORMATTED_OUTPUT_SYSTEM},
+            {
+                "role": "user",
+                "content": "Please recommend the most popular book by Patrick Rothfuss",
+            },
+        ],
+        "parallel_tool_calls": False,
+        "tool_choice": {"type": "function", "function": {"name": FORMATTED_OUTPUT}},
+        "tools": [function(FORMATTED_OUTPUT, description, parameters, strict=True)],
+    }
+
+
+def test_a_ref_is_its_definition_written_in_place_at_the_margin(o200k: Encoder) -> None:
+    request = _book_request()
+    assert prompt(request, o200k, "gpt-4o") == 172  # billed
+    # The same object given in place (no $defs) is the same prompt: the definition's
+    # title and description are the property's notes, its properties at the margin.
+    parameters = request["tools"][0]["function"]["parameters"]
+    inline = copy.deepcopy(request)
+    inline_parameters = inline["tools"][0]["function"]["parameters"]
+    inline_parameters["properties"]["author"] = dict(parameters["$defs"]["Author"])
+    del inline_parameters["$defs"]
+    assert prompt(inline, o200k, "gpt-4o") == 172
+    # Without the definition's notes the prompt is 9 tokens shorter: the "// Author" and
+    # "// The author of a book." lines (the first "//" joins the "," before it).
+    bare = copy.deepcopy(request)
+    definition = bare["tools"][0]["function"]["parameters"]["$defs"]["Author"]
+    del definition["title"], definition["description"]
+    assert prompt(bare, o200k, "gpt-4o") == 172 - 9
+
+
+def test_a_recursive_ref_is_written_as_its_name_inside_its_own_definition(
+    o200k: Encoder,
+) -> None:
+    node = {
+        "type": "object",
+        "properties": {"value": {"type": "string"}, "next": {"$ref": "#/$defs/Node"}},
+    }
+    parameters = {
+        "type": "object",
+        "properties": {"head": {"$ref": "#/$defs/Node"}},
+        "$defs": {"Node": node},
+    }
+    request = {
+        "messages": [{"role": "user", "content": "Hi"}],
+        "tools": [function("walk", "", parameters)],
+    }
+    usage = usage_of(request, o200k)
+    # Written once, the inner reference by name: as a Node whose `next` is a named type.
+    named = copy.deepcopy(request)
+    named_parameters = named["tools"][0]["function"]["parameters"]
+    named_parameters["properties"]["head"] = {
+        "type": "object",
+        "properties": {"value": {"type": "string"}, "next": {"$ref": "#/$defs/Node"}},
+    }
+    del named_parameters["$defs"]
+    assert usage.input_tokens == prompt(named, o200k, "gpt-4o")
+    assert not usage.lower_bound
+
+
+def test_refs_that_double_at_every_level_stop_being_written_out(o200k: Encoder) -> None:
+    # Each definition uses the next twice: written out in full, 2**30 copies of the last.
+    definitions: dict[str, Any] = {"D30": {"type": "string"}}
+    for level in range(29, -1, -1):
+        ref = {"$ref": f"#/$defs/D{level + 1}"}
+        definitions[f"D{level}"] = {"type": "object", "properties": {"a": ref, "b": ref}}
+    parameters = {
+        "type": "object",
+        "properties": {"root": {"$ref": "#/$defs/D0"}},
+        "$defs": definitions,
+    }
+    request = {
+        "messages": [{"role": "user", "content": "Hi"}],
+        "tools": [function("f", "", parameters)],
+    }
+    usage = usage_of(request, o200k)
+    assert usage.input_tokens is not None and usage.input_tokens < 50_000
