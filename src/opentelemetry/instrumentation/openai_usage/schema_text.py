@@ -88,7 +88,8 @@ class _Refs:
 
 def _resolved(schema: Any, refs: _Refs) -> tuple[Any, str | None]:
     """A schema with its `$ref` replaced by the definition it names (the reference's own
-    keys, a description say, over the definition's), and the name now open: `_close` it."""
+    keys, a description say, over the definition's), and that name, now in `refs.open`
+    until the caller has written the schema and discards it."""
     if not isinstance(schema, Mapping) or "$ref" not in schema:
         return schema, None
     name = refs.name(schema)
