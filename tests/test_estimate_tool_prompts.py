@@ -493,54 +493,6 @@ def test_a_functions_parameters_title_is_a_comment_line_above_its_description(
     assert prompt(request, o200k, "gpt-4o", "responses") == 72 - line
 
 
-def test_a_ref_is_written_as_the_name_of_a_type_declared_for_its_definition(
-    o200k: Encoder,
-) -> None:
-    # mirascope 2.8.2, test_structured_output/tool (gpt-4o, 2025-10): billed 172.
-    author = {
-        "description": "The author of a book.",
-        **titled("first_name", "last_name"),
-        "title": "Author",
-        "additionalProperties": False,
-    }
-    parameters = {
-        **titled("title", "author", "rating"),
-        "additionalProperties": False,
-        "$defs": {"Author": author},
-    }
-    parameters["properties"]["author"] = {"$ref": "#/$defs/Author"}
-    parameters["properties"]["rating"] = {
-        "description": "For testing purposes, the rating should be 7",
-        "title": "Rating",
-        "type": "integer",
-    }
-    description = (
-        "Use this tool to extract data in Book format for a final response.\n"
-        "A book with a rating. The title should be in all caps!"
-    )
-    request = {
-        "messages": [
-            {"role": "system", "content": FORMATTED_OUTPUT_SYSTEM},
-            {
-                "role": "user",
-                "content": "Please recommend the most popular book by Patrick Rothfuss",
-            },
-        ],
-        "parallel_tool_calls": False,
-        "tool_choice": {"type": "function", "function": {"name": FORMATTED_OUTPUT}},
-        "tools": [function(FORMATTED_OUTPUT, description, parameters, strict=True)],
-    }
-    # One token over what was billed (172): how the server words the declaration is not
-    # known exactly; `author: any` without it was 26 tokens short.
-    assert prompt(request, o200k, "gpt-4o") == 172 + 1
-    # Without the definition, "author: object" is as long as "author: Author": the 27
-    # tokens less are the declaration "// The author of a book.\ntype Author = {...};"
-    # (its 28 tokens alone, one merging with the line before it).
-    del parameters["$defs"]
-    parameters["properties"]["author"] = {"type": "object"}
-    assert prompt(request, o200k, "gpt-4o") == 172 + 1 - 27
-
-
 # ------------------------------------------------ odd requests: never lose the estimate
 
 

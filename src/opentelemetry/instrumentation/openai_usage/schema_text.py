@@ -2,7 +2,7 @@
 
 A tool's parameters become TypeScript-like declarations in a `namespace functions` (a
 property's title and description as comment lines above it, its default as a comment after
-it, a `$ref` as the name of a type declared for its definition); a `json_schema` response
+it, a `$ref` as its definition written in place); a `json_schema` response
 format becomes a "# Response Formats" section holding the schema's compact JSON. Only the
 text: the framing tokens around it, and which message it joins, are `estimate.py`'s rules
 (`RULES`), with the evidence for both.
@@ -48,31 +48,94 @@ def _required(schema: Mapping[str, Any]) -> frozenset[str]:
     return frozenset(name for name in names if isinstance(name, str))
 
 
-def _ts_type(schema: Any, indent: int, one_line: bool) -> str:
+class _Refs:
+    """A function's `$defs` (or `definitions`), for its `$ref`s to be written in place.
+
+    A `$ref` is billed as its definition's object written where it is used, at the margin
+    as any nested object is, below the definition's title and description as the
+    property's notes: the two published schemas whose `$ref` is a property (mirascope's
+    Book.author, gpt-4o chat and Responses; openai-agents' Recipe, gpt-4o Responses) are
+    exact so, 11 prompts, where a `type Author = {...};` declared for it was 1 and 2 over,
+    and the object indented by 2 under its property 6 and 18 over. An array of such
+    objects is not known: crewai's TaskEvaluation (`Entity[]`, 8 prompts) is 5 under so,
+    and crewai's create_reasoning_plan (an array of objects without a `$ref`, 11 prompts)
+    34 (22 indented).
+    A reference already being written (a recursive schema) is written as its name, and so
+    is any past the first `_EXPANSIONS` of a function: a definition used twice by another
+    used twice, and so on, would otherwise be written 2**depth times.
+    """
+
+    _EXPANSIONS = 1000
+
+    def __init__(self, parameters: Any) -> None:
+        definitions = _get(parameters, "$defs")
+        if not isinstance(definitions, Mapping):
+            definitions = _get(parameters, "definitions")
+        self.definitions = definitions if isinstance(definitions, Mapping) else {}
+        self.open: set[str] = set()
+        self.left = self._EXPANSIONS
+
+    def name(self, schema: Mapping[str, Any]) -> str | None:
+        """The definition a `{"$ref": "#/$defs/Name"}` names, if it has one to write."""
+        reference = schema.get("$ref")
+        if not isinstance(reference, str) or not reference.startswith("#/"):
+            return None
+        name = reference.rsplit("/", 1)[-1]
+        if name not in self.definitions or name in self.open or self.left <= 0:
+            return None
+        return name
+
+
+def _resolved(schema: Any, refs: _Refs) -> tuple[Any, str | None]:
+    """A schema with its `$ref` replaced by the definition it names (the reference's own
+    keys, a description say, over the definition's), and that name, now in `refs.open`
+    until the caller has written the schema and discards it."""
+    if not isinstance(schema, Mapping) or "$ref" not in schema:
+        return schema, None
+    name = refs.name(schema)
+    if name is None:
+        return schema, None
+    refs.open.add(name)
+    refs.left -= 1
+    definition = refs.definitions[name]
+    if not isinstance(definition, Mapping):
+        return definition, name
+    return {**definition, **{k: v for k, v in schema.items() if k != "$ref"}}, name
+
+
+def _ts_type(schema: Any, refs: _Refs, one_line: bool) -> str:
     """A JSON schema as the TypeScript-like type OpenAI renders into the prompt."""
+    schema, name = _resolved(schema, refs)
+    try:
+        return _ts_plain(schema, refs, one_line)
+    finally:
+        refs.open.discard(name or "")
+
+
+def _ts_plain(schema: Any, refs: _Refs, one_line: bool) -> str:
     if not isinstance(schema, Mapping):
         return "any"
     reference = schema.get("$ref")
-    if isinstance(reference, str):  # "#/$defs/Author": the type declared for it (_definitions)
+    if isinstance(reference, str):  # one not written in place (`_Refs`): its name
         name = reference.rsplit("/", 1)[-1]
         return name if reference.startswith("#/") and name else "any"
     if "enum" in schema and isinstance(schema["enum"], (list, tuple)):
         return " | ".join(_json(v) for v in schema["enum"]) or "any"
     for key in ("anyOf", "oneOf"):
         if isinstance(schema.get(key), (list, tuple)):
-            options = (_ts_type(option, indent, one_line) for option in schema[key])
+            options = (_ts_type(option, refs, one_line) for option in schema[key])
             return " | ".join(options) or "any"
     kind = schema.get("type")
     if isinstance(kind, (list, tuple)):
         # Each kind once: a subtree written twice a level (`["array", "array"]`) would be
         # written 2**depth times, minutes for a schema of a few hundred bytes.
         kinds = dict.fromkeys(k if isinstance(k, str) else None for k in kind)
-        types = (_ts_type({**schema, "type": k}, indent, one_line) for k in kinds)
+        types = (_ts_plain({**schema, "type": k}, refs, one_line) for k in kinds)
         return " | ".join(types) or "any"
     if kind == "object" and schema.get("properties"):
-        return _ts_object(schema, indent, indent + 2, one_line)
+        return _ts_object(schema, refs, one_line)
     if kind == "array":
-        return _ts_type(schema.get("items"), indent, one_line) + "[]"
+        return _ts_type(schema.get("items"), refs, one_line) + "[]"
     if kind in ("string", "number", "boolean", "null", "object"):
         return str(kind)
     return "number" if kind == "integer" else "any"
@@ -84,9 +147,9 @@ def _notes(prop: Any) -> list[str]:
     return [n for n in (_get(prop, "title"), _get(prop, "description")) if isinstance(n, str) and n]
 
 
-def _ts_object(schema: Mapping[str, Any], indent: int, inner: int, one_line: bool) -> str:
-    """An object type: its properties at `inner` indentation, one a line, each below its
-    notes' comment lines; its closing brace at `indent`.
+def _ts_object(schema: Mapping[str, Any], refs: _Refs, one_line: bool) -> str:
+    """An object type: its properties one a line, each below its notes' comment lines, at
+    the margin however deep the object is (a nested object is not indented).
 
     `one_line` (ChatRules.one_line_objects): an object none of whose properties has a note
     is written on one line, `{a: number, b?: string}`. Published set: 19 more distinct chat
@@ -97,15 +160,21 @@ def _ts_object(schema: Mapping[str, Any], indent: int, inner: int, one_line: boo
     properties = schema.get("properties")
     members = []  # (notes, "name?: type", default comment) of each property
     for name, prop in properties.items() if isinstance(properties, Mapping) else ():
-        member = f"{name}{'' if name in required else '?'}: {_ts_type(prop, inner, one_line)}"
+        # A `$ref`'s definition written in place brings its title and description along.
+        prop, opened = _resolved(prop, refs)
+        try:
+            kind = _ts_type(prop, refs, one_line)
+        finally:
+            refs.open.discard(opened or "")
+        member = f"{name}{'' if name in required else '?'}: {kind}"
         members.append((_notes(prop), member, _default(prop)))
     if one_line and not any(notes or default for notes, _, default in members):
         return "{" + ", ".join(member for _, member, _ in members) + "}"
     lines = ["{"]
     for notes, member, default in members:
-        lines += [" " * inner + "// " + note for note in notes]
-        lines.append(" " * inner + member + "," + default)
-    return "\n".join(lines) + "\n" + " " * indent + "}"
+        lines += ["// " + note for note in notes]
+        lines.append(member + "," + default)
+    return "\n".join(lines) + "\n}"
 
 
 def _default(prop: Any) -> str:
@@ -119,41 +188,17 @@ def _default(prop: Any) -> str:
         return ""
 
 
-def _definitions(parameters: Any, one_line: bool) -> list[str]:
-    """The `$defs` of a function's parameters, each a type of its own, named as the `$ref`s
-    that use it are written (`author: Author`), its description a comment line above it.
-
-    Named, not written out where used: a strict schema may be recursive, which only a name
-    can render. Published set: the 3 schemas with `$defs` (26 prompts, 3 sources, chat and
-    Responses, gpt-4o and gpt-4o-mini) were billed 26 to 61 tokens more than with `any`
-    for each `$ref`; declared so, every first request of a conversation is within 2
-    tokens (none exact: the declaration's exact form is not known; `interface X {` would
-    be a token shorter), written out in place 3 to 16 tokens over.
-    """
-    definitions = _get(parameters, "$defs")
-    if not isinstance(definitions, Mapping):
-        definitions = _get(parameters, "definitions")
-    lines = []
-    for name, definition in definitions.items() if isinstance(definitions, Mapping) else ():
-        description = _get(definition, "description")
-        if isinstance(description, str) and description:
-            lines.append("// " + description)
-        # Its properties at the margin, as parameters are (only a dict's: an object with a
-        # `properties` attribute is no schema we can read).
-        if isinstance(definition, Mapping) and definition.get("properties"):
-            body = _ts_object(definition, 0, 0, one_line)
-        else:
-            body = _ts_type(definition, 0, one_line)
-        lines.append(f"type {name} = {body};")
-    return lines
-
-
 def render_functions(functions: list[Mapping[str, Any]], one_line: bool = True) -> str:
     """The `namespace functions { ... }` text a tools definition becomes in the prompt.
 
-    A multi-line description is a comment line per non-blank line, stripped of its
-    indentation (docstrings): 28 more distinct published chat prompts exact (3 sources)
-    than one `// ` for it all, 5 more (2 sources) than keeping blank lines and indentation.
+    A multi-line description is a comment line per line, stripped of its indentation
+    (docstrings): 28 more distinct published chat prompts exact (3 sources) than one `// `
+    for it all, 5 more (2 sources) than keeping blank lines and indentation. A blank line
+    inside it is a bare `//` line (its leading and trailing blank lines are dropped):
+    mirascope's long markdown tool description (gpt-4o, chat and Responses, 8 prompts) is
+    exact, 2 under without them; after a line ending in "." the `//` line costs nothing
+    (".\n//\n//" is one token), so docstrings' "Args:" sections agree either way (10
+    prompts, 2 sources, all exact both ways); a blank `// ` line was 72 over.
     The parameters schema's own `title` (openai-agents names it "<function>_args") is a
     comment line above the description, as a property's title is above its description:
     every one of the 26 published Responses prompts with such a title (2 sources, gpt-4o
@@ -162,15 +207,15 @@ def render_functions(functions: list[Mapping[str, Any]], one_line: bool = True) 
     lines = ["namespace functions {", ""]
     for function in functions:
         parameters, name = function.get("parameters"), function["name"]
-        lines += _definitions(parameters, one_line)
         title = _get(parameters, "title")
         if isinstance(title, str) and title:  # as a property's title: a note above the rest
             lines.append("// " + title)
-        if isinstance(function.get("description"), str) and function["description"]:
-            description = function["description"].split("\n")
-            lines += ["// " + line.strip() for line in description if line.strip()]
+        description = function.get("description")
+        if isinstance(description, str) and description.strip():
+            lines += [("// " + line.strip()).rstrip() for line in description.strip().split("\n")]
         if isinstance(parameters, Mapping) and parameters.get("properties"):
-            lines.append(f"type {name} = (_: {_ts_object(parameters, 0, 0, one_line)}) => any;")
+            body = _ts_object(parameters, _Refs(parameters), one_line)
+            lines.append(f"type {name} = (_: {body}) => any;")
         else:
             lines.append(f"type {name} = () => any;")
         lines.append("")
